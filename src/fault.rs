@@ -1,0 +1,93 @@
+//! A fault-injection seam: named I/O operations that tests can make fail on purpose.
+//!
+//! Production code passes through [`FaultInjector::check`] before every operation that can
+//! fail in a way that matters (syncs, allocation, directory syncs, acknowledgement writes). With
+//! no injector configured this is a branch on `None`.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// An I/O operation a [`FaultInjector`] may fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoOp {
+    /// `msync`/`fdatasync` of segment data.
+    SyncData,
+    /// Reserving a new segment's space (`fallocate`).
+    Allocate,
+    /// `fsync` of the journal directory.
+    SyncDir,
+    /// Writing and syncing the acknowledgement file.
+    WriteAck,
+    /// Removing a retired segment.
+    RemoveSegment,
+}
+
+/// Decides whether an I/O operation fails. Implementations must be cheap and thread-safe.
+pub trait FaultInjector: Send + Sync + fmt::Debug {
+    /// Called before `op` on `path`; an `Err` is returned to the caller as if the operating
+    /// system had reported it.
+    fn check(&self, op: IoOp, path: &Path) -> io::Result<()>;
+}
+
+/// A simple [`FaultInjector`]: fail the `n`-th and later calls of an operation with an errno.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    rules: Mutex<Vec<Rule>>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    op: IoOp,
+    skip: u64,
+    remaining: Option<u64>,
+    errno: i32,
+}
+
+impl FaultPlan {
+    /// An empty plan: nothing fails.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// After `skip` successful calls of `op`, fail the following `times` calls (`None`: all of
+    /// them) with the raw OS error `errno` (for example `libc`'s `EIO` = 5, `ENOSPC` = 28).
+    pub fn fail(&self, op: IoOp, skip: u64, times: Option<u64>, errno: i32) -> &Self {
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Rule {
+                op,
+                skip,
+                remaining: times,
+                errno,
+            });
+        self
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl FaultInjector for FaultPlan {
+    fn check(&self, op: IoOp, _path: &Path) -> io::Result<()> {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        for rule in rules.iter_mut().filter(|r| r.op == op) {
+            if rule.skip > 0 {
+                rule.skip -= 1;
+                continue;
+            }
+            match &mut rule.remaining {
+                Some(0) => continue,
+                Some(n) => *n -= 1,
+                None => {}
+            }
+            return Err(io::Error::from_raw_os_error(rule.errno));
+        }
+        Ok(())
+    }
+}

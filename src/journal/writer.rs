@@ -1,0 +1,743 @@
+//! The journal writer: appends with group commit, segment rotation, poisoning on failed
+//! syncs, acknowledgement and retention.
+//!
+//! # Concurrency
+//!
+//! * `writer` (a mutex) serialises appends: LSN assignment, the copy into the map, rotation.
+//! * Durability is a separate step. A thread that needs its record durable either becomes the
+//!   *sync leader* (if no sync is running) or waits on `cv`. The leader snapshots the written
+//!   end under the `writer` lock, releases it, `msync`s, publishes, raises `durable_lsn` and
+//!   wakes every waiter. Threads that appended while a sync ran are covered by the next one, so
+//!   one `msync` serves a whole group.
+//! * Lock order: `writer` → `sync` → (`segments`). A leader never holds `sync` while taking
+//!   `writer`.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::Lsn;
+use crate::error::{Error, Result};
+use crate::fault::IoOp;
+use crate::format::{
+    FRAME_HEADER_BYTES, KIND_RESERVED_MIN, SEGMENT_DATA_OFFSET, Seed, SegmentHeader, frame_bytes,
+    le_u32, seal_frame,
+};
+use crate::journal::ack::AckFile;
+use crate::journal::index::{INDEX_STRIDE, SparseIndex};
+use crate::journal::options::{JournalOptions, PersistMode};
+use crate::journal::reader::Reader;
+use crate::journal::recovery::{self, RecoveryReport};
+use crate::segment::{
+    DirLock, MapWriter, SEGMENT_SEQ_MAX, SharedMap, create_segment, inject, open_segment_rw,
+    sync_dir,
+};
+
+/// The record kind `append` uses: opaque application data.
+pub const KIND_DATA: u8 = 1;
+
+const ZEROS: [u8; 8] = [0; 8];
+
+/// An append-only journal of checksummed records in memory-mapped, preallocated segment files.
+///
+/// `Journal` is `Send + Sync`: share it with `Arc` and append from many threads. Dropping it
+/// syncs what is not yet durable (logging any error); [`Journal::close`] does the same and
+/// returns the error. The directory lock is released when the journal and every [`Reader`]
+/// created from it are dropped.
+pub struct Journal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    report: RecoveryReport,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.shared.dir)
+            .field("id", &self.shared.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of the journal's positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalState {
+    /// The journal's UUID.
+    pub journal_id: Uuid,
+    /// LSN of the oldest retained record (equal to `next_lsn` when the journal is empty).
+    pub first_lsn: Lsn,
+    /// LSN the next append will get.
+    pub next_lsn: Lsn,
+    /// Highest durable LSN (0: none).
+    pub durable_lsn: Lsn,
+    /// Highest acknowledged LSN (0: none).
+    pub acked_lsn: Lsn,
+    /// When the acknowledgement was last written, in milliseconds since the Unix epoch.
+    pub acked_at_ms: u64,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Why the journal is poisoned, if it is.
+    pub poisoned: Option<String>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) id: Uuid,
+    pub(crate) opts: JournalOptions,
+    writer: Mutex<Writer>,
+    /// True while a sync leader is at work. Paired with `cv`.
+    syncing: Mutex<bool>,
+    /// Signalled when a sync ends (durable LSN raised), on rotation and on poisoning.
+    pub(crate) cv: Condvar,
+    pub(crate) durable_lsn: AtomicU64,
+    written_lsn: AtomicU64,
+    poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    pub(crate) segments: RwLock<VecDeque<SegmentEntry>>,
+    ack: Mutex<AckFile>,
+    acked_lsn: AtomicU64,
+    retire_lock: Mutex<()>,
+    shutdown: Mutex<bool>,
+    shutdown_cv: Condvar,
+    _lock: DirLock,
+}
+
+/// A segment as readers see it.
+pub(crate) struct SegmentEntry {
+    pub(crate) seq: u64,
+    pub(crate) first_lsn: Lsn,
+    pub(crate) path: PathBuf,
+    pub(crate) index: Arc<RwLock<SparseIndex>>,
+    /// The writer's map, for the active segment only.
+    pub(crate) map: Option<Arc<SharedMap>>,
+    /// For sealed segments: the LSN after the segment's last record, and its data end.
+    pub(crate) sealed: Option<(Lsn, usize)>,
+}
+
+struct Writer {
+    seq: u64,
+    seed: Seed,
+    path: PathBuf,
+    _file: File,
+    map: MapWriter,
+    prev_crc: u32,
+    next_lsn: Lsn,
+    index: Arc<RwLock<SparseIndex>>,
+    since_index: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Journal {
+    /// Opens the journal in `dir`, creating it if missing (see
+    /// [`JournalOptions::create_if_missing`]), and recovers it according to the options'
+    /// [`crate::RecoveryMode`]. What recovery found and did is in [`Journal::recovery_report`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another process (or handle) has the journal open; corruption
+    /// errors as the recovery mode dictates ([`Error::Corrupt`] names segment, offset and
+    /// kind); [`Error::ForeignFile`], [`Error::ForeignSegment`], [`Error::UnsupportedVersion`]
+    /// for files that are not this journal's; I/O errors.
+    pub fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Journal> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::io(
+                    "open journal directory",
+                    &dir,
+                    std::io::Error::other("not a directory"),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !opts.create_if_missing {
+                    return Err(Error::NotFound { dir });
+                }
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io("create journal directory", &dir, e))?;
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent, opts.faults.as_deref())?;
+                }
+            }
+            Err(e) => return Err(Error::io("open journal directory", &dir, e)),
+        }
+        let listing = recovery::list(&dir)?;
+        if listing.segments.is_empty()
+            && !listing.has_ack
+            && let Some(foreign) = listing.foreign
+        {
+            return Err(Error::ForeignDirectory {
+                dir,
+                example: foreign,
+            });
+        }
+        let lock = DirLock::acquire(&dir)?;
+        let rec = recovery::recover(&dir, &opts)?;
+        let report = rec.report.clone();
+        if report.cuts.is_empty() && report.skipped.is_empty() {
+            tracing::info!(target: "syncjournal::recovery", dir = %dir.display(), "{report}");
+        } else {
+            tracing::warn!(target: "syncjournal::recovery", dir = %dir.display(), cuts = ?report.cuts, "{report}");
+        }
+
+        let mut entries = VecDeque::with_capacity(rec.segments.len());
+        let count = rec.segments.len();
+        let mut writer = None;
+        for (i, seg) in rec.segments.into_iter().enumerate() {
+            let index = Arc::new(RwLock::new(seg.index));
+            if i + 1 < count {
+                entries.push_back(SegmentEntry {
+                    seq: seg.seq,
+                    first_lsn: seg.header.first_lsn,
+                    path: seg.path,
+                    index,
+                    map: None,
+                    sealed: Some((seg.tail.next_lsn, seg.tail.end)),
+                });
+                continue;
+            }
+            let file = open_segment_rw(&seg.path)?;
+            let (map, mw) =
+                SharedMap::map_writable(&file, seg.header.segment_bytes as usize, seg.tail.end)
+                    .map_err(|e| Error::io("map segment", &seg.path, e))?;
+            entries.push_back(SegmentEntry {
+                seq: seg.seq,
+                first_lsn: seg.header.first_lsn,
+                path: seg.path.clone(),
+                index: Arc::clone(&index),
+                map: Some(map),
+                sealed: None,
+            });
+            writer = Some(Writer {
+                seq: seg.seq,
+                seed: Seed::new(rec.journal_id, seg.seq),
+                path: seg.path,
+                _file: file,
+                map: mw,
+                prev_crc: seg.tail.last_crc,
+                next_lsn: seg.tail.next_lsn,
+                index,
+                since_index: 0,
+            });
+        }
+        let writer = writer.expect("recovery yields at least one segment");
+        let last = writer.next_lsn - 1;
+        let ack = rec.ack;
+        let acked = ack.current().acked_lsn;
+        let shared = Arc::new(Shared {
+            dir,
+            id: rec.journal_id,
+            opts,
+            writer: Mutex::new(writer),
+            syncing: Mutex::new(false),
+            cv: Condvar::new(),
+            durable_lsn: AtomicU64::new(last),
+            written_lsn: AtomicU64::new(last),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            segments: RwLock::new(entries),
+            ack: Mutex::new(ack),
+            acked_lsn: AtomicU64::new(acked),
+            retire_lock: Mutex::new(()),
+            shutdown: Mutex::new(false),
+            shutdown_cv: Condvar::new(),
+            _lock: lock,
+        });
+        shared.retire()?;
+        let flusher = match shared.opts.persist_mode {
+            PersistMode::Batched { interval } => {
+                Some(spawn_flusher(Arc::clone(&shared), interval)?)
+            }
+            _ => None,
+        };
+        Ok(Journal {
+            shared,
+            flusher,
+            report,
+        })
+    }
+
+    /// What recovery found and did when this journal was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The journal's UUID (also in every segment header).
+    pub fn id(&self) -> Uuid {
+        self.shared.id
+    }
+
+    /// The options the journal was opened with.
+    pub fn options(&self) -> &JournalOptions {
+        &self.shared.opts
+    }
+
+    /// Appends one record of kind [`KIND_DATA`] and returns its LSN. With
+    /// [`PersistMode::Sync`] it returns once the record is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyRecord`], [`Error::RecordTooLarge`], [`Error::Poisoned`],
+    /// [`Error::DiskFull`] when a new segment cannot be reserved (nothing is written; the
+    /// journal stays consistent), I/O errors of the sync (which poison the journal).
+    pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
+        self.append_kind(KIND_DATA, payload)
+    }
+
+    /// Appends one record of application kind `kind` (`0x01..=0xEF`). See [`Journal::append`].
+    pub fn append_kind(&self, kind: u8, payload: &[u8]) -> Result<Lsn> {
+        let lsn = self.write(kind, payload)?;
+        if self.shared.opts.persist_mode == PersistMode::Sync {
+            self.shared.wait_durable(lsn)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends records of kind [`KIND_DATA`] under one lock and one sync, returning their LSNs.
+    /// The batch is not atomic: after a crash, a prefix of it may survive. Put changes that must
+    /// be atomic in one record.
+    pub fn append_batch<I, P>(&self, payloads: I) -> Result<Range<Lsn>>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        self.append_batch_kind(KIND_DATA, payloads)
+    }
+
+    /// [`Journal::append_batch`] with an application kind.
+    pub fn append_batch_kind<I, P>(&self, kind: u8, payloads: I) -> Result<Range<Lsn>>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        self.shared.check()?;
+        check_kind(kind)?;
+        let limit = self.shared.opts.payload_bytes_limit();
+        let range = {
+            let mut w = lock(&self.shared.writer);
+            self.shared.check()?;
+            let first = w.next_lsn;
+            for p in payloads {
+                let p = p.as_ref();
+                check_len(p.len(), limit)?;
+                w.append(&self.shared, kind, p)?;
+            }
+            first..w.next_lsn
+        };
+        if self.shared.opts.persist_mode == PersistMode::Sync && !range.is_empty() {
+            self.shared.wait_durable(range.end - 1)?;
+        }
+        Ok(range)
+    }
+
+    /// Writes a record into the journal without waiting for it to become durable, whatever
+    /// the persist mode. Pair with [`Journal::wait_durable`] to overlap work with the sync.
+    pub fn write(&self, kind: u8, payload: &[u8]) -> Result<Lsn> {
+        self.shared.check()?;
+        check_kind(kind)?;
+        check_len(payload.len(), self.shared.opts.payload_bytes_limit())?;
+        let mut w = lock(&self.shared.writer);
+        self.shared.check()?;
+        w.append(&self.shared, kind, payload)
+    }
+
+    /// Blocks until every record up to `lsn` is durable, syncing if needed (group commit).
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        self.shared.wait_durable(lsn)
+    }
+
+    /// Makes every record written so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.shared.check()?;
+        let lsn = self.shared.written_lsn.load(Ordering::Acquire);
+        self.shared.wait_durable(lsn)
+    }
+
+    /// Durably records that every record up to `lsn` has been applied downstream, then removes
+    /// segments that hold only acknowledged records (keeping
+    /// [`JournalOptions::retain_acked_segments`] of them). Acknowledging an LSN at or below the
+    /// current one does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AckBeyondDurable`] if `lsn` is not durable yet; I/O errors (a failed sync of the
+    /// acknowledgement file poisons the journal).
+    pub fn ack(&self, lsn: Lsn) -> Result<()> {
+        self.shared.check()?;
+        let durable = self.shared.durable_lsn.load(Ordering::Acquire);
+        if lsn > durable {
+            return Err(Error::AckBeyondDurable { lsn, durable });
+        }
+        {
+            let mut ack = lock(&self.shared.ack);
+            if lsn <= ack.current().acked_lsn {
+                return Ok(());
+            }
+            if let Err(e) = ack.write(lsn, self.shared.opts.faults.as_deref()) {
+                self.shared.poison(&e);
+                return Err(e);
+            }
+            self.shared.acked_lsn.store(lsn, Ordering::Release);
+        }
+        self.shared.retire()
+    }
+
+    /// A reader positioned at `lsn` (the first record at or after it). Readers see durable
+    /// records only.
+    pub fn reader(&self, lsn: Lsn) -> Result<Reader> {
+        Reader::new(Arc::clone(&self.shared), lsn)
+    }
+
+    /// The record at `lsn`, if it is durable and retained (found through the sparse index).
+    pub fn read(&self, lsn: Lsn) -> Result<Option<crate::Record>> {
+        let mut r = self.reader(lsn)?;
+        match r.next_record()? {
+            Some(rec) if rec.lsn == lsn => Ok(Some(rec)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The journal's positions now.
+    pub fn state(&self) -> JournalState {
+        let s = &self.shared;
+        let (first_lsn, segments) = {
+            let segs = s.segments.read().unwrap_or_else(|e| e.into_inner());
+            (segs.front().map_or(1, |e| e.first_lsn), segs.len())
+        };
+        let ack = lock(&s.ack).current();
+        JournalState {
+            journal_id: s.id,
+            first_lsn,
+            next_lsn: s.written_lsn.load(Ordering::Acquire) + 1,
+            durable_lsn: s.durable_lsn.load(Ordering::Acquire),
+            acked_lsn: ack.acked_lsn,
+            acked_at_ms: ack.acked_at_ms,
+            segments,
+            poisoned: s.poison_reason(),
+        }
+    }
+
+    /// Stops background work, syncs what is not durable, and reports the outcome.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        *lock(&self.shared.shutdown) = true;
+        self.shared.shutdown_cv.notify_all();
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.sync()
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(dir = %self.shared.dir.display(), error = %e, "sync on close failed");
+        }
+    }
+}
+
+fn check_kind(kind: u8) -> Result<()> {
+    if kind == 0 || kind >= KIND_RESERVED_MIN {
+        return Err(Error::ReservedKind { kind });
+    }
+    Ok(())
+}
+
+fn check_len(len: usize, max: usize) -> Result<()> {
+    if len == 0 {
+        return Err(Error::EmptyRecord);
+    }
+    if len > max {
+        return Err(Error::RecordTooLarge { len, max });
+    }
+    Ok(())
+}
+
+fn spawn_flusher(shared: Arc<Shared>, interval: Duration) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("syncjournal-flush".into())
+        .spawn(move || {
+            loop {
+                {
+                    let stop = lock(&shared.shutdown);
+                    let (stop, _) = shared
+                        .shutdown_cv
+                        .wait_timeout_while(stop, interval, |s| !*s)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if *stop {
+                        return;
+                    }
+                }
+                if shared.poisoned.load(Ordering::Acquire) {
+                    return;
+                }
+                let written = shared.written_lsn.load(Ordering::Acquire);
+                if written > shared.durable_lsn.load(Ordering::Acquire)
+                    && let Err(e) = shared.wait_durable(written)
+                {
+                    tracing::error!(error = %e, "background sync failed");
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::io("spawn flusher thread", PathBuf::new(), e))
+}
+
+impl Shared {
+    /// Fails if the journal is poisoned.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned {
+                reason: self.poison_reason().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    fn poison_reason(&self) -> Option<String> {
+        lock(&self.poison_reason).clone()
+    }
+
+    /// Marks the journal poisoned and wakes every waiter, who will see the error.
+    pub(crate) fn poison(&self, cause: &Error) {
+        {
+            let mut r = lock(&self.poison_reason);
+            if r.is_none() {
+                *r = Some(cause.to_string());
+            }
+        }
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(dir = %self.dir.display(), error = %cause, "journal poisoned");
+        let _g = lock(&self.syncing);
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        loop {
+            self.check()?;
+            if self.durable_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            let mut syncing = lock(&self.syncing);
+            if self.durable_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            if *syncing {
+                let _g = self.cv.wait(syncing).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            *syncing = true;
+            drop(syncing);
+            let result = self.sync_once();
+            *lock(&self.syncing) = false;
+            self.cv.notify_all();
+            result?;
+        }
+    }
+
+    /// One group sync of everything written so far.
+    fn sync_once(&self) -> Result<()> {
+        let (map, to, upto, path) = {
+            let w = lock(&self.writer);
+            (
+                Arc::clone(w.map.map()),
+                w.map.cursor(),
+                w.next_lsn - 1,
+                w.path.clone(),
+            )
+        };
+        if upto <= self.durable_lsn.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let from = map.published_end();
+        let span = tracing::debug_span!("sync", upto, bytes = to.saturating_sub(from)).entered();
+        if let Err(e) = inject(self.opts.faults.as_deref(), IoOp::SyncData, &path)
+            .and_then(|()| map.sync(from, to))
+        {
+            let err = Error::io("msync segment", &path, e);
+            self.poison(&err);
+            return Err(err);
+        }
+        drop(span);
+        map.publish(to);
+        self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Removes sealed segments whose records are all acknowledged, beyond the retained count.
+    pub(crate) fn retire(&self) -> Result<()> {
+        let _g = lock(&self.retire_lock);
+        let acked = self.acked_lsn.load(Ordering::Acquire);
+        let doomed: Vec<(u64, PathBuf)> = {
+            let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            let eligible = segs
+                .iter()
+                .take_while(|e| e.sealed.is_some_and(|(next, _)| next <= acked + 1))
+                .count();
+            let remove = eligible.saturating_sub(self.opts.retain_acked_segments);
+            segs.iter()
+                .take(remove)
+                .map(|e| (e.seq, e.path.clone()))
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let faults = self.opts.faults.as_deref();
+        let mut removed = 0;
+        let mut result = Ok(());
+        for (_, path) in &doomed {
+            let r =
+                inject(faults, IoOp::RemoveSegment, path).and_then(|()| std::fs::remove_file(path));
+            match r {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    result = Err(Error::io("remove retired segment", path, e));
+                    break;
+                }
+            }
+        }
+        {
+            let mut segs = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            segs.drain(..removed);
+        }
+        if removed > 0 {
+            tracing::debug!(removed, acked, "retired acknowledged segments");
+            sync_dir(&self.dir, faults)?;
+        }
+        result
+    }
+
+    /// The mutex `cv` is paired with (for followers waiting for new durable records).
+    pub(crate) fn cv_lock(&self) -> MutexGuard<'_, bool> {
+        lock(&self.syncing)
+    }
+
+    fn advance_durable(&self, lsn: Lsn) {
+        self.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
+        let _g = lock(&self.syncing);
+        self.cv.notify_all();
+    }
+}
+
+impl Writer {
+    fn append(&mut self, shared: &Shared, kind: u8, payload: &[u8]) -> Result<Lsn> {
+        let fb = frame_bytes(payload.len());
+        if self.map.remaining() < fb {
+            self.rotate(shared)?;
+        }
+        let lsn = self.next_lsn;
+        let synced = shared.durable_lsn.load(Ordering::Relaxed);
+        let header = seal_frame(self.seed, lsn, synced, self.prev_crc, kind, payload);
+        let offset = self.map.cursor();
+        let pad = fb - FRAME_HEADER_BYTES - payload.len();
+        self.map.append(&[&header, payload, &ZEROS[..pad]], fb);
+        self.prev_crc = le_u32(&header, 0);
+        if self.since_index == 0 {
+            self.index
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .note(lsn, offset, true);
+        }
+        self.since_index = (self.since_index + 1) % INDEX_STRIDE;
+        self.next_lsn += 1;
+        shared.written_lsn.store(lsn, Ordering::Release);
+        tracing::trace!(lsn, bytes = payload.len(), "append");
+        Ok(lsn)
+    }
+
+    /// Seals the active segment (syncing all of it) and starts the next one.
+    fn rotate(&mut self, shared: &Shared) -> Result<()> {
+        let _span = tracing::debug_span!("rotate", seq = self.seq).entered();
+        let faults = shared.opts.faults.as_deref();
+        let map = Arc::clone(self.map.map());
+        let end = self.map.cursor();
+        if let Err(e) = inject(faults, IoOp::SyncData, &self.path)
+            .and_then(|()| map.sync(map.published_end(), end))
+        {
+            let err = Error::io("msync segment", &self.path, e);
+            shared.poison(&err);
+            return Err(err);
+        }
+        map.publish(end);
+        shared.advance_durable(self.next_lsn - 1);
+        if self.seq >= SEGMENT_SEQ_MAX {
+            return Err(Error::LimitReached(
+                "segment sequence numbers are exhausted",
+            ));
+        }
+        let header = SegmentHeader {
+            journal_id: shared.id,
+            segment_seq: self.seq + 1,
+            first_lsn: self.next_lsn,
+            segment_bytes: shared.opts.segment_bytes_max,
+        };
+        let (path, file) = create_segment(&shared.dir, &header, faults)?;
+        let (new_map, writer) =
+            SharedMap::map_writable(&file, header.segment_bytes as usize, SEGMENT_DATA_OFFSET)
+                .map_err(|e| Error::io("map segment", &path, e))?;
+        let index = Arc::new(RwLock::new(SparseIndex::default()));
+        {
+            let mut segs = shared.segments.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(last) = segs.back_mut() {
+                last.map = None;
+                last.sealed = Some((self.next_lsn, end));
+            }
+            segs.push_back(SegmentEntry {
+                seq: header.segment_seq,
+                first_lsn: header.first_lsn,
+                path: path.clone(),
+                index: Arc::clone(&index),
+                map: Some(new_map),
+                sealed: None,
+            });
+        }
+        map.seal();
+        let prev_crc = SegmentHeader::crc_of(&header.encode());
+        *self = Writer {
+            seq: header.segment_seq,
+            seed: Seed::new(shared.id, header.segment_seq),
+            path,
+            _file: file,
+            map: writer,
+            prev_crc,
+            next_lsn: header.first_lsn,
+            index,
+            since_index: 0,
+        };
+        shared.advance_durable(0);
+        tracing::debug!(
+            seq = header.segment_seq,
+            first_lsn = header.first_lsn,
+            "segment rotated"
+        );
+        if let Err(e) = shared.retire() {
+            tracing::warn!(error = %e, "retiring acknowledged segments failed; will retry");
+        }
+        Ok(())
+    }
+}

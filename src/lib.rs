@@ -1,0 +1,41 @@
+//! syncjournal: make a local SQLite cache sync reliably to a shared database.
+//!
+//! Every mutation is first appended as a checksummed record to a memory-mapped, preallocated,
+//! append-only [`Journal`], durable before `append` returns (by default). The journal is the
+//! source of truth; everything downstream is applied from it exactly once.
+//!
+//! ```no_run
+//! use syncjournal::{Journal, JournalOptions};
+//!
+//! # fn main() -> syncjournal::Result<()> {
+//! let journal = Journal::open("/var/lib/app/journal", JournalOptions::new())?;
+//! let lsn = journal.append(b"hello")?; // durable when this returns
+//! for record in journal.reader(1)? {
+//!     let record = record?;
+//!     println!("{} {:?}", record.lsn, record.payload);
+//! }
+//! journal.ack(lsn)?; // applied downstream: the segment may be retired
+//! # Ok(()) }
+//! ```
+//!
+//! The on-disk format is specified in `journal-format.md`.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod fault;
+pub mod format;
+pub mod inspect;
+pub mod journal;
+pub mod segment;
+
+pub use error::{Corruption, DamageKind, Error, Result};
+pub use journal::{
+    Cut, Journal, JournalOptions, JournalState, KIND_DATA, PersistMode, Reader, Record, RecordRef,
+    RecoveryMode, RecoveryReport,
+};
+
+/// A log sequence number: the position of a record in the journal. The first record is 1;
+/// 0 means "none". LSNs are contiguous and strictly increasing across segments (a gap record
+/// left by salvage is the only exception, and it names the LSNs it stands for).
+pub type Lsn = u64;

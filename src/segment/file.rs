@@ -1,0 +1,268 @@
+//! Segment files on disk: names, creation with reserved space, directory syncs, removal, and
+//! the journal directory's lock file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::FallocateFlags;
+
+use crate::error::{Error, Result, is_disk_full};
+use crate::fault::{FaultInjector, IoOp};
+use crate::format::SegmentHeader;
+
+/// Extension of segment files.
+pub const SEGMENT_EXTENSION: &str = "sjl";
+/// Suffix of a segment being created; such files are removed on open.
+pub const TMP_SUFFIX: &str = ".tmp";
+/// The lock file's name.
+pub const LOCK_FILE: &str = "LOCK";
+/// The acknowledgement file's name.
+pub const ACK_FILE: &str = "ACK";
+/// Directory (inside the journal directory) where bytes cut by recovery are kept.
+pub const FORENSICS_DIR: &str = "forensics";
+/// The largest segment sequence number: file names have 16 decimal digits.
+pub const SEGMENT_SEQ_MAX: u64 = 9_999_999_999_999_999;
+
+/// File name of segment `seq`: 16 zero-padded decimal digits and `.sjl`, so that names sort
+/// like sequence numbers.
+pub fn segment_file_name(seq: u64) -> String {
+    format!("{seq:016}.{SEGMENT_EXTENSION}")
+}
+
+/// The sequence number encoded in a segment file name, if `name` is one.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".sjl")?;
+    if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Calls the fault injector, if any.
+pub(crate) fn inject(faults: Option<&dyn FaultInjector>, op: IoOp, path: &Path) -> io::Result<()> {
+    match faults {
+        Some(f) => f.check(op, path),
+        None => Ok(()),
+    }
+}
+
+/// `fsync` of a directory, so that file creations, renames and removals in it are durable.
+/// (`msync`/`fdatasync` of a file never covers its directory entry.)
+pub(crate) fn sync_dir(dir: &Path, faults: Option<&dyn FaultInjector>) -> Result<()> {
+    inject(faults, IoOp::SyncDir, dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+    let d = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    d.sync_all()
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Reserves `[0, len)` of `file` with real blocks. Uses `fallocate`; where the file system
+/// does not support it, writes zeros in 4 KiB pieces (never `set_len`, which would leave a
+/// sparse file whose first store through a map could raise `SIGBUS` on a full disk; 4 KiB
+/// pieces keep the page cache in small pages, see `../shared/baseline/README.md`).
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+            let zeros = [0u8; 4096];
+            let current = file.metadata()?.len();
+            let mut at = 0;
+            while at < len {
+                let n = (len - at).min(zeros.len() as u64) as usize;
+                if at >= current || !is_zero_at(file, at, n)? {
+                    file.write_all_at(&zeros[..n], at)?;
+                }
+                at += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_zero_at(file: &File, at: u64, n: usize) -> io::Result<bool> {
+    let mut buf = [0u8; 4096];
+    file.read_exact_at(&mut buf[..n], at)?;
+    Ok(buf[..n].iter().all(|&b| b == 0))
+}
+
+/// Creates segment file `seq` in `dir` with `header`, reserved to `header.segment_bytes`, and
+/// makes it durable: written under a temporary name, synced, renamed into place, and the
+/// directory synced. A crash at any point leaves either no segment or a complete one (plus,
+/// perhaps, a `.tmp` file that the next open removes).
+pub(crate) fn create_segment(
+    dir: &Path,
+    header: &SegmentHeader,
+    faults: Option<&dyn FaultInjector>,
+) -> Result<(PathBuf, File)> {
+    let name = segment_file_name(header.segment_seq);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("create segment", &tmp, e))?;
+        inject(faults, IoOp::Allocate, &tmp)
+            .and_then(|()| allocate(&file, header.segment_bytes))
+            .map_err(|e| {
+                if is_disk_full(&e) {
+                    Error::DiskFull {
+                        op: "reserving a new segment",
+                        path: tmp.clone(),
+                        bytes: header.segment_bytes,
+                        source: e,
+                    }
+                } else {
+                    Error::io("allocate segment", &tmp, e)
+                }
+            })?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(|e| Error::io("write segment header", &tmp, e))?;
+        inject(faults, IoOp::SyncData, &tmp)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("fsync new segment", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename new segment", &path, e))?;
+        Ok(file)
+    })();
+    match result {
+        Ok(file) => {
+            sync_dir(dir, faults)?;
+            Ok((path, file))
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Opens an existing segment file for reading and writing.
+pub(crate) fn open_segment_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open segment", path, e))
+}
+
+/// The exclusive lock on a journal directory, held for the life of a `Journal`.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock on `dir` (creating `dir/LOCK`), or fails with [`Error::Locked`].
+    pub(crate) fn acquire(dir: &Path) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                    holder_pid: text.trim().parse().ok(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        }
+        // Informational only: the pid of the holder, for the `Locked` message of others.
+        let _ = file.set_len(0);
+        let _ = file.write_all_at(std::process::id().to_string().as_bytes(), 0);
+        let _ = file.flush();
+        Ok(DirLock { _file: file })
+    }
+
+    /// True if some process holds the lock on `dir` right now (without taking it for long).
+    pub(crate) fn is_held(dir: &Path) -> Result<Option<Option<u32>>> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open lock file", &path, e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                Ok(None)
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                Ok(Some(text.trim().parse().ok()))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_like_numbers_and_parse_back() {
+        assert_eq!(segment_file_name(42), "0000000000000042.sjl");
+        assert_eq!(parse_segment_file_name("0000000000000042.sjl"), Some(42));
+        assert_eq!(parse_segment_file_name("42.sjl"), None);
+        assert_eq!(parse_segment_file_name("0000000000000042.sjl.tmp"), None);
+        assert_eq!(parse_segment_file_name("00000000000000x2.sjl"), None);
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(SEGMENT_SEQ_MAX)),
+            Some(SEGMENT_SEQ_MAX)
+        );
+        let mut names: Vec<String> = [10u64, 9, 100]
+            .iter()
+            .map(|&s| segment_file_name(s))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                segment_file_name(9),
+                segment_file_name(10),
+                segment_file_name(100)
+            ]
+        );
+    }
+
+    #[test]
+    fn allocation_is_not_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::create(dir.path().join("a")).unwrap();
+        allocate(&f, 1 << 20).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata().unwrap();
+        assert_eq!(m.len(), 1 << 20);
+        assert!(m.blocks() * 512 >= 1 << 20, "blocks {}", m.blocks());
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_the_holder_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DirLock::acquire(dir.path()).unwrap();
+        match DirLock::acquire(dir.path()) {
+            Err(Error::Locked { holder_pid, .. }) => {
+                assert_eq!(holder_pid, Some(std::process::id()))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            DirLock::is_held(dir.path()).unwrap(),
+            Some(Some(std::process::id()))
+        );
+    }
+}
