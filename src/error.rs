@@ -266,6 +266,8 @@ impl fmt::Display for Corruption {
             f.write_str(
                 "open with RecoveryMode::TolerateTornTail (or run `syncjournal recover`) to cut it",
             )
+        } else if matches!(self.kind, DamageKind::Unsalvageable { .. }) {
+            f.write_str("move the segment aside and restore it from a backup, or copy out what `syncjournal dump` can read")
         } else {
             f.write_str("run `syncjournal verify` for a full report, then `syncjournal recover --mode salvage` to skip the damaged records")
         }
@@ -366,6 +368,11 @@ pub enum DamageKind {
     },
     /// The acknowledgement file has no valid slot.
     AckFile,
+    /// A damaged region too small to hold a gap record: salvage cannot mark the loss.
+    Unsalvageable {
+        /// Length of the region.
+        len: u64,
+    },
 }
 
 impl fmt::Display for DamageKind {
@@ -422,6 +429,10 @@ impl fmt::Display for DamageKind {
                 "file name says segment {file_name} but the header says {header}"
             ),
             DamageKind::AckFile => f.write_str("acknowledgement file has no valid slot"),
+            DamageKind::Unsalvageable { len } => write!(
+                f,
+                "damaged region of {len} bytes is too small to hold a gap record, so salvage cannot mark the loss"
+            ),
         }
     }
 }

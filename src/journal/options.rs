@@ -174,7 +174,9 @@ impl JournalOptions {
 
     pub(crate) fn validate(&self) -> Result<()> {
         let s = self.segment_bytes_max;
-        if !(Self::SEGMENT_BYTES_MIN..=Self::SEGMENT_BYTES_MAX).contains(&s) || !s.is_multiple_of(4096) {
+        if !(Self::SEGMENT_BYTES_MIN..=Self::SEGMENT_BYTES_MAX).contains(&s)
+            || !s.is_multiple_of(4096)
+        {
             return Err(Error::InvalidOption {
                 name: "segment_bytes_max",
                 reason: format!(

@@ -368,7 +368,8 @@ impl Finding {
 /// Checks the segments against each other and classifies every damaged region. A region is
 /// a torn tail iff it is in the last segment and no later record proves it was durable.
 pub(crate) fn classify(dir: &Path, segs: &[Examined]) -> Result<Vec<Finding>> {
-    for w in segs.windows(2) {
+    let mut missing_tails: Vec<(usize, DamagedRegion)> = Vec::new();
+    for (w_index, w) in segs.windows(2).enumerate() {
         let (a, b) = (&w[0], &w[1]);
         if b.seq != a.seq + 1 {
             return Err(Error::MissingSegment {
@@ -384,12 +385,27 @@ pub(crate) fn classify(dir: &Path, segs: &[Examined]) -> Result<Vec<Finding>> {
             .last()
             .is_some_and(|r| r.resume_lsn.is_none());
         let expected = a.scan.tail.next_lsn;
-        let ok = if trailing {
-            b.header.first_lsn >= expected
-        } else {
-            b.header.first_lsn == expected
-        };
-        if !ok {
+        if b.header.first_lsn > expected && !trailing {
+            // The sealed segment ends cleanly, but records are missing after its end (it was
+            // truncated by someone and re-extended by salvage, or zeroed): a damaged region of
+            // its own, in the zero space after the last record.
+            let end = (a.scan.tail.end + frame_bytes(8)).min(a.header.segment_bytes as usize);
+            missing_tails.push((
+                w_index,
+                DamagedRegion {
+                    offset: a.scan.tail.end,
+                    end,
+                    kind: DamageKind::SegmentDiscontinuity {
+                        expected,
+                        found: b.header.first_lsn,
+                    },
+                    before: a.scan.tail,
+                    resume_lsn: None,
+                    claimed_after: 0,
+                },
+            ));
+        }
+        if b.header.first_lsn < expected {
             return Err(Error::corrupt(
                 &b.path,
                 0,
@@ -403,7 +419,11 @@ pub(crate) fn classify(dir: &Path, segs: &[Examined]) -> Result<Vec<Finding>> {
     let mut findings = Vec::new();
     for (i, seg) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
-        for r in &seg.scan.regions {
+        let extra = missing_tails
+            .iter()
+            .filter(|(j, _)| *j == i)
+            .map(|(_, r)| r);
+        for r in seg.scan.regions.iter().chain(extra) {
             let torn_tail = last && !r.proven_durable();
             let lost_end = match r.resume_lsn {
                 Some(l) => l,
@@ -535,6 +555,15 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
         } else {
             // Salvage of damage in the middle.
             let r = &f.region;
+            // After a region with nothing valid behind it in its segment, everything is zero:
+            // a gap record may run past the region's end if the region is too short for one.
+            let end = if r.resume_lsn.is_none() {
+                r.end
+                    .max(r.offset + frame_bytes(8))
+                    .min(seg.header.segment_bytes as usize)
+            } else {
+                r.end
+            };
             if f.lost.is_empty() && r.resume_lsn.is_none() {
                 repairs.push(Repair::Zero {
                     seg: f.segment,
@@ -542,13 +571,19 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
                     end: r.end,
                 });
             } else {
-                if r.end - r.offset < frame_bytes(8) {
-                    return Err(f.to_error(&seg.path));
+                if end - r.offset < frame_bytes(8) {
+                    return Err(Error::corrupt(
+                        &seg.path,
+                        r.offset as u64,
+                        DamageKind::Unsalvageable {
+                            len: (end - r.offset) as u64,
+                        },
+                    ));
                 }
                 repairs.push(Repair::Gap {
                     seg: f.segment,
                     offset: r.offset,
-                    end: r.end,
+                    end,
                     lsn: f.lost.start,
                     end_lsn: f.lost.end,
                     prev_crc: r.before.last_crc,
@@ -560,7 +595,7 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
             cuts.push(Cut {
                 segment: seg.path.clone(),
                 offset: r.offset as u64,
-                len: (r.end - r.offset) as u64,
+                len: (end - r.offset) as u64,
                 kind: r.kind.clone(),
                 torn_tail: false,
                 records_dropped: 0,

@@ -538,10 +538,12 @@ impl Shared {
 
     pub(crate) fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         loop {
-            self.check()?;
+            // Durability first: a record made durable before the journal was poisoned is
+            // durable, and its writer must hear so.
             if self.durable_lsn.load(Ordering::Acquire) >= lsn {
                 return Ok(());
             }
+            self.check()?;
             let mut syncing = lock(&self.syncing);
             if self.durable_lsn.load(Ordering::Acquire) >= lsn {
                 return Ok(());
