@@ -136,6 +136,26 @@ pub enum Error {
         max: usize,
     },
 
+    /// A batch is larger than what one segment can hold (a batch is written into one segment).
+    #[error(
+        "batch of {bytes} bytes exceeds the {max} bytes one segment holds; split it or raise segment_bytes_max"
+    )]
+    BatchTooLarge {
+        /// Bytes the batch's frames need.
+        bytes: usize,
+        /// Bytes of record space in a segment.
+        max: usize,
+    },
+
+    /// `wait_durable` was asked for an LSN that has not been written.
+    #[error("LSN {lsn} has not been written (the last written LSN is {written})")]
+    NotWritten {
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The last written LSN.
+        written: Lsn,
+    },
+
     /// Records must carry at least one byte of payload.
     #[error("record payload is empty; a record must carry at least one byte")]
     EmptyRecord,
@@ -199,6 +219,21 @@ impl Error {
             };
         }
         Error::Io { op, path, source }
+    }
+
+    /// Wraps an I/O error as [`Error::Io`] without turning `ENOSPC` into
+    /// [`Error::DiskFull`]: for failed syncs, after which the journal is poisoned, not
+    /// unchanged.
+    pub(crate) fn io_unmapped(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// Builds an [`Error::Corrupt`].

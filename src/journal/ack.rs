@@ -118,7 +118,7 @@ impl AckFile {
             .map_err(|e| Error::io("write acknowledgement", &self.path, e))?;
         inject(faults, IoOp::WriteAck, &self.path)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| Error::io("fdatasync acknowledgement", &self.path, e))?;
+            .map_err(|e| Error::io_unmapped("fdatasync acknowledgement", &self.path, e))?;
         self.current = slot;
         Ok(())
     }

@@ -140,6 +140,7 @@ impl Reader {
 
     /// Repositions the reader at `lsn`.
     pub fn seek(&mut self, lsn: Lsn) -> Result<()> {
+        self.shared.check()?;
         self.next_lsn = lsn.max(1);
         self.cur = self.open_at(self.next_lsn)?;
         Ok(())

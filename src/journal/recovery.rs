@@ -659,7 +659,7 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
         .map_err(|e| Error::io("reserve segment space", &last.path, e))?;
     inject(faults, IoOp::SyncData, &last.path)
         .and_then(|()| file.sync_data())
-        .map_err(|e| Error::io("fsync segment", &last.path, e))?;
+        .map_err(|e| Error::io_unmapped("fsync segment", &last.path, e))?;
 
     let ack = match ack {
         Some(a) => a,

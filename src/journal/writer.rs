@@ -93,7 +93,13 @@ pub(crate) struct Shared {
     pub(crate) id: Uuid,
     pub(crate) opts: JournalOptions,
     writer: Mutex<Writer>,
-    /// True while a sync leader is at work. Paired with `cv`.
+    /// The active segment's map, for sync leaders (who must not need the writer lock).
+    active: Mutex<Arc<SharedMap>>,
+    /// True while some thread holds the *sync role*: every `msync` of segment data happens
+    /// under it (group-commit leaders and rotation alike), so syncs never overlap and a
+    /// failure is seen, and poisons the journal, before any later sync can report a false
+    /// success (after a failed writeback the kernel reports the error only once per file).
+    /// Paired with `cv`.
     syncing: Mutex<bool>,
     /// Signalled when a sync ends (durable LSN raised), on rotation and on poisoning.
     pub(crate) cv: Condvar,
@@ -195,6 +201,7 @@ impl Journal {
         let mut entries = VecDeque::with_capacity(rec.segments.len());
         let count = rec.segments.len();
         let mut writer = None;
+        let mut active_map = None;
         for (i, seg) in rec.segments.into_iter().enumerate() {
             let index = Arc::new(RwLock::new(seg.index));
             if i + 1 < count {
@@ -209,9 +216,14 @@ impl Journal {
                 continue;
             }
             let file = open_segment_rw(&seg.path)?;
-            let (map, mw) =
-                SharedMap::map_writable(&file, seg.header.segment_bytes as usize, seg.tail.end)
-                    .map_err(|e| Error::io("map segment", &seg.path, e))?;
+            let (map, mw) = SharedMap::map_writable(
+                &file,
+                seg.header.segment_bytes as usize,
+                seg.tail.end,
+                seg.tail.next_lsn - 1,
+            )
+            .map_err(|e| Error::io("map segment", &seg.path, e))?;
+            active_map = Some(Arc::clone(&map));
             entries.push_back(SegmentEntry {
                 seq: seg.seq,
                 first_lsn: seg.header.first_lsn,
@@ -241,6 +253,7 @@ impl Journal {
             id: rec.journal_id,
             opts,
             writer: Mutex::new(writer),
+            active: Mutex::new(active_map.expect("the last segment is mapped")),
             syncing: Mutex::new(false),
             cv: Condvar::new(),
             durable_lsn: AtomicU64::new(last),
@@ -329,15 +342,33 @@ impl Journal {
     {
         self.shared.check()?;
         check_kind(kind)?;
+        // Validate everything and size the batch before writing anything: a refused batch
+        // leaves the journal unchanged.
+        let payloads: Vec<P> = payloads.into_iter().collect();
         let limit = self.shared.opts.payload_bytes_limit();
+        let mut bytes = 0usize;
+        for p in &payloads {
+            check_len(p.as_ref().len(), limit)?;
+            bytes += frame_bytes(p.as_ref().len());
+        }
+        let capacity = self.shared.opts.segment_bytes_max as usize - SEGMENT_DATA_OFFSET;
+        if bytes > capacity {
+            return Err(Error::BatchTooLarge {
+                bytes,
+                max: capacity,
+            });
+        }
         let range = {
             let mut w = lock(&self.shared.writer);
             self.shared.check()?;
+            // The whole batch goes into one segment: rotate first if it does not fit, so that
+            // a full disk is refused before any record of the batch is written.
+            if w.map.remaining() < bytes {
+                w.rotate(&self.shared)?;
+            }
             let first = w.next_lsn;
-            for p in payloads {
-                let p = p.as_ref();
-                check_len(p.len(), limit)?;
-                w.append(&self.shared, kind, p)?;
+            for p in &payloads {
+                w.append(&self.shared, kind, p.as_ref())?;
             }
             first..w.next_lsn
         };
@@ -536,7 +567,16 @@ impl Shared {
         self.cv.notify_all();
     }
 
+    /// Blocks until every record up to `lsn` is durable: waits for a running sync, or becomes
+    /// the sync leader (group commit).
     pub(crate) fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        if self.durable_lsn.load(Ordering::Acquire) < lsn {
+            self.check()?;
+            let written = self.written_lsn.load(Ordering::Acquire);
+            if lsn > written {
+                return Err(Error::NotWritten { lsn, written });
+            }
+        }
         loop {
             // Durability first: a record made durable before the journal was poisoned is
             // durable, and its writer must hear so.
@@ -554,40 +594,68 @@ impl Shared {
             }
             *syncing = true;
             drop(syncing);
-            let result = self.sync_once();
-            *lock(&self.syncing) = false;
-            self.cv.notify_all();
+            let result = self.sync_active();
+            self.release_sync_role();
             result?;
         }
     }
 
-    /// One group sync of everything written so far.
-    fn sync_once(&self) -> Result<()> {
-        let (map, to, upto, path) = {
-            let w = lock(&self.writer);
-            (
-                Arc::clone(w.map.map()),
-                w.map.cursor(),
-                w.next_lsn - 1,
-                w.path.clone(),
-            )
-        };
-        if upto <= self.durable_lsn.load(Ordering::Acquire) {
-            return Ok(());
+    /// Takes the sync role, waiting for the current holder. Fails if the journal is poisoned.
+    fn acquire_sync_role(&self) -> Result<()> {
+        let mut syncing = lock(&self.syncing);
+        while *syncing {
+            syncing = self.cv.wait(syncing).unwrap_or_else(|e| e.into_inner());
         }
+        self.check()?;
+        *syncing = true;
+        Ok(())
+    }
+
+    fn release_sync_role(&self) {
+        *lock(&self.syncing) = false;
+        self.cv.notify_all();
+    }
+
+    /// Syncs `[published, written)` of `map` and publishes it, declaring records up to `upto`
+    /// durable. The caller holds the sync role. A failure poisons the journal.
+    fn sync_map(&self, map: &SharedMap, upto: Lsn, to: usize, path: &Path) -> Result<()> {
+        self.check()?;
         let from = map.published_end();
-        let span = tracing::debug_span!("sync", upto, bytes = to.saturating_sub(from)).entered();
-        if let Err(e) = inject(self.opts.faults.as_deref(), IoOp::SyncData, &path)
+        let _span = tracing::debug_span!("sync", upto, bytes = to.saturating_sub(from)).entered();
+        if let Err(e) = inject(self.opts.faults.as_deref(), IoOp::SyncData, path)
             .and_then(|()| map.sync(from, to))
         {
-            let err = Error::io("msync segment", &path, e);
+            let err = Error::io_unmapped("msync segment", path, e);
             self.poison(&err);
             return Err(err);
         }
-        drop(span);
+        // Nothing is declared durable once the journal is poisoned (another sync may have
+        // failed meanwhile), and only the role holder gets here.
+        self.check()?;
         map.publish(to);
         self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// One group sync of everything written so far in the active segment. The caller holds
+    /// the sync role. Does not need the writer lock: the tip is read from the map.
+    fn sync_active(&self) -> Result<()> {
+        let map = Arc::clone(&lock(&self.active));
+        let (upto, to) = map.written_tip();
+        if upto <= self.durable_lsn.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let path = self.segment_path_of(&map);
+        self.sync_map(&map, upto, to, &path)
+    }
+
+    fn segment_path_of(&self, map: &Arc<SharedMap>) -> PathBuf {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segs.iter()
+            .rev()
+            .find(|e| e.map.as_ref().is_some_and(|m| Arc::ptr_eq(m, map)))
+            .or(segs.back())
+            .map_or_else(|| self.dir.clone(), |e| e.path.clone())
     }
 
     /// Removes sealed segments whose records are all acknowledged, beyond the retained count.
@@ -639,8 +707,8 @@ impl Shared {
         lock(&self.syncing)
     }
 
-    fn advance_durable(&self, lsn: Lsn) {
-        self.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
+    /// Wakes followers and waiters (after a rotation changed what they can see).
+    fn notify(&self) {
         let _g = lock(&self.syncing);
         self.cv.notify_all();
     }
@@ -657,7 +725,7 @@ impl Writer {
         let header = seal_frame(self.seed, lsn, synced, self.prev_crc, kind, payload);
         let offset = self.map.cursor();
         let pad = fb - FRAME_HEADER_BYTES - payload.len();
-        self.map.append(&[&header, payload, &ZEROS[..pad]], fb);
+        self.map.append(&[&header, payload, &ZEROS[..pad]], fb, lsn);
         self.prev_crc = le_u32(&header, 0);
         if self.since_index == 0 {
             self.index
@@ -678,15 +746,11 @@ impl Writer {
         let faults = shared.opts.faults.as_deref();
         let map = Arc::clone(self.map.map());
         let end = self.map.cursor();
-        if let Err(e) = inject(faults, IoOp::SyncData, &self.path)
-            .and_then(|()| map.sync(map.published_end(), end))
-        {
-            let err = Error::io("msync segment", &self.path, e);
-            shared.poison(&err);
-            return Err(err);
-        }
-        map.publish(end);
-        shared.advance_durable(self.next_lsn - 1);
+        // Seal: make the whole segment durable, under the sync role like any sync.
+        shared.acquire_sync_role()?;
+        let sealed = shared.sync_map(&map, self.next_lsn - 1, end, &self.path);
+        shared.release_sync_role();
+        sealed?;
         if self.seq >= SEGMENT_SEQ_MAX {
             return Err(Error::LimitReached(
                 "segment sequence numbers are exhausted",
@@ -699,9 +763,13 @@ impl Writer {
             segment_bytes: shared.opts.segment_bytes_max,
         };
         let (path, file) = create_segment(&shared.dir, &header, faults)?;
-        let (new_map, writer) =
-            SharedMap::map_writable(&file, header.segment_bytes as usize, SEGMENT_DATA_OFFSET)
-                .map_err(|e| Error::io("map segment", &path, e))?;
+        let (new_map, writer) = SharedMap::map_writable(
+            &file,
+            header.segment_bytes as usize,
+            SEGMENT_DATA_OFFSET,
+            header.first_lsn - 1,
+        )
+        .map_err(|e| Error::io("map segment", &path, e))?;
         let index = Arc::new(RwLock::new(SparseIndex::default()));
         {
             let mut segs = shared.segments.write().unwrap_or_else(|e| e.into_inner());
@@ -714,10 +782,11 @@ impl Writer {
                 first_lsn: header.first_lsn,
                 path: path.clone(),
                 index: Arc::clone(&index),
-                map: Some(new_map),
+                map: Some(Arc::clone(&new_map)),
                 sealed: None,
             });
         }
+        *lock(&shared.active) = new_map;
         map.seal();
         let prev_crc = SegmentHeader::crc_of(&header.encode());
         *self = Writer {
@@ -731,7 +800,7 @@ impl Writer {
             index,
             since_index: 0,
         };
-        shared.advance_durable(0);
+        shared.notify();
         tracing::debug!(
             seq = header.segment_seq,
             first_lsn = header.first_lsn,

@@ -18,7 +18,7 @@
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use memmap2::{Mmap, MmapOptions, MmapRaw, UncheckedAdvice};
 
@@ -32,6 +32,9 @@ pub(crate) struct SharedMap {
     len: usize,
     /// Bytes `[0, written)` have been written by the [`MapWriter`] (Release on write).
     written: AtomicUsize,
+    /// The LSN of the last record written, stored (Release) after `written`: a reader of
+    /// this value who then reads `written` sees at least that record's end.
+    written_lsn: AtomicU64,
     /// Bytes `[0, published)` are visible to readers; `published <= written`.
     published: AtomicUsize,
     /// No more bytes will ever be written through this map.
@@ -52,6 +55,7 @@ impl SharedMap {
         file: &File,
         len: usize,
         written: usize,
+        written_lsn: u64,
     ) -> io::Result<(Arc<SharedMap>, MapWriter)> {
         assert!(
             written <= len,
@@ -62,6 +66,7 @@ impl SharedMap {
             raw,
             len,
             written: AtomicUsize::new(written),
+            written_lsn: AtomicU64::new(written_lsn),
             published: AtomicUsize::new(written),
             sealed: AtomicBool::new(false),
         });
@@ -81,6 +86,13 @@ impl SharedMap {
         // shared borrow never aliases a write. The Acquire load pairs with the Release store in
         // `publish`, which happens after the writer's stores became visible (see `publish`).
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), end) }
+    }
+
+    /// The LSN of the last record written into this map and the end of the written bytes,
+    /// consistent with each other: every byte of that record lies below the returned end.
+    pub(crate) fn written_tip(&self) -> (u64, usize) {
+        let lsn = self.written_lsn.load(Ordering::Acquire);
+        (lsn, self.written.load(Ordering::Acquire))
     }
 
     /// The published end.
@@ -153,7 +165,7 @@ impl MapWriter {
     /// bytes (at least their total length; bytes skipped over must already be zero, which holds
     /// for the never-written part of a segment). Panics if the frame does not fit: callers check
     /// `remaining()` first, so a panic here is a bug, not bad input.
-    pub(crate) fn append(&mut self, parts: &[&[u8]], advance: usize) {
+    pub(crate) fn append(&mut self, parts: &[&[u8]], advance: usize, lsn: u64) {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         assert!(total <= advance, "append parts exceed the advance");
         assert!(
@@ -179,6 +191,7 @@ impl MapWriter {
         }
         self.cursor += advance;
         self.map.written.store(self.cursor, Ordering::Release);
+        self.map.written_lsn.store(lsn, Ordering::Release);
     }
 
     /// The map this writer writes.
@@ -247,9 +260,10 @@ mod tests {
             .open(&path)
             .unwrap();
         file.set_len(8192).unwrap();
-        let (map, mut w) = SharedMap::map_writable(&file, 8192, 16).unwrap();
+        let (map, mut w) = SharedMap::map_writable(&file, 8192, 16, 0).unwrap();
         assert_eq!(map.published().len(), 16);
-        w.append(&[b"abc", b"def"], 8);
+        w.append(&[b"abc", b"def"], 8, 1);
+        assert_eq!(map.written_tip(), (1, 24));
         assert_eq!(map.published().len(), 16, "not published before publish()");
         map.publish(1_000_000);
         assert_eq!(map.published_end(), 24, "clamped to what was written");
