@@ -197,6 +197,175 @@ pub enum Error {
     /// A limit of the format was reached (for example the largest segment sequence number).
     #[error("journal limit reached: {0}")]
     LimitReached(&'static str),
+
+    /// An SQLite error on the local cache.
+    #[error("cache {}: {source}", path.display())]
+    Cache {
+        /// The cache database.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The cache was built from another journal.
+    #[error("cache {} was built from journal {found}, but the journal directory holds journal {expected}; use the cache that belongs to this journal, or delete it to rebuild", path.display())]
+    CacheMismatch {
+        /// The cache database.
+        path: PathBuf,
+        /// This journal's UUID.
+        expected: uuid::Uuid,
+        /// The journal UUID recorded in the cache.
+        found: String,
+    },
+
+    /// The cache has applied entries the journal does not hold: possible only after a power
+    /// loss with `PersistMode::Batched` or `Buffered`, which can lose the journal's last records.
+    #[error("cache {} has applied up to LSN {cache_lsn}, but the journal ends at LSN {journal_lsn}: the cache holds effects of entries lost with the power; delete the cache and reseed it from the target", path.display())]
+    CacheAhead {
+        /// The cache database.
+        path: PathBuf,
+        /// The cache's applied LSN.
+        cache_lsn: Lsn,
+        /// The journal's last LSN.
+        journal_lsn: Lsn,
+    },
+
+    /// The cache is older than what the journal still holds (for example an old copy of the
+    /// cache file): it cannot be brought up to date from the journal alone.
+    #[error("cache {} has applied up to LSN {cache_lsn}, but the journal only retains LSNs from {first_retained} on; delete the cache and reseed it from the target", path.display())]
+    CacheBehind {
+        /// The cache database.
+        path: PathBuf,
+        /// The cache's applied LSN.
+        cache_lsn: Lsn,
+        /// The oldest LSN in the journal.
+        first_retained: Lsn,
+    },
+
+    /// The change was refused by the cache (constraint, missing table or column, type
+    /// mismatch, no such row). Nothing was journaled and nothing changed.
+    #[error("change refused, nothing was written: {reason}")]
+    Rejected {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A record's payload could not be encoded or decoded.
+    #[error("record at LSN {lsn} (kind {kind:#04x}) could not be decoded: {reason}")]
+    Decode {
+        /// The record's LSN (0 while encoding).
+        lsn: Lsn,
+        /// The record's kind.
+        kind: u8,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A record's kind is not the one this replayer applies.
+    #[error(
+        "record at LSN {lsn} has kind {kind:#04x}, which this program does not apply (it expects {expected:#04x}); replay it with the application that wrote it"
+    )]
+    UnknownKind {
+        /// The record's LSN.
+        lsn: Lsn,
+        /// Its kind.
+        kind: u8,
+        /// The kind this replayer applies.
+        expected: u8,
+    },
+
+    /// The target database could not be used; `transient` errors are retried.
+    #[error("target {}: {message}", path.display())]
+    Target {
+        /// The target database.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+        /// True if retrying later may succeed (busy, locked, offline, I/O error, read-only).
+        transient: bool,
+        /// The SQLite error, if any.
+        #[source]
+        source: Option<rusqlite::Error>,
+    },
+
+    /// The target database file does not exist.
+    #[error("target {} does not exist; if it is on a network share, is the share mounted? (syncjournal refuses to create it there unless asked to: SQLite would create an empty local file under an unmounted mount point)", path.display())]
+    TargetMissing {
+        /// The target path.
+        path: PathBuf,
+    },
+
+    /// The target uses WAL, which does not work on network file systems.
+    #[error("target {} is in journal_mode={mode}; WAL does not work on network file systems (its shared memory is local to each machine); switch it to DELETE or TRUNCATE (`PRAGMA journal_mode=TRUNCATE`) while no one uses it", path.display())]
+    TargetWal {
+        /// The target database.
+        path: PathBuf,
+        /// The journal mode found.
+        mode: String,
+    },
+
+    /// The target's schema for syncjournal's own tables is not the expected one.
+    #[error("target {}: table {table} does not have the expected columns ({detail})", path.display())]
+    SchemaMismatch {
+        /// The target database.
+        path: PathBuf,
+        /// The table.
+        table: String,
+        /// What differs.
+        detail: String,
+    },
+
+    /// The target permanently refused an entry and the reject policy is `Stop`.
+    #[error(
+        "entry at LSN {lsn} ({entry}) was rejected by the target: {reason}; fix the target or the entry, or use the Quarantine policy"
+    )]
+    EntryRejected {
+        /// The entry's LSN.
+        lsn: Lsn,
+        /// A one-line description of the entry.
+        entry: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The target is behind what the journal still holds (restored from an old backup after
+    /// the entries were retired).
+    #[error("target {} has applied up to LSN {target_lsn}, but the journal only retains LSNs from {first_retained} on: LSNs {}..{first_retained} cannot be replayed; restore a newer backup of the target or re-seed it", path.display(), target_lsn + 1)]
+    ReplayGap {
+        /// The target database.
+        path: PathBuf,
+        /// The target's watermark.
+        target_lsn: Lsn,
+        /// The oldest LSN in the journal.
+        first_retained: Lsn,
+    },
+
+    /// The target has applied entries beyond the end of this journal.
+    #[error("target {} has applied up to LSN {target_lsn} of this journal, beyond its last durable LSN {head}: the journal directory is not the one that fed this target, or it lost records", path.display())]
+    TargetAhead {
+        /// The target database.
+        path: PathBuf,
+        /// The target's watermark.
+        target_lsn: Lsn,
+        /// The journal's last durable LSN.
+        head: Lsn,
+    },
+
+    /// A sync was asked of a store that has no target configured.
+    #[error("no target database is configured for this store (StoreOptions::target)")]
+    NoTarget,
+
+    /// The journal lost LSNs to damage (a gap record left by salvage).
+    #[error(
+        "journal LSNs {from}..{to} were lost to damage (see the salvage report); replay stops before them unless the Quarantine policy records the loss"
+    )]
+    JournalGap {
+        /// First lost LSN.
+        from: Lsn,
+        /// First LSN after the gap.
+        to: Lsn,
+    },
 }
 
 fn holder_text(pid: Option<u32>) -> String {
@@ -244,6 +413,16 @@ impl Error {
             kind,
             torn_tail: false,
         }))
+    }
+
+    /// True if retrying later may succeed: the target or the share is busy, locked, offline,
+    /// read-only or reporting I/O errors, or the disk is full.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Target { transient, .. } => *transient,
+            Error::TargetMissing { .. } | Error::DiskFull { .. } => true,
+            _ => false,
+        }
     }
 
     /// True when this error means the data on disk is damaged.

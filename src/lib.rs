@@ -22,18 +22,28 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod apply;
 pub mod error;
 pub mod fault;
 pub mod format;
 pub mod inspect;
 pub mod journal;
+pub mod mutation;
+pub mod replay;
 pub mod segment;
+pub mod store;
 
+pub use apply::{ApplyContext, ApplyError};
 pub use error::{Corruption, DamageKind, Error, Result};
 pub use journal::{
     Cut, Journal, JournalOptions, JournalState, KIND_DATA, PersistMode, Reader, Record, RecordRef,
     RecoveryMode, RecoveryReport,
 };
+pub use mutation::{ChangeSet, JournalEvent, Mutation, Value};
+pub use replay::{
+    RejectPolicy, ReplayOptions, Replayer, SyncReport, SyncStatus, TargetJournalMode, TargetOptions,
+};
+pub use store::{Store, StoreOptions};
 
 /// A log sequence number: the position of a record in the journal. The first record is 1;
 /// 0 means "none". LSNs are contiguous and strictly increasing across segments (a gap record

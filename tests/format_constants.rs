@@ -89,6 +89,10 @@ fn constants() -> BTreeMap<&'static str, String> {
         ("FRAME_HEADER_BYTES", FRAME_HEADER_BYTES.to_string()),
         ("FRAME_ALIGN", FRAME_ALIGN.to_string()),
         ("KIND_DATA", syncjournal::KIND_DATA.to_string()),
+        (
+            "KIND_CHANGESET",
+            syncjournal::mutation::KIND_CHANGESET.to_string(),
+        ),
         ("KIND_RESERVED_MIN", KIND_RESERVED_MIN.to_string()),
         ("KIND_GAP", KIND_GAP.to_string()),
         ("ACK_MAGIC", s(&ACK_MAGIC)),
@@ -227,4 +231,45 @@ fn bincode_example_in_the_document_is_what_bincode_writes() {
     let value = (300u32, -2i64, "hi", Some(7u8), vec![1u8, 2]);
     let got = bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap();
     assert_eq!(got, expected);
+}
+
+fn hex_after(doc: &str, marker: &str) -> Vec<u8> {
+    let line = doc
+        .lines()
+        .skip_while(|l| !l.contains(marker))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let hex = line
+        .split('`')
+        .rev()
+        .nth(1)
+        .unwrap_or_else(|| panic!("hex bytes in backticks after {marker:?}"));
+    hex.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn change_set_examples_in_the_document_are_what_the_store_writes() {
+    use syncjournal::mutation::{decode_event, encode_event};
+    use syncjournal::{ChangeSet, Value};
+    let doc = doc();
+    let first = ChangeSet::new()
+        .upsert(
+            "hosts",
+            [("id", 7)],
+            [("name", Value::from("web")), ("port", Value::Null)],
+        )
+        .delete("certificates", [("id", -1)]);
+    let bytes = hex_after(&doc, "then delete from `certificates`");
+    assert_eq!(encode_event(1_700_000_000_000, &first).unwrap(), bytes);
+    assert_eq!(
+        decode_event::<ChangeSet>(&bytes).unwrap(),
+        (1_700_000_000_000, first)
+    );
+    let second = ChangeSet::new().upsert("t", [("k", 1.5)], [("b", vec![0xAAu8])]);
+    let bytes = hex_after(&doc, "created at `1`, upsert into `t`");
+    assert_eq!(encode_event(1, &second).unwrap(), bytes);
+    assert_eq!(decode_event::<ChangeSet>(&bytes).unwrap(), (1, second));
 }

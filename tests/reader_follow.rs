@@ -278,7 +278,7 @@ fn check_lookups(journal: &Journal, n: u32, segs: &[(u64, Lsn)], what: &str) {
     let mut reader = journal.reader(1).unwrap();
     for &lsn in targets.iter().filter(|&&l| l <= n) {
         reader.seek(lsn).unwrap();
-        assert_eq!(reader.position(), lsn, "{what}: position after seek");
+        assert_eq!(reader.next_lsn(), lsn, "{what}: position after seek");
         let r = reader.next_ref().unwrap().unwrap_or_else(|| {
             panic!("{what}: nothing after seek({lsn})");
         });

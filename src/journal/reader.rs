@@ -69,6 +69,8 @@ pub struct Reader {
     shared: Arc<Shared>,
     next_lsn: Lsn,
     cur: Option<Cursor>,
+    /// Segment and offset of the frame last returned.
+    last: Option<(u64, usize)>,
 }
 
 enum Source {
@@ -128,13 +130,14 @@ impl Reader {
             shared,
             next_lsn: lsn.max(1),
             cur: None,
+            last: None,
         };
         r.cur = r.open_at(r.next_lsn)?;
         Ok(r)
     }
 
     /// The LSN the reader will return next (or the first one after it that exists).
-    pub fn position(&self) -> Lsn {
+    pub fn next_lsn(&self) -> Lsn {
         self.next_lsn
     }
 
@@ -278,6 +281,7 @@ impl Reader {
                 self.next_lsn = h.lsn + 1;
             }
             let cur = self.cur.as_ref().expect("cursor set above");
+            self.last = Some((cur.seq, at));
             let (_, bytes) = cur.view();
             return Ok(Some(RecordRef {
                 lsn: h.lsn,
@@ -285,6 +289,14 @@ impl Reader {
                 payload: &bytes[payload_at],
             }));
         }
+    }
+
+    /// The segment and offset of the next record, consuming it; `Ok(None)` when caught up.
+    pub(crate) fn next_position(&mut self) -> Result<Option<(u64, usize)>> {
+        Ok(match self.next_ref()? {
+            Some(_) => self.last,
+            None => None,
+        })
     }
 
     /// The next durable record, owned; `Ok(None)` when caught up.

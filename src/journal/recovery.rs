@@ -206,7 +206,10 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
             listing.tmp_files.push(entry.path());
         } else if name == ACK_FILE {
             listing.has_ack = true;
-        } else if name != LOCK_FILE && name != FORENSICS_DIR {
+        } else if name != LOCK_FILE
+            && name != FORENSICS_DIR
+            && name != crate::replay::REPLAY_STATE_FILE
+        {
             listing.foreign.get_or_insert(entry.path());
         }
     }

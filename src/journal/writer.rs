@@ -445,6 +445,41 @@ impl Journal {
         }
     }
 
+    /// Bytes of the frames from the record at `lsn` (or the first one after it) to the end of
+    /// the durable data: the size of what is pending downstream when `lsn` is the first
+    /// unacknowledged record. Computed from positions on disk, never from counters.
+    pub fn bytes_from(&self, lsn: Lsn) -> Result<u64> {
+        let (segs, start) = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let ends: Vec<(u64, Lsn, usize)> = segs
+                .iter()
+                .map(|e| {
+                    let end = match (&e.map, e.sealed) {
+                        (Some(m), _) => m.published_end(),
+                        (None, Some((_, end))) => end,
+                        (None, None) => SEGMENT_DATA_OFFSET,
+                    };
+                    (e.seq, e.first_lsn, end)
+                })
+                .collect();
+            (ends, segs.front().map_or(1, |e| e.first_lsn))
+        };
+        let lsn = lsn.max(start);
+        // The offset of `lsn` inside its segment, found through the sparse index.
+        let Some((seq, off)) = self.reader(lsn)?.next_position()? else {
+            return Ok(0);
+        };
+        Ok(segs
+            .iter()
+            .filter(|(s, _, _)| *s >= seq)
+            .map(|&(s, _, end)| if s == seq { end.saturating_sub(off) } else { end - SEGMENT_DATA_OFFSET } as u64)
+            .sum())
+    }
+
     /// The journal's positions now.
     pub fn state(&self) -> JournalState {
         let s = &self.shared;

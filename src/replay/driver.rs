@@ -1,0 +1,729 @@
+//! The exactly-once replay driver.
+//!
+//! Each batch is one target transaction that (1) reads the target's watermark for this journal
+//! *inside* the transaction (after `BEGIN IMMEDIATE`, so no other writer can move it), (2)
+//! applies the entries from `watermark + 1` on, each in a savepoint, and (3) sets the watermark
+//! to the last entry, then commits. The journal is acknowledged locally only after the commit
+//! is known to have landed. Consequences:
+//!
+//! * a crash anywhere before the commit loses the transaction and nothing is acknowledged: the
+//!   same entries are applied again, once;
+//! * a crash after the commit but before the local acknowledgement is repaired by the next
+//!   batch, which reads the watermark and starts after it;
+//! * a commit that reports an error may have landed (seen on real shares): the connection is
+//!   discarded and the watermark read again through a new one; nothing is guessed.
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::Lsn;
+use crate::apply::{ApplyContext, ApplyError, SchemaCache};
+use crate::error::{Error, Result};
+use crate::format::KIND_GAP;
+use crate::journal::ack::now_ms;
+use crate::journal::{Journal, Reader};
+use crate::mutation::{ChangeSet, JournalEvent, decode_event};
+use crate::replay::options::{RejectPolicy, ReplayOptions, TargetOptions};
+use crate::replay::sqlite::{SqliteTarget, read_watermark, target_error};
+use crate::replay::status::{ReplayState, SyncReport};
+
+/// An entry the target refused, kept in its `syncjournal_rejected` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuarantinedEntry {
+    /// The entry's LSN.
+    pub lsn: Lsn,
+    /// Its record kind.
+    pub kind: u8,
+    /// A one-line description.
+    pub summary: String,
+    /// Why the target refused it.
+    pub error: String,
+    /// When, ms since the Unix epoch.
+    pub rejected_at_ms: u64,
+}
+
+/// Applies journal entries to an SQLite target exactly once. See the module documentation
+/// for the protocol.
+pub struct Replayer<E: JournalEvent = ChangeSet> {
+    journal: Arc<Journal>,
+    target: SqliteTarget,
+    opts: ReplayOptions,
+    reader: Option<Reader>,
+    schema: SchemaCache,
+    state: ReplayState,
+    rng: u64,
+    _event: PhantomData<fn() -> E>,
+}
+
+/// The outcome of one batch.
+enum Step {
+    /// Nothing pending.
+    CaughtUp,
+    /// A batch committed.
+    Applied {
+        entries: u64,
+        quarantined: u64,
+        /// The batch stopped before an entry the target refused (policy `Stop`).
+        stopped: Option<Error>,
+    },
+}
+
+impl<E: JournalEvent> std::fmt::Debug for Replayer<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayer")
+            .field("target", &self.target.path())
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: JournalEvent> Replayer<E> {
+    /// A replayer from `journal` to the SQLite database at `target`. Nothing is opened yet:
+    /// the target is connected on the first sync (and reconnected after failures).
+    pub fn new(
+        journal: Arc<Journal>,
+        target: impl Into<PathBuf>,
+        target_opts: TargetOptions,
+        opts: ReplayOptions,
+    ) -> Self {
+        let target = target.into();
+        let mut state = ReplayState::load(journal.dir());
+        if state.target.as_deref() != Some(target.as_path()) {
+            state = ReplayState {
+                target: Some(target.clone()),
+                ..ReplayState::default()
+            };
+        }
+        Replayer {
+            target: SqliteTarget::new(target, target_opts),
+            opts,
+            reader: None,
+            schema: SchemaCache::new(),
+            state,
+            rng: now_ms() ^ u64::from(std::process::id()) << 32 | 1,
+            journal,
+            _event: PhantomData,
+        }
+    }
+
+    /// The journal replayed.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// The persisted outcome of the last sync attempts.
+    pub fn state(&self) -> &ReplayState {
+        &self.state
+    }
+
+    /// The target's path.
+    pub fn target_path(&self) -> &std::path::Path {
+        self.target.path()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ReplayOptions {
+        &self.opts
+    }
+
+    /// Applies everything durable in the journal to the target, retrying transient failures
+    /// with exponential backoff and jitter up to `retry_attempts_max` times, and reports what
+    /// it did. It never reports success while entries are pending: `error` then says why.
+    pub fn sync_now(&mut self) -> SyncReport {
+        let started = Instant::now();
+        let span = tracing::info_span!("sync", target = %self.target.path().display()).entered();
+        let mut report = SyncReport {
+            applied: 0,
+            quarantined: 0,
+            transactions: 0,
+            retries: 0,
+            duration: Duration::ZERO,
+            pending: 0,
+            error: None,
+        };
+        let mut attempt = 0u32;
+        loop {
+            match self.step() {
+                Ok(Step::CaughtUp) => break,
+                Ok(Step::Applied {
+                    entries,
+                    quarantined,
+                    stopped,
+                }) => {
+                    report.applied += entries;
+                    report.quarantined += quarantined;
+                    report.transactions += 1;
+                    attempt = 0;
+                    if let Some(e) = stopped {
+                        report.error = Some(e);
+                        break;
+                    }
+                }
+                Err(e) if e.is_transient() && attempt < self.opts.retry_attempts_max => {
+                    let delay = self.backoff(attempt);
+                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "transient failure; retrying");
+                    attempt += 1;
+                    report.retries += 1;
+                    std::thread::sleep(delay);
+                }
+                Err(e) => {
+                    report.error = Some(e);
+                    break;
+                }
+            }
+        }
+        let st = self.journal.state();
+        report.pending = st.durable_lsn.saturating_sub(st.acked_lsn);
+        match &report.error {
+            None => self.state.succeeded(),
+            Some(e) => {
+                tracing::warn!(error = %e, pending = report.pending, "sync stopped");
+                self.state.failed(e);
+            }
+        }
+        if let Err(e) = self.state.store(self.journal.dir()) {
+            tracing::warn!(error = %e, "could not persist the replay state");
+        }
+        report.duration = started.elapsed();
+        tracing::info!(parent: &span, applied = report.applied, transactions = report.transactions, pending = report.pending, "sync finished");
+        report
+    }
+
+    /// The retry delay before attempt `attempt + 1`: exponential, capped, with jitter in
+    /// `[50%, 100%]` so that several replayers do not retry in lockstep.
+    pub fn backoff(&mut self, attempt: u32) -> Duration {
+        let base = self
+            .opts
+            .retry_delay_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.opts.retry_delay_max_ms);
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % 1000;
+        Duration::from_millis(base / 2 + base * r / 2000)
+    }
+
+    /// One batch: one target transaction.
+    fn step(&mut self) -> Result<Step> {
+        let id = self.journal.id();
+        let js = self.journal.state();
+        let head = js.durable_lsn;
+        match self.batch(id, head, js.first_lsn) {
+            Ok(step) => Ok(step),
+            Err(BatchError::InDoubt {
+                last,
+                entries,
+                quarantined,
+                cause,
+            }) => self.verify_commit(id, last, entries, quarantined, cause),
+            Err(BatchError::Failed(e)) => {
+                // Roll back whatever is open; a connection that failed with anything but
+                // "busy" is not trusted again.
+                if let Ok(conn) = self.target.conn() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                if !is_busy(&e) {
+                    self.discard_target();
+                }
+                self.reader = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn discard_target(&mut self) {
+        self.target.discard();
+        self.schema.clear();
+    }
+
+    fn batch(
+        &mut self,
+        id: uuid::Uuid,
+        head: Lsn,
+        first_retained: Lsn,
+    ) -> Result<Step, BatchError> {
+        let path = self.target.path().to_path_buf();
+        let policy = self.opts.reject_policy;
+        let (entries_max, bytes_max) = (self.opts.batch_entries_max, self.opts.batch_bytes_max);
+        let mut ix = 0usize;
+        if self.target.connect()? {
+            self.schema.clear();
+        }
+        let conn = self.target.connection();
+        let hooked = Hooked {
+            target: &self.target,
+            path: &path,
+        };
+        hooked
+            .exec(conn, &mut ix, "BEGIN", "BEGIN IMMEDIATE")
+            .map_err(BatchError::Failed)?;
+        let wm = hooked
+            .query(conn, &mut ix, "read watermark", |c| read_watermark(c, id))
+            .map_err(BatchError::Failed)?;
+        if wm > head {
+            return Err(BatchError::Failed(Error::TargetAhead {
+                path,
+                target_lsn: wm,
+                head,
+            }));
+        }
+        if wm < head && wm + 1 < first_retained {
+            return Err(BatchError::Failed(Error::ReplayGap {
+                path,
+                target_lsn: wm,
+                first_retained,
+            }));
+        }
+        self.state.target_lsn = Some(wm);
+        if wm == head {
+            let _ = conn.execute_batch("ROLLBACK");
+            self.ack(wm).map_err(BatchError::Failed)?;
+            return Ok(Step::CaughtUp);
+        }
+        // The target may be ahead of the local acknowledgement (a crash after a commit):
+        // acknowledge what it already has and start after it.
+        self.ack(wm).map_err(BatchError::Failed)?;
+
+        let reader = match &mut self.reader {
+            Some(r) if r.next_lsn() == wm + 1 => r,
+            slot => {
+                *slot = Some(self.journal.reader(wm + 1).map_err(BatchError::Failed)?);
+                slot.as_mut().expect("set above")
+            }
+        };
+        let schema = &mut self.schema;
+        let mut last = wm;
+        let mut entries = 0u64;
+        let mut quarantined = 0u64;
+        let mut bytes = 0usize;
+        let mut stopped = None;
+        let outcome: Result<(), Error> = (|| {
+            while (entries as usize) < entries_max && bytes < bytes_max {
+                let Some(rec) = reader.next_ref()? else { break };
+                let lsn = rec.lsn;
+                bytes += rec.payload.len();
+                let _span = tracing::trace_span!("entry", lsn).entered();
+                if let Some(gap) = rec.gap() {
+                    if policy == RejectPolicy::Stop {
+                        stopped = Some(Error::JournalGap {
+                            from: gap.start,
+                            to: gap.end,
+                        });
+                        break;
+                    }
+                    quarantine(
+                        &hooked,
+                        conn,
+                        &mut ix,
+                        id,
+                        gap.start,
+                        KIND_GAP,
+                        &[],
+                        &format!("LSNs {}..{} lost to journal damage", gap.start, gap.end),
+                        "lost to journal damage (salvaged)",
+                    )?;
+                    quarantined += 1;
+                    last = gap.end - 1;
+                    continue;
+                }
+                let decoded = if rec.kind == E::KIND {
+                    decode_event::<E>(rec.payload).map_err(|reason| {
+                        ApplyError::rejected(format!("undecodable payload: {reason}"))
+                    })
+                } else {
+                    Err(ApplyError::rejected(
+                        Error::UnknownKind {
+                            lsn,
+                            kind: rec.kind,
+                            expected: E::KIND,
+                        }
+                        .to_string(),
+                    ))
+                };
+                let summary = match &decoded {
+                    Ok((_, e)) => e.describe(),
+                    Err(_) => format!(
+                        "kind {:#04x} record of {} bytes",
+                        rec.kind,
+                        rec.payload.len()
+                    ),
+                };
+                hooked.exec(conn, &mut ix, "savepoint", "SAVEPOINT sj_entry")?;
+                let applied = decoded.and_then(|(_, event)| {
+                    hooked.hook(&mut ix, "event").map_err(ApplyError::from)?;
+                    let mut ctx = ApplyContext::new(conn, schema);
+                    event.apply(&mut ctx)
+                });
+                match applied {
+                    Ok(()) => {
+                        hooked.exec(conn, &mut ix, "release", "RELEASE sj_entry")?;
+                    }
+                    Err(ApplyError::Transient(e)) => {
+                        return Err(target_error(&path, &format!("apply LSN {lsn}"), e));
+                    }
+                    Err(ApplyError::Rejected { reason }) => {
+                        hooked.exec(
+                            conn,
+                            &mut ix,
+                            "rollback to",
+                            "ROLLBACK TO sj_entry; RELEASE sj_entry",
+                        )?;
+                        if policy == RejectPolicy::Stop {
+                            stopped = Some(Error::EntryRejected {
+                                lsn,
+                                entry: summary,
+                                reason,
+                            });
+                            break;
+                        }
+                        tracing::warn!(lsn, entry = %summary, %reason, "entry quarantined");
+                        quarantine(
+                            &hooked,
+                            conn,
+                            &mut ix,
+                            id,
+                            lsn,
+                            rec.kind,
+                            rec.payload,
+                            &summary,
+                            &reason,
+                        )?;
+                        quarantined += 1;
+                    }
+                }
+                last = lsn;
+                entries += 1;
+            }
+            Ok(())
+        })();
+        outcome?;
+        if last == wm {
+            let _ = conn.execute_batch("ROLLBACK");
+            self.reader = None;
+            return match stopped {
+                Some(e) => Err(BatchError::Failed(e)),
+                None => Ok(Step::CaughtUp),
+            };
+        }
+        hooked
+            .hook(&mut ix, "update watermark")
+            .and_then(|()| {
+                conn.execute(
+                    "INSERT INTO syncjournal_progress (journal_id, lsn, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (journal_id) DO UPDATE SET lsn = excluded.lsn, updated_at = excluded.updated_at",
+                    (id.to_string(), last as i64, now_ms() as i64),
+                )
+            })
+            .map_err(|e| BatchError::Failed(target_error(&path, "update watermark", e)))?;
+        let commit = hooked
+            .hook(&mut ix, "commit")
+            .and_then(|()| conn.execute_batch("COMMIT"));
+        if let Err(e) = commit {
+            return Err(BatchError::InDoubt {
+                last,
+                entries,
+                quarantined,
+                cause: Box::new(target_error(&path, "commit", e)),
+            });
+        }
+        if let Err(e) = self.target.after_commit_hook() {
+            return Err(BatchError::InDoubt {
+                last,
+                entries,
+                quarantined,
+                cause: Box::new(target_error(&path, "after commit", e)),
+            });
+        }
+        let _span =
+            tracing::debug_span!("batch", first = wm + 1, last, entries, quarantined).entered();
+        self.state.target_lsn = Some(last);
+        self.state.quarantined += quarantined;
+        self.ack(last).map_err(BatchError::Failed)?;
+        tracing::debug!(
+            first = wm + 1,
+            last,
+            entries,
+            quarantined,
+            "batch committed"
+        );
+        Ok(Step::Applied {
+            entries,
+            quarantined,
+            stopped,
+        })
+    }
+
+    /// After a commit reported an error: learn from a new connection whether it landed.
+    fn verify_commit(
+        &mut self,
+        id: uuid::Uuid,
+        last: Lsn,
+        entries: u64,
+        quarantined: u64,
+        cause: Box<Error>,
+    ) -> Result<Step> {
+        tracing::warn!(error = %cause, last, "commit outcome unknown; verifying through a new connection");
+        self.discard_target();
+        self.reader = None;
+        let wm = match self.target.watermark(id) {
+            Ok(wm) => wm,
+            Err(e) => {
+                self.discard_target();
+                return Err(Error::Target {
+                    path: self.target.path().to_path_buf(),
+                    message: format!(
+                        "commit outcome unknown ({cause}); the target cannot be reached to verify it ({e}); the next attempt reads the watermark again"
+                    ),
+                    transient: true,
+                    source: None,
+                });
+            }
+        };
+        self.state.target_lsn = Some(wm);
+        if wm >= last {
+            tracing::info!(last, "the in-doubt commit had landed");
+            self.state.quarantined += quarantined;
+            self.ack(last)?;
+            return Ok(Step::Applied {
+                entries,
+                quarantined,
+                stopped: None,
+            });
+        }
+        Err(Error::Target {
+            path: self.target.path().to_path_buf(),
+            message: format!("commit failed and did not land (watermark {wm}): {cause}"),
+            transient: true,
+            source: None,
+        })
+    }
+
+    fn ack(&self, lsn: Lsn) -> Result<()> {
+        if lsn > self.journal.state().acked_lsn {
+            self.journal.ack(lsn)?;
+        }
+        Ok(())
+    }
+
+    /// The target's watermark for this journal, read now.
+    pub fn target_watermark(&mut self) -> Result<Lsn> {
+        let id = self.journal.id();
+        let r = self.target.watermark(id);
+        if r.is_err() {
+            self.discard_target();
+        }
+        r
+    }
+
+    /// Lists the entries quarantined on the target for this journal.
+    pub fn quarantined(&mut self) -> Result<Vec<QuarantinedEntry>> {
+        let id = self.journal.id().to_string();
+        let path = self.target.path().to_path_buf();
+        let conn = self.target.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT lsn, kind, summary, error, rejected_at FROM syncjournal_rejected
+                 WHERE journal_id = ?1 ORDER BY lsn",
+            )
+            .map_err(|e| target_error(&path, "list quarantine", e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok(QuarantinedEntry {
+                    lsn: r.get::<_, i64>(0)? as Lsn,
+                    kind: r.get::<_, i64>(1)? as u8,
+                    summary: r.get(2)?,
+                    error: r.get(3)?,
+                    rejected_at_ms: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| target_error(&path, "list quarantine", e))?;
+        self.state.quarantined = rows.len() as u64;
+        Ok(rows)
+    }
+
+    /// Applies a quarantined entry again (out of order: after everything already applied) and
+    /// removes it from quarantine if it now applies; otherwise records the new error and
+    /// returns [`Error::EntryRejected`].
+    pub fn retry_quarantined(&mut self, lsn: Lsn) -> Result<()> {
+        let id = self.journal.id().to_string();
+        let path = self.target.path().to_path_buf();
+        if self.target.connect()? {
+            self.schema.clear();
+        }
+        let schema = &mut self.schema;
+        let conn = self.target.connection();
+        let result = (|| -> Result<()> {
+            conn.execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| target_error(&path, "begin", e))?;
+            let row: Option<(i64, Vec<u8>, String)> = conn
+                .query_row(
+                    "SELECT kind, payload, summary FROM syncjournal_rejected WHERE journal_id = ?1 AND lsn = ?2",
+                    (&id, lsn as i64),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(|e| target_error(&path, "read quarantine", e))?;
+            let Some((kind, payload, summary)) = row else {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(Error::EntryRejected {
+                    lsn,
+                    entry: "(none)".into(),
+                    reason: "no quarantined entry has this LSN".into(),
+                });
+            };
+            let applied = if kind as u8 == E::KIND {
+                decode_event::<E>(&payload)
+                    .map_err(|r| ApplyError::rejected(format!("undecodable payload: {r}")))
+                    .and_then(|(_, ev)| ev.apply(&mut ApplyContext::new(conn, schema)))
+            } else {
+                Err(ApplyError::rejected(format!(
+                    "kind {kind:#04x} cannot be applied by this program"
+                )))
+            };
+            match applied {
+                Ok(()) => {
+                    conn.execute(
+                        "DELETE FROM syncjournal_rejected WHERE journal_id = ?1 AND lsn = ?2",
+                        (&id, lsn as i64),
+                    )
+                    .and_then(|_| conn.execute_batch("COMMIT"))
+                    .map_err(|e| target_error(&path, "commit retry", e))?;
+                    tracing::info!(lsn, entry = %summary, "quarantined entry applied on retry");
+                    Ok(())
+                }
+                Err(ApplyError::Transient(e)) => Err(target_error(&path, "retry", e)),
+                Err(ApplyError::Rejected { reason }) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = conn.execute(
+                        "UPDATE syncjournal_rejected SET error = ?3, rejected_at = ?4 WHERE journal_id = ?1 AND lsn = ?2",
+                        (&id, lsn as i64, &reason, now_ms() as i64),
+                    );
+                    Err(Error::EntryRejected {
+                        lsn,
+                        entry: summary,
+                        reason,
+                    })
+                }
+            }
+        })();
+        if result.as_ref().is_err_and(|e| e.is_transient()) {
+            let _ = conn.execute_batch("ROLLBACK");
+            self.discard_target();
+        }
+        result
+    }
+
+    /// Removes a quarantined entry for good (an explicit operator decision, logged).
+    pub fn discard_quarantined(&mut self, lsn: Lsn) -> Result<bool> {
+        let id = self.journal.id().to_string();
+        let path = self.target.path().to_path_buf();
+        let conn = self.target.conn()?;
+        let n = conn
+            .execute(
+                "DELETE FROM syncjournal_rejected WHERE journal_id = ?1 AND lsn = ?2",
+                (&id, lsn as i64),
+            )
+            .map_err(|e| target_error(&path, "discard quarantined entry", e))?;
+        if n > 0 {
+            tracing::warn!(lsn, "quarantined entry discarded by request");
+            self.state.quarantined = self.state.quarantined.saturating_sub(1);
+        }
+        Ok(n > 0)
+    }
+}
+
+enum BatchError {
+    Failed(Error),
+    /// The commit reported an error; whether it landed is unknown.
+    InDoubt {
+        last: Lsn,
+        entries: u64,
+        quarantined: u64,
+        cause: Box<Error>,
+    },
+}
+
+impl From<Error> for BatchError {
+    fn from(e: Error) -> Self {
+        BatchError::Failed(e)
+    }
+}
+
+fn is_busy(e: &Error) -> bool {
+    matches!(e, Error::Target { source: Some(rusqlite::Error::SqliteFailure(f, _)), .. }
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// Statements run through the target's test hook, counted.
+struct Hooked<'a> {
+    target: &'a SqliteTarget,
+    path: &'a std::path::Path,
+}
+
+impl Hooked<'_> {
+    fn hook(&self, ix: &mut usize, label: &str) -> rusqlite::Result<()> {
+        let r = self.target.hook(*ix, label);
+        *ix += 1;
+        r
+    }
+
+    fn exec(&self, conn: &Connection, ix: &mut usize, label: &str, sql: &str) -> Result<()> {
+        self.hook(ix, label)
+            .and_then(|()| conn.execute_batch(sql))
+            .map_err(|e| target_error(self.path, label, e))
+    }
+
+    fn query<T>(
+        &self,
+        conn: &Connection,
+        ix: &mut usize,
+        label: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.hook(ix, label)
+            .and_then(|()| f(conn))
+            .map_err(|e| target_error(self.path, label, e))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn quarantine(
+    hooked: &Hooked<'_>,
+    conn: &Connection,
+    ix: &mut usize,
+    id: uuid::Uuid,
+    lsn: Lsn,
+    kind: u8,
+    payload: &[u8],
+    summary: &str,
+    reason: &str,
+) -> Result<()> {
+    hooked
+        .hook(ix, "quarantine")
+        .and_then(|()| {
+            conn.execute(
+                "INSERT OR REPLACE INTO syncjournal_rejected
+                 (journal_id, lsn, kind, payload, summary, error, rejected_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                (
+                    id.to_string(),
+                    lsn as i64,
+                    i64::from(kind),
+                    payload,
+                    summary,
+                    reason,
+                    now_ms() as i64,
+                ),
+            )
+        })
+        .map(|_| ())
+        .map_err(|e| target_error(hooked.path, "quarantine", e))
+}

@@ -1,0 +1,13 @@
+//! Replay: applying journal entries to a target database exactly once, with retries,
+//! quarantine and a status derived from durable state.
+
+mod driver;
+mod options;
+mod sqlite;
+mod status;
+
+pub use driver::{QuarantinedEntry, Replayer};
+pub use options::{RejectPolicy, ReplayOptions, TargetFaults, TargetJournalMode, TargetOptions};
+pub use sqlite::{PROGRESS_TABLE, REJECTED_TABLE};
+pub(crate) use status::created_at_ms;
+pub use status::{REPLAY_STATE_FILE, ReplayState, SyncError, SyncReport, SyncStatus};

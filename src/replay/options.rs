@@ -1,0 +1,205 @@
+//! Replay and target options.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// What the replayer does with an entry the target permanently refuses (constraint violation,
+/// missing table or column, type mismatch, no such row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RejectPolicy {
+    /// Stop replay before the entry; the status shows its LSN, a summary and the error. The
+    /// default.
+    #[default]
+    Stop,
+    /// Record the entry in the target's `syncjournal_rejected` table, in the same transaction,
+    /// and go on. Quarantined entries can be listed, retried and discarded explicitly.
+    Quarantine,
+}
+
+/// The rollback-journal mode used on the target (never WAL: its shared-memory index does not
+/// work across machines on a network file system).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetJournalMode {
+    /// `journal_mode=DELETE`: the rollback journal is deleted after each transaction.
+    Delete,
+    /// `journal_mode=TRUNCATE`: the rollback journal is truncated instead, which costs fewer
+    /// metadata round trips on a share and avoids delete-pending trouble on SMB. The default.
+    #[default]
+    Truncate,
+}
+
+impl TargetJournalMode {
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            TargetJournalMode::Delete => "DELETE",
+            TargetJournalMode::Truncate => "TRUNCATE",
+        }
+    }
+}
+
+/// A test seam: fail chosen statements of the replayer's target transactions.
+pub trait TargetFaults: Send + Sync {
+    /// Called before each statement the replayer runs on the target, with the statement's
+    /// index within the current transaction (`BEGIN` is 0) and a short label; an error makes
+    /// the statement fail with it. Statements inside an application event's `apply` count as
+    /// one, labelled `event`.
+    fn before_statement(&self, index: usize, label: &str) -> rusqlite::Result<()>;
+
+    /// Called after a `COMMIT` succeeded; an error simulates an in-doubt commit: the batch
+    /// landed but the replayer is told it failed.
+    fn after_commit(&self) -> rusqlite::Result<()> {
+        Ok(())
+    }
+}
+
+/// Options of the target database. Every setter documents its default.
+#[derive(Clone)]
+pub struct TargetOptions {
+    pub(crate) journal_mode: TargetJournalMode,
+    pub(crate) busy_timeout_ms: u64,
+    pub(crate) create_if_missing: bool,
+    pub(crate) create_schema: Option<String>,
+    pub(crate) faults: Option<Arc<dyn TargetFaults>>,
+}
+
+impl fmt::Debug for TargetOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TargetOptions")
+            .field("journal_mode", &self.journal_mode)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("create_if_missing", &self.create_if_missing)
+            .field("create_schema", &self.create_schema.is_some())
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        TargetOptions {
+            journal_mode: TargetJournalMode::Truncate,
+            busy_timeout_ms: 5000,
+            create_if_missing: false,
+            create_schema: None,
+            faults: None,
+        }
+    }
+}
+
+impl TargetOptions {
+    /// Defaults: TRUNCATE journal mode, 5 s busy timeout, never create the target.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rollback-journal mode. Default: [`TargetJournalMode::Truncate`].
+    pub fn journal_mode(mut self, mode: TargetJournalMode) -> Self {
+        self.journal_mode = mode;
+        self
+    }
+
+    /// How long SQLite waits for another connection's lock before reporting "busy" (which is
+    /// then retried with backoff). Default: 5000 ms.
+    pub fn busy_timeout_ms(mut self, ms: u64) -> Self {
+        self.busy_timeout_ms = ms;
+        self
+    }
+
+    /// Create the target file if it does not exist. Default: false — a missing target is an
+    /// error, because on an unmounted share SQLite would silently create an empty local file.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// SQL run once when the target is created (with `create_if_missing`). Default: none.
+    pub fn create_schema(mut self, sql: impl Into<String>) -> Self {
+        self.create_schema = Some(sql.into());
+        self
+    }
+
+    /// Test seam: fail chosen statements. Default: none.
+    pub fn faults(mut self, faults: Arc<dyn TargetFaults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+}
+
+/// Replay options. Every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub(crate) batch_entries_max: usize,
+    pub(crate) batch_bytes_max: usize,
+    pub(crate) retry_delay_ms: u64,
+    pub(crate) retry_delay_max_ms: u64,
+    pub(crate) retry_attempts_max: u32,
+    pub(crate) reject_policy: RejectPolicy,
+    pub(crate) sync_interval_ms: u64,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            batch_entries_max: 1000,
+            batch_bytes_max: 4 << 20,
+            retry_delay_ms: 50,
+            retry_delay_max_ms: 5000,
+            retry_attempts_max: 5,
+            reject_policy: RejectPolicy::Stop,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+impl ReplayOptions {
+    /// Defaults: batches of at most 1000 entries and 4 MiB, retries from 50 ms doubling up to
+    /// 5 s (5 attempts per `sync_now`), reject policy `Stop`, background sync every second.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Most entries per target transaction. Default: 1000.
+    pub fn batch_entries_max(mut self, n: usize) -> Self {
+        self.batch_entries_max = n.max(1);
+        self
+    }
+
+    /// Most payload bytes per target transaction (a batch holds at least one entry).
+    /// Default: 4 MiB.
+    pub fn batch_bytes_max(mut self, n: usize) -> Self {
+        self.batch_bytes_max = n.max(1);
+        self
+    }
+
+    /// First retry delay after a transient error; it doubles per attempt, with jitter.
+    /// Default: 50 ms.
+    pub fn retry_delay_ms(mut self, ms: u64) -> Self {
+        self.retry_delay_ms = ms;
+        self
+    }
+
+    /// Cap of the retry delay. Default: 5000 ms.
+    pub fn retry_delay_max_ms(mut self, ms: u64) -> Self {
+        self.retry_delay_max_ms = ms;
+        self
+    }
+
+    /// Transient failures retried within one `sync_now` before it returns the error (the
+    /// background thread keeps retrying on its timer). Default: 5.
+    pub fn retry_attempts_max(mut self, n: u32) -> Self {
+        self.retry_attempts_max = n;
+        self
+    }
+
+    /// What to do with entries the target refuses. Default: [`RejectPolicy::Stop`].
+    pub fn reject_policy(mut self, p: RejectPolicy) -> Self {
+        self.reject_policy = p;
+        self
+    }
+
+    /// Period of the background sync thread (it also wakes on new entries). Default: 1000 ms.
+    pub fn sync_interval_ms(mut self, ms: u64) -> Self {
+        self.sync_interval_ms = ms.max(1);
+        self
+    }
+}

@@ -1,0 +1,260 @@
+//! The SQLite target on a network share: how it is opened (never created by accident, never
+//! in WAL), its progress and quarantine tables, and reconnecting when the share misbehaves.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension};
+use uuid::Uuid;
+
+use crate::Lsn;
+use crate::apply::is_transient;
+use crate::error::{Error, Result};
+use crate::replay::options::TargetOptions;
+
+/// Progress table: one row per journal, updated in the same transaction as the entries it
+/// covers. The target's copy of "how far this journal has been applied" is the truth.
+pub const PROGRESS_TABLE: &str = "syncjournal_progress";
+/// Quarantine table: entries the target refused under the `Quarantine` policy.
+pub const REJECTED_TABLE: &str = "syncjournal_rejected";
+
+const CREATE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS syncjournal_progress (
+    journal_id TEXT PRIMARY KEY,
+    lsn INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS syncjournal_rejected (
+    journal_id TEXT NOT NULL,
+    lsn INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    summary TEXT NOT NULL,
+    error TEXT NOT NULL,
+    rejected_at INTEGER NOT NULL,
+    PRIMARY KEY (journal_id, lsn)
+);";
+
+/// A connection to the target, opened lazily and discarded after any error that may have
+/// left it unusable (a connection that lived through a share outage keeps failing).
+pub(crate) struct SqliteTarget {
+    path: PathBuf,
+    opts: TargetOptions,
+    conn: Option<Connection>,
+}
+
+/// Maps an SQLite error on the target to [`Error::Target`].
+pub(crate) fn target_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
+    let transient = is_transient(&e);
+    let hint = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                " (another process holds the database lock; will retry)"
+            }
+            rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied => {
+                " (the target or its directory is not writable; will retry)"
+            }
+            rusqlite::ErrorCode::SystemIoFailure
+            | rusqlite::ErrorCode::DatabaseCorrupt
+            | rusqlite::ErrorCode::CannotOpen => {
+                " (the share may be offline; the connection is discarded and the watermark re-read on reconnect)"
+            }
+            _ => "",
+        },
+        _ => "",
+    };
+    Error::Target {
+        path: path.to_path_buf(),
+        message: format!("{what}: {e}{hint}"),
+        transient,
+        source: Some(e),
+    }
+}
+
+impl SqliteTarget {
+    pub(crate) fn new(path: PathBuf, opts: TargetOptions) -> Self {
+        SqliteTarget {
+            path,
+            opts,
+            conn: None,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Drops the connection. The next use reconnects.
+    pub(crate) fn discard(&mut self) {
+        if self.conn.take().is_some() {
+            tracing::debug!(target = %self.path.display(), "target connection discarded");
+        }
+    }
+
+    /// Opens the connection if there is none. Returns true if a new connection was opened
+    /// (whatever was cached about the schema must then be forgotten).
+    pub(crate) fn connect(&mut self) -> Result<bool> {
+        if self.conn.is_some() {
+            return Ok(false);
+        }
+        self.conn = Some(self.open()?);
+        Ok(true)
+    }
+
+    /// The open connection. Call [`SqliteTarget::connect`] first.
+    pub(crate) fn connection(&self) -> &Connection {
+        self.conn.as_ref().expect("connect() before connection()")
+    }
+
+    /// The connection, opening it if needed.
+    pub(crate) fn conn(&mut self) -> Result<&Connection> {
+        self.connect()?;
+        Ok(self.connection())
+    }
+
+    fn open(&self) -> Result<Connection> {
+        let path = &self.path;
+        let exists = match std::fs::metadata(path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(Error::Target {
+                    path: path.clone(),
+                    message: format!("cannot reach the target file: {e} (is the share mounted?)"),
+                    transient: true,
+                    source: None,
+                });
+            }
+        };
+        if !exists && !self.opts.create_if_missing {
+            return Err(Error::TargetMissing { path: path.clone() });
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if !exists {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| target_error(path, "open", e))?;
+        conn.busy_timeout(Duration::from_millis(self.opts.busy_timeout_ms))
+            .map_err(|e| target_error(path, "set busy timeout", e))?;
+        let wanted = self.opts.journal_mode.pragma();
+        let mode: String = conn
+            .query_row(&format!("PRAGMA journal_mode={wanted}"), [], |r| r.get(0))
+            .map_err(|e| target_error(path, "set journal_mode", e))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::TargetWal {
+                path: path.clone(),
+                mode,
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| target_error(path, "set synchronous=FULL", e))?;
+        if conn
+            .is_readonly(MAIN_DB)
+            .map_err(|e| target_error(path, "check read-only", e))?
+        {
+            return Err(Error::Target {
+                path: path.clone(),
+                message: "the target opened read-only: the file or its directory is not writable (will retry)".into(),
+                transient: true,
+                source: None,
+            });
+        }
+        if !exists && let Some(sql) = &self.opts.create_schema {
+            conn.execute_batch(sql)
+                .map_err(|e| target_error(path, "create schema", e))?;
+        }
+        self.ensure_tables(&conn)?;
+        tracing::debug!(target = %path.display(), journal_mode = %mode, "target connected");
+        Ok(conn)
+    }
+
+    fn ensure_tables(&self, conn: &Connection) -> Result<()> {
+        let has = |t: &str| -> Result<Vec<String>> {
+            let mut s = conn
+                .prepare("SELECT name FROM pragma_table_info(?1)")
+                .map_err(|e| target_error(&self.path, "read schema", e))?;
+            let cols = s
+                .query_map([t], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| target_error(&self.path, "read schema", e))?;
+            Ok(cols)
+        };
+        let progress = has(PROGRESS_TABLE)?;
+        let rejected = has(REJECTED_TABLE)?;
+        if progress.is_empty() || rejected.is_empty() {
+            conn.execute_batch(CREATE_TABLES)
+                .map_err(|e| target_error(&self.path, "create syncjournal tables", e))?;
+        }
+        for (table, want, found) in [
+            (
+                PROGRESS_TABLE,
+                &["journal_id", "lsn", "updated_at"][..],
+                has(PROGRESS_TABLE)?,
+            ),
+            (
+                REJECTED_TABLE,
+                &[
+                    "journal_id",
+                    "lsn",
+                    "kind",
+                    "payload",
+                    "summary",
+                    "error",
+                    "rejected_at",
+                ][..],
+                has(REJECTED_TABLE)?,
+            ),
+        ] {
+            let missing: Vec<&str> = want
+                .iter()
+                .copied()
+                .filter(|w| !found.iter().any(|f| f.eq_ignore_ascii_case(w)))
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::SchemaMismatch {
+                    path: self.path.clone(),
+                    table: table.into(),
+                    detail: format!("missing {}", missing.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the test hook for statement `index`.
+    pub(crate) fn hook(&self, index: usize, label: &str) -> rusqlite::Result<()> {
+        match &self.opts.faults {
+            Some(f) => f.before_statement(index, label),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the after-commit test hook.
+    pub(crate) fn after_commit_hook(&self) -> rusqlite::Result<()> {
+        match &self.opts.faults {
+            Some(f) => f.after_commit(),
+            None => Ok(()),
+        }
+    }
+
+    /// The target's watermark for `journal_id`, read through a fresh query (0: nothing
+    /// applied yet).
+    pub(crate) fn watermark(&mut self, journal_id: Uuid) -> Result<Lsn> {
+        let path = self.path.clone();
+        let conn = self.conn()?;
+        read_watermark(conn, journal_id).map_err(|e| target_error(&path, "read watermark", e))
+    }
+}
+
+/// Reads the watermark row.
+pub(crate) fn read_watermark(conn: &Connection, journal_id: Uuid) -> rusqlite::Result<Lsn> {
+    let lsn: Option<i64> = conn
+        .query_row(
+            "SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1",
+            [journal_id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(lsn.map_or(0, |l| l.max(0) as Lsn))
+}

@@ -1,0 +1,714 @@
+//! The store: a local SQLite cache whose only write path is the journal, plus the replayer
+//! that applies the journal to the shared target and a background sync thread.
+//!
+//! # Write path
+//!
+//! [`Store::apply`] (1) applies the event to the cache inside a savepoint of an open cache
+//! transaction — a refused event is rolled back and nothing is journaled; (2) writes the
+//! record to the journal; (3) waits until it is durable (group commit with other threads);
+//! (4) commits the cache transaction, recording the cache's applied LSN in the same
+//! transaction. So the cache never holds an effect that is not durable in the journal
+//! (with `PersistMode::Sync`), and on open the entries after the cache's applied LSN are
+//! applied again (a crash between (3) and (4)).
+//!
+//! # Why the cache may run with relaxed durability
+//!
+//! The cache uses WAL with `synchronous=NORMAL`: a commit is not flushed, so a power loss can
+//! take back the last cache transactions — but never corrupt the database (WAL guarantees
+//! that), and the applied LSN rolls back with them. The journal holds those entries durably,
+//! and the next open applies them again. The journal is the durable copy; the cache is a fold
+//! of it.
+//!
+//! # No write path around the journal
+//!
+//! The store exposes no writable connection, and it installs triggers on every table of the
+//! cache that abort any insert, update or delete not made through its own connection (they
+//! call an SQL function registered only there). Code that opens the cache file directly can
+//! read it, but every write fails with "write through the syncjournal store".
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::Lsn;
+use crate::apply::{ApplyContext, ApplyError, SchemaCache, quote_ident};
+use crate::error::{Error, Result};
+use crate::journal::ack::now_ms;
+use crate::journal::{Journal, JournalOptions, PersistMode};
+use crate::mutation::{ChangeSet, JournalEvent, decode_event, encode_event};
+use crate::replay::{
+    QuarantinedEntry, ReplayOptions, ReplayState, Replayer, SyncReport, SyncStatus, TargetOptions,
+    created_at_ms,
+};
+
+/// Name of the SQL function that only the store's writer connection has.
+const WRITER_FUNCTION: &str = "write_through_the_syncjournal_store";
+/// Prefix of the guard triggers.
+const GUARD_PREFIX: &str = "syncjournal_guard_";
+/// Entries re-applied per cache transaction when catching up on open.
+const CATCH_UP_BATCH: usize = 1000;
+
+/// Options for [`Store::open`]. Every setter documents its default.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    journal: JournalOptions,
+    cache_schema: Option<String>,
+    target: Option<(PathBuf, TargetOptions)>,
+    replay: ReplayOptions,
+    background_sync: Option<bool>,
+}
+
+impl StoreOptions {
+    /// Defaults: default journal options, no cache schema, no target.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Options of the journal. Default: [`JournalOptions::default`] (durable appends).
+    pub fn journal(mut self, opts: JournalOptions) -> Self {
+        self.journal = opts;
+        self
+    }
+
+    /// SQL run on the cache at every open, after syncjournal's own table: the application's
+    /// tables, written idempotently (`CREATE TABLE IF NOT EXISTS …`). Default: none.
+    pub fn cache_schema(mut self, sql: impl Into<String>) -> Self {
+        self.cache_schema = Some(sql.into());
+        self
+    }
+
+    /// The target database to replay to (an SQLite file, typically on a network share).
+    /// Default: none (the store only journals and caches).
+    pub fn target(mut self, path: impl Into<PathBuf>, opts: TargetOptions) -> Self {
+        self.target = Some((path.into(), opts));
+        self
+    }
+
+    /// Replay options. Default: [`ReplayOptions::default`].
+    pub fn replay(mut self, opts: ReplayOptions) -> Self {
+        self.replay = opts;
+        self
+    }
+
+    /// Run a background thread that syncs every `sync_interval_ms` and when entries arrive,
+    /// retrying failures on a timer. Default: true when a target is set.
+    pub fn background_sync(mut self, on: bool) -> Self {
+        self.background_sync = Some(on);
+        self
+    }
+}
+
+struct CacheWriter {
+    conn: Connection,
+    schema: SchemaCache,
+    /// A cache transaction is open (holding applied but not yet committed entries).
+    txn_open: bool,
+    /// Highest LSN applied in the open transaction.
+    txn_max: Lsn,
+    /// Applied LSN of the last committed cache transaction.
+    committed: Lsn,
+}
+
+#[derive(Default)]
+struct Signal {
+    pending: bool,
+    stop: bool,
+}
+
+struct Inner<E: JournalEvent> {
+    journal: Arc<Journal>,
+    cache_path: PathBuf,
+    writer: Mutex<CacheWriter>,
+    reader: Mutex<Connection>,
+    replayer: Option<Mutex<Replayer<E>>>,
+    signal: Mutex<Signal>,
+    signal_cv: Condvar,
+    broken: Mutex<Option<String>>,
+    _event: PhantomData<fn() -> E>,
+}
+
+/// A journaled SQLite cache that syncs to a target database. See the module documentation.
+///
+/// ```no_run
+/// use syncjournal::{ChangeSet, Store, StoreOptions, TargetOptions};
+///
+/// # fn main() -> syncjournal::Result<()> {
+/// let store: Store = Store::open(
+///     "/var/lib/app/journal",
+///     "/var/lib/app/cache.db",
+///     StoreOptions::new()
+///         .cache_schema("CREATE TABLE IF NOT EXISTS hosts (id INTEGER PRIMARY KEY, name TEXT)")
+///         .target("/mnt/share/app.db", TargetOptions::new()),
+/// )?;
+/// store.apply(&ChangeSet::new().upsert("hosts", [("id", 1)], [("name", "web-1")]))?;
+/// let n: i64 = store.read(|db| db.query_row("SELECT count(*) FROM hosts", [], |r| r.get(0)))?;
+/// let report = store.sync_now(); // force sync
+/// println!("{n} hosts; {report}; {:?}", store.status()?);
+/// # Ok(()) }
+/// ```
+pub struct Store<E: JournalEvent = ChangeSet> {
+    inner: Arc<Inner<E>>,
+    sync_thread: Option<JoinHandle<()>>,
+}
+
+impl<E: JournalEvent> std::fmt::Debug for Store<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("journal", &self.inner.journal.dir())
+            .field("cache", &self.inner.cache_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cache_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| Error::Cache {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl<E: JournalEvent> Store<E> {
+    /// Opens (or creates) the journal in `journal_dir` and the cache at `cache_path`, applies
+    /// to the cache the entries it is missing, and starts the background sync if a target is
+    /// configured.
+    ///
+    /// # Errors
+    ///
+    /// Journal errors ([`Error::Locked`], corruption…); [`Error::CacheMismatch`],
+    /// [`Error::CacheAhead`], [`Error::CacheBehind`] when the cache does not belong to this
+    /// journal's history; SQLite errors on the cache.
+    pub fn open(
+        journal_dir: impl AsRef<Path>,
+        cache_path: impl AsRef<Path>,
+        opts: StoreOptions,
+    ) -> Result<Store<E>> {
+        let journal = Arc::new(Journal::open(journal_dir, opts.journal.clone())?);
+        let cache_path = cache_path.as_ref().to_path_buf();
+        let mut writer = open_cache_writer(&cache_path, &journal, opts.cache_schema.as_deref())?;
+        catch_up::<E>(&cache_path, &journal, &mut writer)?;
+        let reader = Connection::open_with_flags(
+            &cache_path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| {
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.pragma_update(None, "query_only", true)?;
+            Ok(c)
+        })
+        .map_err(cache_err(&cache_path))?;
+        let background = opts.background_sync.unwrap_or(opts.target.is_some());
+        let replayer = opts.target.map(|(path, topts)| {
+            Mutex::new(Replayer::new(
+                Arc::clone(&journal),
+                path,
+                topts,
+                opts.replay.clone(),
+            ))
+        });
+        let inner = Arc::new(Inner {
+            journal,
+            cache_path,
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            replayer,
+            signal: Mutex::new(Signal::default()),
+            signal_cv: Condvar::new(),
+            broken: Mutex::new(None),
+            _event: PhantomData,
+        });
+        let sync_thread = if background && inner.replayer.is_some() {
+            let bg = Arc::clone(&inner);
+            let interval = Duration::from_millis(opts.replay.sync_interval_ms);
+            Some(
+                std::thread::Builder::new()
+                    .name("syncjournal-sync".into())
+                    .spawn(move || sync_loop(&bg, interval))
+                    .map_err(|e| Error::io("spawn sync thread", PathBuf::new(), e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Store { inner, sync_thread })
+    }
+
+    /// Applies `event`: journals it (durably, with the default persist mode) and applies it to
+    /// the cache, atomically. Returns its LSN.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`] if the cache refuses the event (constraint, missing table or
+    /// column, type mismatch, no such row): nothing was journaled, nothing changed. Journal
+    /// errors (a failed sync poisons the journal and the store).
+    pub fn apply(&self, event: &E) -> Result<Lsn> {
+        let inner = &*self.inner;
+        inner.check()?;
+        let payload = encode_event(now_ms(), event).map_err(|reason| Error::Decode {
+            lsn: 0,
+            kind: E::KIND,
+            reason,
+        })?;
+        let sync_mode = inner.journal.options().persist_mode == PersistMode::Sync;
+        let ce = cache_err(&inner.cache_path);
+        let lsn = {
+            let mut w = lock(&inner.writer);
+            inner.check()?;
+            let CacheWriter {
+                conn,
+                schema,
+                txn_open,
+                txn_max,
+                committed,
+            } = &mut *w;
+            if !*txn_open {
+                conn.execute_batch("BEGIN IMMEDIATE").map_err(&ce)?;
+                *txn_open = true;
+            }
+            conn.execute_batch("SAVEPOINT sj_apply").map_err(&ce)?;
+            let span = tracing::trace_span!("cache_apply", kind = E::KIND).entered();
+            let applied = event.apply(&mut ApplyContext::new(conn, schema));
+            drop(span);
+            let written = applied.map_err(|e| match e {
+                ApplyError::Rejected { reason } => Error::Rejected { reason },
+                ApplyError::Transient(source) => ce(source),
+            });
+            let written = written.and_then(|()| inner.journal.write(E::KIND, &payload));
+            match written {
+                Ok(lsn) => {
+                    conn.execute_batch("RELEASE sj_apply").map_err(&ce)?;
+                    *txn_max = lsn;
+                    lsn
+                }
+                Err(e) => {
+                    conn.execute_batch("ROLLBACK TO sj_apply; RELEASE sj_apply")
+                        .map_err(&ce)?;
+                    if *txn_max <= *committed {
+                        conn.execute_batch("ROLLBACK").map_err(&ce)?;
+                        *txn_open = false;
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        tracing::trace!(lsn, "journaled");
+        if sync_mode && let Err(e) = inner.journal.wait_durable(lsn) {
+            inner.break_store(&e);
+            return Err(e);
+        }
+        {
+            let mut w = lock(&inner.writer);
+            if w.committed < lsn {
+                // The open transaction was rolled back if the store broke meanwhile.
+                inner.check()?;
+                let upto = w.txn_max;
+                if sync_mode && let Err(e) = inner.journal.wait_durable(upto) {
+                    inner.break_store(&e);
+                    return Err(e);
+                }
+                let r = w
+                    .conn
+                    .execute(
+                        "UPDATE syncjournal_cache SET applied_lsn = ?1",
+                        [upto as i64],
+                    )
+                    .and_then(|_| w.conn.execute_batch("COMMIT"));
+                if let Err(e) = r {
+                    let err = ce(e);
+                    inner.break_store(&err);
+                    return Err(err);
+                }
+                w.committed = upto;
+                w.txn_open = false;
+            }
+        }
+        inner.wake();
+        Ok(lsn)
+    }
+
+    /// Runs `f` with a read-only connection to the cache. It sees every applied event.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = lock(&self.inner.reader);
+        f(&conn).map_err(cache_err(&self.inner.cache_path))
+    }
+
+    /// Force sync: applies every durable entry to the target now and reports what happened.
+    /// Waits for a background sync in progress. Without a configured target, the report's
+    /// error says so.
+    pub fn sync_now(&self) -> SyncReport {
+        match &self.inner.replayer {
+            Some(r) => lock(r).sync_now(),
+            None => SyncReport {
+                applied: 0,
+                quarantined: 0,
+                transactions: 0,
+                retries: 0,
+                duration: Duration::ZERO,
+                pending: {
+                    let st = self.inner.journal.state();
+                    st.durable_lsn.saturating_sub(st.acked_lsn)
+                },
+                error: Some(Error::NoTarget),
+            },
+        }
+    }
+
+    /// The sync status, from durable state: journal positions, the cache's applied LSN, and
+    /// the replayer's persisted last outcome.
+    pub fn status(&self) -> Result<SyncStatus> {
+        let cache_applied: Lsn = self.read(|c| {
+            c.query_row("SELECT applied_lsn FROM syncjournal_cache", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })? as Lsn;
+        // The replayer's persisted outcome, read from disk: status never waits for a sync in
+        // progress.
+        let state = ReplayState::load(self.inner.journal.dir());
+        status_of(&self.inner.journal, Some(cache_applied), &state)
+    }
+
+    /// Entries quarantined on the target.
+    pub fn quarantined(&self) -> Result<Vec<QuarantinedEntry>> {
+        lock(self.inner.replayer()?).quarantined()
+    }
+
+    /// Applies a quarantined entry again; see [`Replayer::retry_quarantined`].
+    pub fn retry_quarantined(&self, lsn: Lsn) -> Result<()> {
+        lock(self.inner.replayer()?).retry_quarantined(lsn)
+    }
+
+    /// Removes a quarantined entry for good; see [`Replayer::discard_quarantined`].
+    pub fn discard_quarantined(&self, lsn: Lsn) -> Result<bool> {
+        lock(self.inner.replayer()?).discard_quarantined(lsn)
+    }
+
+    /// The journal's positions.
+    pub fn journal_state(&self) -> crate::JournalState {
+        self.inner.journal.state()
+    }
+
+    /// The journal directory.
+    pub fn journal_dir(&self) -> &Path {
+        self.inner.journal.dir()
+    }
+
+    /// Stops the background sync and closes the journal (syncing what is not durable).
+    pub fn close(mut self) -> Result<()> {
+        self.stop_thread();
+        Ok(())
+    }
+
+    fn stop_thread(&mut self) {
+        if let Some(h) = self.sync_thread.take() {
+            lock(&self.inner.signal).stop = true;
+            self.inner.signal_cv.notify_all();
+            let _ = h.join();
+        }
+    }
+}
+
+impl<E: JournalEvent> Drop for Store<E> {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+impl<E: JournalEvent> Inner<E> {
+    fn check(&self) -> Result<()> {
+        if let Some(reason) = lock(&self.broken).clone() {
+            return Err(Error::Poisoned { reason });
+        }
+        Ok(())
+    }
+
+    /// After a failure that leaves the open cache transaction in an unknown relation to the
+    /// journal: roll it back and refuse further writes until reopen (which re-applies the
+    /// journal to the cache).
+    fn break_store(&self, cause: &Error) {
+        let mut b = lock(&self.broken);
+        if b.is_none() {
+            *b = Some(format!(
+                "{cause}; reopen the store to re-apply the journal to the cache"
+            ));
+            tracing::error!(error = %cause, "store poisoned");
+        }
+        drop(b);
+        if let Ok(mut w) = self.writer.try_lock()
+            && w.txn_open
+        {
+            let _ = w.conn.execute_batch("ROLLBACK");
+            w.txn_open = false;
+        }
+    }
+
+    fn wake(&self) {
+        if self.replayer.is_some() {
+            lock(&self.signal).pending = true;
+            self.signal_cv.notify_all();
+        }
+    }
+
+    fn replayer(&self) -> Result<&Mutex<Replayer<E>>> {
+        self.replayer.as_ref().ok_or(Error::NoTarget)
+    }
+}
+
+/// The background sync loop: wakes on new entries or every `interval`, and after failures
+/// retries on a growing timer (never only "on the next write").
+fn sync_loop<E: JournalEvent>(inner: &Inner<E>, interval: Duration) {
+    let replayer = inner.replayer.as_ref().expect("started only with a target");
+    let mut failures = 0u32;
+    let mut delay = interval;
+    loop {
+        {
+            let g = lock(&inner.signal);
+            let (mut g, _) = inner
+                .signal_cv
+                .wait_timeout_while(g, delay, |s| !s.pending && !s.stop)
+                .unwrap_or_else(|e| e.into_inner());
+            if g.stop {
+                return;
+            }
+            g.pending = false;
+        }
+        let st = inner.journal.state();
+        let mut r = lock(replayer);
+        if st.durable_lsn <= st.acked_lsn && r.state().last_error.is_none() {
+            delay = interval;
+            continue;
+        }
+        let report = r.sync_now();
+        match &report.error {
+            None => {
+                failures = 0;
+                delay = interval;
+            }
+            Some(e) => {
+                failures = failures.saturating_add(1);
+                delay = if e.is_transient() {
+                    r.backoff(failures.min(16)).max(Duration::from_millis(10))
+                } else {
+                    interval.max(Duration::from_millis(500))
+                };
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "background sync failed");
+            }
+        }
+    }
+}
+
+/// Computes the status from durable state.
+pub(crate) fn status_of(
+    journal: &Journal,
+    cache_applied: Option<Lsn>,
+    state: &ReplayState,
+) -> Result<SyncStatus> {
+    let st = journal.state();
+    let pending = st.durable_lsn.saturating_sub(st.acked_lsn);
+    let (pending_bytes, oldest) = if pending > 0 {
+        let bytes = journal.bytes_from(st.acked_lsn + 1)?;
+        let oldest = journal
+            .reader(st.acked_lsn + 1)?
+            .next_ref()?
+            .and_then(|r| created_at_ms(r.payload));
+        (bytes, oldest)
+    } else {
+        (0, None)
+    };
+    // The head of the queue has waited since it became the head: the later of its creation
+    // and the last acknowledgement (the last time the head moved).
+    let stalled_since_ms = (pending > 0).then(|| oldest.unwrap_or(0).max(st.acked_at_ms));
+    Ok(SyncStatus {
+        journal_id: st.journal_id,
+        head_lsn: st.durable_lsn,
+        cache_applied_lsn: cache_applied,
+        acked_lsn: st.acked_lsn,
+        target_lsn: state.target_lsn,
+        pending_entries: pending,
+        pending_bytes,
+        oldest_pending_ms: oldest,
+        last_success_ms: state.last_success_ms,
+        last_error: state.last_error.clone(),
+        quarantined: state.quarantined,
+        stalled_since_ms,
+    })
+}
+
+fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Result<CacheWriter> {
+    let ce = cache_err(path);
+    let conn = Connection::open(path).map_err(&ce)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(&ce)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(&ce)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(cache = %path.display(), %mode, "cache could not switch to WAL");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&ce)?;
+    conn.create_scalar_function(WRITER_FUNCTION, 0, FunctionFlags::SQLITE_UTF8, |_| Ok(1i64))
+        .map_err(&ce)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS syncjournal_cache (
+            journal_id TEXT PRIMARY KEY,
+            applied_lsn INTEGER NOT NULL
+        );",
+    )
+    .map_err(&ce)?;
+    if let Some(sql) = schema {
+        conn.execute_batch(sql).map_err(&ce)?;
+    }
+    install_guards(&conn).map_err(&ce)?;
+    let row: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT journal_id, applied_lsn FROM syncjournal_cache",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(&ce)?;
+    let id = journal.id().to_string();
+    let applied = match row {
+        Some((found, applied)) if found == id => applied.max(0) as Lsn,
+        Some((found, _)) => {
+            return Err(Error::CacheMismatch {
+                path: path.to_path_buf(),
+                expected: journal.id(),
+                found,
+            });
+        }
+        None => {
+            conn.execute(
+                "INSERT INTO syncjournal_cache (journal_id, applied_lsn) VALUES (?1, 0)",
+                [&id],
+            )
+            .map_err(&ce)?;
+            0
+        }
+    };
+    Ok(CacheWriter {
+        conn,
+        schema: SchemaCache::new(),
+        txn_open: false,
+        txn_max: applied,
+        committed: applied,
+    })
+}
+
+/// Installs, on every application table of the cache, triggers that abort writes from any
+/// connection but the store's.
+fn install_guards(conn: &Connection) -> rusqlite::Result<()> {
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table'
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+             AND name NOT LIKE 'syncjournal\\_%' ESCAPE '\\'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut sql = String::from("BEGIN;");
+    for t in &tables {
+        for op in ["INSERT", "UPDATE", "DELETE"] {
+            let trig = quote_ident(&format!("{GUARD_PREFIX}{}_{t}", op.to_ascii_lowercase()));
+            sql.push_str(&format!(
+                "DROP TRIGGER IF EXISTS {trig};
+                 CREATE TRIGGER {trig} BEFORE {op} ON {tbl}
+                 BEGIN SELECT RAISE(ABORT, 'write through the syncjournal store: this cache is written only from its journal')
+                 WHERE {WRITER_FUNCTION}() IS NOT 1; END;",
+                tbl = quote_ident(t)
+            ));
+        }
+    }
+    sql.push_str("COMMIT;");
+    conn.execute_batch(&sql)
+}
+
+/// Applies to the cache the journal entries after its applied LSN.
+fn catch_up<E: JournalEvent>(path: &Path, journal: &Journal, w: &mut CacheWriter) -> Result<()> {
+    let ce = cache_err(path);
+    let st = journal.state();
+    let head = st.durable_lsn;
+    if w.committed > head {
+        return Err(Error::CacheAhead {
+            path: path.to_path_buf(),
+            cache_lsn: w.committed,
+            journal_lsn: head,
+        });
+    }
+    if w.committed == head {
+        return Ok(());
+    }
+    if w.committed + 1 < st.first_lsn {
+        return Err(Error::CacheBehind {
+            path: path.to_path_buf(),
+            cache_lsn: w.committed,
+            first_retained: st.first_lsn,
+        });
+    }
+    let from = w.committed + 1;
+    let mut reader = journal.reader(from)?;
+    let mut applied = 0u64;
+    loop {
+        w.conn.execute_batch("BEGIN IMMEDIATE").map_err(&ce)?;
+        let mut last = w.committed;
+        let mut n = 0;
+        while n < CATCH_UP_BATCH {
+            let Some(rec) = reader.next_ref()? else { break };
+            n += 1;
+            if let Some(gap) = rec.gap() {
+                tracing::warn!(
+                    from = gap.start,
+                    to = gap.end,
+                    "journal entries lost to damage are missing from the cache too"
+                );
+                last = gap.end - 1;
+                continue;
+            }
+            if rec.kind != E::KIND {
+                let _ = w.conn.execute_batch("ROLLBACK");
+                return Err(Error::UnknownKind {
+                    lsn: rec.lsn,
+                    kind: rec.kind,
+                    expected: E::KIND,
+                });
+            }
+            let (_, event) = decode_event::<E>(rec.payload).map_err(|reason| Error::Decode {
+                lsn: rec.lsn,
+                kind: rec.kind,
+                reason,
+            })?;
+            if let Err(e) = event.apply(&mut ApplyContext::new(&w.conn, &mut w.schema)) {
+                let _ = w.conn.execute_batch("ROLLBACK");
+                return Err(Error::Rejected {
+                    reason: format!(
+                        "re-applying LSN {} to the cache failed ({e}); the cache has diverged from the journal: delete it to rebuild",
+                        rec.lsn
+                    ),
+                });
+            }
+            last = rec.lsn;
+        }
+        if n == 0 {
+            w.conn.execute_batch("ROLLBACK").map_err(&ce)?;
+            break;
+        }
+        w.conn
+            .execute(
+                "UPDATE syncjournal_cache SET applied_lsn = ?1",
+                [last as i64],
+            )
+            .and_then(|_| w.conn.execute_batch("COMMIT"))
+            .map_err(&ce)?;
+        applied += last - w.committed;
+        w.committed = last;
+        w.txn_max = last;
+    }
+    tracing::info!(cache = %path.display(), from, to = w.committed, applied, "cache caught up with the journal");
+    Ok(())
+}
