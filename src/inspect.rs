@@ -115,13 +115,19 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
     }
     let ack = AckFile::peek(dir)?;
     let mut segs: Vec<Examined> = Vec::with_capacity(listing.segments.len());
+    // Segments are read with pread, never mapped: an application may open the journal and
+    // write to it at any moment (inspect takes no lock, so as never to stop one starting).
+    // One buffer is reused, so memory stays at one segment.
+    let mut buf = Vec::new();
     for (seq, path) in &listing.segments {
         let id = ack
             .map(|a| a.journal_id)
             .or_else(|| segs.first().map(|s| s.header.journal_id));
-        let mut e = recovery::examine(*seq, path, id, held_by.is_none(), false)?;
-        // Only the findings matter from here on; drop the bytes to bound memory.
-        e.bytes = recovery::SegmentBytes::Owned(Vec::new());
+        let mut e = recovery::examine_into(*seq, path, id, &mut buf)?;
+        buf = match std::mem::replace(&mut e.bytes, recovery::SegmentBytes::Owned(Vec::new())) {
+            recovery::SegmentBytes::Owned(v) => v,
+            recovery::SegmentBytes::Mapped(_) => Vec::new(),
+        };
         segs.push(e);
     }
     let findings = recovery::classify(dir, &segs)?;

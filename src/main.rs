@@ -1,5 +1,87 @@
-//! The `syncjournal` command line.
-fn main() {
-    eprintln!("syncjournal: the command line arrives with issue 4");
-    std::process::exit(2);
+//! The `syncjournal` command line: `syncjournal: <message>` on stderr, documented exit codes
+//! (see `syncjournal --help`), and a broken pipe (`dump | head`) is not an error.
+
+mod cli;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cli::args::{Cli, Command};
+use cli::commands::{self, Failure};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    init_logging(args.verbose, args.quiet);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = match args.command {
+        Command::Demo { dir, changes } => cli::demo::run(&mut out, dir, changes),
+        Command::Status {
+            dir,
+            target,
+            json,
+            stalled_after,
+        } => commands::status(
+            &mut out,
+            &dir,
+            target.as_deref(),
+            json,
+            Duration::from_secs(stalled_after),
+        ),
+        Command::Dump {
+            dir,
+            from,
+            to,
+            json,
+        } => commands::dump(&mut out, &dir, from, to, json),
+        Command::Verify { dir } => commands::verify(&mut out, &dir),
+        Command::Recover { dir, mode } => commands::recover(&mut out, &dir, mode),
+        Command::Sync {
+            dir,
+            target,
+            follow,
+            batch,
+            quarantine,
+        } => commands::sync(&mut out, &dir, &target.target, follow, batch, quarantine),
+        Command::Quarantine(q) => commands::quarantine(&mut out, q),
+    };
+    let flushed = out.flush();
+    match (result, flushed) {
+        (Ok(code), Ok(())) => ExitCode::from(code),
+        (Err(Failure::Io(e)), _) | (Ok(_), Err(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
+        (Ok(_), Err(e)) => {
+            eprintln!("syncjournal: writing output: {e}");
+            ExitCode::from(2)
+        }
+        (Err(e), _) => {
+            eprintln!("syncjournal: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs go to stderr; `-v`/`-q` choose the level (RUST_LOG, if set, wins).
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (_, 2..) => "off",
+        (_, 1) => "error",
+        (0, 0) => "warn",
+        (1, 0) => "info",
+        (2, 0) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

@@ -510,11 +510,16 @@ pub(crate) fn status_of(
     state: &ReplayState,
 ) -> Result<SyncStatus> {
     let st = journal.state();
-    let pending = st.durable_lsn.saturating_sub(st.acked_lsn);
+    // Another replayer (a follower) may have moved the target past the local acknowledgement.
+    let base = st
+        .acked_lsn
+        .max(state.target_lsn.unwrap_or(0))
+        .min(st.durable_lsn);
+    let pending = st.durable_lsn - base;
     let (pending_bytes, oldest) = if pending > 0 {
-        let bytes = journal.bytes_from(st.acked_lsn + 1)?;
+        let bytes = journal.bytes_from(base + 1)?;
         let oldest = journal
-            .reader(st.acked_lsn + 1)?
+            .reader(base + 1)?
             .next_ref()?
             .and_then(|r| created_at_ms(r.payload));
         (bytes, oldest)

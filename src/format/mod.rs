@@ -7,6 +7,7 @@
 mod ack;
 mod checksum;
 mod frame;
+mod head;
 mod header;
 
 pub use ack::{
@@ -21,6 +22,11 @@ pub use frame::{
     FRAME_LEN_OFFSET, FRAME_LSN_OFFSET, FRAME_PREV_CRC_OFFSET, FRAME_RESERVED_OFFSET,
     FRAME_SYNCED_LSN_OFFSET, FrameCheck, FrameFault, FrameHeader, KIND_GAP, KIND_RESERVED_MIN,
     align_frame, check_frame, frame_bytes, gap_end, seal_frame,
+};
+pub use head::{
+    HEAD_BYTES, HEAD_CRC_OFFSET, HEAD_DURABLE_LSN_OFFSET, HEAD_JOURNAL_ID_OFFSET, HEAD_MAGIC,
+    HEAD_PID_OFFSET, HEAD_RESERVED_OFFSET, HEAD_RESERVED2_OFFSET, HEAD_UPDATED_AT_MS_OFFSET,
+    HEAD_VERSION_OFFSET, Head,
 };
 pub use header::{
     FORMAT_VERSION, HEADER_CRC_OFFSET, HEADER_FLAGS_OFFSET, HEADER_LEN_OFFSET, HeaderError,

@@ -3,6 +3,7 @@
 
 pub(crate) mod ack;
 pub(crate) mod index;
+pub mod offline;
 mod options;
 mod reader;
 pub(crate) mod recovery;

@@ -207,6 +207,7 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
         } else if name == ACK_FILE {
             listing.has_ack = true;
         } else if name != LOCK_FILE
+            && name != crate::segment::HEAD_FILE
             && name != FORENSICS_DIR
             && name != crate::replay::REPLAY_STATE_FILE
         {
@@ -226,6 +227,28 @@ pub(crate) struct Examined {
     pub bytes: SegmentBytes,
 }
 
+/// [`examine`] without a map and without repairs, reading the segment into `buf` (reused).
+pub(crate) fn examine_into(
+    seq: u64,
+    path: &Path,
+    expected_id: Option<Uuid>,
+    buf: &mut Vec<u8>,
+) -> Result<Examined> {
+    examine_with(
+        seq,
+        path,
+        expected_id,
+        Read::Into(std::mem::take(buf)),
+        false,
+    )
+}
+
+/// How `examine` gets a segment's bytes.
+enum Read {
+    Map,
+    Into(Vec<u8>),
+}
+
 /// Reads, verifies and scans one segment. `expected_id` is the journal's UUID if known.
 /// With `extend_truncated`, a segment shorter than its header says is re-extended (salvage).
 pub(crate) fn examine(
@@ -233,6 +256,21 @@ pub(crate) fn examine(
     path: &Path,
     expected_id: Option<Uuid>,
     map: bool,
+    extend_truncated: bool,
+) -> Result<Examined> {
+    let how = if map {
+        Read::Map
+    } else {
+        Read::Into(Vec::new())
+    };
+    examine_with(seq, path, expected_id, how, extend_truncated)
+}
+
+fn examine_with(
+    seq: u64,
+    path: &Path,
+    expected_id: Option<Uuid>,
+    how: Read,
     extend_truncated: bool,
 ) -> Result<Examined> {
     let file = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
@@ -287,7 +325,15 @@ pub(crate) fn examine(
             ));
         }
     }
-    let bytes = SegmentBytes::read(&file, path, len, map)?;
+    let bytes = match how {
+        Read::Map => SegmentBytes::read(&file, path, len, true)?,
+        Read::Into(mut buf) => {
+            // Every byte is overwritten by the read (or zeroed past the end of the file).
+            buf.resize(len as usize, 0);
+            read_full_at(&file, &mut buf, 0).map_err(|e| Error::io("read segment", path, e))?;
+            SegmentBytes::Owned(buf)
+        }
+    };
     let scan = scan_segment(
         bytes.bytes(),
         ScanInput {
@@ -305,7 +351,7 @@ pub(crate) fn examine(
     })
 }
 
-fn header_error(path: &Path, e: HeaderError) -> Error {
+pub(crate) fn header_error(path: &Path, e: HeaderError) -> Error {
     match e {
         HeaderError::TooShort { len } => {
             Error::corrupt(path, 0, DamageKind::HeaderTruncated { len: len as u64 })

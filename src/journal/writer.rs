@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -111,6 +112,9 @@ pub(crate) struct Shared {
     ack: Mutex<AckFile>,
     acked_lsn: AtomicU64,
     retire_lock: Mutex<()>,
+    /// `HEAD`: the durable LSN published for followers in other processes (not synced: it
+    /// only needs to be visible through the page cache while this process lives).
+    head: Option<File>,
     shutdown: Mutex<bool>,
     shutdown_cv: Condvar,
     _lock: DirLock,
@@ -248,6 +252,7 @@ impl Journal {
         let last = writer.next_lsn - 1;
         let ack = rec.ack;
         let acked = ack.current().acked_lsn;
+        let head = open_head(&dir);
         let shared = Arc::new(Shared {
             dir,
             id: rec.journal_id,
@@ -264,10 +269,12 @@ impl Journal {
             ack: Mutex::new(ack),
             acked_lsn: AtomicU64::new(acked),
             retire_lock: Mutex::new(()),
+            head,
             shutdown: Mutex::new(false),
             shutdown_cv: Condvar::new(),
             _lock: lock,
         });
+        shared.publish_head();
         shared.retire()?;
         let flusher = match shared.opts.persist_mode {
             PersistMode::Batched { interval } => {
@@ -526,6 +533,23 @@ impl Drop for Journal {
     }
 }
 
+fn open_head(dir: &Path) -> Option<File> {
+    let path = dir.join(crate::segment::HEAD_FILE);
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot publish HEAD for followers");
+            None
+        }
+    }
+}
+
 fn check_kind(kind: u8) -> Result<()> {
     if kind == 0 || kind >= KIND_RESERVED_MIN {
         return Err(Error::ReservedKind { kind });
@@ -669,7 +693,22 @@ impl Shared {
         self.check()?;
         map.publish(to);
         self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
+        self.publish_head();
         Ok(())
+    }
+
+    /// Writes the durable LSN to `HEAD` for followers (advisory: failures are only logged).
+    fn publish_head(&self) {
+        let Some(f) = &self.head else { return };
+        let head = crate::format::Head {
+            journal_id: self.id,
+            durable_lsn: self.durable_lsn.load(Ordering::Acquire),
+            updated_at_ms: crate::journal::ack::now_ms(),
+            pid: std::process::id(),
+        };
+        if let Err(e) = f.write_all_at(&head.encode(), 0) {
+            tracing::debug!(error = %e, "could not publish HEAD");
+        }
     }
 
     /// One group sync of everything written so far in the active segment. The caller holds

@@ -24,10 +24,11 @@ use crate::Lsn;
 use crate::apply::{ApplyContext, ApplyError, SchemaCache};
 use crate::error::{Error, Result};
 use crate::format::KIND_GAP;
+use crate::journal::Journal;
 use crate::journal::ack::now_ms;
-use crate::journal::{Journal, Reader};
 use crate::mutation::{ChangeSet, JournalEvent, decode_event};
 use crate::replay::options::{RejectPolicy, ReplayOptions, TargetOptions};
+use crate::replay::source::{Source, SourceReader};
 use crate::replay::sqlite::{SqliteTarget, read_watermark, target_error};
 use crate::replay::status::{ReplayState, SyncReport};
 
@@ -50,14 +51,24 @@ pub struct QuarantinedEntry {
 /// Applies journal entries to an SQLite target exactly once. See the module documentation
 /// for the protocol.
 pub struct Replayer<E: JournalEvent = ChangeSet> {
-    journal: Arc<Journal>,
+    source: Source,
     target: SqliteTarget,
     opts: ReplayOptions,
-    reader: Option<Reader>,
+    reader: Option<SourceReader>,
     schema: SchemaCache,
     state: ReplayState,
     rng: u64,
     _event: PhantomData<fn() -> E>,
+}
+
+/// Progress of a sync, reported after each committed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncProgress {
+    /// Entries applied so far in this sync.
+    pub applied: u64,
+    /// Entries still pending.
+    pub pending: u64,
 }
 
 /// The outcome of one batch.
@@ -83,16 +94,40 @@ impl<E: JournalEvent> std::fmt::Debug for Replayer<E> {
 }
 
 impl<E: JournalEvent> Replayer<E> {
-    /// A replayer from `journal` to the SQLite database at `target`. Nothing is opened yet:
-    /// the target is connected on the first sync (and reconnected after failures).
+    /// A replayer from `journal` (owned by this process) to the SQLite database at `target`.
+    /// Nothing is opened yet: the target is connected on the first sync (and reconnected
+    /// after failures).
     pub fn new(
         journal: Arc<Journal>,
         target: impl Into<PathBuf>,
         target_opts: TargetOptions,
         opts: ReplayOptions,
     ) -> Self {
-        let target = target.into();
-        let mut state = ReplayState::load(journal.dir());
+        Self::with_source(Source::Owner(journal), target.into(), target_opts, opts)
+    }
+
+    /// A replayer that follows the journal in `dir` owned by another process: it reads, with
+    /// `pread`, only entries up to the durable LSN the owner publishes (`HEAD`), and leaves
+    /// acknowledging to the owner (whose next replay reads the target's watermark). Several
+    /// replayers of one journal never apply an entry twice: each batch reads the target's
+    /// watermark inside its transaction.
+    pub fn follower(
+        dir: impl AsRef<std::path::Path>,
+        target: impl Into<PathBuf>,
+        target_opts: TargetOptions,
+        opts: ReplayOptions,
+    ) -> Result<Self> {
+        let source = Source::follower(dir.as_ref())?;
+        Ok(Self::with_source(source, target.into(), target_opts, opts))
+    }
+
+    fn with_source(
+        source: Source,
+        target: PathBuf,
+        target_opts: TargetOptions,
+        opts: ReplayOptions,
+    ) -> Self {
+        let mut state = ReplayState::load(source.dir());
         if state.target.as_deref() != Some(target.as_path()) {
             state = ReplayState {
                 target: Some(target.clone()),
@@ -105,15 +140,20 @@ impl<E: JournalEvent> Replayer<E> {
             reader: None,
             schema: SchemaCache::new(),
             state,
-            rng: now_ms() ^ u64::from(std::process::id()) << 32 | 1,
-            journal,
+            rng: now_ms() ^ (u64::from(std::process::id()) << 32) | 1,
+            source,
             _event: PhantomData,
         }
     }
 
-    /// The journal replayed.
-    pub fn journal(&self) -> &Arc<Journal> {
-        &self.journal
+    /// The journal directory replayed.
+    pub fn journal_dir(&self) -> &std::path::Path {
+        self.source.dir()
+    }
+
+    /// True if this replayer follows a journal owned by another process.
+    pub fn is_follower(&self) -> bool {
+        matches!(self.source, Source::Follower { .. })
     }
 
     /// The persisted outcome of the last sync attempts.
@@ -135,6 +175,11 @@ impl<E: JournalEvent> Replayer<E> {
     /// with exponential backoff and jitter up to `retry_attempts_max` times, and reports what
     /// it did. It never reports success while entries are pending: `error` then says why.
     pub fn sync_now(&mut self) -> SyncReport {
+        self.sync_now_with(&mut |_| {})
+    }
+
+    /// [`Replayer::sync_now`], calling `progress` after every committed batch.
+    pub fn sync_now_with(&mut self, progress: &mut dyn FnMut(SyncProgress)) -> SyncReport {
         let started = Instant::now();
         let span = tracing::info_span!("sync", target = %self.target.path().display()).entered();
         let mut report = SyncReport {
@@ -159,6 +204,14 @@ impl<E: JournalEvent> Replayer<E> {
                     report.quarantined += quarantined;
                     report.transactions += 1;
                     attempt = 0;
+                    let pending = self.source.positions().map_or(0, |p| {
+                        p.durable
+                            .saturating_sub(self.state.target_lsn.unwrap_or(0).max(p.acked))
+                    });
+                    progress(SyncProgress {
+                        applied: report.applied,
+                        pending,
+                    });
                     if let Some(e) = stopped {
                         report.error = Some(e);
                         break;
@@ -177,8 +230,12 @@ impl<E: JournalEvent> Replayer<E> {
                 }
             }
         }
-        let st = self.journal.state();
-        report.pending = st.durable_lsn.saturating_sub(st.acked_lsn);
+        report.pending = match self.source.positions() {
+            Ok(p) => p
+                .durable
+                .saturating_sub(p.acked.max(self.state.target_lsn.unwrap_or(0))),
+            Err(_) => 0,
+        };
         match &report.error {
             None => self.state.succeeded(),
             Some(e) => {
@@ -186,7 +243,7 @@ impl<E: JournalEvent> Replayer<E> {
                 self.state.failed(e);
             }
         }
-        if let Err(e) = self.state.store(self.journal.dir()) {
+        if let Err(e) = self.state.store(self.source.dir()) {
             tracing::warn!(error = %e, "could not persist the replay state");
         }
         report.duration = started.elapsed();
@@ -212,10 +269,9 @@ impl<E: JournalEvent> Replayer<E> {
 
     /// One batch: one target transaction.
     fn step(&mut self) -> Result<Step> {
-        let id = self.journal.id();
-        let js = self.journal.state();
-        let head = js.durable_lsn;
-        match self.batch(id, head, js.first_lsn) {
+        let id = self.source.id();
+        let pos = self.source.positions()?;
+        match self.batch(id, pos.durable, pos.first) {
             Ok(step) => Ok(step),
             Err(BatchError::InDoubt {
                 last,
@@ -267,6 +323,12 @@ impl<E: JournalEvent> Replayer<E> {
         let wm = hooked
             .query(conn, &mut ix, "read watermark", |c| read_watermark(c, id))
             .map_err(BatchError::Failed)?;
+        if wm > head && self.is_follower() {
+            // The owner's replay can be ahead of the HEAD it published: caught up.
+            let _ = conn.execute_batch("ROLLBACK");
+            self.state.target_lsn = Some(wm);
+            return Ok(Step::CaughtUp);
+        }
         if wm > head {
             return Err(BatchError::Failed(Error::TargetAhead {
                 path,
@@ -294,10 +356,15 @@ impl<E: JournalEvent> Replayer<E> {
         let reader = match &mut self.reader {
             Some(r) if r.next_lsn() == wm + 1 => r,
             slot => {
-                *slot = Some(self.journal.reader(wm + 1).map_err(BatchError::Failed)?);
+                *slot = Some(
+                    self.source
+                        .reader(wm + 1, head)
+                        .map_err(BatchError::Failed)?,
+                );
                 slot.as_mut().expect("set above")
             }
         };
+        reader.set_limit(head);
         let schema = &mut self.schema;
         let mut last = wm;
         let mut entries = 0u64;
@@ -506,15 +573,12 @@ impl<E: JournalEvent> Replayer<E> {
     }
 
     fn ack(&self, lsn: Lsn) -> Result<()> {
-        if lsn > self.journal.state().acked_lsn {
-            self.journal.ack(lsn)?;
-        }
-        Ok(())
+        self.source.ack(lsn)
     }
 
     /// The target's watermark for this journal, read now.
     pub fn target_watermark(&mut self) -> Result<Lsn> {
-        let id = self.journal.id();
+        let id = self.source.id();
         let r = self.target.watermark(id);
         if r.is_err() {
             self.discard_target();
@@ -524,7 +588,7 @@ impl<E: JournalEvent> Replayer<E> {
 
     /// Lists the entries quarantined on the target for this journal.
     pub fn quarantined(&mut self) -> Result<Vec<QuarantinedEntry>> {
-        let id = self.journal.id().to_string();
+        let id = self.source.id().to_string();
         let path = self.target.path().to_path_buf();
         let conn = self.target.conn()?;
         let mut stmt = conn
@@ -553,7 +617,7 @@ impl<E: JournalEvent> Replayer<E> {
     /// removes it from quarantine if it now applies; otherwise records the new error and
     /// returns [`Error::EntryRejected`].
     pub fn retry_quarantined(&mut self, lsn: Lsn) -> Result<()> {
-        let id = self.journal.id().to_string();
+        let id = self.source.id().to_string();
         let path = self.target.path().to_path_buf();
         if self.target.connect()? {
             self.schema.clear();
@@ -623,7 +687,7 @@ impl<E: JournalEvent> Replayer<E> {
 
     /// Removes a quarantined entry for good (an explicit operator decision, logged).
     pub fn discard_quarantined(&mut self, lsn: Lsn) -> Result<bool> {
-        let id = self.journal.id().to_string();
+        let id = self.source.id().to_string();
         let path = self.target.path().to_path_buf();
         let conn = self.target.conn()?;
         let n = conn

@@ -152,7 +152,8 @@ pub struct SyncStatus {
     pub acked_lsn: Lsn,
     /// The target's own watermark as last seen by the replayer.
     pub target_lsn: Option<Lsn>,
-    /// Entries durable in the journal and not yet acknowledged.
+    /// Entries durable in the journal and not yet applied to the target: after the higher of
+    /// the local acknowledgement and the target's watermark as last seen.
     pub pending_entries: u64,
     /// Bytes of those entries in the journal.
     pub pending_bytes: u64,
@@ -190,4 +191,146 @@ pub(crate) fn created_at_ms(payload: &[u8]) -> Option<u64> {
     bincode::serde::decode_from_slice::<u64, _>(payload, bincode::config::standard())
         .ok()
         .map(|(v, _)| v)
+}
+
+/// What [`offline_status`] found besides the status itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct OfflineStatus {
+    /// The sync status.
+    pub status: SyncStatus,
+    /// The journal directory.
+    pub dir: PathBuf,
+    /// The process holding the journal open, if any (`Some(None)`: held, pid unknown).
+    pub owner: Option<Option<u32>>,
+    /// Why the head could not be read to its end (damage), if it could not.
+    pub journal_error: Option<String>,
+    /// Why the target could not be read, if `target` was given and it could not.
+    pub target_error: Option<String>,
+}
+
+/// The sync status of the journal in `dir`, read without opening it (another process may own
+/// it): the head from the owner's `HEAD` (or, with no owner, from the records on disk), the
+/// acknowledgement from `ACK`, the replayer's last outcome from `replay.json`, and — if
+/// `target` is given — the target's watermark and quarantine count, read now. Reads the
+/// pending part of the journal to size it.
+pub fn offline_status(dir: &Path, target: Option<&Path>) -> Result<OfflineStatus> {
+    use crate::journal::offline::{OfflineReader, journal_id_of, owner_of, read_head};
+    if !dir.is_dir() {
+        return Err(Error::NotFound {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let id = journal_id_of(dir)?;
+    let owner = owner_of(dir)?;
+    let ack = crate::journal::ack::AckFile::peek(dir)?;
+    let (acked, acked_at_ms) = ack.map_or((0, 0), |a| (a.acked_lsn, a.acked_at_ms));
+    let mut state = ReplayState::load(dir);
+    let mut journal_error = None;
+    // The head: what the owner published, or (no owner) the last valid record on disk.
+    let head = match (owner, read_head(dir, id)) {
+        (Some(_), Some(h)) => h.durable_lsn,
+        _ => {
+            let mut last = acked;
+            let mut r = OfflineReader::open(dir, acked + 1, Lsn::MAX)?;
+            loop {
+                match r.next_ref() {
+                    Ok(Some(rec)) => last = rec.gap().map_or(rec.lsn, |g| g.end - 1),
+                    Ok(None) => break,
+                    Err(e) => {
+                        journal_error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            last
+        }
+    };
+    let mut target_error = None;
+    if let Some(t) = target {
+        match read_target(t, id) {
+            Ok((wm, q)) => {
+                state.target_lsn = Some(wm);
+                state.quarantined = q;
+            }
+            Err(e) => target_error = Some(e.to_string()),
+        }
+    }
+    let base = acked.max(state.target_lsn.unwrap_or(0)).min(head);
+    let pending = head - base;
+    let (mut pending_bytes, mut oldest) = (0u64, None);
+    if pending > 0 {
+        let mut r = OfflineReader::open(dir, base + 1, head)?;
+        while let Some(rec) = r.next_ref()? {
+            if oldest.is_none() {
+                oldest = created_at_ms(rec.payload);
+            }
+            pending_bytes += crate::format::frame_bytes(rec.payload.len()) as u64;
+        }
+    }
+    let status = SyncStatus {
+        journal_id: id,
+        head_lsn: head,
+        cache_applied_lsn: None,
+        acked_lsn: acked,
+        target_lsn: state.target_lsn,
+        pending_entries: pending,
+        pending_bytes,
+        oldest_pending_ms: oldest,
+        last_success_ms: state.last_success_ms,
+        last_error: state.last_error.clone(),
+        quarantined: state.quarantined,
+        stalled_since_ms: (pending > 0).then(|| oldest.unwrap_or(0).max(acked_at_ms)),
+    };
+    Ok(OfflineStatus {
+        status,
+        dir: dir.to_path_buf(),
+        owner,
+        journal_error,
+        target_error,
+    })
+}
+
+/// Reads a target's watermark and quarantine count for `journal_id`, read-only.
+fn read_target(path: &Path, journal_id: Uuid) -> Result<(Lsn, u64)> {
+    use rusqlite::{Connection, OpenFlags, OptionalExtension};
+    if !path.exists() {
+        return Err(Error::TargetMissing {
+            path: path.to_path_buf(),
+        });
+    }
+    let err = |e: rusqlite::Error| crate::replay::sqlite::target_error(path, "read", e);
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    c.busy_timeout(Duration::from_secs(2)).map_err(err)?;
+    let id = journal_id.to_string();
+    let has = |t: &str| -> rusqlite::Result<bool> {
+        c.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [t],
+            |r| r.get(0),
+        )
+    };
+    let wm = if has("syncjournal_progress").map_err(err)? {
+        c.query_row(
+            "SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1",
+            [&id],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map_err(err)?
+        .unwrap_or(0)
+    } else {
+        0
+    };
+    let q = if has("syncjournal_rejected").map_err(err)? {
+        c.query_row(
+            "SELECT count(*) FROM syncjournal_rejected WHERE journal_id = ?1",
+            [&id],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+    } else {
+        0
+    };
+    Ok((wm.max(0) as Lsn, q.max(0) as u64))
 }

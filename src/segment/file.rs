@@ -20,6 +20,8 @@ pub const TMP_SUFFIX: &str = ".tmp";
 pub const LOCK_FILE: &str = "LOCK";
 /// The acknowledgement file's name.
 pub const ACK_FILE: &str = "ACK";
+/// The file where the owner publishes its durable LSN for followers in other processes.
+pub const HEAD_FILE: &str = "HEAD";
 /// Directory (inside the journal directory) where bytes cut by recovery are kept.
 pub const FORENSICS_DIR: &str = "forensics";
 /// The largest segment sequence number: file names have 16 decimal digits.

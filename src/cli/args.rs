@@ -1,0 +1,200 @@
+//! Command-line arguments: parsing only; `commands` does the work through the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use syncjournal::Lsn;
+
+/// The exit codes, documented in `--help` and in the README.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (status: in sync, or syncing normally)
+  1  verify found damage in the journal
+  2  usage error, or the operation failed (the message says why)
+  3  status: the last sync attempt failed (the error is shown)
+  4  status: entries are pending and the queue has not moved for longer than --stalled-after";
+
+/// syncjournal: a checksummed, memory-mapped journal that makes a local SQLite cache sync
+/// exactly once to a shared database.
+#[derive(Debug, Parser)]
+#[command(
+    name = "syncjournal",
+    version,
+    about,
+    after_help = EXIT_CODES,
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output on stderr (-q errors only, -qq nothing).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the main job on an embedded example: a cache, a journal and a "share" database of
+    /// certificates, hosts and domains; apply a realistic workload, sync, and check that the
+    /// share equals the cache.
+    #[command(
+        after_help = "Example:\n  syncjournal demo\n  syncjournal demo /tmp/sj-demo --changes 20000"
+    )]
+    Demo {
+        /// Where to put the files (default: a new temporary directory, printed).
+        dir: Option<PathBuf>,
+        /// Change sets to apply.
+        #[arg(long, default_value_t = 5000)]
+        changes: usize,
+    },
+
+    /// Show the sync status from durable state: head, acknowledged and target LSNs, pending
+    /// entries and bytes, last error, stalled since. Reads the journal without modifying it,
+    /// even while an application has it open.
+    #[command(after_help = format!("Example:\n  syncjournal status /var/lib/app/journal --target /mnt/share/app.db\n  syncjournal status /var/lib/app/journal --json\n\n{EXIT_CODES}"))]
+    Status {
+        /// The journal directory.
+        dir: PathBuf,
+        /// Also read the target's watermark and quarantine count now.
+        #[arg(long)]
+        target: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds without progress after which pending entries count as stalled (exit 4).
+        #[arg(long, default_value_t = 300)]
+        stalled_after: u64,
+    },
+
+    /// Print the journal's entries, decoded: LSN, time, each mutation (table, key, columns).
+    /// Streams: works on journals of any size.
+    #[command(
+        after_help = "Example:\n  syncjournal dump /var/lib/app/journal --from 1200 --to 1300\n  syncjournal dump /var/lib/app/journal --json | head"
+    )]
+    Dump {
+        /// The journal directory.
+        dir: PathBuf,
+        /// First LSN to print.
+        #[arg(long)]
+        from: Option<Lsn>,
+        /// Last LSN to print.
+        #[arg(long)]
+        to: Option<Lsn>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Check every record and the checksum chain without modifying anything; report every
+    /// damaged region (segment, offset, kind) and what to run next. Exit 1 on damage.
+    #[command(after_help = "Example:\n  syncjournal verify /var/lib/app/journal")]
+    Verify {
+        /// The journal directory.
+        dir: PathBuf,
+    },
+
+    /// Repair a journal: cut a torn tail, or (salvage) replace damaged records by gap records.
+    /// Damaged bytes are kept in DIR/forensics. The application must be stopped.
+    #[command(
+        after_help = "Example:\n  syncjournal recover /var/lib/app/journal\n  syncjournal recover /var/lib/app/journal --mode salvage"
+    )]
+    Recover {
+        /// The journal directory.
+        dir: PathBuf,
+        /// What to repair.
+        #[arg(long, value_enum, default_value_t = RecoverMode::TornTail)]
+        mode: RecoverMode,
+    },
+
+    /// Apply the journal's pending entries to the target database now, exactly once. If the
+    /// application has the journal open, follows it read-only up to its durable head.
+    #[command(
+        after_help = "Example:\n  syncjournal sync /var/lib/app/journal --target /mnt/share/app.db\n  syncjournal sync /var/lib/app/journal --target /mnt/share/app.db --follow"
+    )]
+    Sync {
+        /// The journal directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Keep replaying as entries arrive, until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Most entries per target transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Quarantine entries the target refuses (default: stop at the first one).
+        #[arg(long)]
+        quarantine: bool,
+    },
+
+    /// List, retry or discard entries the target refused and quarantined.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// The target database argument.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The target SQLite database (it must exist).
+    #[arg(long)]
+    pub target: PathBuf,
+}
+
+/// `quarantine` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined entries.
+    #[command(
+        after_help = "Example:\n  syncjournal quarantine list /var/lib/app/journal --target /mnt/share/app.db"
+    )]
+    List {
+        /// The journal directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a quarantined entry again (after fixing its cause); it leaves quarantine if it
+    /// applies.
+    #[command(
+        after_help = "Example:\n  syncjournal quarantine retry /var/lib/app/journal --target /mnt/share/app.db 1234"
+    )]
+    Retry {
+        /// The journal directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The entry's LSN.
+        lsn: Lsn,
+    },
+    /// Remove a quarantined entry for good.
+    #[command(
+        after_help = "Example:\n  syncjournal quarantine discard /var/lib/app/journal --target /mnt/share/app.db 1234"
+    )]
+    Discard {
+        /// The journal directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The entry's LSN.
+        lsn: Lsn,
+    },
+}
+
+/// Repair modes of `recover`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecoverMode {
+    /// Cut a torn tail (an incomplete last write); refuse damage in the middle.
+    TornTail,
+    /// Also replace damaged records in the middle by gap records, reporting the LSNs lost.
+    Salvage,
+}

@@ -1,0 +1,634 @@
+//! The work behind each command, done through the library. Output goes to `out` (stdout);
+//! progress and logs go to stderr.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use syncjournal::inspect::inspect;
+use syncjournal::journal::offline::{OfflineReader, journal_id_of, owner_of, read_head};
+use syncjournal::mutation::{KIND_CHANGESET, decode_event};
+use syncjournal::replay::{OfflineStatus, offline_status};
+use syncjournal::{
+    ChangeSet, Error, Journal, JournalOptions, Lsn, Mutation, RecoveryMode, RejectPolicy,
+    ReplayOptions, Replayer, TargetOptions, Value,
+};
+
+use crate::cli::args::{QuarantineCommand, RecoverMode};
+use crate::cli::fmt::{bytes, duration, timestamp, utc};
+
+/// Exit codes (see `args::EXIT_CODES`).
+pub const OK: u8 = 0;
+/// Damage found by `verify`.
+pub const DAMAGE: u8 = 1;
+/// Status: the last sync failed.
+pub const FAILING: u8 = 3;
+/// Status: pending entries are not moving.
+pub const STALLED: u8 = 4;
+
+/// A command's failure.
+#[derive(Debug)]
+pub enum Failure {
+    /// From the library.
+    Lib(Error),
+    /// Writing the output failed (a broken pipe is not an error: see `main`).
+    Io(std::io::Error),
+    /// Something else, already phrased for the user.
+    Msg(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Lib(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Lib(e) => write!(f, "{e}"),
+            Failure::Io(e) => write!(f, "writing output: {e}"),
+            Failure::Msg(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A command's outcome: an exit code.
+pub type Outcome = Result<u8, Failure>;
+
+/// `status`
+pub fn status(
+    out: &mut dyn Write,
+    dir: &Path,
+    target: Option<&Path>,
+    json_out: bool,
+    stalled_after: Duration,
+) -> Outcome {
+    let st = offline_status(dir, target)?;
+    let s = &st.status;
+    let failing = s.last_error.is_some();
+    let stalled = s.is_stalled(stalled_after);
+    let verdict = if failing {
+        "FAILING"
+    } else if stalled {
+        "STALLED"
+    } else if s.pending_entries > 0 {
+        "SYNCING"
+    } else {
+        "IN SYNC"
+    };
+    let code = if failing {
+        FAILING
+    } else if stalled {
+        STALLED
+    } else {
+        OK
+    };
+    if json_out {
+        let mut v = serde_json::to_value(&st).map_err(|e| Failure::Msg(e.to_string()))?;
+        v["verdict"] = json!(verdict);
+        v["exit_code"] = json!(code);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))?;
+        return Ok(code);
+    }
+    print_status(out, &st, verdict)?;
+    Ok(code)
+}
+
+fn print_status(out: &mut dyn Write, st: &OfflineStatus, verdict: &str) -> std::io::Result<()> {
+    let s = &st.status;
+    let row = |out: &mut dyn Write, k: &str, v: String| writeln!(out, "{k:<14}{v}");
+    row(
+        out,
+        "journal",
+        format!("{} (id {})", st.dir.display(), s.journal_id),
+    )?;
+    row(
+        out,
+        "owner",
+        match st.owner {
+            Some(Some(pid)) => format!("pid {pid} has the journal open"),
+            Some(None) => "a process has the journal open".into(),
+            None => "none (the journal is closed)".into(),
+        },
+    )?;
+    row(out, "head LSN", s.head_lsn.to_string())?;
+    if let Some(e) = &st.journal_error {
+        row(
+            out,
+            "journal",
+            format!("DAMAGE after the head: {e} (run `syncjournal verify`)"),
+        )?;
+    }
+    row(
+        out,
+        "acked LSN",
+        format!(
+            "{}{}",
+            s.acked_lsn,
+            s.last_success_ms
+                .map(|t| format!("  (last successful sync {})", timestamp(t)))
+                .unwrap_or_default()
+        ),
+    )?;
+    row(
+        out,
+        "target LSN",
+        match (s.target_lsn, &st.target_error) {
+            (_, Some(e)) => format!("unreadable: {e}"),
+            (Some(l), None) => l.to_string(),
+            (None, None) => "unknown (pass --target to read it)".into(),
+        },
+    )?;
+    row(
+        out,
+        "pending",
+        if s.pending_entries == 0 {
+            "0 entries".into()
+        } else {
+            format!(
+                "{} entries, {}{}",
+                s.pending_entries,
+                bytes(s.pending_bytes),
+                s.oldest_pending_age()
+                    .map(|a| format!(", oldest {} old", duration(a)))
+                    .unwrap_or_default()
+            )
+        },
+    )?;
+    row(out, "quarantined", s.quarantined.to_string())?;
+    match &s.last_error {
+        Some(e) => {
+            row(
+                out,
+                "last error",
+                format!("{} ({})", e.message, timestamp(e.at_ms)),
+            )?;
+            if let (Some(lsn), Some(entry)) = (e.lsn, &e.entry) {
+                row(out, "  at entry", format!("LSN {lsn}: {entry}"))?;
+            }
+        }
+        None => row(out, "last error", "none".into())?,
+    }
+    if let Some(since) = s.stalled_since_ms {
+        row(out, "head waiting", format!("since {}", timestamp(since)))?;
+    }
+    row(out, "state", verdict.into())
+}
+
+/// `dump`
+pub fn dump(
+    out: &mut dyn Write,
+    dir: &Path,
+    from: Option<Lsn>,
+    to: Option<Lsn>,
+    json_out: bool,
+) -> Outcome {
+    let id = journal_id_of(dir)?;
+    // While an owner has the journal open, only what it has made durable is complete.
+    let limit = match owner_of(dir)? {
+        Some(_) => read_head(dir, id).map_or(Lsn::MAX, |h| h.durable_lsn),
+        None => Lsn::MAX,
+    };
+    let first = syncjournal::journal::offline::first_retained(dir, id)?;
+    let start = from.unwrap_or(first).max(first);
+    let mut reader = OfflineReader::open(dir, start, to.unwrap_or(Lsn::MAX).min(limit))?;
+    while let Some(rec) = reader.next_ref()? {
+        if let Some(gap) = rec.gap() {
+            if json_out {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"lsn": gap.start, "gap_to": gap.end, "lost": true})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "LSNs {} to {}  LOST (a gap left by salvage)",
+                    gap.start,
+                    gap.end - 1
+                )?;
+            }
+            continue;
+        }
+        if rec.kind == KIND_CHANGESET {
+            match decode_event::<ChangeSet>(rec.payload) {
+                Ok((at, cs)) => {
+                    if json_out {
+                        writeln!(out, "{}", changeset_json(rec.lsn, at, &cs))?;
+                    } else {
+                        writeln!(
+                            out,
+                            "LSN {}  {}  {} mutation{}",
+                            rec.lsn,
+                            utc(at),
+                            cs.mutations.len(),
+                            if cs.mutations.len() == 1 { "" } else { "s" }
+                        )?;
+                        for m in &cs.mutations {
+                            writeln!(out, "  {m}")?;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    if json_out {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"lsn": rec.lsn, "kind": rec.kind, "error": e})
+                        )?;
+                    } else {
+                        writeln!(out, "LSN {}  UNDECODABLE change set: {e}", rec.lsn)?;
+                    }
+                    continue;
+                }
+            }
+        }
+        let head: String = rec
+            .payload
+            .iter()
+            .take(32)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if json_out {
+            writeln!(
+                out,
+                "{}",
+                json!({"lsn": rec.lsn, "kind": rec.kind, "bytes": rec.payload.len(), "head_hex": head})
+            )?;
+        } else {
+            writeln!(
+                out,
+                "LSN {}  kind {:#04x}, {} bytes: {head}{}",
+                rec.lsn,
+                rec.kind,
+                rec.payload.len(),
+                if rec.payload.len() > 32 { "…" } else { "" }
+            )?;
+        }
+    }
+    Ok(OK)
+}
+
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Integer(i) => json!(i),
+        Value::Real(r) => json!(r),
+        Value::Text(t) => json!(t),
+        Value::Blob(b) => {
+            json!({"blob_hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>()})
+        }
+    }
+}
+
+fn columns_json(c: &[(String, Value)]) -> serde_json::Value {
+    serde_json::Value::Object(c.iter().map(|(k, v)| (k.clone(), value_json(v))).collect())
+}
+
+fn changeset_json(lsn: Lsn, at: u64, cs: &ChangeSet) -> serde_json::Value {
+    let muts: Vec<serde_json::Value> = cs
+        .mutations
+        .iter()
+        .map(|m: &Mutation| {
+            let mut o = json!({"op": m.op(), "table": m.table(), "key": columns_json(m.key())});
+            if !m.values().is_empty() {
+                o["values"] = columns_json(m.values());
+            }
+            o
+        })
+        .collect();
+    json!({"lsn": lsn, "created_at_ms": at, "kind": KIND_CHANGESET, "mutations": muts})
+}
+
+/// `verify`
+pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
+    let ins = inspect(dir)?;
+    writeln!(
+        out,
+        "journal {} (id {})",
+        dir.display(),
+        ins.journal_id.map_or("none".into(), |i| i.to_string())
+    )?;
+    if let Some(holder) = ins.held_by {
+        writeln!(
+            out,
+            "note: {} has the journal open; its last records may still be in flight",
+            holder.map_or("a process".into(), |p| format!("pid {p}"))
+        )?;
+    }
+    writeln!(
+        out,
+        "{} segment{}, {} records{}, {}, acknowledged up to LSN {}",
+        ins.segments.len(),
+        if ins.segments.len() == 1 { "" } else { "s" },
+        ins.records,
+        if ins.next_lsn > ins.first_lsn {
+            format!(" (LSNs {} to {})", ins.first_lsn, ins.next_lsn - 1)
+        } else {
+            String::new()
+        },
+        bytes(ins.bytes),
+        ins.ack.map_or(0, |a| a.acked_lsn)
+    )?;
+    for g in &ins.gaps {
+        writeln!(
+            out,
+            "gap: LSNs {} to {} were lost to damage earlier (salvaged)",
+            g.start,
+            g.end - 1
+        )?;
+    }
+    if ins.is_clean() {
+        writeln!(out, "OK: every record and the checksum chain verified")?;
+        return Ok(OK);
+    }
+    writeln!(out, "DAMAGE: {} region(s)", ins.damage.len())?;
+    for d in &ins.damage {
+        writeln!(
+            out,
+            "  {} offset {} ({} bytes): {} — {}",
+            d.segment.display(),
+            d.offset,
+            d.len,
+            d.kind,
+            if d.torn_tail {
+                "torn tail (an incomplete last write)".to_string()
+            } else if d.lost.is_empty() {
+                "damage in durable data".to_string()
+            } else {
+                format!(
+                    "damage in durable data; LSNs {} to {} affected",
+                    d.lost.start,
+                    d.lost.end - 1
+                )
+            }
+        )?;
+    }
+    let only_tail = ins.damage.iter().all(|d| d.torn_tail);
+    writeln!(
+        out,
+        "next: stop the application, then run `syncjournal recover {} {}` (damaged bytes are kept in {}/forensics)",
+        dir.display(),
+        if only_tail { "" } else { "--mode salvage" },
+        dir.display()
+    )?;
+    Ok(DAMAGE)
+}
+
+/// `recover`
+pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
+    if !dir.is_dir() {
+        return Err(Error::NotFound {
+            dir: dir.to_path_buf(),
+        }
+        .into());
+    }
+    let opts = JournalOptions::new()
+        .create_if_missing(false)
+        .recovery_mode(match mode {
+            RecoverMode::TornTail => RecoveryMode::TolerateTornTail,
+            RecoverMode::Salvage => RecoveryMode::Salvage,
+        });
+    let journal = Journal::open(dir, opts)?;
+    let r = journal.recovery_report().clone();
+    journal.close()?;
+    writeln!(out, "{r}")?;
+    if r.cuts.is_empty() && r.removed_tmp_files == 0 {
+        writeln!(out, "nothing to repair")?;
+    }
+    for c in &r.cuts {
+        writeln!(
+            out,
+            "{} {} offset {}: {} bytes ({}){}{}",
+            if c.torn_tail {
+                "cut torn tail in"
+            } else {
+                "replaced damaged region in"
+            },
+            c.segment.display(),
+            c.offset,
+            c.len,
+            c.kind,
+            if c.records_dropped > 0 {
+                format!(", {} unconfirmed records dropped", c.records_dropped)
+            } else {
+                String::new()
+            },
+            c.saved_to
+                .as_ref()
+                .map(|p| format!("; original bytes kept in {}", p.display()))
+                .unwrap_or_default()
+        )?;
+    }
+    for s in &r.skipped {
+        writeln!(
+            out,
+            "LSNs {} to {} lost (now a gap record)",
+            s.start,
+            s.end - 1
+        )?;
+    }
+    if r.removed_tmp_files > 0 {
+        writeln!(
+            out,
+            "removed {} leftover temporary file(s)",
+            r.removed_tmp_files
+        )?;
+    }
+    Ok(OK)
+}
+
+/// `sync`
+pub fn sync(
+    out: &mut dyn Write,
+    dir: &Path,
+    target: &Path,
+    follow: bool,
+    batch: usize,
+    quarantine: bool,
+) -> Outcome {
+    if !dir.is_dir() {
+        return Err(Error::NotFound {
+            dir: dir.to_path_buf(),
+        }
+        .into());
+    }
+    let replay = ReplayOptions::new()
+        .batch_entries_max(batch)
+        .reject_policy(if quarantine {
+            RejectPolicy::Quarantine
+        } else {
+            RejectPolicy::Stop
+        });
+    let stop = Arc::new(AtomicBool::new(false));
+    if follow {
+        let s = Arc::clone(&stop);
+        ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
+            .map_err(|e| Failure::Msg(format!("cannot handle Ctrl-C: {e}")))?;
+    }
+    let progress = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} entries  {per_sec}  ETA {eta}  {msg}")
+            .expect("template"),
+    );
+    let started = Instant::now();
+    let mut total = 0u64;
+    let mut transactions = 0u64;
+    let mut last_error: Option<Error> = None;
+    loop {
+        let owner = owner_of(dir)?;
+        let report = if owner.is_none() {
+            // Nobody owns the journal: own it for this pass (recovery, durable head, acks).
+            let journal = Arc::new(Journal::open(
+                dir,
+                JournalOptions::new().create_if_missing(false),
+            )?);
+            let r = journal.recovery_report();
+            if !r.cuts.is_empty() {
+                writeln!(out, "recovered: {r}")?;
+            }
+            let mut replayer: Replayer = Replayer::new(
+                Arc::clone(&journal),
+                target,
+                TargetOptions::new(),
+                replay.clone(),
+            );
+            run_with_progress(&mut replayer, &progress)
+        } else {
+            let mut replayer: Replayer =
+                Replayer::follower(dir, target, TargetOptions::new(), replay.clone())?;
+            run_with_progress(&mut replayer, &progress)
+        };
+        total += report.applied;
+        transactions += report.transactions;
+        match report.error {
+            Some(e) if !follow => {
+                progress.finish_and_clear();
+                writeln!(
+                    out,
+                    "applied {total} entries in {transactions} transactions; {} pending",
+                    report.pending
+                )?;
+                return Err(e.into());
+            }
+            Some(e) => {
+                if last_error.as_ref().map(|l| l.to_string()) != Some(e.to_string()) {
+                    progress.suspend(|| eprintln!("syncjournal: {e} (will retry)"));
+                }
+                last_error = Some(e);
+            }
+            None => last_error = None,
+        }
+        if !follow {
+            progress.finish_and_clear();
+            writeln!(
+                out,
+                "applied {total} entries in {transactions} transactions in {}; {} pending",
+                duration(started.elapsed()),
+                report.pending
+            )?;
+            return Ok(OK);
+        }
+        // Follow: wait for more, checking for Ctrl-C.
+        let pause = if last_error.is_some() {
+            Duration::from_millis(1000)
+        } else {
+            Duration::from_millis(200)
+        };
+        let until = Instant::now() + pause;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if stop.load(Ordering::SeqCst) {
+            progress.finish_and_clear();
+            writeln!(
+                out,
+                "stopped: applied {total} entries in {transactions} transactions in {}",
+                duration(started.elapsed())
+            )?;
+            return Ok(OK);
+        }
+    }
+}
+
+fn run_with_progress(replayer: &mut Replayer, progress: &ProgressBar) -> syncjournal::SyncReport {
+    replayer.sync_now_with(&mut |p| {
+        progress.set_length(p.applied + p.pending);
+        progress.set_position(p.applied);
+    })
+}
+
+/// `quarantine …`
+pub fn quarantine(out: &mut dyn Write, cmd: QuarantineCommand) -> Outcome {
+    let open = |dir: &Path, target: &Path| -> Result<Replayer, Failure> {
+        Ok(Replayer::follower(
+            dir,
+            target,
+            TargetOptions::new(),
+            ReplayOptions::new(),
+        )?)
+    };
+    match cmd {
+        QuarantineCommand::List { dir, target, json } => {
+            let mut r = open(&dir, &target.target)?;
+            let entries = r.quarantined()?;
+            if json {
+                let v: Vec<serde_json::Value> = entries
+                    .iter()
+                    .map(|e| json!({"lsn": e.lsn, "kind": e.kind, "summary": e.summary, "error": e.error, "rejected_at_ms": e.rejected_at_ms}))
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))?;
+            } else if entries.is_empty() {
+                writeln!(out, "no quarantined entries")?;
+            } else {
+                for e in &entries {
+                    writeln!(
+                        out,
+                        "LSN {}  {}  {}",
+                        e.lsn,
+                        timestamp(e.rejected_at_ms),
+                        e.summary
+                    )?;
+                    writeln!(out, "    refused: {}", e.error)?;
+                }
+                writeln!(out, "{} quarantined entries", entries.len())?;
+            }
+            Ok(OK)
+        }
+        QuarantineCommand::Retry { dir, target, lsn } => {
+            let mut r = open(&dir, &target.target)?;
+            r.retry_quarantined(lsn)?;
+            writeln!(out, "LSN {lsn} applied and removed from quarantine")?;
+            Ok(OK)
+        }
+        QuarantineCommand::Discard { dir, target, lsn } => {
+            let mut r = open(&dir, &target.target)?;
+            if r.discard_quarantined(lsn)? {
+                writeln!(
+                    out,
+                    "LSN {lsn} discarded from quarantine (it will not be applied)"
+                )?;
+                Ok(OK)
+            } else {
+                Err(Failure::Msg(format!("no quarantined entry has LSN {lsn}")))
+            }
+        }
+    }
+}
