@@ -208,7 +208,7 @@ impl Journal {
                 example: foreign,
             });
         }
-        let lock = DirLock::acquire(&dir)?;
+        let lock = DirLock::acquire(&dir, Duration::from_millis(opts.lock_wait_ms))?;
         let rec = recovery::recover(&dir, &opts)?;
         let report = rec.report.clone();
         if report.cuts.is_empty() && report.skipped.is_empty() {
