@@ -20,7 +20,7 @@ pub use frame::{
     FRAME_ALIGN, FRAME_CRC_OFFSET, FRAME_FLAGS_OFFSET, FRAME_HEADER_BYTES, FRAME_KIND_OFFSET,
     FRAME_LEN_OFFSET, FRAME_LSN_OFFSET, FRAME_PREV_CRC_OFFSET, FRAME_RESERVED_OFFSET,
     FRAME_SYNCED_LSN_OFFSET, FrameCheck, FrameFault, FrameHeader, KIND_GAP, KIND_RESERVED_MIN,
-    align_frame, check_frame, frame_bytes, gap_end, seal_frame,
+    LSN_MAX, align_frame, check_frame, encode_frame_into, frame_bytes, gap_end, seal_frame,
 };
 pub use header::{
     FORMAT_VERSION, HEADER_CRC_OFFSET, HEADER_FLAGS_OFFSET, HEADER_LEN_OFFSET, HeaderError,
