@@ -766,7 +766,10 @@ impl Shared {
             let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
             let eligible = segs
                 .iter()
-                .take_while(|e| e.sealed.is_some_and(|(next, _)| next <= acked + 1))
+                .take_while(|e| {
+                    e.sealed
+                        .is_some_and(|(next, _)| next <= acked.saturating_add(1))
+                })
                 .count();
             let remove = eligible.saturating_sub(self.opts.retain_acked_segments);
             segs.iter()
@@ -817,12 +820,13 @@ impl Shared {
 impl Writer {
     fn append(&mut self, shared: &Shared, kind: u8, payload: &[u8]) -> Result<Lsn> {
         let fb = frame_bytes(payload.len());
-        if self.map.remaining() < fb {
-            self.rotate(shared)?;
-        }
         let lsn = self.next_lsn;
+        // Before rotating: a new segment must never start at an LSN no record can have.
         if lsn > crate::format::LSN_MAX {
             return Err(Error::LimitReached("LSNs are exhausted"));
+        }
+        if self.map.remaining() < fb {
+            self.rotate(shared)?;
         }
         let synced = shared.durable_lsn.load(Ordering::Relaxed);
         let (seed, prev) = (self.seed, self.prev_crc);
