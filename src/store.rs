@@ -22,9 +22,10 @@
 //! # No write path around the journal
 //!
 //! The store exposes no writable connection, and it installs triggers on every table of the
-//! cache that abort any insert, update or delete not made through its own connection (they
-//! call an SQL function registered only there). Code that opens the cache file directly can
-//! read it, but every write fails with "write through the syncjournal store".
+//! cache — its own bookkeeping table included — that abort any insert, update or delete not
+//! made through its own connection: they call an SQL function registered only there, so on any
+//! other connection the write fails with `no such function: write_through_the_syncjournal_store`.
+//! Code that opens the cache file directly can read it, never write it.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -542,6 +543,7 @@ pub(crate) fn status_of(
         last_error: state.last_error.clone(),
         quarantined: state.quarantined,
         stalled_since_ms,
+        failing_since_ms: state.failing_since_ms,
     })
 }
 
@@ -612,8 +614,7 @@ fn install_guards(conn: &Connection) -> rusqlite::Result<()> {
     let tables: Vec<String> = conn
         .prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table'
-             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
-             AND name NOT LIKE 'syncjournal\\_%' ESCAPE '\\'",
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
         )?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;

@@ -100,6 +100,7 @@ fn constants() -> BTreeMap<&'static str, String> {
         ("ACK_FILE_BYTES", ACK_FILE_BYTES.to_string()),
         ("ACK_SLOT_1_OFFSET", ACK_SLOT_OFFSETS[1].to_string()),
         ("INDEX_STRIDE", INDEX_STRIDE.to_string()),
+        ("LSN_MAX", LSN_MAX.to_string()),
         ("SEGMENT_SEQ_MAX", SEGMENT_SEQ_MAX.to_string()),
         (
             "SEGMENT_BYTES_MIN",

@@ -70,7 +70,11 @@ fn kill9_child() {
         .parse()
         .expect("cycle number");
     let retire = std::env::var_os(ENV_RETIRE).is_some();
-    let journal = Arc::new(Journal::open(PathBuf::from(dir), opts()).expect("child: open"));
+    // Both kill tests run in one process and spawn children concurrently: a child forked
+    // while the other test's journal is open inherits its lock until it execs. Wait it out.
+    let journal = Arc::new(
+        Journal::open(PathBuf::from(dir), opts().lock_wait_ms(5_000)).expect("child: open"),
+    );
     println!("READY");
     let started = Instant::now();
     let threads: Vec<_> = (0..CHILD_THREADS)

@@ -30,7 +30,18 @@ fn locked_child() {
     };
     let dir = PathBuf::from(dir);
     let mode = std::env::var(ENV_MODE).expect("mode");
-    match (mode.as_str(), Journal::open(&dir, opts())) {
+    // "probe-wait": the holder has closed; allow the hand-over of a lock inherited by a
+    // sibling test's child that has not exec'd yet.
+    let wait = if mode == "probe-wait" { 5_000 } else { 0 };
+    let mode = if mode == "probe-wait" {
+        "probe".to_owned()
+    } else {
+        mode
+    };
+    match (
+        mode.as_str(),
+        Journal::open(&dir, opts().lock_wait_ms(wait)),
+    ) {
         ("probe", Err(e @ Error::Locked { .. })) => {
             let Error::Locked { holder_pid, .. } = &e else {
                 unreachable!()
@@ -82,7 +93,11 @@ fn first_report(child: &mut Child) -> String {
 
 /// Runs a `probe` child to completion and returns its report.
 fn probe(dir: &Path) -> String {
-    let mut child = spawn_child(dir, "probe");
+    probe_mode(dir, "probe")
+}
+
+fn probe_mode(dir: &Path, mode: &str) -> String {
+    let mut child = spawn_child(dir, mode);
     let report = first_report(&mut child);
     let status = child.wait().expect("wait child");
     assert!(
@@ -129,7 +144,10 @@ fn second_open_in_the_same_process_is_locked() {
         assert_eq!(reader.next_record().unwrap().unwrap().payload, b"one");
         drop(reader);
 
-        let again = Journal::open(&jdir, opts()).expect("open after the holder closed");
+        // (Other tests of this binary spawn children: one forked while our journal was open
+        // holds its lock until it execs, so allow a short wait for the hand-over.)
+        let again =
+            Journal::open(&jdir, opts().lock_wait_ms(5_000)).expect("open after the holder closed");
         let records = read_all(&again);
         assert_eq!(records.len(), 2);
         assert_eq!(records[1].payload, b"two");
@@ -159,7 +177,11 @@ fn second_process_is_locked_out_with_our_pid() {
         assert_eq!(journal.append(b"parent again").unwrap(), 2);
         journal.close().unwrap();
 
-        assert_eq!(probe(&jdir), "OPENED", "open after the holder closed");
+        assert_eq!(
+            probe_mode(&jdir, "probe-wait"),
+            "OPENED",
+            "open after the holder closed"
+        );
         let journal = Journal::open(&jdir, opts()).unwrap();
         let payloads: Vec<Vec<u8>> = read_all(&journal).into_iter().map(|r| r.payload).collect();
         assert_eq!(
@@ -178,7 +200,10 @@ fn another_process_holding_the_journal_locks_us_out_until_it_exits_or_dies() {
     with_timeout(60, || {
         let dir = tempfile::tempdir().unwrap();
         let jdir = dir.path().join("j");
-        Journal::open(&jdir, opts()).unwrap().close().unwrap();
+        Journal::open(&jdir, opts().lock_wait_ms(5_000))
+            .unwrap()
+            .close()
+            .unwrap();
 
         // Holder exits normally.
         let mut child = spawn_child(&jdir, "hold");
@@ -205,7 +230,8 @@ fn another_process_holding_the_journal_locks_us_out_until_it_exits_or_dies() {
         ));
         child.kill().unwrap();
         child.wait().unwrap();
-        let journal = Journal::open(&jdir, opts()).expect("open after the holder was killed");
+        let journal = Journal::open(&jdir, opts().lock_wait_ms(5_000))
+            .expect("open after the holder was killed");
         assert_eq!(journal.append(b"after").unwrap(), 1);
     });
 }

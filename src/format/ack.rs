@@ -56,6 +56,7 @@ pub struct AckSlot {
 
 /// Why a slot does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AckSlotError {
     /// Too few bytes.
     TooShort,
@@ -67,6 +68,8 @@ pub enum AckSlotError {
     Checksum,
     /// Unknown version.
     UnsupportedVersion(u16),
+    /// Reserved bytes are not zero, or the LSN is beyond `LSN_MAX`.
+    Field,
 }
 
 impl AckSlot {
@@ -102,6 +105,16 @@ impl AckSlot {
         let version = le_u16(b, VERSION_AT);
         if version != 1 {
             return Err(AckSlotError::UnsupportedVersion(version));
+        }
+        if b[ACK_RESERVED_OFFSET..ACK_JOURNAL_ID_OFFSET]
+            .iter()
+            .any(|&x| x != 0)
+            || b[ACK_RESERVED2_OFFSET..ACK_CRC_OFFSET]
+                .iter()
+                .any(|&x| x != 0)
+            || le_u64(b, ACKED_LSN_AT) > super::LSN_MAX
+        {
+            return Err(AckSlotError::Field);
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&b[ID_AT..ID_AT + 16]);
@@ -193,6 +206,23 @@ mod tests {
             Err(AckSlotError::Empty)
         );
         assert_eq!(AckSlot::decode(&[1u8; 10]), Err(AckSlotError::TooShort));
+    }
+
+    #[test]
+    fn reserved_bytes_and_lsn_range_are_checked() {
+        for at in [
+            ACK_RESERVED_OFFSET,
+            ACK_RESERVED_OFFSET + 5,
+            ACK_RESERVED2_OFFSET,
+        ] {
+            let mut b = slot(1, 1).encode();
+            b[at] = 1;
+            let crc = crc32fast::hash(&b[..CRC_AT]);
+            b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(AckSlot::decode(&b), Err(AckSlotError::Field), "byte {at}");
+        }
+        let b = slot(1, u64::MAX).encode();
+        assert_eq!(AckSlot::decode(&b), Err(AckSlotError::Field));
     }
 
     #[test]

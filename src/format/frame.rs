@@ -23,6 +23,8 @@ pub const FRAME_RESERVED_OFFSET: usize = FRAME_FLAGS_OFFSET + 1;
 pub const FRAME_HEADER_BYTES: usize = FRAME_RESERVED_OFFSET + 2;
 /// Every frame starts at a multiple of this many bytes from the start of the file.
 pub const FRAME_ALIGN: usize = 8;
+/// The largest LSN: one less than `u64::MAX`, so that "the LSN after" always exists.
+pub const LSN_MAX: u64 = u64::MAX - 1;
 /// Kind of a gap frame, written by salvage where damaged records were removed. Its payload
 /// starts with the `u64` LSN of the first record after the gap.
 pub const KIND_GAP: u8 = 0xFF;
@@ -89,6 +91,37 @@ pub fn seal_frame(
     h
 }
 
+/// Encodes a whole frame into `buf` (exactly `frame_bytes(payload.len())` bytes: header,
+/// payload, zero padding) and returns its checksum. The checksum is computed in one pass over
+/// the bytes as written, so it equals [`seal_frame`]'s.
+pub fn encode_frame_into(
+    buf: &mut [u8],
+    seed: Seed,
+    lsn: u64,
+    synced_lsn: u64,
+    prev_crc: u32,
+    kind: u8,
+    payload: &[u8],
+) -> u32 {
+    let end = FRAME_HEADER_BYTES + payload.len();
+    debug_assert_eq!(buf.len(), align_frame(end));
+    buf[FRAME_LEN_OFFSET..FRAME_LEN_OFFSET + 4]
+        .copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf[FRAME_LSN_OFFSET..FRAME_LSN_OFFSET + 8].copy_from_slice(&lsn.to_le_bytes());
+    buf[FRAME_SYNCED_LSN_OFFSET..FRAME_SYNCED_LSN_OFFSET + 8]
+        .copy_from_slice(&synced_lsn.to_le_bytes());
+    buf[FRAME_PREV_CRC_OFFSET..FRAME_PREV_CRC_OFFSET + 4].copy_from_slice(&prev_crc.to_le_bytes());
+    buf[FRAME_KIND_OFFSET] = kind;
+    buf[FRAME_FLAGS_OFFSET..FRAME_HEADER_BYTES].fill(0);
+    buf[FRAME_HEADER_BYTES..end].copy_from_slice(payload);
+    buf[end..].fill(0);
+    let mut hasher = seed.hasher();
+    hasher.update(&buf[FRAME_LEN_OFFSET..end]);
+    let crc = hasher.finalize();
+    buf[FRAME_CRC_OFFSET..FRAME_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+    crc
+}
+
 /// Why the bytes at a frame position are not a valid frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameFault {
@@ -153,6 +186,9 @@ pub fn check_frame(rest: &[u8], seed: Seed) -> FrameCheck {
     }
     if lsn == 0 {
         return FrameCheck::Invalid(FrameFault::Header("LSN is zero"));
+    }
+    if lsn > LSN_MAX {
+        return FrameCheck::Invalid(FrameFault::Header("LSN is out of range"));
     }
     if h[FRAME_FLAGS_OFFSET] != 0
         || h[FRAME_RESERVED_OFFSET] != 0
@@ -232,6 +268,20 @@ mod tests {
                 assert_eq!(h.frame_bytes(), 48);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn in_place_encoding_equals_seal_frame() {
+        for len in [1usize, 7, 8, 9, 128, 1000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            let mut buf = vec![0xEEu8; frame_bytes(len)];
+            let crc = encode_frame_into(&mut buf, seed(), 12, 11, 0xDEAD_BEEF, 1, &payload);
+            let mut want = seal_frame(seed(), 12, 11, 0xDEAD_BEEF, 1, &payload).to_vec();
+            want.extend_from_slice(&payload);
+            want.resize(frame_bytes(len), 0);
+            assert_eq!(buf, want, "len {len}");
+            assert_eq!(crc, le_u32(&want, 0));
         }
     }
 

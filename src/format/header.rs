@@ -176,10 +176,10 @@ impl SegmentHeader {
         let mut id = [0u8; 16];
         id.copy_from_slice(&bytes[JOURNAL_ID_OFFSET..JOURNAL_ID_OFFSET + 16]);
         let first_lsn = le_u64(bytes, SEGMENT_FIRST_LSN_OFFSET);
-        if first_lsn == 0 {
+        if first_lsn == 0 || first_lsn > super::LSN_MAX {
             return Err(HeaderError::Field {
                 field: "first_lsn",
-                found: 0,
+                found: first_lsn,
                 expected: 1,
             });
         }

@@ -21,7 +21,7 @@ pub use frame::{
     FRAME_ALIGN, FRAME_CRC_OFFSET, FRAME_FLAGS_OFFSET, FRAME_HEADER_BYTES, FRAME_KIND_OFFSET,
     FRAME_LEN_OFFSET, FRAME_LSN_OFFSET, FRAME_PREV_CRC_OFFSET, FRAME_RESERVED_OFFSET,
     FRAME_SYNCED_LSN_OFFSET, FrameCheck, FrameFault, FrameHeader, KIND_GAP, KIND_RESERVED_MIN,
-    align_frame, check_frame, frame_bytes, gap_end, seal_frame,
+    LSN_MAX, align_frame, check_frame, encode_frame_into, frame_bytes, gap_end, seal_frame,
 };
 pub use head::{
     HEAD_BYTES, HEAD_CRC_OFFSET, HEAD_DURABLE_LSN_OFFSET, HEAD_JOURNAL_ID_OFFSET, HEAD_MAGIC,

@@ -55,6 +55,7 @@ pub struct JournalOptions {
     pub(crate) create_if_missing: bool,
     pub(crate) keep_cut_bytes: bool,
     pub(crate) release_read_bytes: usize,
+    pub(crate) lock_wait_ms: u64,
     pub(crate) faults: Option<Arc<dyn FaultInjector>>,
 }
 
@@ -69,6 +70,7 @@ impl fmt::Debug for JournalOptions {
             .field("create_if_missing", &self.create_if_missing)
             .field("keep_cut_bytes", &self.keep_cut_bytes)
             .field("release_read_bytes", &self.release_read_bytes)
+            .field("lock_wait_ms", &self.lock_wait_ms)
             .field("faults", &self.faults.is_some())
             .finish()
     }
@@ -85,6 +87,7 @@ impl Default for JournalOptions {
             create_if_missing: true,
             keep_cut_bytes: true,
             release_read_bytes: 8 << 20,
+            lock_wait_ms: 0,
             faults: None,
         }
     }
@@ -155,6 +158,14 @@ impl JournalOptions {
     /// keeps resident memory flat however long the journal (0: never). Default: 8 MiB.
     pub fn release_read_bytes(mut self, bytes: usize) -> Self {
         self.release_read_bytes = bytes;
+        self
+    }
+
+    /// How long `open` waits for another holder of the journal's lock to release it before
+    /// failing with `Locked` (for hand-overs between processes, e.g. a restart). Default: 0
+    /// (fail at once).
+    pub fn lock_wait_ms(mut self, ms: u64) -> Self {
+        self.lock_wait_ms = ms;
         self
     }
 

@@ -317,12 +317,15 @@ impl Reader {
             if now >= deadline {
                 return Ok(None);
             }
-            let g = self.shared.cv_lock();
+            let mut g = self.shared.cv_lock();
             if self.shared.durable_lsn.load(Ordering::Acquire) == seen {
-                let _ = self
+                g.waiters += 1;
+                let (mut g, _) = self
                     .shared
                     .cv
-                    .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)));
+                    .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
+                    .unwrap_or_else(|e| e.into_inner());
+                g.waiters -= 1;
             }
         }
     }

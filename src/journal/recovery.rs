@@ -555,12 +555,12 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
 
     let acked = ack.as_ref().map_or(0, |a| a.current().acked_lsn);
     let first_lsn = segs[0].header.first_lsn;
-    if first_lsn > acked + 1 {
+    if first_lsn > acked.saturating_add(1) {
         return Err(Error::corrupt(
             &segs[0].path,
             0,
             DamageKind::SegmentDiscontinuity {
-                expected: acked + 1,
+                expected: acked.saturating_add(1),
                 found: first_lsn,
             },
         ));

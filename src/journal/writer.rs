@@ -28,8 +28,7 @@ use crate::Lsn;
 use crate::error::{Error, Result};
 use crate::fault::IoOp;
 use crate::format::{
-    FRAME_HEADER_BYTES, KIND_RESERVED_MIN, SEGMENT_DATA_OFFSET, Seed, SegmentHeader, frame_bytes,
-    le_u32, seal_frame,
+    KIND_RESERVED_MIN, SEGMENT_DATA_OFFSET, Seed, SegmentHeader, encode_frame_into, frame_bytes,
 };
 use crate::journal::ack::AckFile;
 use crate::journal::index::{INDEX_STRIDE, SparseIndex};
@@ -43,8 +42,6 @@ use crate::segment::{
 
 /// The record kind `append` uses: opaque application data.
 pub const KIND_DATA: u8 = 1;
-
-const ZEROS: [u8; 8] = [0; 8];
 
 /// An append-only journal of checksummed records in memory-mapped, preallocated segment files.
 ///
@@ -101,7 +98,15 @@ pub(crate) struct Shared {
     /// failure is seen, and poisons the journal, before any later sync can report a false
     /// success (after a failed writeback the kernel reports the error only once per file).
     /// Paired with `cv`.
-    syncing: Mutex<bool>,
+    syncing: Mutex<SyncFlags>,
+    /// Append calls so far (single records and batches), for the commit delay.
+    calls: AtomicU64,
+    /// `calls` when the last sync took its snapshot.
+    calls_at_last_sync: AtomicU64,
+    /// Append calls the last sync covered: more than one means concurrent appenders.
+    last_group_calls: AtomicU64,
+    /// Duration of the last `msync`, in nanoseconds.
+    last_sync_ns: AtomicU64,
     /// Signalled when a sync ends (durable LSN raised), on rotation and on poisoning.
     pub(crate) cv: Condvar,
     pub(crate) durable_lsn: AtomicU64,
@@ -121,6 +126,20 @@ pub(crate) struct Shared {
 }
 
 /// A segment as readers see it.
+/// State guarded by the `syncing` mutex.
+#[derive(Debug, Default)]
+pub(crate) struct SyncFlags {
+    /// Some thread holds the sync role.
+    pub(crate) syncing: bool,
+    /// Threads blocked on `cv` (only then is a notification worth a system call).
+    pub(crate) waiters: usize,
+}
+
+/// Bounds of the commit delay: how long a sync leader waits for concurrent appenders to add
+/// their records to its group.
+const COMMIT_DELAY_MIN_NS: u64 = 5_000;
+const COMMIT_DELAY_MAX_NS: u64 = 100_000;
+
 pub(crate) struct SegmentEntry {
     pub(crate) seq: u64,
     pub(crate) first_lsn: Lsn,
@@ -193,7 +212,7 @@ impl Journal {
                 example: foreign,
             });
         }
-        let lock = DirLock::acquire(&dir)?;
+        let lock = DirLock::acquire(&dir, Duration::from_millis(opts.lock_wait_ms))?;
         let rec = recovery::recover(&dir, &opts)?;
         let report = rec.report.clone();
         if report.cuts.is_empty() && report.skipped.is_empty() {
@@ -225,6 +244,7 @@ impl Journal {
                 seg.header.segment_bytes as usize,
                 seg.tail.end,
                 seg.tail.next_lsn - 1,
+                opts.persist_mode != PersistMode::Buffered,
             )
             .map_err(|e| Error::io("map segment", &seg.path, e))?;
             active_map = Some(Arc::clone(&map));
@@ -259,7 +279,11 @@ impl Journal {
             opts,
             writer: Mutex::new(writer),
             active: Mutex::new(active_map.expect("the last segment is mapped")),
-            syncing: Mutex::new(false),
+            syncing: Mutex::new(SyncFlags::default()),
+            calls: AtomicU64::new(0),
+            calls_at_last_sync: AtomicU64::new(0),
+            last_group_calls: AtomicU64::new(0),
+            last_sync_ns: AtomicU64::new(0),
             cv: Condvar::new(),
             durable_lsn: AtomicU64::new(last),
             written_lsn: AtomicU64::new(last),
@@ -373,6 +397,7 @@ impl Journal {
             if w.map.remaining() < bytes {
                 w.rotate(&self.shared)?;
             }
+            self.shared.note_call();
             let first = w.next_lsn;
             for p in &payloads {
                 w.append(&self.shared, kind, p.as_ref())?;
@@ -393,6 +418,7 @@ impl Journal {
         check_len(payload.len(), self.shared.opts.payload_bytes_limit())?;
         let mut w = lock(&self.shared.writer);
         self.shared.check()?;
+        self.shared.note_call();
         w.append(&self.shared, kind, payload)
     }
 
@@ -643,16 +669,18 @@ impl Shared {
                 return Ok(());
             }
             self.check()?;
-            let mut syncing = lock(&self.syncing);
+            let mut flags = lock(&self.syncing);
             if self.durable_lsn.load(Ordering::Acquire) >= lsn {
                 return Ok(());
             }
-            if *syncing {
-                let _g = self.cv.wait(syncing).unwrap_or_else(|e| e.into_inner());
+            if flags.syncing {
+                flags.waiters += 1;
+                let mut flags = self.cv.wait(flags).unwrap_or_else(|e| e.into_inner());
+                flags.waiters -= 1;
                 continue;
             }
-            *syncing = true;
-            drop(syncing);
+            flags.syncing = true;
+            drop(flags);
             let result = self.sync_active();
             self.release_sync_role();
             result?;
@@ -661,18 +689,47 @@ impl Shared {
 
     /// Takes the sync role, waiting for the current holder. Fails if the journal is poisoned.
     fn acquire_sync_role(&self) -> Result<()> {
-        let mut syncing = lock(&self.syncing);
-        while *syncing {
-            syncing = self.cv.wait(syncing).unwrap_or_else(|e| e.into_inner());
+        let mut flags = lock(&self.syncing);
+        while flags.syncing {
+            flags.waiters += 1;
+            flags = self.cv.wait(flags).unwrap_or_else(|e| e.into_inner());
+            flags.waiters -= 1;
         }
         self.check()?;
-        *syncing = true;
+        flags.syncing = true;
         Ok(())
     }
 
     fn release_sync_role(&self) {
-        *lock(&self.syncing) = false;
-        self.cv.notify_all();
+        let mut flags = lock(&self.syncing);
+        flags.syncing = false;
+        if flags.waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Counts an append call (for the commit delay).
+    fn note_call(&self) {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The commit delay: if the last sync served several appenders, wait a little (at most
+    /// half the last sync's duration, within bounds) for as many to append again, so that one
+    /// `msync` covers them all instead of groups alternating. A lone appender never waits.
+    fn commit_delay(&self) {
+        let group = self.last_group_calls.load(Ordering::Acquire);
+        if group < 2 {
+            return;
+        }
+        let base = self.calls_at_last_sync.load(Ordering::Acquire);
+        let delay_ns = (self.last_sync_ns.load(Ordering::Acquire) / 2)
+            .clamp(COMMIT_DELAY_MIN_NS, COMMIT_DELAY_MAX_NS);
+        let deadline = std::time::Instant::now() + Duration::from_nanos(delay_ns);
+        while self.calls.load(Ordering::Acquire).saturating_sub(base) < group
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
     }
 
     /// Syncs `[published, written)` of `map` and publishes it, declaring records up to `upto`
@@ -681,9 +738,12 @@ impl Shared {
         self.check()?;
         let from = map.published_end();
         let _span = tracing::debug_span!("sync", upto, bytes = to.saturating_sub(from)).entered();
-        if let Err(e) = inject(self.opts.faults.as_deref(), IoOp::SyncData, path)
-            .and_then(|()| map.sync(from, to))
-        {
+        let started = std::time::Instant::now();
+        let synced = inject(self.opts.faults.as_deref(), IoOp::SyncData, path)
+            .and_then(|()| map.sync(from, to));
+        self.last_sync_ns
+            .store(started.elapsed().as_nanos() as u64, Ordering::Release);
+        if let Err(e) = synced {
             let err = Error::io_unmapped("msync segment", path, e);
             self.poison(&err);
             return Err(err);
@@ -714,6 +774,11 @@ impl Shared {
     /// One group sync of everything written so far in the active segment. The caller holds
     /// the sync role. Does not need the writer lock: the tip is read from the map.
     fn sync_active(&self) -> Result<()> {
+        self.commit_delay();
+        let calls = self.calls.load(Ordering::Acquire);
+        let base = self.calls_at_last_sync.swap(calls, Ordering::AcqRel);
+        self.last_group_calls
+            .store(calls.saturating_sub(base), Ordering::Release);
         let map = Arc::clone(&lock(&self.active));
         let (upto, to) = map.written_tip();
         if upto <= self.durable_lsn.load(Ordering::Acquire) {
@@ -740,7 +805,10 @@ impl Shared {
             let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
             let eligible = segs
                 .iter()
-                .take_while(|e| e.sealed.is_some_and(|(next, _)| next <= acked + 1))
+                .take_while(|e| {
+                    e.sealed
+                        .is_some_and(|(next, _)| next <= acked.saturating_add(1))
+                })
                 .count();
             let remove = eligible.saturating_sub(self.opts.retain_acked_segments);
             segs.iter()
@@ -777,7 +845,7 @@ impl Shared {
     }
 
     /// The mutex `cv` is paired with (for followers waiting for new durable records).
-    pub(crate) fn cv_lock(&self) -> MutexGuard<'_, bool> {
+    pub(crate) fn cv_lock(&self) -> MutexGuard<'_, SyncFlags> {
         lock(&self.syncing)
     }
 
@@ -791,16 +859,22 @@ impl Shared {
 impl Writer {
     fn append(&mut self, shared: &Shared, kind: u8, payload: &[u8]) -> Result<Lsn> {
         let fb = frame_bytes(payload.len());
+        let lsn = self.next_lsn;
+        // Before rotating: a new segment must never start at an LSN no record can have.
+        if lsn > crate::format::LSN_MAX {
+            return Err(Error::LimitReached("LSNs are exhausted"));
+        }
         if self.map.remaining() < fb {
             self.rotate(shared)?;
         }
-        let lsn = self.next_lsn;
         let synced = shared.durable_lsn.load(Ordering::Relaxed);
-        let header = seal_frame(self.seed, lsn, synced, self.prev_crc, kind, payload);
+        let (seed, prev) = (self.seed, self.prev_crc);
         let offset = self.map.cursor();
-        let pad = fb - FRAME_HEADER_BYTES - payload.len();
-        self.map.append(&[&header, payload, &ZEROS[..pad]], fb, lsn);
-        self.prev_crc = le_u32(&header, 0);
+        let mut crc = 0;
+        self.map.append_with(fb, lsn, |buf| {
+            crc = encode_frame_into(buf, seed, lsn, synced, prev, kind, payload);
+        });
+        self.prev_crc = crc;
         if self.since_index == 0 {
             self.index
                 .write()
@@ -842,6 +916,7 @@ impl Writer {
             header.segment_bytes as usize,
             SEGMENT_DATA_OFFSET,
             header.first_lsn - 1,
+            shared.opts.persist_mode != PersistMode::Buffered,
         )
         .map_err(|e| Error::io("map segment", &path, e))?;
         let index = Arc::new(RwLock::new(SparseIndex::default()));

@@ -610,6 +610,9 @@ impl<E: JournalEvent> Replayer<E> {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| target_error(&path, "list quarantine", e))?;
         self.state.quarantined = rows.len() as u64;
+        if let Err(e) = self.state.store(self.journal.dir()) {
+            tracing::warn!(error = %e, "could not persist the replay state");
+        }
         Ok(rows)
     }
 
@@ -681,8 +684,30 @@ impl<E: JournalEvent> Replayer<E> {
         if result.as_ref().is_err_and(|e| e.is_transient()) {
             let _ = conn.execute_batch("ROLLBACK");
             self.discard_target();
+        } else {
+            self.recount_quarantine();
         }
         result
+    }
+
+    /// Re-reads the quarantine count from the target and persists it (after a retry or a
+    /// discard, so that the status never shows a stale count).
+    fn recount_quarantine(&mut self) {
+        let id = self.journal.id().to_string();
+        let n = self.target.conn().ok().and_then(|c| {
+            c.query_row(
+                "SELECT count(*) FROM syncjournal_rejected WHERE journal_id = ?1",
+                [&id],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+        });
+        if let Some(n) = n {
+            self.state.quarantined = n.max(0) as u64;
+            if let Err(e) = self.state.store(self.journal.dir()) {
+                tracing::warn!(error = %e, "could not persist the replay state");
+            }
+        }
     }
 
     /// Removes a quarantined entry for good (an explicit operator decision, logged).
@@ -698,8 +723,8 @@ impl<E: JournalEvent> Replayer<E> {
             .map_err(|e| target_error(&path, "discard quarantined entry", e))?;
         if n > 0 {
             tracing::warn!(lsn, "quarantined entry discarded by request");
-            self.state.quarantined = self.state.quarantined.saturating_sub(1);
         }
+        self.recount_quarantine();
         Ok(n > 0)
     }
 }

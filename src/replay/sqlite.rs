@@ -41,12 +41,32 @@ pub(crate) struct SqliteTarget {
     path: PathBuf,
     opts: TargetOptions,
     conn: Option<Connection>,
+    /// Device and inode of the file the connection has open: if the path comes to name another
+    /// file (a backup renamed into place), the connection is replaced.
+    identity: Option<(u64, u64)>,
 }
 
 /// Maps an SQLite error on the target to [`Error::Target`].
 pub(crate) fn target_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
     let transient = is_transient(&e);
+    let cannot_open = matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen);
+    let dir_read_only = cannot_open
+        && path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .is_some_and(|d| {
+                d.is_dir() && rustix::fs::access(d, rustix::fs::Access::WRITE_OK).is_err()
+            });
     let hint = match &e {
+        _ if dir_read_only => {
+            " (the target's directory is read-only or not writable: SQLite needs to create its rollback journal there; will retry)"
+        }
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
             rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
                 " (another process holds the database lock; will retry)"
@@ -77,6 +97,7 @@ impl SqliteTarget {
             path,
             opts,
             conn: None,
+            identity: None,
         }
     }
 
@@ -86,6 +107,7 @@ impl SqliteTarget {
 
     /// Drops the connection. The next use reconnects.
     pub(crate) fn discard(&mut self) {
+        self.identity = None;
         if self.conn.take().is_some() {
             tracing::debug!(target = %self.path.display(), "target connection discarded");
         }
@@ -95,9 +117,20 @@ impl SqliteTarget {
     /// (whatever was cached about the schema must then be forgotten).
     pub(crate) fn connect(&mut self) -> Result<bool> {
         if self.conn.is_some() {
-            return Ok(false);
+            // The path may name another file now (replaced by a restore or a rename, or the
+            // share was remounted): then this connection writes to a file nobody reads.
+            match file_identity(&self.path) {
+                Ok(id) if Some(id) == self.identity => return Ok(false),
+                Ok(_) => {
+                    tracing::warn!(target = %self.path.display(), "the target file was replaced; reconnecting");
+                }
+                Err(_) => {}
+            }
+            self.discard();
         }
-        self.conn = Some(self.open()?);
+        let conn = self.open()?;
+        self.identity = file_identity(&self.path).ok();
+        self.conn = Some(conn);
         Ok(true)
     }
 
@@ -138,9 +171,16 @@ impl SqliteTarget {
         conn.busy_timeout(Duration::from_millis(self.opts.busy_timeout_ms))
             .map_err(|e| target_error(path, "set busy timeout", e))?;
         let wanted = self.opts.journal_mode.pragma();
-        let mode: String = conn
+        let mode: String = match conn
             .query_row(&format!("PRAGMA journal_mode={wanted}"), [], |r| r.get(0))
-            .map_err(|e| target_error(path, "set journal_mode", e))?;
+        {
+            Ok(m) => m,
+            // Leaving WAL needs every other connection closed; read back what it is.
+            Err(e) => match conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)) {
+                Ok(m) if m.eq_ignore_ascii_case("wal") => m,
+                _ => return Err(target_error(path, "set journal_mode", e)),
+            },
+        };
         if mode.eq_ignore_ascii_case("wal") {
             return Err(Error::TargetWal {
                 path: path.clone(),
@@ -257,4 +297,11 @@ pub(crate) fn read_watermark(conn: &Connection, journal_id: Uuid) -> rusqlite::R
         )
         .optional()?;
     Ok(lsn.map_or(0, |l| l.max(0) as Lsn))
+}
+
+/// Device and inode of the file at `path`.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }

@@ -167,8 +167,10 @@ pub struct SyncStatus {
     pub quarantined: u64,
     /// Since when the head of the queue has not moved while entries are pending (ms since the
     /// Unix epoch): the later of the oldest pending entry's creation and the last
-    /// acknowledgement, or the start of the current run of failures if that is earlier.
+    /// acknowledgement. `None` when nothing is pending.
     pub stalled_since_ms: Option<u64>,
+    /// Since when sync attempts have been failing (ms since the Unix epoch), until a success.
+    pub failing_since_ms: Option<u64>,
 }
 
 impl SyncStatus {

@@ -159,8 +159,26 @@ pub(crate) struct DirLock {
 }
 
 impl DirLock {
-    /// Takes the lock on `dir` (creating `dir/LOCK`), or fails with [`Error::Locked`].
-    pub(crate) fn acquire(dir: &Path) -> Result<DirLock> {
+    /// Takes the lock on `dir` (creating `dir/LOCK`), waiting up to `wait` for a holder to
+    /// release it, or fails with [`Error::Locked`].
+    ///
+    /// Note: an `flock` belongs to an open file description, which a `fork`ed child shares
+    /// until it `exec`s; a process that forks while a journal is open can therefore keep the
+    /// lock held for a moment after the journal is closed. Waiting a little covers such
+    /// hand-overs (and restarts).
+    pub(crate) fn acquire(dir: &Path, wait: std::time::Duration) -> Result<DirLock> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::try_acquire(dir) {
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -255,8 +273,8 @@ mod tests {
     #[test]
     fn second_lock_is_refused_with_the_holder_pid() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = DirLock::acquire(dir.path()).unwrap();
-        match DirLock::acquire(dir.path()) {
+        let _held = DirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
+        match DirLock::acquire(dir.path(), std::time::Duration::from_millis(30)) {
             Err(Error::Locked { holder_pid, .. }) => {
                 assert_eq!(holder_pid, Some(std::process::id()))
             }

@@ -1,0 +1,600 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and the crash regressions
+//! (`fuzz/regressions/<target>/`) through the very same checks the libFuzzer targets run
+//! (`fuzz/src/checks.rs`), on stable, as part of `cargo test`.
+//!
+//! The seed corpus is written by the ignored test `generate_seed_corpus`:
+//!
+//! ```text
+//! cargo test --test fuzz_corpus -- --ignored generate_seed_corpus
+//! ```
+//!
+//! See `fuzz/README.md` for fuzzing itself.
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/checks.rs"]
+mod checks;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use checks::{
+    AckSpec, BuiltSegment, FrameSpec, Mutation, RecoverCase, RecoverLayout, ScanCase, SegSpec,
+};
+use syncjournal::format::{
+    ACK_FILE_BYTES, ACK_SLOT_BYTES, AckSlot, FRAME_CRC_OFFSET, FRAME_FLAGS_OFFSET,
+    FRAME_KIND_OFFSET, FRAME_LEN_OFFSET, FRAME_LSN_OFFSET, HEADER_CRC_OFFSET, HEADER_FLAGS_OFFSET,
+    HEADER_LEN_OFFSET, KIND_GAP, SEGMENT_DATA_OFFSET, SEGMENT_FIRST_LSN_OFFSET,
+    SEGMENT_HEADER_BYTES, VERSION_OFFSET, frame_bytes, seal_frame,
+};
+use uuid::Uuid;
+
+type Check = fn(&[u8]);
+
+const TARGETS: [(&str, Check); 3] = [
+    ("decode_record", checks::check_decode_record),
+    ("scan_segment", checks::check_scan_segment),
+    ("recover_open", checks::check_recover_open),
+];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .map(|e| e.expect("read corpus directory").path())
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `check` on every file of `fuzz/<kind>/<target>/`, reporting every failing file.
+/// Returns how many files ran.
+fn replay(kind: &str, target: &str, check: Check) -> usize {
+    let dir = fuzz_dir().join(kind).join(target);
+    let inputs = files(&dir);
+    let mut failures = Vec::new();
+    for path in &inputs {
+        let data = std::fs::read(path).expect("read corpus file");
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&data))) {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{}: {msg}", path.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} inputs of {target} failed:\n{}",
+        failures.len(),
+        inputs.len(),
+        failures.join("\n")
+    );
+    inputs.len()
+}
+
+fn corpus(target: &str) {
+    let (_, check) = TARGETS.iter().find(|(t, _)| *t == target).unwrap();
+    let n = replay("corpus", target, *check);
+    assert!(n > 0, "fuzz/corpus/{target} is empty");
+}
+
+fn regressions(target: &str) {
+    let (_, check) = TARGETS.iter().find(|(t, _)| *t == target).unwrap();
+    replay("regressions", target, *check);
+}
+
+#[test]
+fn decode_record_corpus() {
+    corpus("decode_record");
+}
+
+#[test]
+fn scan_segment_corpus() {
+    corpus("scan_segment");
+}
+
+#[test]
+fn recover_open_corpus() {
+    corpus("recover_open");
+}
+
+#[test]
+fn decode_record_regressions() {
+    regressions("decode_record");
+}
+
+#[test]
+fn scan_segment_regressions() {
+    regressions("scan_segment");
+}
+
+#[test]
+fn recover_open_regressions() {
+    regressions("recover_open");
+}
+
+#[test]
+fn empty_and_tiny_inputs() {
+    for (_, check) in TARGETS {
+        for data in [&[][..], &[0], &[1], &[2], &[3], &[0xFF; 3]] {
+            check(data);
+        }
+    }
+}
+
+/// The input formats round-trip, so the generated seeds mean what the generator says.
+#[test]
+fn input_formats_round_trip() {
+    for case in scan_cases() {
+        let bytes = case.1.encode();
+        assert_eq!(ScanCase::decode(&bytes), case.1, "{}", case.0);
+    }
+    for case in recover_cases() {
+        let bytes = case.1.encode();
+        assert_eq!(RecoverCase::decode(&bytes), case.1, "{}", case.0);
+    }
+}
+
+/// The generated `recover_open` seeds exercise what they are named after: which recovery modes
+/// open them, and how many records (gap records included) each returns. `None`: refused.
+#[test]
+fn recover_seeds_hit_their_cases() {
+    let cases = recover_cases();
+    let expect: &[(&str, [Option<usize>; 3])] = &[
+        ("one-empty", [Some(0), Some(0), Some(0)]),
+        ("one-five", [Some(5), Some(5), Some(5)]),
+        // 7 data records, one non-empty gap record (the empty one is skipped).
+        ("one-gaps", [Some(8), Some(8), Some(8)]),
+        // Later records claim the damaged one durable: damage in the middle, salvage replaces
+        // record 3 by a gap record.
+        ("one-flip-middle-payload", [None, None, Some(5)]),
+        // Nothing claims durability: a torn tail from record 3 on.
+        ("one-flip-middle-unsynced", [None, Some(2), Some(2)]),
+        ("one-torn-last", [None, Some(4), Some(4)]),
+        ("one-trailing-garbage", [None, Some(5), Some(5)]),
+        // Truncated by someone else: only salvage re-extends it, then cuts the torn record.
+        ("one-truncate-mid-frame", [None, None, Some(4)]),
+        ("one-flip-header", [None, None, None]),
+        ("one-first-lsn-1000-acked", [Some(4), Some(4), Some(4)]),
+        ("one-first-lsn-1000-no-ack", [None, None, None]),
+        // The only valid slot is torn: an error, except in salvage, which recreates the file.
+        ("one-five-ack-torn", [None, None, Some(5)]),
+        ("one-five-ack-foreign", [None, None, None]),
+        ("two-clean", [Some(13), Some(13), Some(13)]),
+        // A damaged segment that is not the last one is damage in the middle.
+        ("two-damage-first", [None, None, Some(10)]),
+        ("two-torn-second", [None, Some(9), Some(9)]),
+        ("header-body", [Some(5), Some(5), Some(5)]),
+        ("header-body-torn", [None, Some(4), Some(4)]),
+    ];
+    for (name, want) in expect {
+        let case = &cases.iter().find(|(n, _)| n == name).unwrap().1;
+        let got = checks::recover_open_outcomes(&case.encode());
+        let got = got.map(|o| o.expect("mode ran").ok().map(|r| r.len()));
+        assert_eq!(&got, want, "{name}");
+    }
+}
+
+/// Writes the seed corpus into `fuzz/corpus/<target>/seed-*`. Run it after changing an input
+/// format, then minimise with `cargo fuzz cmin` (see `fuzz/README.md`).
+#[test]
+#[ignore = "writes the seed corpus into fuzz/corpus"]
+fn generate_seed_corpus() {
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let dir = fuzz_dir().join("corpus").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+    };
+    for (name, data) in decode_cases() {
+        write("decode_record", &name, &data);
+    }
+    for (name, case) in scan_cases() {
+        write("scan_segment", &name, &case.encode());
+    }
+    for (name, case) in recover_cases() {
+        write("recover_open", &name, &case.encode());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeds
+// ---------------------------------------------------------------------------------------------
+
+fn frame(seed: syncjournal::format::Seed, lsn: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = seal_frame(seed, lsn, lsn - 1, 0x1234_5678, kind, payload).to_vec();
+    f.extend_from_slice(payload);
+    f.resize(frame_bytes(payload.len()), 0);
+    f
+}
+
+fn reseal_header(h: &mut [u8]) {
+    let crc = crc(&h[..HEADER_CRC_OFFSET]);
+    h[HEADER_CRC_OFFSET..HEADER_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// CRC-32/ISO-HDLC, bitwise (the test has no crc crate of its own).
+fn crc(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+fn decode_cases() -> Vec<(String, Vec<u8>)> {
+    let seed = checks::fuzz_seed(1);
+    let mut v: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |name: &str, data: Vec<u8>| v.push((name.to_owned(), data));
+    let valid = frame(seed, 7, 1, b"hello, journal");
+    add("frame-valid", valid.clone());
+    add("frame-valid-8", frame(seed, 1, 1, b"8 bytes!"));
+    add("frame-valid-300", frame(seed, 99, 0x42, &[0xAB; 300]));
+    let mut gap = vec![0u8; 16];
+    gap[..8].copy_from_slice(&12u64.to_le_bytes());
+    add("frame-gap", frame(seed, 9, KIND_GAP, &gap));
+    let mut two = valid.clone();
+    two.extend_from_slice(&frame(seed, 8, 1, b"next"));
+    add("frame-then-another", two);
+    for (name, at, val) in [
+        ("frame-kind-zero", FRAME_KIND_OFFSET, 0u8),
+        ("frame-flags", FRAME_FLAGS_OFFSET, 1),
+        ("frame-crc", FRAME_CRC_OFFSET, 0x55),
+        ("frame-len-huge", FRAME_LEN_OFFSET + 3, 0x7F),
+        ("frame-len-zero", FRAME_LEN_OFFSET, 0),
+        ("frame-padding", valid.len() - 1, 9),
+    ] {
+        let mut f = valid.clone();
+        f[at] = val;
+        add(name, f);
+    }
+    let mut f = valid.clone();
+    f[FRAME_LSN_OFFSET..FRAME_LSN_OFFSET + 8].fill(0);
+    add("frame-lsn-zero", f);
+    add("frame-truncated", valid[..20].to_vec());
+    add("zeros", vec![0u8; 64]);
+    // A frame under a seed the input names: journal id, segment sequence, frame.
+    let id = Uuid::from_bytes([0x11; 16]);
+    let mut d = id.as_bytes().to_vec();
+    d.extend_from_slice(&5u64.to_le_bytes());
+    d.extend_from_slice(&frame(
+        syncjournal::format::Seed::new(id, 5),
+        3,
+        1,
+        b"derived seed",
+    ));
+    add("frame-derived-seed", d);
+    // Segment headers.
+    let header = checks::segment_header(3, 1000, 1 << 20).encode();
+    add("header-valid", header.to_vec());
+    let mut h = header.to_vec();
+    h.extend_from_slice(&[0u8; 64]);
+    add("header-valid-long", h);
+    for (name, at, val) in [
+        ("header-version-2", VERSION_OFFSET, 2u8),
+        ("header-flags", HEADER_FLAGS_OFFSET, 1),
+        ("header-len-32", HEADER_LEN_OFFSET, 32),
+    ] {
+        let mut h = header;
+        h[at] = val;
+        reseal_header(&mut h);
+        add(name, h.to_vec());
+    }
+    let mut h = header;
+    h[SEGMENT_FIRST_LSN_OFFSET..SEGMENT_FIRST_LSN_OFFSET + 8].fill(0);
+    reseal_header(&mut h);
+    add("header-first-lsn-zero", h.to_vec());
+    let mut h = header;
+    h[HEADER_LEN_OFFSET] = 200;
+    add("header-len-200", h.to_vec());
+    let mut h = header;
+    h[0] = b'X';
+    add("header-bad-magic", h.to_vec());
+    let mut h = header;
+    h[HEADER_CRC_OFFSET] ^= 1;
+    add("header-bad-crc", h.to_vec());
+    // Acknowledgement slots and files.
+    let slot = |generation, acked_lsn| AckSlot {
+        journal_id: checks::fuzz_id(),
+        generation,
+        acked_lsn,
+        acked_at_ms: 1_700_000_000_000,
+    };
+    add("ack-slot", slot(1, 0).encode().to_vec());
+    let mut compact = slot(2, 10).encode().to_vec();
+    compact.extend_from_slice(&slot(3, 20).encode());
+    add("ack-compact-two-slots", compact);
+    let mut file = vec![0u8; ACK_FILE_BYTES];
+    for s in [slot(6, 60), slot(7, 70)] {
+        file[s.offset()..s.offset() + ACK_SLOT_BYTES].copy_from_slice(&s.encode());
+    }
+    add("ack-file", file.clone());
+    file[4096 + 40] ^= 4;
+    add("ack-file-torn-newest", file);
+    let mut s = slot(1, 5).encode();
+    s[8] = 2;
+    let c = crc(&s[..60]);
+    s[60..].copy_from_slice(&c.to_le_bytes());
+    add("ack-slot-version-2", s.to_vec());
+    let mut s = slot(1, 5).encode();
+    s[12] = 1;
+    let c = crc(&s[..60]);
+    s[60..].copy_from_slice(&c.to_le_bytes());
+    add("ack-slot-reserved-set", s.to_vec());
+    v
+}
+
+fn data_frames(n: usize, len: usize) -> Vec<FrameSpec> {
+    (0..n)
+        .map(|i| FrameSpec::data(len + i % 5, i as u8))
+        .collect()
+}
+
+fn with(mut spec: SegSpec, f: impl FnOnce(&mut SegSpec)) -> SegSpec {
+    f(&mut spec);
+    spec
+}
+
+/// Offset of record `i` (from 0) of a spec, built at its own length.
+fn offset_of(spec: &SegSpec, i: usize) -> usize {
+    let seg = BuiltSegment::build(spec, 1, spec.first_lsn(), None);
+    seg.frames[i].offset
+}
+
+fn end_of(spec: &SegSpec) -> usize {
+    BuiltSegment::build(spec, 1, spec.first_lsn(), None).data_end
+}
+
+fn segment_specs() -> Vec<(String, SegSpec)> {
+    let five = SegSpec::new(1, data_frames(5, 20));
+    let mut gaps = data_frames(6, 9);
+    gaps.insert(2, FrameSpec::gap(3));
+    gaps.insert(5, FrameSpec::gap(0));
+    let mut broken = FrameSpec::data(30, 9);
+    broken.aux = 0x80;
+    gaps.insert(6, broken);
+    let gaps = SegSpec::new(1, gaps);
+    let mid = offset_of(&five, 2);
+    let last = offset_of(&five, 4);
+    let end = end_of(&five);
+    let mut v = vec![
+        ("empty".to_owned(), SegSpec::new(1, vec![])),
+        ("one".to_owned(), SegSpec::new(1, data_frames(1, 1))),
+        ("five".to_owned(), five.clone()),
+        (
+            "many".to_owned(),
+            with(SegSpec::new(1, data_frames(64, 3)), |s| s.policy = 2),
+        ),
+        (
+            "large-records".to_owned(),
+            SegSpec::new(1, vec![FrameSpec::data(512, 1), FrameSpec::data(500, 2)]),
+        ),
+        ("gaps".to_owned(), gaps.clone()),
+        (
+            "first-lsn-1000".to_owned(),
+            SegSpec::new(1000, data_frames(4, 12)),
+        ),
+        ("unsynced".to_owned(), with(five.clone(), |s| s.policy = 1)),
+        (
+            "claims-ahead".to_owned(),
+            with(five.clone(), |s| {
+                s.policy = 3;
+                s.frames.iter_mut().for_each(|f| f.aux = 9);
+            }),
+        ),
+    ];
+    let mutated = |name: &str, base: &SegSpec, m: Vec<Mutation>| {
+        (name.to_owned(), with(base.clone(), |s| s.mutations = m))
+    };
+    v.extend([
+        mutated(
+            "flip-middle-payload",
+            &five,
+            vec![Mutation::flip(mid + 40, 3)],
+        ),
+        mutated(
+            "flip-middle-unsynced",
+            &with(five.clone(), |s| s.policy = 1),
+            vec![Mutation::flip(mid + 40, 3)],
+        ),
+        mutated("torn-last", &five, vec![Mutation::zero(last + 24, 30)]),
+        mutated("torn-last-header", &five, vec![Mutation::zero(last, 8)]),
+        mutated("hole-in-middle", &five, vec![Mutation::zero(mid, 60)]),
+        mutated("trailing-garbage", &five, vec![Mutation::set(end + 100, 7)]),
+        mutated(
+            "garbage-sector",
+            &five,
+            vec![Mutation::fill(end + 8, 512, 0xFF)],
+        ),
+        mutated(
+            "truncate-mid-frame",
+            &five,
+            vec![Mutation::truncate(last + 20)],
+        ),
+        mutated(
+            "truncate-header-block",
+            &five,
+            vec![Mutation::truncate(100)],
+        ),
+        mutated(
+            "duplicate-frame",
+            &five,
+            vec![Mutation::copy(offset_of(&five, 1), end, 56)],
+        ),
+        mutated(
+            "replayed-frame-mid",
+            &five,
+            vec![Mutation::copy(offset_of(&five, 0), mid, 56)],
+        ),
+        mutated("flip-header", &five, vec![Mutation::flip(40, 0)]),
+        mutated(
+            "two-regions",
+            &five,
+            vec![
+                Mutation::flip(offset_of(&five, 1) + 33, 1),
+                Mutation::flip(last + 33, 1),
+            ],
+        ),
+        mutated(
+            "flip-gap-record",
+            &gaps,
+            vec![Mutation::flip(offset_of(&gaps, 2) + 33, 0)],
+        ),
+        mutated(
+            "flip-after-gap",
+            &gaps,
+            vec![Mutation::flip(offset_of(&gaps, 3) + 40, 0)],
+        ),
+    ]);
+    v
+}
+
+fn scan_cases() -> Vec<(String, ScanCase)> {
+    let mut v: Vec<(String, ScanCase)> = segment_specs()
+        .into_iter()
+        .map(|(n, s)| (format!("built-{n}"), ScanCase::Built(s)))
+        .collect();
+    let five = BuiltSegment::build(&SegSpec::new(1, data_frames(5, 20)), 1, 1, None);
+    v.push(("raw-segment".into(), ScanCase::Raw(five.clean.clone())));
+    v.push((
+        "raw-header-only".into(),
+        ScanCase::Raw(five.clean[..SEGMENT_HEADER_BYTES].to_vec()),
+    ));
+    v.push((
+        "raw-garbage".into(),
+        ScanCase::Raw(b"SYNCJRNL garbage".to_vec()),
+    ));
+    v.push((
+        "header-body".into(),
+        ScanCase::HeaderBody(five.clean[SEGMENT_DATA_OFFSET..].to_vec()),
+    ));
+    v.push((
+        "header-body-junk".into(),
+        ScanCase::HeaderBody(vec![0x5A; 200]),
+    ));
+    v
+}
+
+fn recover_cases() -> Vec<(String, RecoverCase)> {
+    let ack = |sel: u8, val: u64| AckSpec { sel, val };
+    let specs = segment_specs();
+    let spec = |name: &str| specs.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let mut v = Vec::new();
+    for name in [
+        "empty",
+        "five",
+        "gaps",
+        "many",
+        "unsynced",
+        "flip-middle-payload",
+        "flip-middle-unsynced",
+        "torn-last",
+        "hole-in-middle",
+        "trailing-garbage",
+        "truncate-mid-frame",
+        "replayed-frame-mid",
+        "flip-header",
+        "two-regions",
+        "flip-gap-record",
+    ] {
+        v.push((
+            format!("one-{name}"),
+            RecoverCase {
+                ack: ack(0, 0),
+                layout: RecoverLayout::One(spec(name)),
+            },
+        ));
+    }
+    v.push((
+        "one-first-lsn-1000-acked".into(),
+        RecoverCase {
+            ack: ack(1, 0),
+            layout: RecoverLayout::One(spec("first-lsn-1000")),
+        },
+    ));
+    v.push((
+        "one-first-lsn-1000-no-ack".into(),
+        RecoverCase {
+            ack: ack(0, 0),
+            layout: RecoverLayout::One(spec("first-lsn-1000")),
+        },
+    ));
+    for (name, sel, val) in [
+        ("ack-two-slots", 3, 3),
+        ("ack-acked-all", 2, 5),
+        ("ack-torn", 4, 4096 + 40),
+        ("ack-foreign", 5, 0),
+    ] {
+        v.push((
+            format!("one-five-{name}"),
+            RecoverCase {
+                ack: ack(sel, val),
+                layout: RecoverLayout::One(spec("five")),
+            },
+        ));
+    }
+    for (name, a, b, sel, val) in [
+        ("two-clean", "five", "gaps", 0, 0),
+        ("two-acked-first", "five", "five", 2, 5),
+        ("two-damage-first", "flip-middle-unsynced", "five", 0, 0),
+        ("two-torn-second", "five", "torn-last", 0, 0),
+        ("two-truncated-first", "truncate-mid-frame", "one", 0, 0),
+    ] {
+        v.push((
+            name.to_owned(),
+            RecoverCase {
+                ack: ack(sel, val),
+                layout: RecoverLayout::Two(spec(a), spec(b)),
+            },
+        ));
+    }
+    let spec = SegSpec::new(1, data_frames(5, 20));
+    let big = BuiltSegment::build(&spec, 1, 1, Some(checks::FUZZ_SEGMENT_BYTES));
+    let body = big.clean[SEGMENT_DATA_OFFSET..big.data_end].to_vec();
+    let five = BuiltSegment::build(&spec, 1, 1, None);
+    v.push((
+        "header-body".into(),
+        RecoverCase {
+            ack: ack(0, 0),
+            layout: RecoverLayout::HeaderBody(body.clone()),
+        },
+    ));
+    let mut torn = body;
+    let n = torn.len();
+    torn[n - 10..].fill(0);
+    v.push((
+        "header-body-torn".into(),
+        RecoverCase {
+            ack: ack(1, 0),
+            layout: RecoverLayout::HeaderBody(torn),
+        },
+    ));
+    v.push((
+        "raw-small-segment".into(),
+        RecoverCase {
+            ack: ack(0, 0),
+            layout: RecoverLayout::Raw(five.clean.clone()),
+        },
+    ));
+    v.push((
+        "raw-garbage".into(),
+        RecoverCase {
+            ack: ack(0, 0),
+            layout: RecoverLayout::Raw(b"not a segment".to_vec()),
+        },
+    ));
+    v
+}
