@@ -610,7 +610,7 @@ impl<E: JournalEvent> Replayer<E> {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| target_error(&path, "list quarantine", e))?;
         self.state.quarantined = rows.len() as u64;
-        if let Err(e) = self.state.store(self.journal.dir()) {
+        if let Err(e) = self.state.store(self.source.dir()) {
             tracing::warn!(error = %e, "could not persist the replay state");
         }
         Ok(rows)
@@ -693,7 +693,7 @@ impl<E: JournalEvent> Replayer<E> {
     /// Re-reads the quarantine count from the target and persists it (after a retry or a
     /// discard, so that the status never shows a stale count).
     fn recount_quarantine(&mut self) {
-        let id = self.journal.id().to_string();
+        let id = self.source.id().to_string();
         let n = self.target.conn().ok().and_then(|c| {
             c.query_row(
                 "SELECT count(*) FROM syncjournal_rejected WHERE journal_id = ?1",
@@ -704,7 +704,7 @@ impl<E: JournalEvent> Replayer<E> {
         });
         if let Some(n) = n {
             self.state.quarantined = n.max(0) as u64;
-            if let Err(e) = self.state.store(self.journal.dir()) {
+            if let Err(e) = self.state.store(self.source.dir()) {
                 tracing::warn!(error = %e, "could not persist the replay state");
             }
         }

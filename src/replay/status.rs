@@ -283,6 +283,7 @@ pub fn offline_status(dir: &Path, target: Option<&Path>) -> Result<OfflineStatus
         last_error: state.last_error.clone(),
         quarantined: state.quarantined,
         stalled_since_ms: (pending > 0).then(|| oldest.unwrap_or(0).max(acked_at_ms)),
+        failing_since_ms: state.failing_since_ms,
     };
     Ok(OfflineStatus {
         status,
