@@ -352,6 +352,13 @@ pub enum Error {
         head: Lsn,
     },
 
+    /// A follower cannot learn how far the journal is durable: its owner publishes no `HEAD`.
+    #[error("journal {} has no valid HEAD: its owner does not publish how far it is durable, so following it could replay records a power loss may still take back; stop the owner and sync as the owner", dir.display())]
+    NoHead {
+        /// The journal directory.
+        dir: PathBuf,
+    },
+
     /// A sync was asked of a store that has no target configured.
     #[error("no target database is configured for this store (StoreOptions::target)")]
     NoTarget,

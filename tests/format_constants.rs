@@ -76,6 +76,15 @@ fn offsets() -> BTreeMap<&'static str, usize> {
         ("ACK_ACKED_AT_MS_OFFSET", ACK_ACKED_AT_MS_OFFSET),
         ("ACK_RESERVED2_OFFSET", ACK_RESERVED2_OFFSET),
         ("ACK_CRC_OFFSET", ACK_CRC_OFFSET),
+        ("HEAD_MAGIC_OFFSET", 0),
+        ("HEAD_VERSION_OFFSET", HEAD_VERSION_OFFSET),
+        ("HEAD_RESERVED_OFFSET", HEAD_RESERVED_OFFSET),
+        ("HEAD_JOURNAL_ID_OFFSET", HEAD_JOURNAL_ID_OFFSET),
+        ("HEAD_DURABLE_LSN_OFFSET", HEAD_DURABLE_LSN_OFFSET),
+        ("HEAD_UPDATED_AT_MS_OFFSET", HEAD_UPDATED_AT_MS_OFFSET),
+        ("HEAD_PID_OFFSET", HEAD_PID_OFFSET),
+        ("HEAD_RESERVED2_OFFSET", HEAD_RESERVED2_OFFSET),
+        ("HEAD_CRC_OFFSET", HEAD_CRC_OFFSET),
     ])
 }
 
@@ -120,6 +129,8 @@ fn constants() -> BTreeMap<&'static str, String> {
         ),
         ("SEGMENT_EXTENSION", SEGMENT_EXTENSION.to_string()),
         ("LOCK_FILE", LOCK_FILE.to_string()),
+        ("HEAD_FILE", HEAD_FILE.to_string()),
+        ("HEAD_BYTES", HEAD_BYTES.to_string()),
         ("ACK_FILE", ACK_FILE.to_string()),
         ("FORENSICS_DIR", FORENSICS_DIR.to_string()),
     ])
@@ -204,6 +215,7 @@ fn header_and_frame_sizes_are_what_the_diagrams_say() {
     assert_eq!(ACK_SLOT_BYTES, 64);
     assert_eq!(frame_bytes(1), 40, "the smallest frame");
     assert_eq!(ACK_SLOT_OFFSETS, [0, 4096]);
+    assert_eq!(HEAD_MAGIC, *b"SJHEAD\0\0");
 }
 
 #[test]

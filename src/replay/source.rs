@@ -8,7 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::Lsn;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::journal::ack::AckFile;
 use crate::journal::offline::{OfflineReader, first_retained, journal_id_of, read_head};
 use crate::journal::{Journal, Reader, RecordRef};
@@ -67,7 +67,9 @@ impl Source {
                 })
             }
             Source::Follower { dir, id } => Ok(Positions {
-                durable: read_head(dir, *id).map_or(0, |h| h.durable_lsn),
+                durable: read_head(dir, *id)
+                    .ok_or_else(|| Error::NoHead { dir: dir.clone() })?
+                    .durable_lsn,
                 first: first_retained(dir, *id)?,
                 acked: AckFile::peek(dir)?.map_or(0, |a| a.acked_lsn),
             }),
