@@ -511,13 +511,8 @@ pub(crate) fn status_of(
     state: &ReplayState,
 ) -> Result<SyncStatus> {
     let st = journal.state();
-    // Another replayer (a follower) may have moved the target past the local acknowledgement.
-    let base = st
-        .acked_lsn
-        .max(state.target_lsn.unwrap_or(0))
-        .min(st.durable_lsn);
-    let pending = st.durable_lsn - base;
-    let (pending_bytes, oldest) = if pending > 0 {
+    let base = SyncStatus::applied_base(st.durable_lsn, st.acked_lsn, state);
+    let (pending_bytes, oldest) = if st.durable_lsn > base {
         let bytes = journal.bytes_from(base + 1)?;
         let oldest = journal
             .reader(base + 1)?
@@ -527,24 +522,16 @@ pub(crate) fn status_of(
     } else {
         (0, None)
     };
-    // The head of the queue has waited since it became the head: the later of its creation
-    // and the last acknowledgement (the last time the head moved).
-    let stalled_since_ms = (pending > 0).then(|| oldest.unwrap_or(0).max(st.acked_at_ms));
-    Ok(SyncStatus {
-        journal_id: st.journal_id,
-        head_lsn: st.durable_lsn,
-        cache_applied_lsn: cache_applied,
-        acked_lsn: st.acked_lsn,
-        target_lsn: state.target_lsn,
-        pending_entries: pending,
+    Ok(SyncStatus::assemble(
+        st.journal_id,
+        st.durable_lsn,
+        cache_applied,
+        st.acked_lsn,
+        st.acked_at_ms,
         pending_bytes,
-        oldest_pending_ms: oldest,
-        last_success_ms: state.last_success_ms,
-        last_error: state.last_error.clone(),
-        quarantined: state.quarantined,
-        stalled_since_ms,
-        failing_since_ms: state.failing_since_ms,
-    })
+        oldest,
+        state,
+    ))
 }
 
 fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Result<CacheWriter> {

@@ -75,19 +75,10 @@ pub fn seal_frame(
     kind: u8,
     payload: &[u8],
 ) -> [u8; FRAME_HEADER_BYTES] {
+    let mut frame = vec![0u8; frame_bytes(payload.len())];
+    encode_frame_into(&mut frame, seed, lsn, synced_lsn, prev_crc, kind, payload);
     let mut h = [0u8; FRAME_HEADER_BYTES];
-    h[FRAME_LEN_OFFSET..FRAME_LEN_OFFSET + 4]
-        .copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    h[FRAME_LSN_OFFSET..FRAME_LSN_OFFSET + 8].copy_from_slice(&lsn.to_le_bytes());
-    h[FRAME_SYNCED_LSN_OFFSET..FRAME_SYNCED_LSN_OFFSET + 8]
-        .copy_from_slice(&synced_lsn.to_le_bytes());
-    h[FRAME_PREV_CRC_OFFSET..FRAME_PREV_CRC_OFFSET + 4].copy_from_slice(&prev_crc.to_le_bytes());
-    h[FRAME_KIND_OFFSET] = kind;
-    let mut hasher = seed.hasher();
-    hasher.update(&h[FRAME_LEN_OFFSET..]);
-    hasher.update(payload);
-    let crc = hasher.finalize();
-    h[FRAME_CRC_OFFSET..FRAME_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+    h.copy_from_slice(&frame[..FRAME_HEADER_BYTES]);
     h
 }
 

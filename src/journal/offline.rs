@@ -14,8 +14,7 @@ use crate::Lsn;
 use crate::error::{DamageKind, Error, Result};
 use crate::format::{
     FRAME_HEADER_BYTES, FRAME_LEN_OFFSET, FrameCheck, HEAD_BYTES, Head, KIND_GAP,
-    SEGMENT_DATA_OFFSET, SEGMENT_HEADER_BYTES, Seed, SegmentHeader, check_frame, frame_bytes,
-    gap_end, le_u32,
+    SEGMENT_DATA_OFFSET, Seed, SegmentHeader, check_frame, frame_bytes, gap_end, le_u32,
 };
 use crate::journal::RecordRef;
 use crate::journal::ack::AckFile;
@@ -151,22 +150,11 @@ pub fn owner_of(dir: &Path) -> Result<Option<Option<u32>>> {
 
 fn read_header(seq: u64, path: &Path) -> Result<SegmentHeader> {
     let f = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
-    let mut b = [0u8; SEGMENT_HEADER_BYTES];
-    let n = f
-        .read_at(&mut b, 0)
-        .map_err(|e| Error::io("read segment header", path, e))?;
-    let (h, _) = SegmentHeader::decode(&b[..n]).map_err(|e| recovery::header_error(path, e))?;
-    if h.segment_seq != seq {
-        return Err(Error::corrupt(
-            path,
-            0,
-            DamageKind::SequenceMismatch {
-                file_name: seq,
-                header: h.segment_seq,
-            },
-        ));
-    }
-    Ok(h)
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("stat segment", path, e))?
+        .len();
+    Ok(recovery::read_segment_header(&f, seq, path, len)?.0)
 }
 
 impl OfflineReader {

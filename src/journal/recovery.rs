@@ -278,22 +278,7 @@ fn examine_with(
         .metadata()
         .map_err(|e| Error::io("stat segment", path, e))?
         .len();
-    let mut head = [0u8; SEGMENT_HEADER_BYTES];
-    let n = (len as usize).min(SEGMENT_HEADER_BYTES);
-    read_full_at(&file, &mut head[..n], 0)
-        .map_err(|e| Error::io("read segment header", path, e))?;
-    let (header, header_crc) =
-        SegmentHeader::decode(&head[..n]).map_err(|e| header_error(path, e))?;
-    if header.segment_seq != seq {
-        return Err(Error::corrupt(
-            path,
-            0,
-            DamageKind::SequenceMismatch {
-                file_name: seq,
-                header: header.segment_seq,
-            },
-        ));
-    }
+    let (header, header_crc) = read_segment_header(&file, seq, path, len)?;
     if let Some(id) = expected_id
         && header.journal_id != id
     {
@@ -351,7 +336,32 @@ fn examine_with(
     })
 }
 
-pub(crate) fn header_error(path: &Path, e: HeaderError) -> Error {
+/// Reads and verifies the header of segment file `seq` (`len` bytes long), checking that it
+/// names the same sequence number as the file name. Returns the header and its checksum.
+pub(crate) fn read_segment_header(
+    file: &File,
+    seq: u64,
+    path: &Path,
+    len: u64,
+) -> Result<(SegmentHeader, u32)> {
+    let mut head = [0u8; SEGMENT_HEADER_BYTES];
+    let n = (len as usize).min(SEGMENT_HEADER_BYTES);
+    read_full_at(file, &mut head[..n], 0).map_err(|e| Error::io("read segment header", path, e))?;
+    let (header, crc) = SegmentHeader::decode(&head[..n]).map_err(|e| header_error(path, e))?;
+    if header.segment_seq != seq {
+        return Err(Error::corrupt(
+            path,
+            0,
+            DamageKind::SequenceMismatch {
+                file_name: seq,
+                header: header.segment_seq,
+            },
+        ));
+    }
+    Ok((header, crc))
+}
+
+fn header_error(path: &Path, e: HeaderError) -> Error {
     match e {
         HeaderError::TooShort { len } => {
             Error::corrupt(path, 0, DamageKind::HeaderTruncated { len: len as u64 })

@@ -187,6 +187,49 @@ impl SyncStatus {
     }
 }
 
+impl SyncStatus {
+    /// The first LSN not known applied on the target: after the higher of the local
+    /// acknowledgement and the target's watermark as last seen (another replayer may have
+    /// moved the target past the local acknowledgement), at most the head.
+    pub(crate) fn applied_base(head: Lsn, acked: Lsn, state: &ReplayState) -> Lsn {
+        acked.max(state.target_lsn.unwrap_or(0)).min(head)
+    }
+
+    /// Puts a status together from durable positions and the replayer's persisted state.
+    /// `pending_bytes` and `oldest_pending_ms` describe the entries after `applied_base`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn assemble(
+        journal_id: Uuid,
+        head: Lsn,
+        cache_applied: Option<Lsn>,
+        acked: Lsn,
+        acked_at_ms: u64,
+        pending_bytes: u64,
+        oldest_pending_ms: Option<u64>,
+        state: &ReplayState,
+    ) -> SyncStatus {
+        let pending = head - Self::applied_base(head, acked, state);
+        SyncStatus {
+            journal_id,
+            head_lsn: head,
+            cache_applied_lsn: cache_applied,
+            acked_lsn: acked,
+            target_lsn: state.target_lsn,
+            pending_entries: pending,
+            pending_bytes,
+            oldest_pending_ms,
+            last_success_ms: state.last_success_ms,
+            last_error: state.last_error.clone(),
+            quarantined: state.quarantined,
+            // The head of the queue has waited since it became the head: the later of its
+            // creation and the last acknowledgement (the last time the head moved).
+            stalled_since_ms: (pending > 0)
+                .then(|| oldest_pending_ms.unwrap_or(0).max(acked_at_ms)),
+            failing_since_ms: state.failing_since_ms,
+        }
+    }
+}
+
 /// Reads the creation time at the start of a store record's payload (the `u64` that
 /// `encode_event` writes first). `None` if it does not decode.
 pub(crate) fn created_at_ms(payload: &[u8]) -> Option<u64> {
@@ -258,10 +301,9 @@ pub fn offline_status(dir: &Path, target: Option<&Path>) -> Result<OfflineStatus
             Err(e) => target_error = Some(e.to_string()),
         }
     }
-    let base = acked.max(state.target_lsn.unwrap_or(0)).min(head);
-    let pending = head - base;
+    let base = SyncStatus::applied_base(head, acked, &state);
     let (mut pending_bytes, mut oldest) = (0u64, None);
-    if pending > 0 {
+    if head > base {
         let mut r = OfflineReader::open(dir, base + 1, head)?;
         while let Some(rec) = r.next_ref()? {
             if oldest.is_none() {
@@ -270,21 +312,16 @@ pub fn offline_status(dir: &Path, target: Option<&Path>) -> Result<OfflineStatus
             pending_bytes += crate::format::frame_bytes(rec.payload.len()) as u64;
         }
     }
-    let status = SyncStatus {
-        journal_id: id,
-        head_lsn: head,
-        cache_applied_lsn: None,
-        acked_lsn: acked,
-        target_lsn: state.target_lsn,
-        pending_entries: pending,
+    let status = SyncStatus::assemble(
+        id,
+        head,
+        None,
+        acked,
+        acked_at_ms,
         pending_bytes,
-        oldest_pending_ms: oldest,
-        last_success_ms: state.last_success_ms,
-        last_error: state.last_error.clone(),
-        quarantined: state.quarantined,
-        stalled_since_ms: (pending > 0).then(|| oldest.unwrap_or(0).max(acked_at_ms)),
-        failing_since_ms: state.failing_since_ms,
-    };
+        oldest,
+        &state,
+    );
     Ok(OfflineStatus {
         status,
         dir: dir.to_path_buf(),
