@@ -54,6 +54,14 @@ pub enum Error {
         holder_pid: Option<u32>,
     },
 
+    /// The directory exists but holds no journal (no segment, no `ACK`) and `create_if_missing`
+    /// is off.
+    #[error("{} holds no journal (no segment files and no ACK file); check the path — is it the right directory, is its disk mounted?", dir.display())]
+    NoJournal {
+        /// The directory.
+        dir: PathBuf,
+    },
+
     /// The journal directory does not exist and `create_if_missing` is off.
     #[error("journal directory {} does not exist", dir.display())]
     NotFound {

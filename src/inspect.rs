@@ -130,7 +130,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
         };
         segs.push(e);
     }
-    let findings = recovery::classify(dir, &segs)?;
+    let findings = recovery::classify(dir, &segs, ack.map_or(0, |a| a.acked_lsn))?;
     let damage = findings
         .iter()
         .map(|f| Damage {

@@ -67,14 +67,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `-v`/`-q` choose the level (RUST_LOG, if set, wins).
+/// Logs go to stderr, without colour codes unless it is a terminal; `-v`/`-q` choose the
+/// level (RUST_LOG, if set, wins). By default only errors are logged: a command reports its
+/// own outcome, in one line on failure.
 fn init_logging(verbose: u8, quiet: u8) {
+    use std::io::IsTerminal;
     let level = match (verbose, quiet) {
-        (_, 2..) => "off",
-        (_, 1) => "error",
-        (0, 0) => "warn",
-        (1, 0) => "info",
-        (2, 0) => "debug",
+        (_, 1..) => "off",
+        (0, 0) => "error",
+        (1, 0) => "warn",
+        (2, 0) => "info",
+        (3, 0) => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -82,6 +85,7 @@ fn init_logging(verbose: u8, quiet: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

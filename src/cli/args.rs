@@ -10,7 +10,7 @@ use syncjournal::Lsn;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (status: in sync, or syncing normally)
-  1  verify found damage in the journal
+  1  verify (or status) found damage in the journal
   2  usage error, or the operation failed (the message says why)
   3  status: the last sync attempt failed (the error is shown)
   4  status: entries are pending and the queue has not moved for longer than --stalled-after";
@@ -27,10 +27,11 @@ Exit codes:
     propagate_version = true
 )]
 pub struct Cli {
-    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    /// More log output on stderr (default errors only; -v warnings, -vv info, -vvv debug,
+    /// -vvvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Less log output on stderr (-q errors only, -qq nothing).
+    /// No log output on stderr (the command's own messages remain).
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
     /// The command.
@@ -135,7 +136,10 @@ pub enum Command {
     },
 
     /// List, retry or discard entries the target refused and quarantined.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  syncjournal quarantine list /var/lib/app/journal --target /mnt/share/app.db\n  syncjournal quarantine retry /var/lib/app/journal --target /mnt/share/app.db 1234"
+    )]
     Quarantine(QuarantineCommand),
 }
 

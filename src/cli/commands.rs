@@ -79,7 +79,9 @@ pub fn status(
     let s = &st.status;
     let failing = s.last_error.is_some();
     let stalled = s.is_stalled(stalled_after);
-    let verdict = if failing {
+    let verdict = if st.journal_error.is_some() {
+        "DAMAGED"
+    } else if failing {
         "FAILING"
     } else if stalled {
         "STALLED"
@@ -88,7 +90,9 @@ pub fn status(
     } else {
         "IN SYNC"
     };
-    let code = if failing {
+    let code = if st.journal_error.is_some() {
+        DAMAGE
+    } else if failing {
         FAILING
     } else if stalled {
         STALLED
@@ -127,8 +131,8 @@ fn print_status(out: &mut dyn Write, st: &OfflineStatus, verdict: &str) -> std::
     if let Some(e) = &st.journal_error {
         row(
             out,
-            "journal",
-            format!("DAMAGE after the head: {e} (run `syncjournal verify`)"),
+            "damage",
+            format!("{e} (records after it cannot be read; run `syncjournal verify`)"),
         )?;
     }
     row(
@@ -315,7 +319,23 @@ fn changeset_json(lsn: Lsn, at: u64, cs: &ChangeSet) -> serde_json::Value {
 
 /// `verify`
 pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
-    let ins = inspect(dir)?;
+    let ins = match inspect(dir) {
+        Ok(ins) => ins,
+        // Damage that stops the examination itself (a damaged header, a truncated or missing
+        // segment, a segment of another journal) is still damage found.
+        // (Files that are not this journal's are refused instead: exit 2.)
+        Err(e @ (Error::Corrupt(_) | Error::MissingSegment { .. })) => {
+            writeln!(out, "journal {}", dir.display())?;
+            writeln!(out, "DAMAGE: {e}")?;
+            writeln!(
+                out,
+                "next: stop the application, then run `syncjournal recover {} --mode salvage`, or move the file aside and restore it from a backup",
+                dir.display()
+            )?;
+            return Ok(DAMAGE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     writeln!(
         out,
         "journal {} (id {})",
@@ -380,9 +400,9 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
     let only_tail = ins.damage.iter().all(|d| d.torn_tail);
     writeln!(
         out,
-        "next: stop the application, then run `syncjournal recover {} {}` (damaged bytes are kept in {}/forensics)",
+        "next: stop the application, then run `syncjournal recover {}{}` (damaged bytes are kept in {}/forensics)",
         dir.display(),
-        if only_tail { "" } else { "--mode salvage" },
+        if only_tail { "" } else { " --mode salvage" },
         dir.display()
     )?;
     Ok(DAMAGE)
@@ -490,6 +510,7 @@ pub fn sync(
     );
     let started = Instant::now();
     let mut total = 0u64;
+    let mut quarantined = 0u64;
     let mut transactions = 0u64;
     let mut last_error: Option<Error> = None;
     loop {
@@ -517,13 +538,15 @@ pub fn sync(
             run_with_progress(&mut replayer, &progress)
         };
         total += report.applied;
+        quarantined += report.quarantined;
         transactions += report.transactions;
         match report.error {
             Some(e) if !follow => {
                 progress.finish_and_clear();
                 writeln!(
                     out,
-                    "applied {total} entries in {transactions} transactions; {} pending",
+                    "applied {total} entries{} in {transactions} transactions; {} pending",
+                    quarantined_note(quarantined),
                     report.pending
                 )?;
                 return Err(e.into());
@@ -540,7 +563,8 @@ pub fn sync(
             progress.finish_and_clear();
             writeln!(
                 out,
-                "applied {total} entries in {transactions} transactions in {}; {} pending",
+                "applied {total} entries{} in {transactions} transactions in {}; {} pending",
+                quarantined_note(quarantined),
                 duration(started.elapsed()),
                 report.pending
             )?;
@@ -560,11 +584,20 @@ pub fn sync(
             progress.finish_and_clear();
             writeln!(
                 out,
-                "stopped: applied {total} entries in {transactions} transactions in {}",
+                "stopped: applied {total} entries{} in {transactions} transactions in {}",
+                quarantined_note(quarantined),
                 duration(started.elapsed())
             )?;
             return Ok(OK);
         }
+    }
+}
+
+fn quarantined_note(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" (and quarantined {n} the target refused: `syncjournal quarantine list`)")
     }
 }
 

@@ -101,8 +101,14 @@ pub fn journal_id_of(dir: &Path) -> Result<Uuid> {
     }
     let listing = recovery::list(dir)?;
     let Some((seq, path)) = listing.segments.first() else {
-        return Err(Error::NotFound {
-            dir: dir.to_path_buf(),
+        return Err(match listing.foreign {
+            Some(example) => Error::ForeignDirectory {
+                dir: dir.to_path_buf(),
+                example,
+            },
+            None => Error::NoJournal {
+                dir: dir.to_path_buf(),
+            },
         });
     };
     Ok(read_header(*seq, path)?.journal_id)

@@ -141,7 +141,9 @@ impl JournalOptions {
         self
     }
 
-    /// Create the journal directory (and a new journal) if it does not exist. Default: true.
+    /// Create a new journal if there is none: if the directory does not exist, or holds no
+    /// journal (no segment, no `ACK`). When off, `open` fails with `NotFound` or `NoJournal`.
+    /// Default: true.
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
         self

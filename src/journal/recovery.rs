@@ -24,7 +24,7 @@ use crate::journal::ack::AckFile;
 use crate::journal::index::SparseIndex;
 use crate::journal::options::{JournalOptions, RecoveryMode};
 use crate::journal::scan::{
-    DamagedRegion, ScanInput, ScanPoint, SegmentScan, nonzero_span, scan_segment,
+    DamagedRegion, ScanInput, ScanPoint, SegmentScan, nonzero_span, scan_segment, scan_segment_with,
 };
 use crate::segment::{
     ACK_FILE, FORENSICS_DIR, LOCK_FILE, ReadMap, TMP_SUFFIX, allocate, inject, open_segment_rw,
@@ -319,14 +319,22 @@ fn examine_with(
             SegmentBytes::Owned(buf)
         }
     };
-    let scan = scan_segment(
-        bytes.bytes(),
-        ScanInput {
-            seed: Seed::new(header.journal_id, seq),
-            header_crc,
-            first_lsn: header.first_lsn,
-        },
-    );
+    let input = ScanInput {
+        seed: Seed::new(header.journal_id, seq),
+        header_crc,
+        first_lsn: header.first_lsn,
+    };
+    let scan = match &bytes {
+        // Drop the pages behind the scan: resident memory stays at a few MiB per segment.
+        SegmentBytes::Mapped(map) => {
+            let mut released = 0;
+            scan_segment_with(map.bytes(), input, &mut |at| {
+                map.release(released, at);
+                released = at;
+            })
+        }
+        SegmentBytes::Owned(v) => scan_segment(v, input),
+    };
     Ok(Examined {
         seq,
         path: path.to_path_buf(),
@@ -425,8 +433,11 @@ impl Finding {
 }
 
 /// Checks the segments against each other and classifies every damaged region. A region is
-/// a torn tail iff it is in the last segment and no later record proves it was durable.
-pub(crate) fn classify(dir: &Path, segs: &[Examined]) -> Result<Vec<Finding>> {
+/// a torn tail iff it is in the last segment and nothing proves it was durable: no later
+/// record claims it, and it is beyond the acknowledged LSN.
+/// `acked` is the acknowledged LSN: an acknowledged record was durable (invariant 6), so damage
+/// at or below it is never a torn tail.
+pub(crate) fn classify(dir: &Path, segs: &[Examined], acked: Lsn) -> Result<Vec<Finding>> {
     let mut missing_tails: Vec<(usize, DamagedRegion)> = Vec::new();
     for (w_index, w) in segs.windows(2).enumerate() {
         let (a, b) = (&w[0], &w[1]);
@@ -483,7 +494,7 @@ pub(crate) fn classify(dir: &Path, segs: &[Examined]) -> Result<Vec<Finding>> {
             .filter(|(j, _)| *j == i)
             .map(|(_, r)| r);
         for r in seg.scan.regions.iter().chain(extra) {
-            let torn_tail = last && !r.proven_durable();
+            let torn_tail = last && !r.proven_durable() && r.before.next_lsn > acked;
             let lost_end = match r.resume_lsn {
                 Some(l) => l,
                 None if !last => segs[i + 1].header.first_lsn,
@@ -561,9 +572,15 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
         )?);
     }
     let journal_id = segs[0].header.journal_id;
-    let findings = classify(dir, &segs)?;
-
     let acked = ack.as_ref().map_or(0, |a| a.current().acked_lsn);
+    let findings = classify(dir, &segs, acked)?;
+    // Only damaged segments' bytes are needed again (for repairs): unmap the others now.
+    for (i, seg) in segs.iter_mut().enumerate() {
+        if !findings.iter().any(|f| f.segment == i) {
+            seg.bytes = SegmentBytes::Owned(Vec::new());
+        }
+    }
+
     let first_lsn = segs[0].header.first_lsn;
     if first_lsn > acked.saturating_add(1) {
         return Err(Error::corrupt(

@@ -108,7 +108,23 @@ impl SegmentScan {
 
 /// Scans `bytes` (a whole segment file, header included). Never panics, whatever the bytes.
 pub fn scan_segment(bytes: &[u8], input: ScanInput) -> SegmentScan {
+    scan_segment_with(bytes, input, &mut |_| {})
+}
+
+/// Bytes of progress between two calls of a scan's `passed` callback.
+pub const SCAN_PROGRESS_BYTES: usize = 4 << 20;
+
+/// [`scan_segment`], calling `passed(offset)` every [`SCAN_PROGRESS_BYTES`] of progress: the
+/// scan will not come back below `offset` except to look for the end of trailing non-zero
+/// bytes, so a caller that maps the segment can release the pages behind it (keeping resident
+/// memory flat however large the segment).
+pub fn scan_segment_with(
+    bytes: &[u8],
+    input: ScanInput,
+    passed: &mut dyn FnMut(usize),
+) -> SegmentScan {
     let len = bytes.len();
+    let mut next_report = SCAN_PROGRESS_BYTES;
     let mut index = SparseIndex::default();
     let mut gaps = Vec::new();
     let mut regions: Vec<DamagedRegion> = Vec::new();
@@ -125,6 +141,10 @@ pub fn scan_segment(bytes: &[u8], input: ScanInput) -> SegmentScan {
     let mut force_index = true;
 
     loop {
+        if pos >= next_report {
+            passed(pos);
+            next_report = pos + SCAN_PROGRESS_BYTES;
+        }
         let point = ScanPoint {
             end: pos,
             next_lsn,

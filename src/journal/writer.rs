@@ -203,14 +203,16 @@ impl Journal {
             Err(e) => return Err(Error::io("open journal directory", &dir, e)),
         }
         let listing = recovery::list(&dir)?;
-        if listing.segments.is_empty()
-            && !listing.has_ack
-            && let Some(foreign) = listing.foreign
-        {
-            return Err(Error::ForeignDirectory {
-                dir,
-                example: foreign,
-            });
+        if listing.segments.is_empty() && !listing.has_ack {
+            if let Some(foreign) = listing.foreign {
+                return Err(Error::ForeignDirectory {
+                    dir,
+                    example: foreign,
+                });
+            }
+            if !opts.create_if_missing {
+                return Err(Error::NoJournal { dir });
+            }
         }
         let lock = DirLock::acquire(&dir, Duration::from_millis(opts.lock_wait_ms))?;
         let rec = recovery::recover(&dir, &opts)?;

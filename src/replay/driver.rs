@@ -219,7 +219,7 @@ impl<E: JournalEvent> Replayer<E> {
                 }
                 Err(e) if e.is_transient() && attempt < self.opts.retry_attempts_max => {
                     let delay = self.backoff(attempt);
-                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "transient failure; retrying");
+                    tracing::info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "transient failure; retrying");
                     attempt += 1;
                     report.retries += 1;
                     std::thread::sleep(delay);
@@ -239,7 +239,7 @@ impl<E: JournalEvent> Replayer<E> {
         match &report.error {
             None => self.state.succeeded(),
             Some(e) => {
-                tracing::warn!(error = %e, pending = report.pending, "sync stopped");
+                tracing::info!(error = %e, pending = report.pending, "sync stopped");
                 self.state.failed(e);
             }
         }
@@ -372,7 +372,7 @@ impl<E: JournalEvent> Replayer<E> {
         let mut bytes = 0usize;
         let mut stopped = None;
         let outcome: Result<(), Error> = (|| {
-            while (entries as usize) < entries_max && bytes < bytes_max {
+            while ((entries + quarantined) as usize) < entries_max && bytes < bytes_max {
                 let Some(rec) = reader.next_ref()? else { break };
                 let lsn = rec.lsn;
                 bytes += rec.payload.len();
@@ -463,6 +463,8 @@ impl<E: JournalEvent> Replayer<E> {
                             &reason,
                         )?;
                         quarantined += 1;
+                        last = lsn;
+                        continue;
                     }
                 }
                 last = lsn;

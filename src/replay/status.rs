@@ -282,10 +282,13 @@ pub fn offline_status(dir: &Path, target: Option<&Path>) -> Result<OfflineStatus
                 match r.next_ref() {
                     Ok(Some(rec)) => last = rec.gap().map_or(rec.lsn, |g| g.end - 1),
                     Ok(None) => break,
-                    Err(e) => {
+                    // Damage: the head is the last readable record, and the status says so.
+                    Err(e @ (Error::Corrupt(_) | Error::MissingSegment { .. })) => {
                         journal_error = Some(e.to_string());
                         break;
                     }
+                    // Not this journal's files, or an I/O error: no status can be given.
+                    Err(e) => return Err(e),
                 }
             }
             last

@@ -1,0 +1,584 @@
+//! Helpers for `tests/cli.rs`: running the `syncjournal` binary as a real process (with a hang
+//! guard), building journals and targets with the library, damaging segment files at known
+//! frames, and a child process that holds a journal open (the test binary re-executed).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use syncjournal::mutation::{KIND_CHANGESET, encode_event};
+use syncjournal::{ChangeSet, Journal, JournalOptions, Lsn, Value};
+
+/// Hang guard for every process the tests run: a process still running after this is killed
+/// and the test fails. Nothing is asserted about how long anything takes.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// `created_at_ms` of the entries the fixtures write: 2023-11-14T22:13:20.123Z.
+pub const BASE_MS: u64 = 1_700_000_000_123;
+
+/// Smallest segment size, so that a few hundred entries span several segments.
+pub const SMALL_SEGMENT: u64 = 64 << 10;
+
+/// Offset of the first frame in a segment (journal-format.md §3).
+pub const DATA_OFFSET: usize = 4096;
+
+/// The target schema of the fixtures.
+pub const TARGET_SCHEMA: &str = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);";
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_syncjournal")
+}
+
+/// A finished `syncjournal` run.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line, for messages.
+    pub cmdline: String,
+    /// Exit code (`-1` if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics (showing both streams) unless the exit code is `code`.
+    #[track_caller]
+    pub fn code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "`{}` exited with {} instead of {code}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.cmdline, self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless stdout contains every one of `needles`.
+    #[track_caller]
+    pub fn stdout_has(&self, needles: &[&str]) -> &Self {
+        for n in needles {
+            assert!(
+                self.stdout.contains(n),
+                "`{}`: stdout lacks {n:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+                self.cmdline,
+                self.stdout,
+                self.stderr
+            );
+        }
+        self
+    }
+
+    /// Panics unless stderr contains every one of `needles`.
+    #[track_caller]
+    pub fn stderr_has(&self, needles: &[&str]) -> &Self {
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "`{}`: stderr lacks {n:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+                self.cmdline,
+                self.stdout,
+                self.stderr
+            );
+        }
+        self
+    }
+
+    /// The `syncjournal: <message>` line of stderr (the error report of `main`); panics if
+    /// there is none. Every needle must be in that one line.
+    #[track_caller]
+    pub fn error_line(&self, needles: &[&str]) -> String {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("syncjournal: "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "`{}`: no `syncjournal: <message>` line on stderr\n--- stdout:\n{}\n--- stderr:\n{}",
+                    self.cmdline, self.stdout, self.stderr
+                )
+            })
+            .to_string();
+        for n in needles {
+            assert!(
+                line.contains(n),
+                "`{}`: the error line lacks {n:?}: {line}",
+                self.cmdline
+            );
+        }
+        line
+    }
+
+    /// Panics if stderr is not empty.
+    #[track_caller]
+    pub fn quiet_stderr(&self) -> &Self {
+        assert!(
+            self.stderr.is_empty(),
+            "`{}`: unexpected stderr:\n{}",
+            self.cmdline,
+            self.stderr
+        );
+        self
+    }
+}
+
+fn cmdline<S: AsRef<OsStr>>(args: &[S]) -> String {
+    let mut s = String::from("syncjournal");
+    for a in args {
+        s.push(' ');
+        s.push_str(&a.as_ref().to_string_lossy());
+    }
+    s
+}
+
+/// A `Command` for the binary with `args`; logs are not steered by the caller's `RUST_LOG`.
+pub fn command<S: AsRef<OsStr>>(args: &[S]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    c
+}
+
+/// Runs `syncjournal args…` to completion (stdin closed, stdout and stderr captured, both
+/// pipes: not terminals). Killed and failed after [`HANG_GUARD`].
+pub fn sj<S: AsRef<OsStr>>(args: &[S]) -> Run {
+    sj_env(args, &[])
+}
+
+/// [`sj`] with extra environment variables.
+pub fn sj_env<S: AsRef<OsStr>>(args: &[S], envs: &[(&str, &OsStr)]) -> Run {
+    let mut cmd = command(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn syncjournal");
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    let status = wait_guarded(&mut child, &cmdline(args));
+    Run {
+        cmdline: cmdline(args),
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Reads a stream to its end on a thread.
+pub fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = r.read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
+    })
+}
+
+/// Waits for `child`; kills it and panics after [`HANG_GUARD`].
+pub fn wait_guarded(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hang guard: `{what}` still running after {HANG_GUARD:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `cond` until it holds; panics after [`HANG_GUARD`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: {what} did not happen within {HANG_GUARD:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True if `s` holds a terminal escape sequence or a carriage return (a progress bar, colours).
+pub fn has_terminal_codes(s: &str) -> bool {
+    s.contains('\x1b') || s.contains('\r')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures built with the library.
+
+/// The `name` of fixture item `i` (long enough that 900 entries span several small segments).
+pub fn item_name(i: i64) -> String {
+    format!("item-{i}-{}", "x".repeat(150))
+}
+
+/// The change set of fixture entry `i`: an insert into `items`.
+pub fn item(i: i64) -> ChangeSet {
+    ChangeSet::new().insert("items", [("id", i)], [("name", Value::from(item_name(i)))])
+}
+
+/// The payload of a change set as the store journals it, created at `BASE_MS + lsn`.
+pub fn payload(created_at_ms: u64, cs: &ChangeSet) -> Vec<u8> {
+    encode_event(created_at_ms, cs).expect("encode change set")
+}
+
+/// Options of the fixture journals: small segments, the journal directory must exist or be
+/// creatable.
+pub fn small_opts() -> JournalOptions {
+    JournalOptions::new().segment_bytes_max(SMALL_SEGMENT)
+}
+
+/// Creates a journal in `dir` holding entries `1..=n`, each `item(i)` created at
+/// `BASE_MS + i`, none acknowledged (all pending). Small segments.
+pub fn build_journal(dir: &Path, n: i64) -> PathBuf {
+    let j = Journal::open(dir, small_opts()).expect("open fixture journal");
+    append_items(&j, 1, n);
+    j.close().expect("close fixture journal");
+    dir.to_path_buf()
+}
+
+/// Appends `item(i)` for `i` in `from..=to`; their LSNs must be `i` (a fresh journal).
+pub fn append_items(j: &Journal, from: i64, to: i64) -> Lsn {
+    let mut last = 0;
+    for i in from..=to {
+        last = j
+            .append_kind(KIND_CHANGESET, &payload(BASE_MS + i as u64, &item(i)))
+            .expect("append");
+        assert_eq!(last, i as Lsn, "fixture LSNs follow the item ids");
+    }
+    last
+}
+
+/// Appends arbitrary change sets, returning their LSNs.
+pub fn append_changes(j: &Journal, changes: &[ChangeSet]) -> Vec<Lsn> {
+    changes
+        .iter()
+        .map(|cs| {
+            j.append_kind(KIND_CHANGESET, &payload(BASE_MS, cs))
+                .expect("append")
+        })
+        .collect()
+}
+
+/// Creates a target database at `path` with `schema`.
+pub fn create_target(path: &Path, schema: &str) {
+    let c = rusqlite::Connection::open(path).expect("create target");
+    c.execute_batch(schema).expect("target schema");
+}
+
+/// Opens a target read-write, waiting on locks.
+pub fn open_target(path: &Path) -> rusqlite::Connection {
+    let c =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .expect("open target");
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
+}
+
+/// `SELECT count(*) FROM table` on a target (0 while the table does not exist yet).
+pub fn count_rows(path: &Path, table: &str) -> i64 {
+    let c = open_target(path);
+    c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// The target's watermark for its (only) journal, 0 if none.
+pub fn target_watermark(path: &Path) -> i64 {
+    let c = open_target(path);
+    c.query_row("SELECT max(lsn) FROM syncjournal_progress", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segment files and damage.
+
+/// Sorted segment files (`*.sjl`) of a journal directory.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read journal dir")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sjl"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A frame found by walking a segment's structure (journal-format.md §3.2, §3.4).
+#[derive(Debug, Clone, Copy)]
+pub struct Frame {
+    /// Offset of the frame in the segment file.
+    pub offset: usize,
+    /// Bytes it occupies, padding included.
+    pub len: usize,
+    /// Its LSN.
+    pub lsn: Lsn,
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The frames of an undamaged segment file: from offset 4096 to the all-zero end marker.
+pub fn frames(segment: &Path) -> Vec<Frame> {
+    let b = std::fs::read(segment).expect("read segment");
+    let mut pos = DATA_OFFSET;
+    let mut out = Vec::new();
+    while pos + 32 <= b.len() && b[pos..pos + 32].iter().any(|&x| x != 0) {
+        let payload_len = le_u32(&b, pos + 4) as usize;
+        let len = (32 + payload_len).div_ceil(8) * 8;
+        out.push(Frame {
+            offset: pos,
+            len,
+            lsn: le_u64(&b, pos + 8),
+        });
+        pos += len;
+    }
+    out
+}
+
+/// The `first_lsn` in a segment's header (offset 40).
+pub fn first_lsn_of(segment: &Path) -> Lsn {
+    let b = std::fs::read(segment).expect("read segment");
+    le_u64(&b, 40)
+}
+
+/// Writes `bytes` at `offset` of `file`.
+pub fn write_at(file: &Path, offset: usize, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .expect("open for damage");
+    f.write_all_at(bytes, offset as u64).expect("write damage");
+    f.sync_all().unwrap();
+}
+
+/// A torn last write: the second half of the last frame of the last segment replaced by
+/// garbage, as if only its first pages reached the disk. Returns the segment, the frame, and
+/// the garbled bytes as they are now on disk (from the frame's start to its end).
+pub fn tear_last_frame(dir: &Path) -> (PathBuf, Frame, Vec<u8>) {
+    let seg = segments(dir).pop().expect("a segment");
+    let last = *frames(&seg).last().expect("a frame");
+    let half = last.len / 2;
+    let garbage: Vec<u8> = (0..last.len - half).map(|i| 0xA5 ^ (i as u8)).collect();
+    write_at(&seg, last.offset + half, &garbage);
+    let now = std::fs::read(&seg).unwrap()[last.offset..last.offset + last.len].to_vec();
+    (seg, last, now)
+}
+
+/// Media damage in durable data: one bit flipped in the payload of the record `lsn` of the
+/// first segment. Returns the segment and the frame.
+pub fn flip_bit_in_record(dir: &Path, lsn: Lsn) -> (PathBuf, Frame) {
+    let seg = segments(dir).into_iter().next().expect("a segment");
+    let f = *frames(&seg)
+        .iter()
+        .find(|f| f.lsn == lsn)
+        .expect("the record's frame");
+    let at = f.offset + 40;
+    let b = std::fs::read(&seg).unwrap();
+    write_at(&seg, at, &[b[at] ^ 0x10]);
+    (seg, f)
+}
+
+/// Every file under `dir` (recursively) with its bytes.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Panics, naming the files that differ, unless two snapshots are equal.
+#[track_caller]
+pub fn assert_same_files(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+    what: &str,
+) {
+    let names = |m: &BTreeMap<PathBuf, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(before),
+        names(after),
+        "{what}: files were added or removed"
+    );
+    for (p, b) in before {
+        assert!(after[p] == *b, "{what}: {} was modified", p.display());
+    }
+}
+
+/// Peak resident memory (`VmHWM`, KiB) of a running process, from `/proc/<pid>/status`.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A process that holds a journal open: the test binary, re-executed to run only an ignored
+// test that opens the journal with the library and obeys commands on its stdin.
+
+/// Environment variable naming the journal directory the child opens.
+pub const CHILD_DIR_VAR: &str = "SYNCJOURNAL_CLI_TEST_CHILD_DIR";
+
+/// The child's side: opens the journal in `dir`, prints `READY <pid>`, then for each line
+/// `append FROM TO` on stdin appends `item(FROM..=TO)` and prints `APPENDED <last lsn>`;
+/// closes the journal at end of input and prints `CLOSED`.
+pub fn child_main(dir: &Path) {
+    let j = Journal::open(dir, JournalOptions::new().create_if_missing(false))
+        .expect("child: open journal");
+    // A line of its own: the test harness has printed "test … … " without a newline.
+    println!("\nREADY {}", std::process::id());
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("child: stdin");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["append", from, to] => {
+                let (from, to): (i64, i64) = (from.parse().unwrap(), to.parse().unwrap());
+                let lsn = append_items(&j, from, to);
+                println!("\nAPPENDED {lsn}");
+            }
+            _ => panic!("child: unknown command {line:?}"),
+        }
+    }
+    j.close().expect("child: close");
+    println!("\nCLOSED");
+}
+
+/// The parent's handle on a child that holds a journal open. Dropping it ends the child.
+pub struct JournalOwner {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// The child's pid.
+    pub pid: u32,
+}
+
+impl JournalOwner {
+    /// Starts the child (running the ignored test `test_name` of this test binary) on `dir`
+    /// and waits until it has the journal open.
+    pub fn start(test_name: &str, dir: &Path) -> JournalOwner {
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                test_name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_DIR_VAR, dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the journal owner");
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut owner = JournalOwner {
+            child,
+            stdin,
+            lines: rx,
+            pid: 0,
+        };
+        let ready = owner.expect_line("READY");
+        owner.pid = ready.trim_start_matches("READY ").trim().parse().unwrap();
+        assert_eq!(owner.pid, owner.child.id(), "the child reports its own pid");
+        owner
+    }
+
+    /// Waits for a line of the child holding `prefix` and returns it from `prefix` on (other
+    /// lines — the test harness's — are skipped); panics after [`HANG_GUARD`] or if the child
+    /// ends.
+    pub fn expect_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(prefix) => return l[l.find(prefix).unwrap()..].to_string(),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("hang guard: the journal owner did not print {prefix:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the journal owner ended before printing {prefix:?}")
+                }
+            }
+        }
+    }
+
+    /// Has the child append `item(from..=to)`; returns the last LSN once they are durable.
+    pub fn append(&mut self, from: i64, to: i64) -> Lsn {
+        let stdin = self.stdin.as_mut().expect("child stdin");
+        writeln!(stdin, "append {from} {to}").expect("write to the child");
+        stdin.flush().unwrap();
+        let l = self.expect_line("APPENDED");
+        l.trim_start_matches("APPENDED ").trim().parse().unwrap()
+    }
+
+    /// Closes the journal in the child and waits for it to exit successfully.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        self.expect_line("CLOSED");
+        let st = wait_guarded(&mut self.child, "journal owner");
+        assert!(st.success(), "the journal owner failed: {st}");
+    }
+}
+
+impl Drop for JournalOwner {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if self.child.try_wait().ok().flatten().is_none() {
+            // Give it a moment to close cleanly on end of input, then end it.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
