@@ -182,6 +182,9 @@ impl TableInfo {
 #[derive(Debug, Default)]
 pub struct SchemaCache {
     tables: HashMap<String, Arc<TableInfo>>,
+    /// Statement templates by mutation shape (operation, table, column names): a mutation of
+    /// a shape seen before skips building SQL and resolving names.
+    templates: HashMap<u64, Vec<Arc<Template>>>,
 }
 
 impl SchemaCache {
@@ -193,6 +196,7 @@ impl SchemaCache {
     /// Forgets everything (after a reconnect or a schema change).
     pub fn clear(&mut self) {
         self.tables.clear();
+        self.templates.clear();
     }
 
     fn load(conn: &Connection, table: &str) -> Result<Option<TableInfo>, ApplyError> {
@@ -299,16 +303,36 @@ impl<'c> ApplyContext<'c> {
     /// Applies one row mutation after checking its table, key and columns against the
     /// database's schema.
     pub fn apply_mutation(&mut self, m: &Mutation) -> Result<(), ApplyError> {
-        let plan = match self.plan(m, false) {
-            Ok(p) => p,
+        let t = match self
+            .template(m, false)
+            .and_then(|t| check_values(&t, m).map(|()| t))
+        {
+            Ok(t) => t,
             // The schema may have changed under us (a migration by another process): look
             // again before calling the entry permanently wrong.
-            Err(ApplyError::Rejected { .. }) => self.plan(m, true)?,
+            Err(ApplyError::Rejected { .. }) => {
+                let t = self.template(m, true)?;
+                check_values(&t, m)?;
+                t
+            }
             Err(e) => return Err(e),
         };
-        let run = |(sql, params): &(String, Vec<&Value>)| -> Result<usize, ApplyError> {
+        let params = |ix: &[usize]| -> Vec<&Value> {
+            let key = m.key();
+            let values = m.values();
+            ix.iter()
+                .map(|&i| {
+                    if i < key.len() {
+                        &key[i].1
+                    } else {
+                        &values[i - key.len()].1
+                    }
+                })
+                .collect()
+        };
+        let run = |(sql, ix): &Stmt| -> Result<usize, ApplyError> {
             let mut stmt = self.conn.prepare_cached(sql)?;
-            stmt.execute(rusqlite::params_from_iter(params.iter()))
+            stmt.execute(rusqlite::params_from_iter(params(ix)))
                 .map_err(|e| match ApplyError::from(e) {
                     ApplyError::Rejected { reason } => ApplyError::Rejected {
                         reason: format!("{m}: {reason}"),
@@ -316,12 +340,12 @@ impl<'c> ApplyContext<'c> {
                     t => t,
                 })
         };
-        match &plan.steps {
+        match &t.steps {
             Steps::One { stmt, must_change } => {
                 if run(stmt)? == 0 && *must_change {
                     return Err(ApplyError::rejected(format!(
                         "{m}: no row in {} has this key",
-                        plan.table
+                        t.info.name
                     )));
                 }
             }
@@ -333,7 +357,7 @@ impl<'c> ApplyContext<'c> {
             Steps::InsertIfAbsent { exists, insert } => {
                 let mut stmt = self.conn.prepare_cached(&exists.0)?;
                 let found: bool =
-                    stmt.query_row(rusqlite::params_from_iter(exists.1.iter()), |r| r.get(0))?;
+                    stmt.query_row(rusqlite::params_from_iter(params(&exists.1)), |r| r.get(0))?;
                 if !found {
                     run(insert)?;
                 }
@@ -342,7 +366,27 @@ impl<'c> ApplyContext<'c> {
         Ok(())
     }
 
-    fn plan<'m>(&mut self, m: &'m Mutation, refresh: bool) -> Result<Plan<'m>, ApplyError> {
+    /// The statement template for `m`'s shape: from the cache, or built (names checked
+    /// against the schema) and cached.
+    fn template(&mut self, m: &Mutation, refresh: bool) -> Result<Arc<Template>, ApplyError> {
+        let h = shape_hash(m);
+        if !refresh
+            && let Some(t) = self
+                .schema
+                .templates
+                .get(&h)
+                .and_then(|v| v.iter().find(|t| t.matches(m)))
+        {
+            return Ok(Arc::clone(t));
+        }
+        let t = Arc::new(self.build_template(m, refresh)?);
+        let list = self.schema.templates.entry(h).or_default();
+        list.retain(|old| !old.matches(m));
+        list.push(Arc::clone(&t));
+        Ok(t)
+    }
+
+    fn build_template(&mut self, m: &Mutation, refresh: bool) -> Result<Template, ApplyError> {
         let tname = m.table();
         let lower = tname.to_ascii_lowercase();
         if lower.starts_with("sqlite_") || lower.starts_with("syncjournal_") {
@@ -360,11 +404,11 @@ impl<'c> ApplyContext<'c> {
             )));
         }
         let key = resolve(&t, m, m.key(), "key")?;
-        let mut key_idx: Vec<usize> = key.iter().map(|(i, _)| *i).collect();
-        key_idx.sort_unstable();
+        let mut key_sorted = key.clone();
+        key_sorted.sort_unstable();
         let mut pk_sorted = t.pk.clone();
         pk_sorted.sort_unstable();
-        if key_idx != pk_sorted {
+        if key_sorted != pk_sorted {
             let want: Vec<&str> = t.pk.iter().map(|&i| t.columns[i].name.as_str()).collect();
             return Err(ApplyError::rejected(format!(
                 "{m}: the key must name exactly the primary-key columns of {} ({})",
@@ -372,31 +416,27 @@ impl<'c> ApplyContext<'c> {
                 want.join(", ")
             )));
         }
-        if let Some((i, _)) = key.iter().find(|(_, v)| matches!(v, Value::Null)) {
-            return Err(ApplyError::rejected(format!(
-                "{m}: key column {} is NULL",
-                t.columns[*i].name
-            )));
-        }
         let values = resolve(&t, m, m.values(), "column")?;
-        if let Some((i, _)) = values.iter().find(|(i, _)| t.pk.contains(i)) {
+        if let Some(i) = values.iter().find(|i| t.pk.contains(i)) {
             return Err(ApplyError::rejected(format!(
                 "{m}: column {} is part of the primary key and is given in the key",
                 t.columns[*i].name
             )));
         }
+        // Parameters are indexes into `key ++ values`, in the mutation's own order.
+        let nk = key.len();
         let q = |i: usize| quote_ident(&t.columns[i].name);
         let table = quote_ident(&t.name);
         let key_where = |first: usize| -> String {
             key.iter()
                 .enumerate()
-                .map(|(n, (i, _))| format!("{} = ?{}", q(*i), first + n))
+                .map(|(n, &i)| format!("{} = ?{}", q(i), first + n))
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
-        let key_params = || key.iter().map(|(_, v)| *v);
+        let key_ix = || (0..nk).collect::<Vec<usize>>();
         let insert = || {
-            let cols: Vec<String> = key.iter().chain(&values).map(|(i, _)| q(*i)).collect();
+            let cols: Vec<String> = key.iter().chain(&values).map(|&i| q(i)).collect();
             let marks: Vec<String> = (1..=cols.len()).map(|n| format!("?{n}")).collect();
             (
                 format!(
@@ -404,17 +444,14 @@ impl<'c> ApplyContext<'c> {
                     cols.join(", "),
                     marks.join(", ")
                 ),
-                key.iter()
-                    .chain(&values)
-                    .map(|(_, v)| *v)
-                    .collect::<Vec<&Value>>(),
+                (0..nk + values.len()).collect::<Vec<usize>>(),
             )
         };
         let update = || {
             let set: Vec<String> = values
                 .iter()
                 .enumerate()
-                .map(|(n, (i, _))| format!("{} = ?{}", q(*i), n + 1))
+                .map(|(n, &i)| format!("{} = ?{}", q(i), n + 1))
                 .collect();
             (
                 format!(
@@ -422,11 +459,7 @@ impl<'c> ApplyContext<'c> {
                     set.join(", "),
                     key_where(values.len() + 1)
                 ),
-                values
-                    .iter()
-                    .map(|(_, v)| *v)
-                    .chain(key_params())
-                    .collect::<Vec<&Value>>(),
+                (nk..nk + values.len()).chain(0..nk).collect::<Vec<usize>>(),
             )
         };
         let steps = match m {
@@ -447,12 +480,13 @@ impl<'c> ApplyContext<'c> {
                 // SQLite checks NOT NULL on the insert half of `INSERT … ON CONFLICT DO
                 // UPDATE` before it sees the conflict, so the one-statement form is only right
                 // when the values give every required column.
-                let covered =
-                    t.columns.iter().enumerate().all(|(i, c)| {
-                        !c.required || key.iter().chain(&values).any(|(j, _)| *j == i)
-                    });
+                let covered = t
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .all(|(i, c)| !c.required || key.iter().chain(&values).any(|&j| j == i));
                 if covered {
-                    let (mut sql, params) = insert();
+                    let (mut sql, ix) = insert();
                     let conflict: Vec<String> = t.pk.iter().map(|&i| q(i)).collect();
                     if values.is_empty() {
                         sql.push_str(&format!(
@@ -462,7 +496,7 @@ impl<'c> ApplyContext<'c> {
                     } else {
                         let set: Vec<String> = values
                             .iter()
-                            .map(|(i, _)| format!("{c} = excluded.{c}", c = q(*i)))
+                            .map(|&i| format!("{c} = excluded.{c}", c = q(i)))
                             .collect();
                         sql.push_str(&format!(
                             " ON CONFLICT ({}) DO UPDATE SET {}",
@@ -471,7 +505,7 @@ impl<'c> ApplyContext<'c> {
                         ));
                     }
                     Steps::One {
-                        stmt: (sql, params),
+                        stmt: (sql, ix),
                         must_change: false,
                     }
                 } else if values.is_empty() {
@@ -481,7 +515,7 @@ impl<'c> ApplyContext<'c> {
                                 "SELECT EXISTS (SELECT 1 FROM {table} WHERE {})",
                                 key_where(1)
                             ),
-                            key_params().collect(),
+                            key_ix(),
                         ),
                         insert: insert(),
                     }
@@ -495,68 +529,142 @@ impl<'c> ApplyContext<'c> {
             Mutation::Delete { .. } => Steps::One {
                 stmt: (
                     format!("DELETE FROM {table} WHERE {}", key_where(1)),
-                    key_params().collect(),
+                    key_ix(),
                 ),
                 must_change: false,
             },
         };
-        Ok(Plan {
+        Ok(Template {
+            op: op_code(m),
+            given_table: tname.to_owned(),
+            given_cols: m
+                .key()
+                .iter()
+                .chain(m.values())
+                .map(|(n, _)| n.clone())
+                .collect(),
+            key_len: nk,
+            cols: key.iter().chain(&values).copied().collect(),
+            info: t,
             steps,
-            table: t.name.clone(),
         })
     }
 }
 
-/// A statement and its parameters.
-type Stmt<'m> = (String, Vec<&'m Value>);
+fn op_code(m: &Mutation) -> u8 {
+    match m {
+        Mutation::Insert { .. } => 0,
+        Mutation::Update { .. } => 1,
+        Mutation::Upsert { .. } => 2,
+        Mutation::Delete { .. } => 3,
+    }
+}
+
+/// A hash of a mutation's shape: operation, table and column names as given.
+fn shape_hash(m: &Mutation) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    op_code(m).hash(&mut h);
+    m.table().hash(&mut h);
+    m.key().len().hash(&mut h);
+    for (n, _) in m.key().iter().chain(m.values()) {
+        n.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A statement and its parameters, as indexes into the mutation's `key ++ values`.
+type Stmt = (String, Vec<usize>);
 
 /// How a mutation is carried out.
-enum Steps<'m> {
+enum Steps {
     /// One statement; with `must_change`, no changed row means "no such row".
-    One { stmt: Stmt<'m>, must_change: bool },
+    One { stmt: Stmt, must_change: bool },
     /// Update the row if it exists, insert it otherwise.
-    UpdateElseInsert { update: Stmt<'m>, insert: Stmt<'m> },
+    UpdateElseInsert { update: Stmt, insert: Stmt },
     /// Insert the row unless it exists.
-    InsertIfAbsent { exists: Stmt<'m>, insert: Stmt<'m> },
+    InsertIfAbsent { exists: Stmt, insert: Stmt },
 }
 
-struct Plan<'m> {
-    steps: Steps<'m>,
-    table: String,
+/// The statements for one mutation shape, with its names already checked against the schema.
+pub(crate) struct Template {
+    op: u8,
+    given_table: String,
+    given_cols: Vec<String>,
+    key_len: usize,
+    /// Schema positions of `key ++ values`.
+    cols: Vec<usize>,
+    info: Arc<TableInfo>,
+    steps: Steps,
 }
 
-/// Maps named columns to schema positions, refusing unknown and duplicate names and values
-/// of the wrong type family.
-fn resolve<'m>(
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template")
+            .field("table", &self.info.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Template {
+    fn matches(&self, m: &Mutation) -> bool {
+        self.op == op_code(m)
+            && self.given_table == m.table()
+            && self.key_len == m.key().len()
+            && self.given_cols.len() == m.key().len() + m.values().len()
+            && self
+                .given_cols
+                .iter()
+                .zip(m.key().iter().chain(m.values()))
+                .all(|(a, (b, _))| a == b)
+    }
+}
+
+/// The checks that depend on values: no NULL in the key, and each value of its column's type
+/// family.
+fn check_values(t: &Template, m: &Mutation) -> Result<(), ApplyError> {
+    for (p, (_, v)) in m.key().iter().chain(m.values()).enumerate() {
+        let c = &t.info.columns[t.cols[p]];
+        if p < t.key_len && matches!(v, Value::Null) {
+            return Err(ApplyError::rejected(format!(
+                "{m}: key column {} is NULL",
+                c.name
+            )));
+        }
+        if !c.affinity.accepts(v) {
+            return Err(ApplyError::rejected(format!(
+                "{m}: type mismatch: column {}.{} is declared {:?} but the value is {}",
+                t.info.name,
+                c.name,
+                c.decl,
+                kind_name(v)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Maps named columns to schema positions, refusing unknown and duplicate names.
+fn resolve(
     t: &TableInfo,
     m: &Mutation,
-    cols: &'m [(String, Value)],
+    cols: &[(String, Value)],
     what: &str,
-) -> Result<Vec<(usize, &'m Value)>, ApplyError> {
-    let mut out: Vec<(usize, &Value)> = Vec::with_capacity(cols.len());
-    for (name, v) in cols {
+) -> Result<Vec<usize>, ApplyError> {
+    let mut out: Vec<usize> = Vec::with_capacity(cols.len());
+    for (name, _) in cols {
         let Some(i) = t.column(name) else {
             return Err(ApplyError::rejected(format!(
                 "{m}: table {} has no {what} column {name:?}",
                 t.name
             )));
         };
-        if out.iter().any(|(j, _)| *j == i) {
+        if out.contains(&i) {
             return Err(ApplyError::rejected(format!(
                 "{m}: column {name:?} is given twice"
             )));
         }
-        let c = &t.columns[i];
-        if !c.affinity.accepts(v) {
-            return Err(ApplyError::rejected(format!(
-                "{m}: type mismatch: column {}.{} is declared {:?} but the value is {}",
-                t.name,
-                c.name,
-                c.decl,
-                kind_name(v)
-            )));
-        }
-        out.push((i, v));
+        out.push(i);
     }
     Ok(out)
 }

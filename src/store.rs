@@ -113,6 +113,9 @@ struct CacheWriter {
     txn_max: Lsn,
     /// Applied LSN of the last committed cache transaction.
     committed: Lsn,
+    /// A thread is waiting for the open transaction's last entries to become durable in
+    /// order to commit it: new entries wait (so that the transaction cannot keep growing).
+    closing: bool,
 }
 
 #[derive(Default)]
@@ -125,6 +128,8 @@ struct Inner<E: JournalEvent> {
     journal: Arc<Journal>,
     cache_path: PathBuf,
     writer: Mutex<CacheWriter>,
+    /// Signalled when a closing cache transaction commits.
+    writer_cv: Condvar,
     reader: Mutex<Connection>,
     replayer: Option<Mutex<Replayer<E>>>,
     signal: Mutex<Signal>,
@@ -164,6 +169,16 @@ impl<E: JournalEvent> std::fmt::Debug for Store<E> {
             .field("cache", &self.inner.cache_path)
             .finish_non_exhaustive()
     }
+}
+
+/// Runs a parameterless statement through the statement cache (no parsing per call).
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Runs a statement with one integer parameter through the statement cache.
+fn exec_cached_with(conn: &Connection, sql: &str, v: Lsn) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([v as i64]).map(|_| ())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -219,6 +234,7 @@ impl<E: JournalEvent> Store<E> {
             journal,
             cache_path,
             writer: Mutex::new(writer),
+            writer_cv: Condvar::new(),
             reader: Mutex::new(reader),
             replayer,
             signal: Mutex::new(Signal::default()),
@@ -261,6 +277,9 @@ impl<E: JournalEvent> Store<E> {
         let ce = cache_err(&inner.cache_path);
         let lsn = {
             let mut w = lock(&inner.writer);
+            while w.closing {
+                w = inner.writer_cv.wait(w).unwrap_or_else(|e| e.into_inner());
+            }
             inner.check()?;
             let CacheWriter {
                 conn,
@@ -268,12 +287,13 @@ impl<E: JournalEvent> Store<E> {
                 txn_open,
                 txn_max,
                 committed,
+                ..
             } = &mut *w;
             if !*txn_open {
-                conn.execute_batch("BEGIN IMMEDIATE").map_err(&ce)?;
+                exec_cached(conn, "BEGIN IMMEDIATE").map_err(&ce)?;
                 *txn_open = true;
             }
-            conn.execute_batch("SAVEPOINT sj_apply").map_err(&ce)?;
+            exec_cached(conn, "SAVEPOINT sj_apply").map_err(&ce)?;
             let span = tracing::trace_span!("cache_apply", kind = E::KIND).entered();
             let applied = event.apply(&mut ApplyContext::new(conn, schema));
             drop(span);
@@ -284,7 +304,7 @@ impl<E: JournalEvent> Store<E> {
             let written = written.and_then(|()| inner.journal.write(E::KIND, &payload));
             match written {
                 Ok(lsn) => {
-                    conn.execute_batch("RELEASE sj_apply").map_err(&ce)?;
+                    exec_cached(conn, "RELEASE sj_apply").map_err(&ce)?;
                     *txn_max = lsn;
                     lsn
                 }
@@ -304,32 +324,51 @@ impl<E: JournalEvent> Store<E> {
             inner.break_store(&e);
             return Err(e);
         }
-        {
-            let mut w = lock(&inner.writer);
-            if w.committed < lsn {
-                // The open transaction was rolled back if the store broke meanwhile.
-                inner.check()?;
-                let upto = w.txn_max;
-                if sync_mode && let Err(e) = inner.journal.wait_durable(upto) {
-                    inner.break_store(&e);
-                    return Err(e);
-                }
-                let r = w
-                    .conn
-                    .execute(
-                        "UPDATE syncjournal_cache SET applied_lsn = ?1",
-                        [upto as i64],
-                    )
-                    .and_then(|_| w.conn.execute_batch("COMMIT"));
+        // Commit the cache transaction once every entry in it is durable. A thread whose
+        // transaction holds entries not yet durable closes it to newcomers and waits for them
+        // without holding the cache lock (their appenders, and the journal's sync leader,
+        // must be able to run meanwhile).
+        let mut w = lock(&inner.writer);
+        while w.committed < lsn {
+            // The open transaction was rolled back if the store broke meanwhile.
+            inner.check()?;
+            let upto = w.txn_max;
+            if !sync_mode || inner.journal.durable_lsn() >= upto {
+                let r = exec_cached_with(
+                    &w.conn,
+                    "UPDATE syncjournal_cache SET applied_lsn = ?1",
+                    upto,
+                )
+                .and_then(|()| exec_cached(&w.conn, "COMMIT"));
+                w.closing = false;
+                inner.writer_cv.notify_all();
                 if let Err(e) = r {
                     let err = ce(e);
+                    drop(w);
                     inner.break_store(&err);
                     return Err(err);
                 }
                 w.committed = upto;
                 w.txn_open = false;
+                break;
+            }
+            if w.closing {
+                w = inner.writer_cv.wait(w).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            w.closing = true;
+            drop(w);
+            let durable = inner.journal.wait_durable(upto);
+            w = lock(&inner.writer);
+            if let Err(e) = durable {
+                w.closing = false;
+                inner.writer_cv.notify_all();
+                drop(w);
+                inner.break_store(&e);
+                return Err(e);
             }
         }
+        drop(w);
         inner.wake();
         Ok(lsn)
     }
@@ -592,6 +631,7 @@ fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Re
         txn_open: false,
         txn_max: applied,
         committed: applied,
+        closing: false,
     })
 }
 

@@ -328,10 +328,12 @@ fn examine_with(
         // Drop the pages behind the scan: resident memory stays at a few MiB per segment.
         SegmentBytes::Mapped(map) => {
             let mut released = 0;
-            scan_segment_with(map.bytes(), input, &mut |at| {
+            let scan = scan_segment_with(map.bytes(), input, &mut |at| {
                 map.release(released, at);
                 released = at;
-            })
+            });
+            map.release(0, len as usize);
+            scan
         }
         SegmentBytes::Owned(v) => scan_segment(v, input),
     };

@@ -155,7 +155,7 @@ pub fn scan_segment_with(
             gaps_len: gaps.len(),
         };
         let damage = match check_frame(&bytes[pos..], input.seed) {
-            FrameCheck::End => match nonzero_span(bytes, pos) {
+            FrameCheck::End => match nonzero_span_with(bytes, pos, passed) {
                 None => break,
                 // A frame may begin up to 7 bytes before its first non-zero byte.
                 Some((first, last_end)) => Some((
@@ -323,6 +323,26 @@ fn find_resume(bytes: &[u8], from: usize, min_lsn: Lsn, seed: Seed) -> Option<(u
             }
         }
         q += FRAME_ALIGN;
+    }
+    None
+}
+
+/// [`nonzero_span`], examining the bytes in chunks and calling `passed` after each chunk that
+/// is all zero (the pages behind can be released: the preallocated tail of a segment is most
+/// of it).
+fn nonzero_span_with(
+    bytes: &[u8],
+    from: usize,
+    passed: &mut dyn FnMut(usize),
+) -> Option<(usize, usize)> {
+    let mut at = from;
+    while at < bytes.len() {
+        let end = (at + SCAN_PROGRESS_BYTES).min(bytes.len());
+        if first_nonzero(&bytes[at..end]).is_some() {
+            return nonzero_span(bytes, at);
+        }
+        passed(end);
+        at = end;
     }
     None
 }

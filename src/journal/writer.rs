@@ -15,7 +15,6 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -36,8 +35,8 @@ use crate::journal::options::{JournalOptions, PersistMode};
 use crate::journal::reader::Reader;
 use crate::journal::recovery::{self, RecoveryReport};
 use crate::segment::{
-    DirLock, MapWriter, SEGMENT_SEQ_MAX, SharedMap, create_segment, inject, open_segment_rw,
-    sync_dir,
+    DirLock, HeadMap, MapWriter, SEGMENT_SEQ_MAX, SharedMap, create_segment, inject,
+    open_segment_rw, sync_dir,
 };
 
 /// The record kind `append` uses: opaque application data.
@@ -117,9 +116,14 @@ pub(crate) struct Shared {
     ack: Mutex<AckFile>,
     acked_lsn: AtomicU64,
     retire_lock: Mutex<()>,
-    /// `HEAD`: the durable LSN published for followers in other processes (not synced: it
-    /// only needs to be visible through the page cache while this process lives).
-    head: Option<File>,
+    /// `HEAD`: the durable LSN published for followers in other processes, through a mapped
+    /// page (not synced: it only needs to be visible through the page cache while this
+    /// process lives).
+    head: Mutex<Option<HeadMap>>,
+    /// A sync leader is in its commit delay, waiting on `delay_cv` for appenders.
+    delay_waiting: AtomicBool,
+    delay_mx: Mutex<()>,
+    delay_cv: Condvar,
     shutdown: Mutex<bool>,
     shutdown_cv: Condvar,
     _lock: DirLock,
@@ -138,6 +142,8 @@ pub(crate) struct SyncFlags {
 /// Bounds of the commit delay: how long a sync leader waits for concurrent appenders to add
 /// their records to its group.
 const COMMIT_DELAY_MIN_NS: u64 = 5_000;
+/// The writer drops its mappings of synced pages in steps of this many bytes.
+const RELEASE_WRITTEN_BYTES: usize = 8 << 20;
 const COMMIT_DELAY_MAX_NS: u64 = 100_000;
 
 pub(crate) struct SegmentEntry {
@@ -295,7 +301,10 @@ impl Journal {
             ack: Mutex::new(ack),
             acked_lsn: AtomicU64::new(acked),
             retire_lock: Mutex::new(()),
-            head,
+            head: Mutex::new(head),
+            delay_waiting: AtomicBool::new(false),
+            delay_mx: Mutex::new(()),
+            delay_cv: Condvar::new(),
             shutdown: Mutex::new(false),
             shutdown_cv: Condvar::new(),
             _lock: lock,
@@ -427,6 +436,11 @@ impl Journal {
     /// Blocks until every record up to `lsn` is durable, syncing if needed (group commit).
     pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         self.shared.wait_durable(lsn)
+    }
+
+    /// The highest durable LSN (a cheap read of an atomic).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.durable_lsn.load(Ordering::Acquire)
     }
 
     /// Makes every record written so far durable.
@@ -561,16 +575,23 @@ impl Drop for Journal {
     }
 }
 
-fn open_head(dir: &Path) -> Option<File> {
+/// Opens (creating and allocating if needed) and maps the `HEAD` file. Advisory: on failure
+/// followers cannot follow, which they report; the journal works on.
+fn open_head(dir: &Path) -> Option<HeadMap> {
     let path = dir.join(crate::segment::HEAD_FILE);
-    match std::fs::OpenOptions::new()
+    let page = 4096;
+    let r = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-    {
-        Ok(f) => Some(f),
+        .and_then(|f| {
+            crate::segment::allocate(&f, page as u64)?;
+            HeadMap::map(&f, page)
+        });
+    match r {
+        Ok(m) => Some(m),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot publish HEAD for followers");
             None
@@ -710,9 +731,15 @@ impl Shared {
         }
     }
 
-    /// Counts an append call (for the commit delay).
+    /// Counts an append call (for the commit delay), waking a leader waiting for it.
     fn note_call(&self) {
-        self.calls.fetch_add(1, Ordering::AcqRel);
+        // SeqCst on both sides (here and in `commit_delay`): either the leader sees this call
+        // in `calls`, or this thread sees the leader waiting and wakes it.
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.delay_waiting.load(Ordering::SeqCst) {
+            let _g = lock(&self.delay_mx);
+            self.delay_cv.notify_one();
+        }
     }
 
     /// The commit delay: if the last sync served several appenders, wait a little (at most
@@ -727,11 +754,22 @@ impl Shared {
         let delay_ns = (self.last_sync_ns.load(Ordering::Acquire) / 2)
             .clamp(COMMIT_DELAY_MIN_NS, COMMIT_DELAY_MAX_NS);
         let deadline = std::time::Instant::now() + Duration::from_nanos(delay_ns);
-        while self.calls.load(Ordering::Acquire).saturating_sub(base) < group
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::yield_now();
+        // Wait (without taking the CPU the appenders need) until as many calls as last time
+        // have arrived, or the deadline.
+        let mut g = lock(&self.delay_mx);
+        self.delay_waiting.store(true, Ordering::SeqCst);
+        while self.calls.load(Ordering::SeqCst).saturating_sub(base) < group {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            g = self
+                .delay_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        self.delay_waiting.store(false, Ordering::SeqCst);
     }
 
     /// Syncs `[published, written)` of `map` and publishes it, declaring records up to `upto`
@@ -756,21 +794,25 @@ impl Shared {
         map.publish(to);
         self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
         self.publish_head();
+        // Synced pages are never written again: drop this process's mappings of them every
+        // few MiB, so that resident memory does not grow with the segment.
+        if to / RELEASE_WRITTEN_BYTES > from / RELEASE_WRITTEN_BYTES {
+            map.release(0, to / RELEASE_WRITTEN_BYTES * RELEASE_WRITTEN_BYTES);
+        }
         Ok(())
     }
 
-    /// Writes the durable LSN to `HEAD` for followers (advisory: failures are only logged).
+    /// Stores the durable LSN in `HEAD` for followers (a memory store into a mapped page).
     fn publish_head(&self) {
-        let Some(f) = &self.head else { return };
-        let head = crate::format::Head {
+        let mut head = lock(&self.head);
+        let Some(map) = head.as_mut() else { return };
+        let h = crate::format::Head {
             journal_id: self.id,
             durable_lsn: self.durable_lsn.load(Ordering::Acquire),
             updated_at_ms: crate::journal::ack::now_ms(),
             pid: std::process::id(),
         };
-        if let Err(e) = f.write_all_at(&head.encode(), 0) {
-            tracing::debug!(error = %e, "could not publish HEAD");
-        }
+        map.write(&h.encode());
     }
 
     /// One group sync of everything written so far in the active segment. The caller holds

@@ -484,11 +484,11 @@ impl<E: JournalEvent> Replayer<E> {
         hooked
             .hook(&mut ix, "update watermark")
             .and_then(|()| {
-                conn.execute(
+                conn.prepare_cached(
                     "INSERT INTO syncjournal_progress (journal_id, lsn, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (journal_id) DO UPDATE SET lsn = excluded.lsn, updated_at = excluded.updated_at",
-                    (id.to_string(), last as i64, now_ms() as i64),
-                )
+                )?
+                .execute((id.to_string(), last as i64, now_ms() as i64))
             })
             .map_err(|e| BatchError::Failed(target_error(&path, "update watermark", e)))?;
         let commit = hooked
@@ -768,7 +768,14 @@ impl Hooked<'_> {
 
     fn exec(&self, conn: &Connection, ix: &mut usize, label: &str, sql: &str) -> Result<()> {
         self.hook(ix, label)
-            .and_then(|()| conn.execute_batch(sql))
+            .and_then(|()| {
+                // Single statements go through the statement cache: no parsing per entry.
+                if sql.contains(';') {
+                    conn.execute_batch(sql)
+                } else {
+                    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+                }
+            })
             .map_err(|e| target_error(self.path, label, e))
     }
 

@@ -290,11 +290,8 @@ impl SqliteTarget {
 /// Reads the watermark row.
 pub(crate) fn read_watermark(conn: &Connection, journal_id: Uuid) -> rusqlite::Result<Lsn> {
     let lsn: Option<i64> = conn
-        .query_row(
-            "SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1",
-            [journal_id.to_string()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1")?
+        .query_row([journal_id.to_string()], |r| r.get(0))
         .optional()?;
     Ok(lsn.map_or(0, |l| l.max(0) as Lsn))
 }

@@ -20,7 +20,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use memmap2::{Advice, Mmap, MmapOptions, MmapRaw, UncheckedAdvice};
+use memmap2::{Advice, Mmap, MmapMut, MmapOptions, MmapRaw, UncheckedAdvice};
 
 /// Page size used to round `madvise` ranges (the kernel rounds `msync` itself).
 const PAGE_BYTES: usize = 4096;
@@ -224,6 +224,30 @@ impl MapWriter {
     /// The map this writer writes.
     pub(crate) fn map(&self) -> &Arc<SharedMap> {
         &self.map
+    }
+}
+
+/// A writable mapping of the first page of the `HEAD` file, where the journal's owner
+/// publishes its durable LSN with a plain memory store (no system call per sync); other
+/// processes read it with `pread` through the page cache.
+#[derive(Debug)]
+pub(crate) struct HeadMap {
+    map: MmapMut,
+}
+
+impl HeadMap {
+    /// Maps the first `len` bytes of `file`, which must be at least that long and allocated.
+    pub(crate) fn map(file: &File, len: usize) -> io::Result<HeadMap> {
+        // SAFETY: rule 3 of this module: `HEAD` is written only by the journal's owner (this
+        // process, holding the journal lock) through this map; other processes only read it,
+        // with pread. Nobody truncates it while the lock is held.
+        let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
+        Ok(HeadMap { map })
+    }
+
+    /// Stores `bytes` at the start of the page.
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        self.map[..bytes.len()].copy_from_slice(bytes);
     }
 }
 

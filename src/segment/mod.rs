@@ -9,4 +9,4 @@ pub use file::{
     parse_segment_file_name, segment_file_name,
 };
 pub(crate) use file::{DirLock, allocate, create_segment, inject, open_segment_rw, sync_dir};
-pub(crate) use mmap::{MapWriter, ReadMap, SharedMap};
+pub(crate) use mmap::{HeadMap, MapWriter, ReadMap, SharedMap};
