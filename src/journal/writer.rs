@@ -954,7 +954,20 @@ impl Writer {
             first_lsn: self.next_lsn,
             segment_bytes: shared.opts.segment_bytes_max,
         };
-        let (path, file) = create_segment(&shared.dir, &header, faults)?;
+        let (path, file) = match create_segment(&shared.dir, &header, faults) {
+            Ok(created) => created,
+            Err(e) => {
+                // If the new segment was already renamed into place (the directory fsync
+                // failed), the directory's state is unknown and a segment exists that this
+                // writer does not use: a failed fsync, which poisons. Otherwise (nothing was
+                // renamed: no space, for example) the journal is unchanged and may retry.
+                let name = crate::segment::segment_file_name(header.segment_seq);
+                if shared.dir.join(name).exists() {
+                    shared.poison(&e);
+                }
+                return Err(e);
+            }
+        };
         let (new_map, writer) = SharedMap::map_writable(
             &file,
             header.segment_bytes as usize,

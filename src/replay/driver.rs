@@ -514,7 +514,6 @@ impl<E: JournalEvent> Replayer<E> {
             tracing::debug_span!("batch", first = wm + 1, last, entries, quarantined).entered();
         self.state.target_lsn = Some(last);
         self.state.quarantined += quarantined;
-        self.ack(last).map_err(BatchError::Failed)?;
         tracing::debug!(
             first = wm + 1,
             last,
@@ -522,10 +521,14 @@ impl<E: JournalEvent> Replayer<E> {
             quarantined,
             "batch committed"
         );
+        // The batch is on the target whatever happens next: count it. A failed local
+        // acknowledgement (which poisons the journal) is what stops the sync then; the target's
+        // watermark still says how far it got, and the next owner acknowledges it.
+        let acked = self.ack(last);
         Ok(Step::Applied {
             entries,
             quarantined,
-            stopped,
+            stopped: acked.err().or(stopped),
         })
     }
 
@@ -559,11 +562,11 @@ impl<E: JournalEvent> Replayer<E> {
         if wm >= last {
             tracing::info!(last, "the in-doubt commit had landed");
             self.state.quarantined += quarantined;
-            self.ack(last)?;
+            let acked = self.ack(last);
             return Ok(Step::Applied {
                 entries,
                 quarantined,
-                stopped: None,
+                stopped: acked.err(),
             });
         }
         Err(Error::Target {
