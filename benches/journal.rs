@@ -15,8 +15,8 @@
 //! Each append benchmark uses one journal for all its samples, so it runs deep into its 64 MiB
 //! segments (and, for the fast modes, through rotations): the durable figures include the cost
 //! of syncing there, which grows with the offset when the kernel builds large page-cache folios
-//! under the map (an msync then writes the whole folio). `benches/ratios.rs` compares against
-//! raw references at equal offsets instead.
+//! under the map (an msync then writes the whole folio). `benches/compare.rs` compares against
+//! raw references measured the same way in the same run.
 //!
 //! Outside the timed regions, every sample acknowledges what is durable so that sealed segments
 //! are retired and a long run does not fill the disk. In Buffered mode nothing is synced

@@ -1,6 +1,7 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and the crash regressions
 //! (`fuzz/regressions/<target>/`) through the very same checks the libFuzzer targets run
-//! (`fuzz/src/checks.rs`), on stable, as part of `cargo test`.
+//! (`fuzz/src/checks.rs`, and `fuzz/src/model.rs` for `journal_model`), on stable, as part of
+//! `cargo test`.
 //!
 //! The seed corpus is written by the ignored test `generate_seed_corpus`:
 //!
@@ -13,6 +14,9 @@
 #[allow(dead_code)]
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
+#[allow(dead_code)]
+#[path = "../fuzz/src/model.rs"]
+mod model;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use checks::{
     AckSpec, BuiltSegment, FrameSpec, Mutation, RecoverCase, RecoverLayout, ScanCase, SegSpec,
 };
+use model::{ModelCase, ModelStats, Op};
 use syncjournal::format::{
     ACK_FILE_BYTES, ACK_SLOT_BYTES, AckSlot, FRAME_CRC_OFFSET, FRAME_FLAGS_OFFSET,
     FRAME_KIND_OFFSET, FRAME_LEN_OFFSET, FRAME_LSN_OFFSET, HEADER_CRC_OFFSET, HEADER_FLAGS_OFFSET,
@@ -30,10 +35,11 @@ use uuid::Uuid;
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 3] = [
+const TARGETS: [(&str, Check); 4] = [
     ("decode_record", checks::check_decode_record),
     ("scan_segment", checks::check_scan_segment),
     ("recover_open", checks::check_recover_open),
+    ("journal_model", model::check_journal_model),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -52,21 +58,50 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Runs `check` on every file of `fuzz/<kind>/<target>/`, reporting every failing file.
-/// Returns how many files ran.
+/// Regressions of bugs in the library that are not fixed yet: `(target, file, a piece of the
+/// panic message)`. Their replay must still fail with that message, so that `cargo test` stays
+/// green while they are open and tells whoever fixes one to move it to the fixed ones (delete
+/// its line here and update the table in `fuzz/README.md`).
+const OPEN_REGRESSIONS: &[(&str, &str, &str)] = &[
+    // None open. Example of an entry:
+    // ("journal_model", "rotation-dir-fsync-fails-then-smaller-append", "segment starts at LSN"),
+];
+
+/// Runs `check` on every file of `fuzz/<kind>/<target>/`, reporting every failing file (and
+/// every file of [`OPEN_REGRESSIONS`] that no longer fails as pinned). Returns how many files
+/// ran.
 fn replay(kind: &str, target: &str, check: Check) -> usize {
     let dir = fuzz_dir().join(kind).join(target);
     let inputs = files(&dir);
     let mut failures = Vec::new();
     for path in &inputs {
         let data = std::fs::read(path).expect("read corpus file");
-        if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&data))) {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(format!("{}: {msg}", path.display()));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let open = OPEN_REGRESSIONS
+            .iter()
+            .find(|(t, f, _)| kind == "regressions" && *t == target && *f == name);
+        let outcome = catch_unwind(AssertUnwindSafe(|| check(&data)));
+        let msg = match &outcome {
+            Ok(()) => None,
+            Err(e) => Some(
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default(),
+            ),
+        };
+        match (open, msg) {
+            (None, None) => {}
+            (None, Some(msg)) => failures.push(format!("{}: {msg}", path.display())),
+            (Some((_, _, want)), Some(msg)) if msg.contains(want) => {}
+            (Some(_), Some(msg)) => failures.push(format!(
+                "{}: a known open bug now fails differently: {msg}",
+                path.display()
+            )),
+            (Some(_), None) => failures.push(format!(
+                "{}: passes now: the bug is fixed, remove it from OPEN_REGRESSIONS (and mark it fixed in fuzz/README.md)",
+                path.display()
+            )),
         }
     }
     assert!(
@@ -106,6 +141,11 @@ fn recover_open_corpus() {
 }
 
 #[test]
+fn journal_model_corpus() {
+    corpus("journal_model");
+}
+
+#[test]
 fn decode_record_regressions() {
     regressions("decode_record");
 }
@@ -118,6 +158,11 @@ fn scan_segment_regressions() {
 #[test]
 fn recover_open_regressions() {
     regressions("recover_open");
+}
+
+#[test]
+fn journal_model_regressions() {
+    regressions("journal_model");
 }
 
 #[test]
@@ -139,6 +184,71 @@ fn input_formats_round_trip() {
     for case in recover_cases() {
         let bytes = case.1.encode();
         assert_eq!(RecoverCase::decode(&bytes), case.1, "{}", case.0);
+    }
+    for case in model_cases() {
+        let bytes = case.1.encode();
+        assert_eq!(ModelCase::decode(&bytes), case.1, "{}", case.0);
+    }
+}
+
+/// The `journal_model` seeds exercise what they are named after.
+#[test]
+fn model_seeds_hit_their_cases() {
+    type Want = fn(&ModelStats) -> bool;
+    let expect: &[(&str, Want)] = &[
+        ("sync-appends-replay", |s| {
+            s.appended >= 8 && s.replayed >= 8 && s.quarantined >= 3
+        }),
+        ("buffered-crash", |s| s.reopens >= 2 && s.replayed >= 4),
+        ("rotation-retention", |s| {
+            s.rotations >= 3 && s.retired >= 2 && s.acks >= 2
+        }),
+        ("refusals", |s| s.refused >= 6),
+        ("poison-buffered-sync", |s| {
+            s.poisonings == 1 && s.poisoned_calls >= 3 && s.kept_in_doubt >= 1
+        }),
+        ("poison-sync-append", |s| {
+            s.poisonings == 1 && s.poisoned_calls >= 1
+        }),
+        ("poison-at-rotation", |s| s.poisonings == 1),
+        ("disk-full", |s| {
+            s.disk_full >= 2 && s.poisonings == 0 && s.rotations >= 1
+        }),
+        ("syncdir-at-rotation", |s| {
+            // Not DiskFull; the journal may poison itself (it must not write the new segment's
+            // first LSN into the old one).
+            s.rotation_failures >= 1 && s.disk_full == 0
+        }),
+        ("stale-segment-crash", |s| s.stale_segments == 1),
+        ("ack-write-fails", |s| s.poisonings == 1 && s.acks >= 1),
+        ("remove-segment-fails", |s| {
+            s.retired >= 1 && s.rotations >= 3
+        }),
+        ("open-with-faults", |s| s.failed_opens >= 1),
+        ("replay-statement-faults", |s| {
+            s.statement_faults >= 3 && s.replayed >= 6
+        }),
+        ("replay-in-doubt-commit", |s| {
+            s.in_doubt_commits >= 1 && s.replayed >= 6
+        }),
+        ("replay-stop", |s| s.stops >= 1 && s.quarantined >= 1),
+        ("replay-gap", |s| s.gaps >= 1),
+        ("power-loss-torn", |s| {
+            s.power_losses >= 1 && s.torn_cuts >= 1
+        }),
+        ("power-loss-clean-end", |s| {
+            s.power_losses >= 1 && s.torn_cuts == 0
+        }),
+        ("power-loss-absolute", |s| {
+            s.power_losses >= 1 && s.torn_cuts >= 1
+        }),
+    ];
+    let cases = model_cases();
+    assert_eq!(cases.len(), expect.len(), "every seed has an expectation");
+    for (name, want) in expect {
+        let case = &cases.iter().find(|(n, _)| n == name).unwrap().1;
+        let stats = model::run_journal_model(&case.encode());
+        assert!(want(&stats), "{name}: {stats:?}");
     }
 }
 
@@ -200,6 +310,9 @@ fn generate_seed_corpus() {
     }
     for (name, case) in recover_cases() {
         write("recover_open", &name, &case.encode());
+    }
+    for (name, case) in model_cases() {
+        write("journal_model", &name, &case.encode());
     }
 }
 
@@ -597,4 +710,328 @@ fn recover_cases() -> Vec<(String, RecoverCase)> {
         },
     ));
     v
+}
+
+// journal_model seeds. Kind selectors: 0 a good event, 3 an event the target refuses, 4 raw
+// `KIND_DATA`, 5 an undecodable event, 6 another application kind, 7 a reserved kind. Size
+// selectors index `model::SIZES`: 1 → 1 byte, 6 → 100, 8 → 1000, 12 → 20000, 13 → 30000,
+// 14 → 61408 (a whole segment), 15 → too large, 0 → empty.
+
+const SYNC: u8 = 0;
+const BUFFERED: u8 = 1;
+
+fn ap(kind: u8, size: u8) -> Op {
+    Op::Append {
+        kind,
+        size,
+        fill: kind.wrapping_mul(37).wrapping_add(size),
+        flags: 0,
+    }
+}
+
+fn write_nowait(kind: u8, size: u8) -> Op {
+    Op::Append {
+        kind,
+        size,
+        fill: 9,
+        flags: 1,
+    }
+}
+
+fn batch(kind: u8, sizes: &[u8]) -> Op {
+    Op::Batch {
+        kind,
+        fill: 3,
+        sizes: sizes.to_vec(),
+    }
+}
+
+/// `Fault`: op 0 SyncData, 1 Allocate, 2 SyncDir, 3 WriteAck, 4 RemoveSegment; times 0 =
+/// every later call; errno 0 ENOSPC, 1 EIO.
+fn fault(op: u8, skip: u8, times: u8, errno: u8) -> Op {
+    Op::Fault {
+        op,
+        skip,
+        times,
+        errno,
+    }
+}
+
+/// `Replay` with `flags` (1 Stop, 2 fresh replayer), two entries per transaction, no retry.
+fn rp(flags: u8) -> Op {
+    rp_faulty(flags, 0, 0, 0, 0)
+}
+
+/// `Replay` with a fault: `fault` 1 statement `index` from transaction `txn` on, 2 in-doubt
+/// commits, 3 both; `times % 4` times (0 always), `times / 4 % 3` the code (IOERR, BUSY,
+/// ERROR).
+fn rp_faulty(flags: u8, fault: u8, txn: u8, index: u8, times: u8) -> Op {
+    Op::Replay {
+        flags,
+        batch: 1,
+        retries: 0,
+        fault,
+        txn,
+        index,
+        times,
+    }
+}
+
+fn ack(sel: u8, delta: u8) -> Op {
+    Op::Ack { sel, delta }
+}
+
+/// `Reopen`: crash, keep the faults for the open; Buffered; recovery mode (0 tolerate, 1
+/// absolute, 2 salvage).
+fn reopen(crash: bool, keep: bool, buffered: bool, recovery: u8) -> Op {
+    Op::Reopen {
+        flags: u8::from(crash) | u8::from(keep) << 1,
+        mode: u8::from(buffered) | recovery << 1,
+    }
+}
+
+fn model_cases() -> Vec<(String, ModelCase)> {
+    let case = |config: u8, ops: Vec<Op>| ModelCase { config, ops };
+    let mixed = vec![
+        ap(0, 1),
+        ap(0, 6),
+        ap(3, 5),
+        ap(4, 6),
+        ap(5, 8),
+        ap(6, 2),
+        batch(0, &[1, 2, 3]),
+        ap(1, 9),
+    ];
+    let big = |n: usize| -> Vec<Op> { (0..n).map(|i| ap(i as u8 % 3, 13)).collect() };
+    let mut v: Vec<(&str, ModelCase)> = Vec::new();
+    v.push(("sync-appends-replay", {
+        let mut ops = mixed.clone();
+        ops.extend([rp(2), ack(2, 0), reopen(false, false, false, 0), rp(0)]);
+        case(SYNC, ops)
+    }));
+    v.push((
+        "buffered-crash",
+        case(
+            BUFFERED,
+            vec![
+                ap(0, 6),
+                ap(1, 7),
+                Op::Sync,
+                write_nowait(0, 5),
+                ap(2, 8),
+                reopen(true, false, true, 0),
+                ap(0, 4),
+                rp(2),
+            ],
+        ),
+    ));
+    v.push(("rotation-retention", {
+        let mut ops = big(7);
+        ops.extend([rp(2), ack(0, 0)]);
+        ops.extend(big(3));
+        ops.extend([rp(0), ack(0, 0)]);
+        case(SYNC | 2, ops)
+    }));
+    v.push((
+        "refusals",
+        case(
+            SYNC,
+            vec![
+                ap(0, 0),
+                ap(4, 0),
+                ap(4, 15),
+                ap(0, 14),
+                ap(7, 3),
+                Op::Append {
+                    kind: 7,
+                    size: 3,
+                    fill: 0x31,
+                    flags: 0,
+                },
+                batch(0, &[13, 13, 13]),
+                batch(4, &[1, 0]),
+                batch(0, &[]),
+                ap(4, 14),
+                rp(2),
+            ],
+        ),
+    ));
+    v.push((
+        "poison-buffered-sync",
+        case(
+            BUFFERED,
+            vec![
+                ap(0, 5),
+                Op::Sync,
+                ap(0, 6),
+                ap(4, 6),
+                fault(0, 0, 1, 1),
+                Op::Sync,
+                ap(0, 1),
+                Op::Sync,
+                ack(0, 0),
+                rp(2),
+                reopen(true, false, false, 0),
+                rp(0),
+            ],
+        ),
+    ));
+    v.push((
+        "poison-sync-append",
+        case(
+            SYNC,
+            vec![
+                ap(0, 5),
+                fault(0, 1, 0, 1),
+                ap(0, 6),
+                ap(1, 7),
+                ap(2, 8),
+                batch(0, &[1, 1]),
+                reopen(false, false, false, 2),
+                ap(0, 1),
+                rp(2),
+            ],
+        ),
+    ));
+    v.push(("poison-at-rotation", {
+        let mut ops = vec![ap(0, 1), ap(0, 12), ap(0, 12), write_nowait(0, 1)];
+        ops.extend([
+            fault(0, 0, 1, 1),
+            ap(0, 12),
+            ap(0, 1),
+            reopen(true, false, false, 0),
+        ]);
+        case(SYNC, ops)
+    }));
+    v.push(("disk-full", {
+        let mut ops = vec![fault(1, 0, 0, 0)];
+        ops.extend(big(3));
+        ops.extend([batch(0, &[12, 1]), Op::ClearFaults, ap(0, 13), rp(2)]);
+        case(BUFFERED, ops)
+    }));
+    v.push(("syncdir-at-rotation", {
+        let mut ops = vec![fault(2, 0, 1, 1)];
+        ops.extend(big(4));
+        ops.extend([reopen(false, false, false, 0), rp(2)]);
+        case(SYNC, ops)
+    }));
+    v.push(("stale-segment-crash", {
+        let mut ops = big(2);
+        ops.extend([fault(2, 0, 1, 1), ap(0, 13), reopen(true, false, false, 0)]);
+        ops.extend([ap(0, 1), rp(2)]);
+        case(SYNC, ops)
+    }));
+    v.push((
+        "ack-write-fails",
+        case(
+            SYNC,
+            vec![
+                ap(0, 1),
+                ap(0, 2),
+                ack(0, 1),
+                fault(3, 0, 1, 1),
+                ack(0, 0),
+                ack(0, 0),
+                reopen(true, false, false, 0),
+                rp(2),
+            ],
+        ),
+    ));
+    v.push(("remove-segment-fails", {
+        let mut ops = big(7);
+        ops.extend([fault(4, 0, 1, 1), ack(0, 0), ack(0, 0), ap(0, 1), ack(0, 0)]);
+        ops.extend([rp(2)]);
+        case(SYNC, ops)
+    }));
+    v.push(("open-with-faults", {
+        let ops = vec![
+            ap(0, 1),
+            ap(0, 2),
+            fault(0, 0, 0, 1),
+            reopen(true, true, false, 0),
+            ap(0, 3),
+            rp(2),
+        ];
+        case(SYNC, ops)
+    }));
+    v.push(("replay-statement-faults", {
+        let mut ops = mixed.clone();
+        ops.extend([
+            rp_faulty(2, 1, 0, 3, 1),
+            rp_faulty(0, 1, 1, 4, 5),
+            ap(0, 1),
+            ap(3, 1),
+            rp_faulty(0, 1, 0, 8, 10),
+            rp_faulty(0, 1, 0, 0, 0),
+            rp(0),
+        ]);
+        case(SYNC, ops)
+    }));
+    v.push(("replay-in-doubt-commit", {
+        let mut ops = mixed.clone();
+        ops.extend([rp_faulty(2, 2, 0, 0, 1), rp_faulty(0, 3, 0, 1, 6), rp(0)]);
+        case(SYNC, ops)
+    }));
+    v.push(("replay-stop", {
+        let mut ops = mixed.clone();
+        ops.extend([rp(3), rp(1), rp(2), rp(3)]);
+        case(SYNC, ops)
+    }));
+    v.push(("replay-gap", {
+        let mut ops = big(5);
+        ops.extend([ack(0, 0), rp(2), ap(0, 1), rp(0)]);
+        case(SYNC, ops)
+    }));
+    v.push((
+        "power-loss-torn",
+        case(
+            BUFFERED,
+            vec![
+                ap(0, 6),
+                Op::Sync,
+                ap(0, 8),
+                ap(1, 8),
+                ap(2, 8),
+                Op::PowerLoss {
+                    lost: 0b0100,
+                    mode: 0,
+                },
+                ap(0, 1),
+                rp(2),
+            ],
+        ),
+    ));
+    v.push((
+        "power-loss-clean-end",
+        case(
+            BUFFERED,
+            vec![
+                ap(0, 6),
+                Op::Sync,
+                ap(0, 8),
+                ap(1, 8),
+                Op::PowerLoss {
+                    lost: u64::MAX,
+                    mode: 1,
+                },
+                ap(0, 1),
+                rp(2),
+            ],
+        ),
+    ));
+    v.push((
+        "power-loss-absolute",
+        case(
+            BUFFERED,
+            vec![
+                ap(0, 6),
+                Op::Sync,
+                ap(0, 9),
+                ap(1, 8),
+                Op::PowerLoss { lost: 1, mode: 1 },
+                rp(2),
+            ],
+        ),
+    ));
+    v.into_iter().map(|(n, c)| (n.to_owned(), c)).collect()
 }

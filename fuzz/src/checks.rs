@@ -120,6 +120,11 @@ impl<'a> Bytes<'a> {
         u64::from(self.u32()) | (u64::from(self.u32()) << 32)
     }
 
+    /// True when every byte has been read.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// Everything not read yet.
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.data)

@@ -165,7 +165,8 @@ impl JournalOptions {
 
     /// How long `open` waits for another holder of the journal's lock to release it before
     /// failing with `Locked` (for hand-overs between processes, e.g. a restart). Default: 0
-    /// (fail at once).
+    /// (fail at once). Whatever this says, a lock kept only by a `fork`ed child of this
+    /// process that has not `exec`'d yet is waited out for up to 2 s.
     pub fn lock_wait_ms(mut self, ms: u64) -> Self {
         self.lock_wait_ms = ms;
         self

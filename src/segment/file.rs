@@ -156,25 +156,68 @@ pub(crate) fn open_segment_rw(path: &Path) -> Result<File> {
 #[derive(Debug)]
 pub(crate) struct DirLock {
     _file: File,
+    /// Identity of the lock file in [`HELD_IN_THIS_PROCESS`].
+    key: (u64, u64),
+}
+
+/// How long `open` waits when the lock is held by a `fork` of this process that has not
+/// `exec`'d yet (see [`DirLock::acquire`]). Such a hold lasts microseconds to milliseconds.
+pub(crate) const FORK_HANDOVER_WAIT_MS: u64 = 2_000;
+
+/// Lock files (device, inode) held by a `DirLock` of this process. Tells "this process has
+/// the journal open" (refused at once) from "a forked child of this process still shares the
+/// lock's open file description" (transient: waited out).
+static HELD_IN_THIS_PROCESS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+fn held_in_this_process() -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+    HELD_IN_THIS_PROCESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Runs before the file (and with it the flock) is closed; an opener that sees the
+        // lock still held in that instant waits it out as a hand-over.
+        held_in_this_process().retain(|k| *k != self.key);
+    }
 }
 
 impl DirLock {
     /// Takes the lock on `dir` (creating `dir/LOCK`), waiting up to `wait` for a holder to
     /// release it, or fails with [`Error::Locked`].
     ///
-    /// Note: an `flock` belongs to an open file description, which a `fork`ed child shares
-    /// until it `exec`s; a process that forks while a journal is open can therefore keep the
-    /// lock held for a moment after the journal is closed. Waiting a little covers such
-    /// hand-overs (and restarts).
+    /// An `flock` belongs to an open file description, which a `fork`ed child shares until
+    /// it `exec`s: a process that forks (e.g. spawns a command) while a journal is open keeps
+    /// the lock held for a moment after the journal is closed. When the lock file names this
+    /// process as the holder but no `DirLock` of this process holds it, the holder is such a
+    /// child, and `acquire` waits up to [`FORK_HANDOVER_WAIT_MS`] whatever `wait` says. A
+    /// second open in the same process is refused at once.
     pub(crate) fn acquire(dir: &Path, wait: std::time::Duration) -> Result<DirLock> {
-        let deadline = std::time::Instant::now() + wait;
+        let start = std::time::Instant::now();
+        let fork_wait = std::time::Duration::from_millis(FORK_HANDOVER_WAIT_MS);
         loop {
             match Self::try_acquire(dir) {
-                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                Err(Error::Locked { holder_pid, dir }) => {
+                    let handover = holder_pid == Some(std::process::id()) && !Self::held_here(&dir);
+                    let limit = if handover { wait.max(fork_wait) } else { wait };
+                    if start.elapsed() >= limit {
+                        return Err(Error::Locked { holder_pid, dir });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// True if a `DirLock` of this process holds `dir`'s lock file.
+    fn held_here(dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match fs::metadata(dir.join(LOCK_FILE)) {
+            Ok(m) => held_in_this_process().contains(&(m.dev(), m.ino())),
+            // Cannot tell: do not wait for a hand-over that may not be one.
+            Err(_) => true,
         }
     }
 
@@ -199,11 +242,19 @@ impl DirLock {
             }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
         }
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat lock file", &path, e))?;
+        let key = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
         // Informational only: the pid of the holder, for the `Locked` message of others.
         let _ = file.set_len(0);
         let _ = file.write_all_at(std::process::id().to_string().as_bytes(), 0);
         let _ = file.flush();
-        Ok(DirLock { _file: file })
+        held_in_this_process().push(key);
+        Ok(DirLock { _file: file, key })
     }
 
     /// True if some process holds the lock on `dir` right now (without taking it for long).
@@ -283,6 +334,49 @@ mod tests {
         assert_eq!(
             DirLock::is_held(dir.path()).unwrap(),
             Some(Some(std::process::id()))
+        );
+    }
+
+    #[test]
+    fn the_fork_hand_over_wait_is_what_the_format_document_says() {
+        let doc = include_str!("../../journal-format.md");
+        assert_eq!(FORK_HANDOVER_WAIT_MS, 2_000);
+        assert!(doc.contains("waits\n  up to 2 s for such a child"));
+    }
+
+    #[test]
+    fn a_second_open_in_this_process_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            DirLock::acquire(dir.path(), std::time::Duration::ZERO),
+            Err(Error::Locked { .. })
+        ));
+        assert!(t.elapsed() < std::time::Duration::from_millis(FORK_HANDOVER_WAIT_MS / 2));
+    }
+
+    #[test]
+    fn a_lock_kept_by_a_forked_child_is_waited_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
+        // A child that shares the lock's open file description for a while, as a child
+        // forked in another thread shares it until its exec: here as its stdin.
+        let shared = held._file.try_clone().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.3")
+            .stdin(shared)
+            .spawn()
+            .unwrap();
+        drop(held);
+        let t = std::time::Instant::now();
+        let lock = DirLock::acquire(dir.path(), std::time::Duration::ZERO);
+        let waited = t.elapsed();
+        child.wait().unwrap();
+        lock.expect("the child's hold is transient; open waits for it");
+        assert!(
+            waited >= std::time::Duration::from_millis(100),
+            "{waited:?}"
         );
     }
 }
