@@ -206,7 +206,7 @@ fn diff(
 
 #[test]
 fn replay_kill9_cycles() {
-    let (mut rng, seed) = Rng::from_env_or_time();
+    let (mut rng, seed) = Rng::from_env_or_time("REPLAY_TEST_SEED");
     eprintln!("REPLAY_TEST_SEED={seed}");
     let dir = tempfile::tempdir().unwrap();
     let (jdir, target) = paths(dir.path());

@@ -609,7 +609,7 @@ fn random_op(store: &Store, rng: &mut Rng) -> Option<Lsn> {
 #[test]
 fn operations_are_never_marked_synced_without_being_executed() {
     with_timeout(120, || {
-        let (mut rng, seed_) = Rng::from_env_or_time();
+        let (mut rng, seed_) = Rng::from_env_or_time("REPLAY_TEST_SEED");
         eprintln!("REPLAY_TEST_SEED={seed_}");
         let p = paths();
         let faults = Arc::new(Faults::new());

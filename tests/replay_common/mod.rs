@@ -531,42 +531,10 @@ pub fn with_timeout<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send +
     }
 }
 
-/// xorshift64*; seeded from the clock unless `REPLAY_TEST_SEED` is set. Print the seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    /// From `REPLAY_TEST_SEED`, or the clock and the pid.
-    pub fn from_env_or_time() -> (Rng, u64) {
-        let seed = std::env::var("REPLAY_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64);
-                nanos ^ (u64::from(std::process::id()) << 32)
-            });
-        (Rng::new(seed), seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// In `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo).max(1)
-    }
-}
+#[path = "../rng/mod.rs"]
+mod rng;
+#[allow(unused_imports)]
+pub use rng::Rng;
 
 /// How a path was made read-only, and how to undo it.
 #[derive(Debug)]

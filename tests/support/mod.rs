@@ -45,38 +45,10 @@ pub fn digest(bytes: &[u8]) -> u64 {
     h
 }
 
-/// A small deterministic PRNG (xorshift64*), so tests need no extra crate.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    /// Seeded from the clock and the pid; print the seed so a failure can be replayed.
-    pub fn from_time() -> (Rng, u64) {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        let seed = nanos ^ (u64::from(std::process::id()) << 32);
-        (Rng::new(seed), seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform-ish in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo).max(1)
-    }
-}
+#[path = "../rng/mod.rs"]
+mod rng;
+#[allow(unused_imports)]
+pub use rng::Rng;
 
 /// A payload that encodes `(thread, seq, tag)` in its first 16 bytes, followed by filler
 /// derived from the same values, `len` bytes in all (at least 16).
