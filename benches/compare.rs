@@ -389,6 +389,19 @@ fn run_threads(threads: usize, f: impl Fn(usize, Instant) -> u64 + Sync) -> Tall
     })
 }
 
+/// Calls `op(n)` for n = 0, 1, … until `d` has passed since `start` (at least once); returns
+/// how many calls were made. The per-thread loop of the closed-loop cases.
+fn repeat_for(start: Instant, d: Duration, mut op: impl FnMut(u64)) -> u64 {
+    let mut n = 0u64;
+    loop {
+        op(n);
+        n += 1;
+        if start.elapsed() >= d {
+            return n;
+        }
+    }
+}
+
 fn open_journal(dir: &Path, mode: PersistMode, segment: usize) -> Journal {
     Journal::open(
         dir,
@@ -738,8 +751,7 @@ impl Case for Outbox {
                 )
                 .unwrap();
             let mut payload = base_payload::<P128>(200 + t as u64);
-            let mut n = 0u64;
-            loop {
+            repeat_for(start, d, |_| {
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 stamp(&mut payload, i);
                 stmt.execute((
@@ -750,12 +762,7 @@ impl Case for Outbox {
                     i as i64,
                 ))
                 .expect("outbox insert");
-                n += 1;
-                if start.elapsed() >= d {
-                    break;
-                }
-            }
-            n
+            })
         })
     }
 }
@@ -772,18 +779,12 @@ impl Case for Okaywal {
         let wal = &self.wal;
         run_threads(self.threads, |t, start| {
             let mut payload = base_payload::<P128>(300 + t as u64);
-            let mut n = 0u64;
-            loop {
+            repeat_for(start, d, |n| {
                 stamp(&mut payload, n);
                 let mut e = wal.begin_entry().expect("begin_entry");
                 e.write_chunk(&payload).expect("write_chunk");
                 e.commit().expect("commit");
-                n += 1;
-                if start.elapsed() >= d {
-                    break;
-                }
-            }
-            n
+            })
         })
     }
 }
@@ -799,16 +800,10 @@ impl Case for SjAppend {
         let j = &self.j;
         run_threads(self.threads, |t, start| {
             let mut payload = base_payload::<P128>(100 + t as u64);
-            let mut n = 0u64;
-            loop {
+            repeat_for(start, d, |n| {
                 stamp(&mut payload, n);
                 j.append(&payload).expect("append");
-                n += 1;
-                if start.elapsed() >= d {
-                    break;
-                }
-            }
-            n
+            })
         })
     }
 }
@@ -851,16 +846,10 @@ impl Case for SjStore {
     fn run(&mut self, d: Duration) -> Tally {
         let (store, counter) = (&self.store, &self.n);
         run_threads(self.threads, |_, start| {
-            let mut n = 0u64;
-            loop {
+            repeat_for(start, d, |_| {
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 store.apply(&cert_changeset(i)).expect("store apply");
-                n += 1;
-                if start.elapsed() >= d {
-                    break;
-                }
-            }
-            n
+            })
         })
     }
 }
