@@ -77,6 +77,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file in the journal directory is not one syncjournal may open: a symbolic link, a FIFO,
+    /// a device or a directory where a file should be, or a file with several hard links where
+    /// syncjournal would write.
+    #[error("{} {reason}: syncjournal never follows links or opens special files in a journal directory; remove it (or move it aside) and retry", path.display())]
+    UnsafeFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        reason: String,
+    },
+
     /// A file in the journal directory is not a syncjournal segment (wrong magic).
     #[error("{} is not a syncjournal segment (magic {found:02x?}); move foreign files out of the journal directory", path.display())]
     ForeignFile {
@@ -367,6 +378,18 @@ pub enum Error {
         dir: PathBuf,
     },
 
+    /// A reader did not find the record that must come next: records are missing from the
+    /// journal (or a reader would have skipped them).
+    #[error("journal {}: expected LSN {expected} next, found {}; records are missing — run `syncjournal verify {}`", dir.display(), found.map_or_else(|| "no such record (the journal ends before it)".to_string(), |f| format!("LSN {f}")), dir.display())]
+    Discontinuity {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The LSN that must come next.
+        expected: Lsn,
+        /// What came instead (`None`: nothing).
+        found: Option<Lsn>,
+    },
+
     /// A sync was asked of a store that has no target configured.
     #[error("no target database is configured for this store (StoreOptions::target)")]
     NoTarget,
@@ -530,6 +553,19 @@ pub enum DamageKind {
         /// Value expected.
         expected: u64,
     },
+    /// A header field lies outside the range the format allows.
+    HeaderRange {
+        /// Field name.
+        field: &'static str,
+        /// Value found.
+        found: u64,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+        /// The value must be a multiple of this (1: any).
+        multiple_of: u64,
+    },
     /// The file's length differs from the length recorded in its header (someone truncated or
     /// extended it).
     SegmentLength {
@@ -622,6 +658,23 @@ impl fmt::Display for DamageKind {
                 f,
                 "segment header field {field} is {found}, expected {expected}"
             ),
+            DamageKind::HeaderRange {
+                field,
+                found,
+                min,
+                max,
+                multiple_of,
+            } => {
+                write!(
+                    f,
+                    "segment header field {field} is {found}, expected {}{min} to {max}",
+                    if *multiple_of > 1 {
+                        format!("a multiple of {multiple_of} from ")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
             DamageKind::SegmentLength { expected, actual } => write!(
                 f,
                 "segment is {actual} bytes but its header says {expected} (truncated or extended by someone else)"

@@ -103,7 +103,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
         });
     }
     let held_by = DirLock::is_held(dir)?;
-    let listing = recovery::list(dir)?;
+    let listing = crate::journal::listing::list(dir)?;
     if listing.segments.is_empty()
         && !listing.has_ack
         && let Some(foreign) = listing.foreign

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use syncjournal::inspect::inspect;
+use syncjournal::journal::Until;
 use syncjournal::journal::offline::{OfflineReader, journal_id_of, owner_of, read_head};
 use syncjournal::mutation::{KIND_CHANGESET, decode_event};
 use syncjournal::replay::{OfflineStatus, offline_status};
@@ -201,13 +202,18 @@ pub fn dump(
 ) -> Outcome {
     let id = journal_id_of(dir)?;
     // While an owner has the journal open, only what it has made durable is complete.
-    let limit = match owner_of(dir)? {
-        Some(_) => read_head(dir, id).map_or(Lsn::MAX, |h| h.durable_lsn),
-        None => Lsn::MAX,
+    let until = match (owner_of(dir)?, to) {
+        (Some(_), to) => Until::Durable(
+            read_head(dir, id)
+                .map_or(0, |h| h.durable_lsn)
+                .min(to.unwrap_or(Lsn::MAX)),
+        ),
+        (None, Some(to)) => Until::Durable(to),
+        (None, None) => Until::End,
     };
     let first = syncjournal::journal::offline::first_retained(dir, id)?;
     let start = from.unwrap_or(first).max(first);
-    let mut reader = OfflineReader::open(dir, start, to.unwrap_or(Lsn::MAX).min(limit))?;
+    let mut reader = OfflineReader::open(dir, start, until)?;
     while let Some(rec) = reader.next_ref()? {
         if let Some(gap) = rec.gap() {
             if json_out {

@@ -23,8 +23,9 @@ pub const FRAME_RESERVED_OFFSET: usize = FRAME_FLAGS_OFFSET + 1;
 pub const FRAME_HEADER_BYTES: usize = FRAME_RESERVED_OFFSET + 2;
 /// Every frame starts at a multiple of this many bytes from the start of the file.
 pub const FRAME_ALIGN: usize = 8;
-/// The largest LSN: one less than `u64::MAX`, so that "the LSN after" always exists.
-pub const LSN_MAX: u64 = u64::MAX - 1;
+/// The largest LSN: 2⁶³ − 2, so that every LSN, and the LSN after any record (at most
+/// 2⁶³ − 1 = `i64::MAX`), fits the signed 64-bit integers that SQL databases store.
+pub const LSN_MAX: u64 = i64::MAX as u64 - 1;
 /// Kind of a gap frame, written by salvage where damaged records were removed. Its payload
 /// starts with the `u64` LSN of the first record after the gap.
 pub const KIND_GAP: u8 = 0xFF;
@@ -151,11 +152,54 @@ pub enum FrameCheck {
     Invalid(FrameFault),
 }
 
+/// Checks the 32 header bytes of a frame (`h`), with `available` bytes left in the segment
+/// after them, in the order of `journal-format.md` §3.4: kind and LSN in range, flags and
+/// reserved zero, payload length non-zero and within the segment. The checksum is not
+/// verified here. The caller has already ruled out an all-zero header (the end marker).
+pub fn parse_frame_header(h: &[u8], available: usize) -> Result<FrameHeader, FrameFault> {
+    let kind = h[FRAME_KIND_OFFSET];
+    let lsn = le_u64(h, FRAME_LSN_OFFSET);
+    if kind == 0 {
+        return Err(FrameFault::Header("kind is zero"));
+    }
+    if lsn == 0 {
+        return Err(FrameFault::Header("LSN is zero"));
+    }
+    if lsn > LSN_MAX {
+        return Err(FrameFault::Header("LSN is out of range"));
+    }
+    if h[FRAME_FLAGS_OFFSET] != 0
+        || h[FRAME_RESERVED_OFFSET] != 0
+        || h[FRAME_RESERVED_OFFSET + 1] != 0
+    {
+        return Err(FrameFault::Header("reserved bits are set"));
+    }
+    let payload_len = le_u32(h, FRAME_LEN_OFFSET);
+    if payload_len == 0 {
+        return Err(FrameFault::Header("payload length is zero"));
+    }
+    if payload_len as usize > available {
+        return Err(FrameFault::LengthOutOfBounds {
+            len: payload_len,
+            available,
+        });
+    }
+    Ok(FrameHeader {
+        crc: le_u32(h, FRAME_CRC_OFFSET),
+        payload_len,
+        lsn,
+        synced_lsn: le_u64(h, FRAME_SYNCED_LSN_OFFSET),
+        prev_crc: le_u32(h, FRAME_PREV_CRC_OFFSET),
+        kind,
+    })
+}
+
 /// Examines the bytes at a frame position. `rest` runs from the frame position to the end of
-/// the segment. Never panics, whatever the bytes.
+/// the segment (or at least to the end of the frame and its padding). Never panics, whatever
+/// the bytes.
 ///
-/// Checks, in order: room for a header; all-zero header (end of data); kind and LSN non-zero;
-/// flags and reserved zero; payload length non-zero and within `rest`; checksum.
+/// Checks, in order: room for a header; all-zero header (end of data); the header fields
+/// ([`parse_frame_header`]); padding zero; checksum.
 pub fn check_frame(rest: &[u8], seed: Seed) -> FrameCheck {
     if rest.len() < FRAME_HEADER_BYTES {
         return if rest.iter().all(|&b| b == 0) {
@@ -170,34 +214,11 @@ pub fn check_frame(rest: &[u8], seed: Seed) -> FrameCheck {
     if h.iter().all(|&b| b == 0) {
         return FrameCheck::End;
     }
-    let kind = h[FRAME_KIND_OFFSET];
-    let lsn = le_u64(h, FRAME_LSN_OFFSET);
-    if kind == 0 {
-        return FrameCheck::Invalid(FrameFault::Header("kind is zero"));
-    }
-    if lsn == 0 {
-        return FrameCheck::Invalid(FrameFault::Header("LSN is zero"));
-    }
-    if lsn > LSN_MAX {
-        return FrameCheck::Invalid(FrameFault::Header("LSN is out of range"));
-    }
-    if h[FRAME_FLAGS_OFFSET] != 0
-        || h[FRAME_RESERVED_OFFSET] != 0
-        || h[FRAME_RESERVED_OFFSET + 1] != 0
-    {
-        return FrameCheck::Invalid(FrameFault::Header("reserved bits are set"));
-    }
-    let payload_len = le_u32(h, FRAME_LEN_OFFSET);
-    if payload_len == 0 {
-        return FrameCheck::Invalid(FrameFault::Header("payload length is zero"));
-    }
-    let available = rest.len() - FRAME_HEADER_BYTES;
-    if payload_len as usize > available {
-        return FrameCheck::Invalid(FrameFault::LengthOutOfBounds {
-            len: payload_len,
-            available,
-        });
-    }
+    let header = match parse_frame_header(h, rest.len() - FRAME_HEADER_BYTES) {
+        Ok(header) => header,
+        Err(fault) => return FrameCheck::Invalid(fault),
+    };
+    let payload_len = header.payload_len;
     // Padding is not checksummed, so it is checked for zeros instead: a flip anywhere in a
     // frame is detected. (At the very end of a segment the padding may be cut off.)
     let end = FRAME_HEADER_BYTES + payload_len as usize;
@@ -205,22 +226,17 @@ pub fn check_frame(rest: &[u8], seed: Seed) -> FrameCheck {
     if rest[end..padded].iter().any(|&b| b != 0) {
         return FrameCheck::Invalid(FrameFault::Header("padding is not zero"));
     }
-    let stored = le_u32(h, FRAME_CRC_OFFSET);
     let mut hasher = seed.hasher();
     hasher.update(&h[FRAME_LEN_OFFSET..]);
-    hasher.update(&rest[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + payload_len as usize]);
+    hasher.update(&rest[FRAME_HEADER_BYTES..end]);
     let computed = hasher.finalize();
-    if stored != computed {
-        return FrameCheck::Invalid(FrameFault::Checksum { stored, computed });
+    if header.crc != computed {
+        return FrameCheck::Invalid(FrameFault::Checksum {
+            stored: header.crc,
+            computed,
+        });
     }
-    FrameCheck::Valid(FrameHeader {
-        crc: stored,
-        payload_len,
-        lsn,
-        synced_lsn: le_u64(h, FRAME_SYNCED_LSN_OFFSET),
-        prev_crc: le_u32(h, FRAME_PREV_CRC_OFFSET),
-        kind,
-    })
+    FrameCheck::Valid(header)
 }
 
 /// The first LSN after a gap, read from a gap frame's payload; `None` if the payload is too

@@ -35,6 +35,15 @@ pub const SEGMENT_HEADER_BYTES: usize = HEADER_CRC_OFFSET + 4;
 /// of the first records can never damage the header's sector.
 pub const SEGMENT_DATA_OFFSET: usize = 4096;
 
+/// Smallest segment size: 64 KiB.
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+/// Largest segment size: 1 GiB (frame offsets stay far inside `u32`).
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+/// Segment sizes are multiples of this many bytes.
+pub const SEGMENT_BYTES_ALIGN: u64 = 4096;
+/// The largest segment sequence number: file names have 16 decimal digits.
+pub const SEGMENT_SEQ_MAX: u64 = 9_999_999_999_999_999;
+
 /// A decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -78,6 +87,19 @@ pub enum HeaderError {
     UnsupportedVersion {
         /// The version found.
         found: u16,
+    },
+    /// A checksummed version-1 header with a field outside the range the format allows.
+    OutOfRange {
+        /// Field name.
+        field: &'static str,
+        /// Value found.
+        found: u64,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+        /// The value must be a multiple of this (1: any).
+        multiple_of: u64,
     },
     /// A checksummed version-1 header with a field value the format forbids.
     Field {
@@ -183,11 +205,35 @@ impl SegmentHeader {
                 expected: 1,
             });
         }
+        let segment_seq = le_u64(bytes, SEGMENT_SEQ_OFFSET);
+        if !(1..=SEGMENT_SEQ_MAX).contains(&segment_seq) {
+            return Err(HeaderError::OutOfRange {
+                field: "segment_seq",
+                found: segment_seq,
+                min: 1,
+                max: SEGMENT_SEQ_MAX,
+                multiple_of: 1,
+            });
+        }
+        // Every use of the length (mapping, reading, allocating) is bounded by this check,
+        // never by the claim alone.
+        let segment_bytes = le_u64(bytes, SEGMENT_BYTES_OFFSET);
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment_bytes)
+            || !segment_bytes.is_multiple_of(SEGMENT_BYTES_ALIGN)
+        {
+            return Err(HeaderError::OutOfRange {
+                field: "segment_bytes",
+                found: segment_bytes,
+                min: SEGMENT_BYTES_MIN,
+                max: SEGMENT_BYTES_MAX,
+                multiple_of: SEGMENT_BYTES_ALIGN,
+            });
+        }
         let header = SegmentHeader {
             journal_id: Uuid::from_bytes(id),
-            segment_seq: le_u64(bytes, SEGMENT_SEQ_OFFSET),
+            segment_seq,
             first_lsn,
-            segment_bytes: le_u64(bytes, SEGMENT_BYTES_OFFSET),
+            segment_bytes,
         };
         Ok((header, stored))
     }
@@ -323,6 +369,45 @@ mod tests {
                 Err(HeaderError::Checksum { .. })
             ));
         }
+    }
+
+    #[test]
+    fn segment_bytes_and_seq_outside_the_format_ranges_are_refused() {
+        for (at, value, field) in [
+            (SEGMENT_BYTES_OFFSET, 64u64, "segment_bytes"),
+            (SEGMENT_BYTES_OFFSET, SEGMENT_BYTES_MIN + 1, "segment_bytes"),
+            (
+                SEGMENT_BYTES_OFFSET,
+                SEGMENT_BYTES_MAX + 4096,
+                "segment_bytes",
+            ),
+            (SEGMENT_BYTES_OFFSET, 64 << 30, "segment_bytes"),
+            (SEGMENT_SEQ_OFFSET, 0, "segment_seq"),
+            (SEGMENT_SEQ_OFFSET, SEGMENT_SEQ_MAX + 1, "segment_seq"),
+        ] {
+            let mut b = sample().encode();
+            b[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            reseal(&mut b);
+            assert!(
+                matches!(SegmentHeader::decode(&b), Err(HeaderError::OutOfRange { field: f, found, .. }) if f == field && found == value),
+                "{field} = {value}: {:?}",
+                SegmentHeader::decode(&b)
+            );
+        }
+    }
+
+    #[test]
+    fn a_newer_version_with_a_longer_header_is_named_as_a_version() {
+        let mut b = vec![0u8; 4096];
+        b[..SEGMENT_HEADER_BYTES].copy_from_slice(&sample().encode());
+        b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&2u16.to_le_bytes());
+        b[HEADER_LEN_OFFSET..HEADER_LEN_OFFSET + 2].copy_from_slice(&128u16.to_le_bytes());
+        let crc = crc32fast::hash(&b[..124]);
+        b[124..128].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            SegmentHeader::decode(&b),
+            Err(HeaderError::UnsupportedVersion { found: 2 })
+        );
     }
 
     #[test]

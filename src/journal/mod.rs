@@ -3,6 +3,7 @@
 
 pub(crate) mod ack;
 pub(crate) mod index;
+pub(crate) mod listing;
 pub mod offline;
 mod options;
 mod reader;
@@ -11,6 +12,7 @@ pub mod scan;
 mod writer;
 
 pub use index::{INDEX_STRIDE, SparseIndex};
+pub use offline::Until;
 pub use options::{JournalOptions, PersistMode, RecoveryMode};
 pub use reader::{Reader, Record, RecordRef};
 pub use recovery::{Cut, RecoveryReport};

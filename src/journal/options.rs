@@ -96,10 +96,10 @@ impl Default for JournalOptions {
 impl JournalOptions {
     /// Default segment size: 64 MiB.
     pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
-    /// Smallest segment size: 64 KiB.
-    pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
-    /// Largest segment size: 1 GiB (frame offsets stay far inside `u32`).
-    pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+    /// Smallest segment size: 64 KiB ([`crate::format::SEGMENT_BYTES_MIN`]).
+    pub const SEGMENT_BYTES_MIN: u64 = crate::format::SEGMENT_BYTES_MIN;
+    /// Largest segment size: 1 GiB ([`crate::format::SEGMENT_BYTES_MAX`]).
+    pub const SEGMENT_BYTES_MAX: u64 = crate::format::SEGMENT_BYTES_MAX;
     /// Default largest payload: 16 MiB.
     pub const RECORD_BYTES_DEFAULT: usize = 16 << 20;
 

@@ -9,11 +9,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::Lsn;
+use crate::error::DamageKind;
 use crate::error::{Error, Result};
 use crate::format::{
     FRAME_HEADER_BYTES, FrameCheck, KIND_GAP, SEGMENT_DATA_OFFSET, Seed, check_frame, gap_end,
 };
 use crate::journal::recovery::SegmentBytes;
+use crate::journal::scan::{Chain, Link, fault_kind};
 use crate::journal::writer::Shared;
 use crate::segment::SharedMap;
 
@@ -87,6 +89,8 @@ struct Cursor {
     source: Source,
     pos: usize,
     released_to: usize,
+    /// What the frame at `pos` must be.
+    chain: Chain,
 }
 
 impl Cursor {
@@ -167,12 +171,18 @@ impl Reader {
         }
         let i = segs.partition_point(|e| e.first_lsn <= lsn) - 1;
         let e = &segs[i];
-        let pos = e
-            .index
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .floor(lsn)
-            .map_or(SEGMENT_DATA_OFFSET, |(_, off)| off);
+        // At an indexed record the chain's checksum is unknown; at the segment start it is the
+        // header's.
+        let (pos, chain) = match e.index.read().unwrap_or_else(|e| e.into_inner()).floor(lsn) {
+            Some((at_lsn, off)) => (
+                off,
+                Chain {
+                    next_lsn: at_lsn,
+                    last_crc: None,
+                },
+            ),
+            None => (SEGMENT_DATA_OFFSET, Chain::start(e.first_lsn, e.header_crc)),
+        };
         let source = match &e.map {
             Some(m) => Source::Active(Arc::clone(m)),
             None => Source::Sealed(open_sealed(&e.path, lsn, e.sealed.map_or(lsn, |s| s.0))?),
@@ -184,10 +194,12 @@ impl Reader {
             source,
             pos,
             released_to: 0,
+            chain,
         }))
     }
 
-    fn open_seq(&self, seq: u64) -> Result<Option<Cursor>> {
+    /// Opens the segment after a complete one; it must continue the LSNs where `expected` says.
+    fn open_seq(&self, seq: u64, expected: Lsn) -> Result<Option<Cursor>> {
         let segs = self
             .shared
             .segments
@@ -202,6 +214,16 @@ impl Reader {
                 _ => Ok(None),
             };
         };
+        if e.first_lsn != expected {
+            return Err(Error::corrupt(
+                &e.path,
+                0,
+                DamageKind::SegmentDiscontinuity {
+                    expected,
+                    found: e.first_lsn,
+                },
+            ));
+        }
         let source = match &e.map {
             Some(m) => Source::Active(Arc::clone(m)),
             None => Source::Sealed(open_sealed(
@@ -217,6 +239,7 @@ impl Reader {
             source,
             pos: SEGMENT_DATA_OFFSET,
             released_to: 0,
+            chain: Chain::start(e.first_lsn, e.header_crc),
         }))
     }
 
@@ -239,13 +262,7 @@ impl Reader {
                     FrameCheck::Valid(h) => Some(h),
                     FrameCheck::End => None,
                     FrameCheck::Invalid(fault) => {
-                        return Err(Error::corrupt(
-                            &cur.path,
-                            cur.pos as u64,
-                            crate::error::DamageKind::FrameHeader {
-                                reason: fault_reason(fault),
-                            },
-                        ));
+                        return Err(Error::corrupt(&cur.path, cur.pos as u64, fault_kind(fault)));
                     }
                 }
             } else {
@@ -253,8 +270,8 @@ impl Reader {
             };
             let Some(h) = step else {
                 if complete {
-                    let next = cur.seq + 1;
-                    self.cur = self.open_seq(next)?;
+                    let (next, expected) = (cur.seq + 1, cur.chain.next_lsn);
+                    self.cur = self.open_seq(next, expected)?;
                     if self.cur.is_none() {
                         return Ok(None);
                     }
@@ -263,22 +280,29 @@ impl Reader {
                 return Ok(None);
             };
             let at = cur.pos;
-            cur.pos += h.frame_bytes();
-            cur.release(release_every);
             let payload_at =
                 at + FRAME_HEADER_BYTES..at + FRAME_HEADER_BYTES + h.payload_len as usize;
-            if h.kind == KIND_GAP {
-                let (_, bytes) = cur.view();
-                let end = gap_end(&bytes[payload_at.clone()]).unwrap_or(h.lsn);
-                if end <= self.next_lsn || end == h.lsn {
-                    continue;
+            // Every frame, skipped or returned, must be the one that comes next.
+            let mut chain = cur.chain;
+            let link = chain
+                .accept(&h, &bytes[payload_at.clone()])
+                .map_err(|kind| Error::corrupt(&cur.path, at as u64, kind))?;
+            cur.chain = chain;
+            cur.pos += h.frame_bytes();
+            cur.release(release_every);
+            match link {
+                Link::Gap { end } => {
+                    if end <= self.next_lsn || end == h.lsn {
+                        continue;
+                    }
+                    self.next_lsn = end;
                 }
-                self.next_lsn = end;
-            } else {
-                if h.lsn < self.next_lsn {
-                    continue;
+                Link::Record => {
+                    if h.lsn < self.next_lsn {
+                        continue;
+                    }
+                    self.next_lsn = h.lsn + 1;
                 }
-                self.next_lsn = h.lsn + 1;
             }
             let cur = self.cur.as_ref().expect("cursor set above");
             self.last = Some((cur.seq, at));
@@ -357,13 +381,4 @@ fn open_sealed(path: &std::path::Path, lsn: Lsn, after: Lsn) -> Result<SegmentBy
         .map_err(|e| Error::io("stat segment", path, e))?
         .len();
     SegmentBytes::read(&file, path, len, true)
-}
-
-fn fault_reason(f: crate::format::FrameFault) -> &'static str {
-    match f {
-        crate::format::FrameFault::Truncated { .. } => "frame truncated",
-        crate::format::FrameFault::Header(r) => r,
-        crate::format::FrameFault::LengthOutOfBounds { .. } => "length out of bounds",
-        crate::format::FrameFault::Checksum { .. } => "checksum mismatch on re-read",
-    }
 }

@@ -4,7 +4,7 @@
 //! The same examination, without repairs, serves `verify` ([`crate::inspect`]).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -16,20 +16,15 @@ use uuid::Uuid;
 use crate::Lsn;
 use crate::error::{Corruption, DamageKind, Error, Result};
 use crate::fault::{FaultInjector, IoOp};
-use crate::format::{
-    FORMAT_VERSION, FRAME_HEADER_BYTES, HeaderError, KIND_GAP, SEGMENT_HEADER_BYTES, Seed,
-    SegmentHeader, frame_bytes, seal_frame,
-};
+use crate::format::{FRAME_HEADER_BYTES, KIND_GAP, Seed, SegmentHeader, frame_bytes, seal_frame};
 use crate::journal::ack::AckFile;
 use crate::journal::index::SparseIndex;
+use crate::journal::listing::{self, SegmentFile, read_full_at};
 use crate::journal::options::{JournalOptions, RecoveryMode};
 use crate::journal::scan::{
     DamagedRegion, ScanInput, ScanPoint, SegmentScan, nonzero_span, scan_segment, scan_segment_with,
 };
-use crate::segment::{
-    ACK_FILE, FORENSICS_DIR, LOCK_FILE, ReadMap, TMP_SUFFIX, allocate, inject, open_segment_rw,
-    parse_segment_file_name, sync_dir,
-};
+use crate::segment::{Access, FORENSICS_DIR, ReadMap, allocate, inject, open_segment_rw, sync_dir};
 
 /// What `open` found and did. Logged through `tracing` at `info` (or `warn` if anything was
 /// cut or skipped).
@@ -159,65 +154,6 @@ impl SegmentBytes {
     }
 }
 
-fn read_full_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], at + filled as u64) {
-            Ok(0) => {
-                buf[filled..].fill(0);
-                break;
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Journal files found in a directory.
-pub(crate) struct Listing {
-    pub segments: Vec<(u64, PathBuf)>,
-    pub tmp_files: Vec<PathBuf>,
-    pub has_ack: bool,
-    /// A file that is neither a journal file nor one we create (for the foreign-directory
-    /// check).
-    pub foreign: Option<PathBuf>,
-}
-
-pub(crate) fn list(dir: &Path) -> Result<Listing> {
-    let mut listing = Listing {
-        segments: Vec::new(),
-        tmp_files: Vec::new(),
-        has_ack: false,
-        foreign: None,
-    };
-    let rd = fs::read_dir(dir).map_err(|e| Error::io("list journal directory", dir, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io("list journal directory", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            listing.foreign.get_or_insert(entry.path());
-            continue;
-        };
-        if let Some(seq) = parse_segment_file_name(name) {
-            listing.segments.push((seq, entry.path()));
-        } else if name.ends_with(TMP_SUFFIX) {
-            listing.tmp_files.push(entry.path());
-        } else if name == ACK_FILE {
-            listing.has_ack = true;
-        } else if name != LOCK_FILE
-            && name != crate::segment::HEAD_FILE
-            && name != FORENSICS_DIR
-            && name != crate::replay::REPLAY_STATE_FILE
-        {
-            listing.foreign.get_or_insert(entry.path());
-        }
-    }
-    listing.segments.sort();
-    Ok(listing)
-}
-
 /// A segment whose header verified, with its scan.
 pub(crate) struct Examined {
     pub seq: u64,
@@ -273,25 +209,16 @@ fn examine_with(
     how: Read,
     extend_truncated: bool,
 ) -> Result<Examined> {
-    let file = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
-    let mut len = file
-        .metadata()
-        .map_err(|e| Error::io("stat segment", path, e))?
-        .len();
-    let (header, header_crc) = read_segment_header(&file, seq, path, len)?;
-    if let Some(id) = expected_id
-        && header.journal_id != id
-    {
-        return Err(Error::ForeignSegment {
-            path: path.to_path_buf(),
-            expected: id,
-            found: header.journal_id,
-        });
-    }
+    let SegmentFile {
+        file,
+        mut len,
+        header,
+        header_crc,
+        ..
+    } = SegmentFile::open(seq, path, expected_id, Access::Read)?;
     if len != header.segment_bytes {
-        let plausible = header.segment_bytes >= JournalOptions::SEGMENT_BYTES_MIN
-            && header.segment_bytes <= JournalOptions::SEGMENT_BYTES_MAX;
-        if extend_truncated && len < header.segment_bytes && plausible {
+        // The header's length was range-checked when it was decoded.
+        if extend_truncated && len < header.segment_bytes {
             let rw = open_segment_rw(path)?;
             allocate(&rw, header.segment_bytes)
                 .map_err(|e| Error::io("extend segment", path, e))?;
@@ -344,73 +271,6 @@ fn examine_with(
         scan,
         bytes,
     })
-}
-
-/// Reads and verifies the header of segment file `seq` (`len` bytes long), checking that it
-/// names the same sequence number as the file name. Returns the header and its checksum.
-pub(crate) fn read_segment_header(
-    file: &File,
-    seq: u64,
-    path: &Path,
-    len: u64,
-) -> Result<(SegmentHeader, u32)> {
-    let mut head = [0u8; SEGMENT_HEADER_BYTES];
-    let n = (len as usize).min(SEGMENT_HEADER_BYTES);
-    read_full_at(file, &mut head[..n], 0).map_err(|e| Error::io("read segment header", path, e))?;
-    let (header, crc) = SegmentHeader::decode(&head[..n]).map_err(|e| header_error(path, e))?;
-    if header.segment_seq != seq {
-        return Err(Error::corrupt(
-            path,
-            0,
-            DamageKind::SequenceMismatch {
-                file_name: seq,
-                header: header.segment_seq,
-            },
-        ));
-    }
-    Ok((header, crc))
-}
-
-fn header_error(path: &Path, e: HeaderError) -> Error {
-    match e {
-        HeaderError::TooShort { len } => {
-            Error::corrupt(path, 0, DamageKind::HeaderTruncated { len: len as u64 })
-        }
-        HeaderError::BadMagic { found } => Error::ForeignFile {
-            path: path.to_path_buf(),
-            found: found.to_vec(),
-        },
-        HeaderError::BadHeaderLen { found } => Error::corrupt(
-            path,
-            0,
-            DamageKind::HeaderField {
-                field: "header_len",
-                found: u64::from(found),
-                expected: SEGMENT_HEADER_BYTES as u64,
-            },
-        ),
-        HeaderError::Checksum { stored, computed } => {
-            Error::corrupt(path, 0, DamageKind::HeaderChecksum { stored, computed })
-        }
-        HeaderError::UnsupportedVersion { found } => Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found,
-            supported: FORMAT_VERSION,
-        },
-        HeaderError::Field {
-            field,
-            found,
-            expected,
-        } => Error::corrupt(
-            path,
-            0,
-            DamageKind::HeaderField {
-                field,
-                found,
-                expected,
-            },
-        ),
-    }
 }
 
 /// A damaged region, classified.
@@ -535,10 +395,15 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
     let started = Instant::now();
     let faults = opts.faults.as_deref();
     let mode = opts.recovery_mode;
-    let listing = list(dir)?;
+    let listing = listing::list(dir)?;
     let removed_tmp_files = listing.tmp_files.len();
     for tmp in &listing.tmp_files {
-        fs::remove_file(tmp).map_err(|e| Error::io("remove leftover temporary file", tmp, e))?;
+        match fs::remove_file(tmp) {
+            Ok(()) => {}
+            // Gone already: nothing to remove.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove leftover temporary file", tmp, e)),
+        }
     }
     if removed_tmp_files > 0 {
         sync_dir(dir, faults)?;
@@ -845,7 +710,9 @@ fn create_fresh(
     })
 }
 
-/// Copies `bytes` to `forensics/<seq>-<offset>-<ms>.cut`, durably.
+/// Copies `bytes` to `forensics/<seq>-<offset>-<ms>.cut`, durably. The directory is opened
+/// without following a link planted in its place, and the file is created new (`O_EXCL`,
+/// never through a link): recovery, often run as root, writes only where it means to.
 fn save_cut(
     dir: &Path,
     seq: u64,
@@ -853,24 +720,53 @@ fn save_cut(
     bytes: &[u8],
     faults: Option<&dyn FaultInjector>,
 ) -> Result<PathBuf> {
+    use rustix::fs::{Mode, OFlags};
     let fdir = dir.join(FORENSICS_DIR);
-    fs::create_dir_all(&fdir).map_err(|e| Error::io("create forensics directory", &fdir, e))?;
-    let path = fdir.join(format!(
-        "{seq:016}-{offset:010}-{}.cut",
-        crate::journal::ack::now_ms()
-    ));
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| Error::io("create side file", &path, e))?;
-    f.write_all_at(bytes, 0)
+    match fs::create_dir(&fdir) {
+        Ok(()) => sync_dir(dir, faults)?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create forensics directory", &fdir, e)),
+    }
+    let unsafe_dir = |reason: &str| Error::UnsafeFile {
+        path: fdir.clone(),
+        reason: reason.into(),
+    };
+    let dfd = rustix::fs::open(
+        &fdir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => unsafe_dir("is a symbolic link"),
+        rustix::io::Errno::NOTDIR => unsafe_dir("is not a directory"),
+        e => Error::io("open forensics directory", &fdir, e.into()),
+    })?;
+    let stamp = crate::journal::ack::now_ms();
+    let mut attempt = 0u32;
+    let (path, file) = loop {
+        let name = match attempt {
+            0 => format!("{seq:016}-{offset:010}-{stamp}.cut"),
+            n => format!("{seq:016}-{offset:010}-{stamp}-{n}.cut"),
+        };
+        let path = fdir.join(&name);
+        match rustix::fs::openat(
+            &dfd,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => break (path, File::from(fd)),
+            Err(rustix::io::Errno::EXIST) if attempt < 100 => attempt += 1,
+            Err(e) => return Err(Error::io("create side file", &path, e.into())),
+        }
+    };
+    file.write_all_at(bytes, 0)
         .map_err(|e| Error::io("write side file", &path, e))?;
-    f.sync_all()
+    file.sync_all()
         .map_err(|e| Error::io("fsync side file", &path, e))?;
-    sync_dir(&fdir, faults)?;
-    sync_dir(dir, faults)?;
+    inject(faults, IoOp::SyncDir, &fdir)
+        .and_then(|()| File::from(dfd).sync_all())
+        .map_err(|e| Error::io("fsync directory", &fdir, e))?;
     Ok(path)
 }
 

@@ -6,7 +6,7 @@ use crate::Lsn;
 use crate::error::DamageKind;
 use crate::format::{
     FRAME_ALIGN, FRAME_HEADER_BYTES, FRAME_KIND_OFFSET, FRAME_LSN_OFFSET, FrameCheck, FrameFault,
-    KIND_GAP, SEGMENT_DATA_OFFSET, Seed, check_frame, gap_end, le_u64,
+    FrameHeader, KIND_GAP, LSN_MAX, SEGMENT_DATA_OFFSET, Seed, check_frame, gap_end, le_u64,
 };
 use crate::journal::index::SparseIndex;
 
@@ -19,6 +19,79 @@ pub struct ScanInput {
     pub header_crc: u32,
     /// The LSN of the segment's first record.
     pub first_lsn: Lsn,
+}
+
+/// What a sequential reader of a segment expects of the next frame: its LSN, and the checksum
+/// it must chain to (`None` when that is unknown: after a gap record, after a damaged region,
+/// or at a position found through the sparse index). Every reader — recovery's scanner, the
+/// owner's reader, the offline reader — accepts frames only through [`Chain::accept`], so
+/// that LSN continuity and the chain are checked the same way everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    /// The LSN the next frame must carry.
+    pub next_lsn: Lsn,
+    /// The checksum the next frame's `prev_crc` must equal, if known.
+    pub last_crc: Option<u32>,
+}
+
+/// What a frame accepted by a [`Chain`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A record: the chain now expects its LSN + 1.
+    Record,
+    /// A gap record standing for `[lsn, end)`: the chain now expects `end`.
+    Gap {
+        /// The first LSN after the gap.
+        end: Lsn,
+    },
+}
+
+impl Chain {
+    /// The chain at the start of a segment whose first LSN is `first_lsn`.
+    pub fn start(first_lsn: Lsn, header_crc: u32) -> Chain {
+        Chain {
+            next_lsn: first_lsn,
+            last_crc: Some(header_crc),
+        }
+    }
+
+    /// Checks a frame that verified (`check_frame` returned `Valid(h)`, `payload` its payload)
+    /// against the chain, in this order: its LSN is the expected one, it chains to its
+    /// predecessor (when that is known), and a gap record names a well-formed range. On
+    /// success the chain advances past the frame.
+    pub fn accept(&mut self, h: &FrameHeader, payload: &[u8]) -> Result<Link, DamageKind> {
+        if h.lsn != self.next_lsn {
+            return Err(DamageKind::LsnOutOfOrder {
+                expected: self.next_lsn,
+                found: h.lsn,
+            });
+        }
+        if let Some(last) = self.last_crc
+            && h.prev_crc != last
+        {
+            return Err(DamageKind::ChainBroken {
+                expected: last,
+                found: h.prev_crc,
+            });
+        }
+        if h.kind == KIND_GAP {
+            match gap_end(payload) {
+                Some(end) if end >= h.lsn && end <= LSN_MAX + 1 => {
+                    // The frame after a gap points at a record that no longer exists.
+                    self.next_lsn = end;
+                    self.last_crc = None;
+                    Ok(Link::Gap { end })
+                }
+                _ => Err(DamageKind::FrameHeader {
+                    reason: "malformed gap record",
+                }),
+            }
+        } else {
+            self.next_lsn = h.lsn + 1;
+            self.last_crc = Some(h.crc);
+            Ok(Link::Record)
+        }
+    }
 }
 
 /// The scanner's state at a point in the segment, so a tail cut can roll back to it.
@@ -170,50 +243,31 @@ pub fn scan_segment_with(
                 let fb = h.frame_bytes();
                 let payload = &bytes
                     [pos + FRAME_HEADER_BYTES..pos + FRAME_HEADER_BYTES + h.payload_len as usize];
-                let gap = (h.kind == KIND_GAP).then(|| gap_end(payload));
-                if h.lsn != next_lsn {
-                    Some((
-                        DamageKind::LsnOutOfOrder {
-                            expected: next_lsn,
-                            found: h.lsn,
-                        },
-                        pos + FRAME_ALIGN,
-                    ))
-                } else if !chain_unknown && h.prev_crc != last_crc {
-                    Some((
-                        DamageKind::ChainBroken {
-                            expected: last_crc,
-                            found: h.prev_crc,
-                        },
-                        pos + FRAME_ALIGN,
-                    ))
-                } else if matches!(gap, Some(None)) || matches!(gap, Some(Some(end)) if end < h.lsn)
-                {
-                    Some((
-                        DamageKind::FrameHeader {
-                            reason: "malformed gap record",
-                        },
-                        pos + FRAME_ALIGN,
-                    ))
-                } else {
-                    index.note(h.lsn, pos, force_index || gap.is_some());
-                    force_index = false;
-                    if let Some(Some(end)) = gap {
-                        gaps.push((h.lsn, end));
-                        next_lsn = end;
-                        chain_unknown = true;
-                        force_index = true;
-                    } else {
-                        records += 1;
-                        next_lsn = h.lsn + 1;
-                        chain_unknown = false;
+                let mut chain = Chain {
+                    next_lsn,
+                    last_crc: (!chain_unknown).then_some(last_crc),
+                };
+                match chain.accept(&h, payload) {
+                    Err(kind) => Some((kind, pos + FRAME_ALIGN)),
+                    Ok(link) => {
+                        let gap = matches!(link, Link::Gap { .. });
+                        index.note(h.lsn, pos, force_index || gap);
+                        force_index = false;
+                        if let Link::Gap { end } = link {
+                            gaps.push((h.lsn, end));
+                            force_index = true;
+                        } else {
+                            records += 1;
+                        }
+                        next_lsn = chain.next_lsn;
+                        chain_unknown = chain.last_crc.is_none();
+                        max_claim = max_claim.max(h.synced_lsn);
+                        claim_since_region = claim_since_region.max(h.synced_lsn);
+                        last_crc = h.crc;
+                        data_bytes += fb as u64;
+                        pos = (pos + fb).min(len);
+                        None
                     }
-                    max_claim = max_claim.max(h.synced_lsn);
-                    claim_since_region = claim_since_region.max(h.synced_lsn);
-                    last_crc = h.crc;
-                    data_bytes += fb as u64;
-                    pos = (pos + fb).min(len);
-                    None
                 }
             }
         };
@@ -292,7 +346,8 @@ pub fn scan_segment_with(
     }
 }
 
-fn fault_kind(fault: FrameFault) -> DamageKind {
+/// The damage a frame fault stands for.
+pub(crate) fn fault_kind(fault: FrameFault) -> DamageKind {
     match fault {
         FrameFault::Truncated { available } => DamageKind::FrameTruncated {
             available: available as u64,

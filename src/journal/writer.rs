@@ -151,6 +151,8 @@ pub(crate) struct SegmentEntry {
     pub(crate) first_lsn: Lsn,
     pub(crate) path: PathBuf,
     pub(crate) index: Arc<RwLock<SparseIndex>>,
+    /// The header's checksum: what the segment's first frame chains to.
+    pub(crate) header_crc: u32,
     /// The writer's map, for the active segment only.
     pub(crate) map: Option<Arc<SharedMap>>,
     /// For sealed segments: the LSN after the segment's last record, and its data end.
@@ -208,7 +210,7 @@ impl Journal {
             }
             Err(e) => return Err(Error::io("open journal directory", &dir, e)),
         }
-        let listing = recovery::list(&dir)?;
+        let listing = crate::journal::listing::list(&dir)?;
         if listing.segments.is_empty() && !listing.has_ack {
             if let Some(foreign) = listing.foreign {
                 return Err(Error::ForeignDirectory {
@@ -241,6 +243,7 @@ impl Journal {
                     first_lsn: seg.header.first_lsn,
                     path: seg.path,
                     index,
+                    header_crc: SegmentHeader::crc_of(&seg.header.encode()),
                     map: None,
                     sealed: Some((seg.tail.next_lsn, seg.tail.end)),
                 });
@@ -261,6 +264,7 @@ impl Journal {
                 first_lsn: seg.header.first_lsn,
                 path: seg.path.clone(),
                 index: Arc::clone(&index),
+                header_crc: SegmentHeader::crc_of(&seg.header.encode()),
                 map: Some(map),
                 sealed: None,
             });
@@ -988,6 +992,7 @@ impl Writer {
                 first_lsn: header.first_lsn,
                 path: path.clone(),
                 index: Arc::clone(&index),
+                header_crc: SegmentHeader::crc_of(&header.encode()),
                 map: Some(Arc::clone(&new_map)),
                 sealed: None,
             });

@@ -79,9 +79,11 @@ impl Source {
     pub(crate) fn reader(&self, lsn: Lsn, limit: Lsn) -> Result<SourceReader> {
         Ok(match self {
             Source::Owner(j) => SourceReader::Journal(j.reader(lsn)?),
-            Source::Follower { dir, .. } => {
-                SourceReader::Offline(Box::new(OfflineReader::open(dir, lsn, limit)?))
-            }
+            Source::Follower { dir, .. } => SourceReader::Offline(Box::new(OfflineReader::open(
+                dir,
+                lsn,
+                crate::journal::Until::Durable(limit),
+            )?)),
         })
     }
 

@@ -277,7 +277,7 @@ pub fn offline_status(dir: &Path, target: Option<&Path>) -> Result<OfflineStatus
         (Some(_), Some(h)) => h.durable_lsn,
         _ => {
             let mut last = acked;
-            let mut r = OfflineReader::open(dir, acked + 1, Lsn::MAX)?;
+            let mut r = OfflineReader::open(dir, acked + 1, crate::journal::Until::End)?;
             loop {
                 match r.next_ref() {
                     Ok(Some(rec)) => last = rec.gap().map_or(rec.lsn, |g| g.end - 1),
@@ -307,7 +307,7 @@ pub fn offline_status(dir: &Path, target: Option<&Path>) -> Result<OfflineStatus
     let base = SyncStatus::applied_base(head, acked, &state);
     let (mut pending_bytes, mut oldest) = (0u64, None);
     if head > base {
-        let mut r = OfflineReader::open(dir, base + 1, head)?;
+        let mut r = OfflineReader::open(dir, base + 1, crate::journal::Until::Durable(head))?;
         while let Some(rec) = r.next_ref()? {
             if oldest.is_none() {
                 oldest = created_at_ms(rec.payload);

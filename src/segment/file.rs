@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FallocateFlags;
@@ -24,8 +24,30 @@ pub const ACK_FILE: &str = "ACK";
 pub const HEAD_FILE: &str = "HEAD";
 /// Directory (inside the journal directory) where bytes cut by recovery are kept.
 pub const FORENSICS_DIR: &str = "forensics";
-/// The largest segment sequence number: file names have 16 decimal digits.
-pub const SEGMENT_SEQ_MAX: u64 = 9_999_999_999_999_999;
+/// File (in the journal directory) where the replayer keeps its last outcome.
+pub const REPLAY_STATE_FILE: &str = "replay.json";
+pub use crate::format::SEGMENT_SEQ_MAX;
+
+/// True for the temporary names syncjournal itself creates and abandons only by crashing:
+/// `<segment file name>.tmp` and `ACK.tmp`. Recovery removes these, and only these (another
+/// process's temporary files in the directory are not recovery's to remove).
+pub fn is_own_tmp_name(name: &str) -> bool {
+    name.strip_suffix(TMP_SUFFIX)
+        .is_some_and(|stem| stem == ACK_FILE || parse_segment_file_name(stem).is_some())
+}
+
+/// The temporary file a replayer in process `pid` writes `replay.json` through.
+pub fn replay_tmp_name(pid: u32) -> String {
+    format!("{REPLAY_STATE_FILE}.{pid}{TMP_SUFFIX}")
+}
+
+/// True for a name made by [`replay_tmp_name`].
+pub fn is_replay_tmp_name(name: &str) -> bool {
+    name.strip_prefix(REPLAY_STATE_FILE)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_suffix(TMP_SUFFIX))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// File name of segment `seq`: 16 zero-padded decimal digits and `.sjl`, so that names sort
 /// like sequence numbers.
@@ -40,6 +62,99 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     stem.parse().ok()
+}
+
+/// How [`open_journal_file`] opens a file of a journal directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write; the file must not exist yet (`O_EXCL`).
+    CreateNew,
+    /// Read and write; created if missing, never truncated.
+    OpenOrCreate,
+}
+
+/// Opens a file of a journal directory without trusting what the directory holds: never
+/// through a symbolic link (`O_NOFOLLOW`: a link planted in the directory would make a
+/// privileged process read or overwrite the file it points to), never blocking on a FIFO or a
+/// device (`O_NONBLOCK`, then the type is checked on the open descriptor), only a regular
+/// file, and, when opened for writing, only a file with a single link (a hard link to another
+/// file would make us write that file).
+///
+/// # Errors
+///
+/// [`Error::UnsafeFile`] for a symbolic link, a file that is not regular, or a writable file
+/// with several links; [`Error::Io`] otherwise (`NotFound` included: callers match on it).
+pub(crate) fn open_journal_file(path: &Path, access: Access, what: &'static str) -> Result<File> {
+    use rustix::fs::OFlags;
+    let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32;
+    let mut o = OpenOptions::new();
+    o.read(true).custom_flags(flags);
+    match access {
+        Access::Read => {}
+        Access::ReadWrite => {
+            o.write(true);
+        }
+        Access::CreateNew => {
+            o.write(true).create_new(true);
+        }
+        Access::OpenOrCreate => {
+            o.write(true).create(true);
+        }
+    }
+    let file = o.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            Error::UnsafeFile {
+                path: path.to_path_buf(),
+                reason: "is a symbolic link".into(),
+            }
+        } else {
+            Error::io(what, path, e)
+        }
+    })?;
+    let meta = file.metadata().map_err(|e| Error::io(what, path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::UnsafeFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "is {}, not a regular file",
+                file_type_name(&meta.file_type())
+            ),
+        });
+    }
+    if access != Access::Read && meta.nlink() > 1 {
+        return Err(Error::UnsafeFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "has {} hard links (syncjournal never writes a file that is also elsewhere)",
+                meta.nlink()
+            ),
+        });
+    }
+    Ok(file)
+}
+
+/// A file type in words, for error messages.
+pub(crate) fn file_type_name(t: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
 }
 
 /// Calls the fault injector, if any.
@@ -103,12 +218,7 @@ pub(crate) fn create_segment(
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let _ = fs::remove_file(&tmp);
     let result = (|| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io("create segment", &tmp, e))?;
+        let file = open_journal_file(&tmp, Access::CreateNew, "create segment")?;
         inject(faults, IoOp::Allocate, &tmp)
             .and_then(|()| allocate(&file, header.segment_bytes))
             .map_err(|e| {
@@ -145,11 +255,7 @@ pub(crate) fn create_segment(
 
 /// Opens an existing segment file for reading and writing.
 pub(crate) fn open_segment_rw(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io("open segment", path, e))
+    open_journal_file(path, Access::ReadWrite, "open segment")
 }
 
 /// The exclusive lock on a journal directory, held for the life of a `Journal`.
@@ -223,13 +329,7 @@ impl DirLock {
 
     fn try_acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("open lock file", &path, e))?;
+        let mut file = open_journal_file(&path, Access::OpenOrCreate, "open lock file")?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -260,10 +360,12 @@ impl DirLock {
     /// True if some process holds the lock on `dir` right now (without taking it for long).
     pub(crate) fn is_held(dir: &Path) -> Result<Option<Option<u32>>> {
         let path = dir.join(LOCK_FILE);
-        let mut file = match File::open(&path) {
+        let mut file = match open_journal_file(&path, Access::Read, "open lock file") {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open lock file", &path, e)),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
         match file.try_lock_shared() {
             Ok(()) => {
