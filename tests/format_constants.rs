@@ -299,8 +299,8 @@ fn change_set_examples_in_the_document_are_what_the_store_writes() {
 use std::path::Path;
 
 use common::{
-    FrameLoc, frames_of_segment, open_with_mode, opts_with_mode, payload_for_lsn, read_all_records,
-    segment_path, write_journal_records,
+    FrameLoc, expect_corrupt, frames_of_segment, open_with_mode, opts_with_mode, payload_for_lsn,
+    read_all_records, segment_path, write_journal_records,
 };
 use syncjournal::journal::scan::{DamagedRegion, ScanInput, scan_segment};
 use syncjournal::{DamageKind, Journal, PersistMode, RecoveryMode};
@@ -750,10 +750,7 @@ fn a_missing_ack_is_recreated_at_0_in_slot_1_but_refused_once_segments_were_reti
     j.close().unwrap();
     std::fs::remove_file(dir.join(ACK_FILE)).unwrap();
     for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Salvage] {
-        let err = open_with_mode(&dir, mode).err().expect("refused");
-        let syncjournal::Error::Corrupt(c) = err else {
-            panic!("{err:?}")
-        };
+        let c = expect_corrupt(open_with_mode(&dir, mode), "missing ACK after retention");
         assert_eq!(
             c.kind,
             DamageKind::SegmentDiscontinuity {
