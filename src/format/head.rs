@@ -9,6 +9,9 @@ use super::{le_u16, le_u32, le_u64};
 pub const HEAD_MAGIC: [u8; 8] = *b"SJHEAD\0\0";
 /// Length of the `HEAD` record.
 pub const HEAD_BYTES: usize = HEAD_CRC_OFFSET + 4;
+/// Length of the `HEAD` file: one page, the record at offset 0 and zeros after it (the owner
+/// maps the page and stores the record into it).
+pub const HEAD_FILE_BYTES: usize = 4096;
 /// Offset of the version (`u16`).
 pub const HEAD_VERSION_OFFSET: usize = 8;
 /// Offset of 6 reserved zero bytes.
