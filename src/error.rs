@@ -308,6 +308,16 @@ pub enum Error {
         source: Option<rusqlite::Error>,
     },
 
+    /// The target failed an integrity check through a fresh connection: the replayer does not
+    /// write into it until a check passes again.
+    #[error("target {} is damaged: {detail}; syncjournal will not write into it — run `syncjournal check-target {}`, then restore it from a backup (the journal re-applies what it still holds) or repair it", path.display(), path.display())]
+    TargetDamaged {
+        /// The target database.
+        path: PathBuf,
+        /// What the integrity check reported.
+        detail: String,
+    },
+
     /// The target database file does not exist.
     #[error("target {} does not exist; if it is on a network share, is the share mounted? (syncjournal refuses to create it there unless asked to: SQLite would create an empty local file under an unmounted mount point)", path.display())]
     TargetMissing {
@@ -396,7 +406,7 @@ pub enum Error {
 
     /// The journal lost LSNs to damage (a gap record left by salvage).
     #[error(
-        "journal LSNs {from}..{to} were lost to damage (see the salvage report); replay stops before them unless the Quarantine policy records the loss"
+        "journal {} lost to damage (see the salvage report); replay stops before them unless the Quarantine policy records the loss", lsn_span(&(*from..*to))
     )]
     JournalGap {
         /// First lost LSN.
@@ -404,6 +414,15 @@ pub enum Error {
         /// First LSN after the gap.
         to: Lsn,
     },
+}
+
+/// A range of LSNs `[start, end)` in words: `LSN 10` for one, `LSNs 10 to 12` for several.
+pub fn lsn_span(range: &std::ops::Range<Lsn>) -> String {
+    if range.end <= range.start.saturating_add(1) {
+        format!("LSN {}", range.start)
+    } else {
+        format!("LSNs {} to {}", range.start, range.end - 1)
+    }
 }
 
 fn holder_text(pid: Option<u32>) -> String {
@@ -633,6 +652,16 @@ pub enum DamageKind {
     },
     /// The acknowledgement file has no valid slot.
     AckFile,
+    /// The journal's records end before an LSN that something else proves was durable: records
+    /// were lost (media damage, files restored from an older copy), or the proof is wrong.
+    MissingDurable {
+        /// The LSN after the last record found.
+        next_lsn: Lsn,
+        /// The highest LSN proven durable.
+        durable_lsn: Lsn,
+        /// What proves it (the acknowledgement, `HEAD`, the target's watermark).
+        proof: &'static str,
+    },
     /// A damaged region too small to hold a gap record: salvage cannot mark the loss.
     Unsalvageable {
         /// Length of the region.
@@ -711,6 +740,14 @@ impl fmt::Display for DamageKind {
                 "file name says segment {file_name} but the header says {header}"
             ),
             DamageKind::AckFile => f.write_str("acknowledgement file has no valid slot"),
+            DamageKind::MissingDurable {
+                next_lsn,
+                durable_lsn,
+                proof,
+            } => write!(
+                f,
+                "the journal's records end before LSN {next_lsn}, but {proof} says every LSN up to {durable_lsn} was durable: records were lost (or that proof is wrong); new records must never reuse those LSNs"
+            ),
             DamageKind::Unsalvageable { len } => write!(
                 f,
                 "damaged region of {len} bytes is too small to hold a gap record, so salvage cannot mark the loss"

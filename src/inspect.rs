@@ -130,7 +130,13 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
         };
         segs.push(e);
     }
-    let findings = recovery::classify(dir, &segs, ack.map_or(0, |a| a.acked_lsn))?;
+    let evidence = match segs.first() {
+        Some(s) => {
+            recovery::Evidence::gather(dir, s.header.journal_id, ack.map_or(0, |a| a.acked_lsn), 0)
+        }
+        None => recovery::Evidence { lsn: 0, proof: "" },
+    };
+    let findings = recovery::classify(dir, &segs, evidence)?;
     let damage = findings
         .iter()
         .map(|f| Damage {

@@ -23,12 +23,17 @@ fn main() -> ExitCode {
             dir,
             target,
             json,
+            format,
             stalled_after,
-        } => commands::status(
+        } => cli::status::status(
             &mut out,
             &dir,
             target.as_deref(),
-            json,
+            if json {
+                cli::args::StatusFormat::Json
+            } else {
+                format
+            },
             Duration::from_secs(stalled_after),
         ),
         Command::Dump {

@@ -42,9 +42,10 @@ use crate::error::{Error, Result};
 use crate::journal::ack::now_ms;
 use crate::journal::{Journal, JournalOptions, PersistMode};
 use crate::mutation::{ChangeSet, JournalEvent, decode_event, encode_event};
+use crate::replay::watch::Watch;
 use crate::replay::{
-    QuarantinedEntry, ReplayOptions, ReplayState, Replayer, SyncReport, SyncStatus, TargetOptions,
-    created_at_ms,
+    JournalSide, QuarantinedEntry, ReplayOptions, ReplayState, Replayer, SyncReport, SyncStatus,
+    TargetOptions, created_at_ms,
 };
 
 /// Name of the SQL function that only the store's writer connection has.
@@ -55,13 +56,29 @@ const GUARD_PREFIX: &str = "syncjournal_guard_";
 const CATCH_UP_BATCH: usize = 1000;
 
 /// Options for [`Store::open`]. Every setter documents its default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     journal: JournalOptions,
     cache_schema: Option<String>,
     target: Option<(PathBuf, TargetOptions)>,
     replay: ReplayOptions,
     background_sync: Option<bool>,
+    acknowledge_followers: bool,
+    stalled_after_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            journal: JournalOptions::default(),
+            cache_schema: None,
+            target: None,
+            replay: ReplayOptions::default(),
+            background_sync: None,
+            acknowledge_followers: true,
+            stalled_after_ms: crate::replay::STALLED_AFTER_MS_DEFAULT,
+        }
+    }
 }
 
 impl StoreOptions {
@@ -97,9 +114,28 @@ impl StoreOptions {
     }
 
     /// Run a background thread that syncs every `sync_interval_ms` and when entries arrive,
-    /// retrying failures on a timer. Default: true when a target is set.
+    /// retrying failures on a timer, and that reads the target's watermark on the same timer
+    /// when nothing is pending (a target restored from an older backup is then repaired without
+    /// waiting for a new write). Without a target, the thread acknowledges what a follower has
+    /// replayed (see [`StoreOptions::acknowledge_followers`]). Default: true.
     pub fn background_sync(mut self, on: bool) -> Self {
         self.background_sync = Some(on);
+        self
+    }
+
+    /// Without a target of its own, learn how far a follower (`syncjournal sync --follow`, or
+    /// another process's `Replayer::follower`) has replayed this journal — by reading the
+    /// watermark on the target the follower names in `replay.json`, never by trusting a file —
+    /// and acknowledge it, so that segments are retired instead of accumulating. Default: true.
+    pub fn acknowledge_followers(mut self, on: bool) -> Self {
+        self.acknowledge_followers = on;
+        self
+    }
+
+    /// How long pending entries may wait before [`Store::status`] calls them stalled.
+    /// Default: 300 000 ms.
+    pub fn stalled_after_ms(mut self, ms: u64) -> Self {
+        self.stalled_after_ms = ms;
         self
     }
 }
@@ -132,6 +168,12 @@ struct Inner<E: JournalEvent> {
     writer_cv: Condvar,
     reader: Mutex<Connection>,
     replayer: Option<Mutex<Replayer<E>>>,
+    /// The replayer's state (or, without a target, what the follower's target shows).
+    watch: Arc<Watch>,
+    stalled_after: Duration,
+    acknowledge_followers: bool,
+    subscribers: Mutex<Vec<std::sync::mpsc::Sender<SyncStatus>>>,
+    last_published: Mutex<Option<SyncStatus>>,
     signal: Mutex<Signal>,
     signal_cv: Condvar,
     broken: Mutex<Option<String>>,
@@ -207,7 +249,11 @@ impl<E: JournalEvent> Store<E> {
         cache_path: impl AsRef<Path>,
         opts: StoreOptions,
     ) -> Result<Store<E>> {
-        let journal = Arc::new(Journal::open(journal_dir, opts.journal.clone())?);
+        let (journal_opts, target_seen) = match &opts.target {
+            Some((target, _)) => with_target_evidence(journal_dir.as_ref(), target, &opts.journal),
+            None => (opts.journal.clone(), None),
+        };
+        let journal = Arc::new(Journal::open(journal_dir, journal_opts)?);
         let cache_path = cache_path.as_ref().to_path_buf();
         let mut writer = open_cache_writer(&cache_path, &journal, opts.cache_schema.as_deref())?;
         catch_up::<E>(&cache_path, &journal, &mut writer)?;
@@ -221,28 +267,44 @@ impl<E: JournalEvent> Store<E> {
             Ok(c)
         })
         .map_err(cache_err(&cache_path))?;
-        let background = opts.background_sync.unwrap_or(opts.target.is_some());
-        let replayer = opts.target.map(|(path, topts)| {
-            Mutex::new(Replayer::new(
-                Arc::clone(&journal),
-                path,
-                topts,
-                opts.replay.clone(),
-            ))
+        let background = opts.background_sync.unwrap_or(true);
+        let replayer: Option<Replayer<E>> = opts.target.map(|(path, topts)| {
+            let mut r = Replayer::new(Arc::clone(&journal), path, topts, opts.replay.clone());
+            if let Some(wm) = target_seen {
+                // Read just now: the status is measured on the target from the start.
+                r.note_observed(wm);
+            }
+            r
         });
+        let watch = match &replayer {
+            Some(r) => r.watch(),
+            None => Arc::new(Watch::new(ReplayState::default())),
+        };
         let inner = Arc::new(Inner {
             journal,
             cache_path,
             writer: Mutex::new(writer),
             writer_cv: Condvar::new(),
             reader: Mutex::new(reader),
-            replayer,
+            replayer: replayer.map(Mutex::new),
+            watch,
+            stalled_after: Duration::from_millis(opts.stalled_after_ms),
+            acknowledge_followers: opts.acknowledge_followers,
+            subscribers: Mutex::new(Vec::new()),
+            last_published: Mutex::new(None),
             signal: Mutex::new(Signal::default()),
             signal_cv: Condvar::new(),
             broken: Mutex::new(None),
             _event: PhantomData,
         });
-        let sync_thread = if background && inner.replayer.is_some() {
+        let weak = Arc::downgrade(&inner);
+        inner.watch.listen(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.publish();
+            }
+        });
+        let runs = inner.replayer.is_some() || inner.acknowledge_followers;
+        let sync_thread = if background && runs {
             let bg = Arc::clone(&inner);
             let interval = Duration::from_millis(opts.replay.sync_interval_ms);
             Some(
@@ -383,35 +445,73 @@ impl<E: JournalEvent> Store<E> {
     /// Waits for a background sync in progress. Without a configured target, the report's
     /// error says so.
     pub fn sync_now(&self) -> SyncReport {
-        match &self.inner.replayer {
+        let report = match &self.inner.replayer {
             Some(r) => lock(r).sync_now(),
-            None => SyncReport {
-                applied: 0,
-                quarantined: 0,
-                transactions: 0,
-                retries: 0,
-                duration: Duration::ZERO,
-                pending: {
-                    let st = self.inner.journal.state();
-                    st.durable_lsn.saturating_sub(st.acked_lsn)
-                },
-                error: Some(Error::NoTarget),
-            },
-        }
+            None => {
+                let mut r = SyncReport::empty();
+                let st = self.inner.journal.state();
+                r.pending = st.durable_lsn.saturating_sub(st.acked_lsn);
+                r.error = Some(Error::NoTarget);
+                r
+            }
+        };
+        self.inner.publish();
+        report
     }
 
-    /// The sync status, from durable state: journal positions, the cache's applied LSN, and
-    /// the replayer's persisted last outcome.
+    /// The sync status, measured against the target: the journal's positions, the cache's
+    /// applied LSN, and the target's watermark as the replayer last read it (with the time) —
+    /// never waiting for a sync in progress.
     pub fn status(&self) -> Result<SyncStatus> {
-        let cache_applied: Lsn = self.read(|c| {
-            c.query_row("SELECT applied_lsn FROM syncjournal_cache", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })? as Lsn;
-        // The replayer's persisted outcome, read from disk: status never waits for a sync in
-        // progress.
-        let state = ReplayState::load(self.inner.journal.dir());
-        status_of(&self.inner.journal, Some(cache_applied), &state)
+        self.inner.status()
+    }
+
+    /// Waits until the target's watermark covers `lsn` (the entry is on the target: a UI can
+    /// show "saved to the share"), asking the background sync to run, for at most `timeout`.
+    /// Returns `Ok(true)` once it does, `Ok(false)` if the time ran out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoTarget`] without a target (nor a follower to learn from); [`Error::NotWritten`]
+    /// for an LSN the journal does not hold yet; the store's poisoning.
+    pub fn wait_synced(&self, lsn: Lsn, timeout: Duration) -> Result<bool> {
+        let inner = &*self.inner;
+        if inner.replayer.is_none() && !inner.acknowledge_followers {
+            return Err(Error::NoTarget);
+        }
+        let written = inner.journal.state().next_lsn - 1;
+        if lsn > written {
+            return Err(Error::NotWritten { lsn, written });
+        }
+        if self.sync_thread.is_none() && inner.replayer.is_some() {
+            // Nobody else will sync: do it here.
+            let r = self.sync_now();
+            if r.target_lsn.is_some_and(|t| t >= lsn) {
+                return Ok(true);
+            }
+        }
+        inner.wake();
+        Ok(inner.watch.wait_target(lsn, timeout))
+    }
+
+    /// Status changes from now on: the current status first, then a new one after every sync
+    /// attempt or target read that changes it. Dropping the receiver unsubscribes.
+    pub fn subscribe(&self) -> std::sync::mpsc::Receiver<SyncStatus> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(st) = self.status() {
+            let _ = tx.send(st);
+        }
+        lock(&self.inner.subscribers).push(tx);
+        rx
+    }
+
+    /// Reads the watermark of the target that a follower of this journal replays to (the one it
+    /// names in `replay.json`; the watermark itself comes from the target, never from the file)
+    /// and acknowledges it, so that retention can retire what the follower has applied. The
+    /// background thread does this on its timer when the store has no target of its own.
+    /// Returns the watermark read, or `None` if no follower names a target.
+    pub fn acknowledge_followed(&self) -> Result<Option<Lsn>> {
+        self.inner.acknowledge_followed()
     }
 
     /// Entries quarantined on the target.
@@ -500,10 +600,11 @@ impl<E: JournalEvent> Inner<E> {
     }
 }
 
-/// The background sync loop: wakes on new entries or every `interval`, and after failures
-/// retries on a growing timer (never only "on the next write").
+/// The background loop: wakes on new entries or every `interval`. With a target it syncs,
+/// retries failures on a growing timer (never only "on the next write"), and, when the journal
+/// says nothing is pending, reads the target's watermark to check that the target still holds
+/// everything (a restore, lost writes). Without one, it acknowledges what a follower applied.
 fn sync_loop<E: JournalEvent>(inner: &Inner<E>, interval: Duration) {
-    let replayer = inner.replayer.as_ref().expect("started only with a target");
     let mut failures = 0u32;
     let mut delay = interval;
     loop {
@@ -518,11 +619,35 @@ fn sync_loop<E: JournalEvent>(inner: &Inner<E>, interval: Duration) {
             }
             g.pending = false;
         }
+        let Some(replayer) = inner.replayer.as_ref() else {
+            if let Err(e) = inner.acknowledge_followed() {
+                tracing::debug!(error = %e, "cannot read the follower's target");
+            }
+            delay = interval;
+            continue;
+        };
         let st = inner.journal.state();
         let mut r = lock(replayer);
         if st.durable_lsn <= st.acked_lsn && r.state().last_error.is_none() {
-            delay = interval;
-            continue;
+            // Nothing pending by the journal's record: the target is the truth, ask it.
+            match r.observe_target() {
+                Ok(wm) if wm >= st.durable_lsn => {
+                    delay = interval;
+                    continue;
+                }
+                Ok(wm) => {
+                    tracing::warn!(
+                        watermark = wm,
+                        acked = st.acked_lsn,
+                        "the target is behind the acknowledgement; re-applying"
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the target's watermark");
+                    delay = interval;
+                    continue;
+                }
+            }
         }
         let report = r.sync_now();
         match &report.error {
@@ -543,33 +668,139 @@ fn sync_loop<E: JournalEvent>(inner: &Inner<E>, interval: Duration) {
     }
 }
 
-/// Computes the status from durable state.
+/// Journal options with the target's watermark as evidence of durability (see
+/// [`JournalOptions::known_durable_lsn`]): read from the target now if it can be, else from
+/// what the replayer last recorded for that target (which can only make recovery stricter).
+/// Also returns the watermark read, if the target could be read.
+fn with_target_evidence(
+    dir: &Path,
+    target: &Path,
+    opts: &JournalOptions,
+) -> (JournalOptions, Option<Lsn>) {
+    let Ok(id) = crate::journal::offline::journal_id_of(dir) else {
+        return (opts.clone(), None); // a new journal: nothing to prove
+    };
+    // A share that hangs must not hang the application's start: give the read 2 s.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = target.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("syncjournal-peek".into())
+        .spawn(move || {
+            let _ = tx.send(crate::replay::peek_watermark(&t, id));
+        });
+    let peeked = match spawned {
+        Ok(_) => rx
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or(Err(Error::NoTarget)),
+        Err(_) => Err(Error::NoTarget),
+    };
+    let (known, seen) = match peeked {
+        Ok(wm) => (wm, Some(wm)),
+        Err(_) => {
+            let st = ReplayState::load(dir);
+            let same = st.target.as_deref() == Some(target.display().to_string().as_str());
+            (if same { st.target_lsn.unwrap_or(0) } else { 0 }, None)
+        }
+    };
+    let known = known
+        .min(crate::format::LSN_MAX)
+        .max(opts.known_durable_lsn);
+    (opts.clone().known_durable_lsn(known), seen)
+}
+
+impl<E: JournalEvent> Inner<E> {
+    fn status(&self) -> Result<SyncStatus> {
+        let cache_applied: Lsn = {
+            let conn = lock(&self.reader);
+            conn.query_row("SELECT applied_lsn FROM syncjournal_cache", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(cache_err(&self.cache_path))?
+        } as Lsn;
+        let state = self.watch.get();
+        let broken = lock(&self.broken).clone();
+        status_of(
+            &self.journal,
+            Some(cache_applied),
+            &state,
+            self.stalled_after,
+            broken,
+        )
+    }
+
+    /// Sends the status to subscribers if it changed since the last one sent.
+    fn publish(&self) {
+        let mut subs = lock(&self.subscribers);
+        if subs.is_empty() {
+            return;
+        }
+        let Ok(st) = self.status() else { return };
+        let mut last = lock(&self.last_published);
+        if last.as_ref() == Some(&st) {
+            return;
+        }
+        subs.retain(|tx| tx.send(st.clone()).is_ok());
+        *last = Some(st);
+    }
+
+    fn acknowledge_followed(&self) -> Result<Option<Lsn>> {
+        let dir = self.journal.dir();
+        let Some(target) = ReplayState::load(dir).target else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(&target);
+        let (wm, quarantined) = crate::replay::peek_target(&path, self.journal.id())?;
+        let st = self.journal.state();
+        if wm <= st.durable_lsn && wm > st.acked_lsn {
+            self.journal.ack(wm)?;
+        }
+        self.watch.update(|s| {
+            s.target = Some(target);
+            s.observed(wm);
+            s.quarantined = quarantined;
+        });
+        Ok(Some(wm))
+    }
+}
+
+/// Computes the status from durable state and the replayer's (in-memory) observations.
 pub(crate) fn status_of(
     journal: &Journal,
     cache_applied: Option<Lsn>,
     state: &ReplayState,
+    stalled_after: Duration,
+    broken: Option<String>,
 ) -> Result<SyncStatus> {
     let st = journal.state();
-    let base = SyncStatus::applied_base(st.durable_lsn, st.acked_lsn, state);
+    let observed = state.target_lsn.zip(state.target_read_at_ms);
+    let base = SyncStatus::applied_base(st.durable_lsn, st.acked_lsn, observed.map(|o| o.0));
     let (pending_bytes, oldest) = if st.durable_lsn > base {
-        let bytes = journal.bytes_from(base + 1)?;
+        let from = (base + 1).max(st.first_lsn);
+        let bytes = journal.bytes_from(from)?;
         let oldest = journal
-            .reader(base + 1)?
+            .reader(from)?
             .next_ref()?
             .and_then(|r| created_at_ms(r.payload));
         (bytes, oldest)
     } else {
         (0, None)
     };
+    let side = JournalSide {
+        journal_id: st.journal_id,
+        head: st.durable_lsn,
+        first: st.first_lsn,
+        acked: st.acked_lsn,
+        acked_at_ms: st.acked_at_ms,
+        poisoned: st.poisoned.or(broken),
+    };
     Ok(SyncStatus::assemble(
-        st.journal_id,
-        st.durable_lsn,
+        &side,
         cache_applied,
-        st.acked_lsn,
-        st.acked_at_ms,
+        observed,
         pending_bytes,
         oldest,
         state,
+        stalled_after,
     ))
 }
 

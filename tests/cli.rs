@@ -709,7 +709,7 @@ fn verify_reports_damage_in_the_middle_and_modifies_nothing() {
             frame.offset,
             frame.len
         ),
-        "damage in durable data; LSNs 2 to 2 affected",
+        "damage in durable data; LSN 2 affected",
         &format!("run `syncjournal recover {} --mode salvage`", dir.display()),
     ]);
     assert_same_files(&before, &snapshot(&dir), "verify of damage in the middle");
@@ -971,19 +971,16 @@ fn recover_of_damage_in_the_middle_refuses_then_salvages() {
             frame.len
         ),
         &format!("original bytes kept in {}/forensics/", dir.display()),
-        "LSNs 2 to 2 lost (now a gap record)",
+        "LSN 2 lost (now a gap record)",
     ]);
     assert_eq!(std::fs::read_dir(dir.join("forensics")).unwrap().count(), 1);
     sj!("verify", dir).code(0).stdout_has(&[
-        "gap: LSNs 2 to 2 were lost to damage earlier (salvaged)",
+        "gap: LSN 2 was lost to damage earlier (salvaged)",
         "OK: every record",
     ]);
     let d = sj!("dump", dir, "--to", "3");
-    d.code(0).stdout_has(&[
-        "LSN 1  ",
-        "LSNs 2 to 2  LOST (a gap left by salvage)",
-        "LSN 3  ",
-    ]);
+    d.code(0)
+        .stdout_has(&["LSN 1  ", "LSN 2  LOST (a gap left by salvage)", "LSN 3  "]);
     let d = sj!("dump", dir, "--to", "3", "--json");
     let v: Vec<Json> = d.stdout.lines().map(json).collect();
     assert_eq!(v[1]["lsn"], 2);
@@ -1019,13 +1016,18 @@ fn verify_and_recover_a_truncated_last_segment() {
     let r = sj!("recover", dir);
     r.code(2);
     r.error_line(&[seg.to_str().unwrap(), "truncated", "--mode salvage"]);
-    // ... salvage re-extends it and cuts what is missing.
+    // ... salvage re-extends it and marks what is missing: the owner had published LSN 900 as
+    // durable (HEAD), so its LSN is never reused — a gap record stands for it.
     sj!("recover", dir, "--mode", "salvage")
         .code(0)
-        .stdout_has(&[&format!("{} offset {}", seg.display(), last.offset)]);
-    sj!("verify", dir)
-        .code(0)
-        .stdout_has(&["records (LSNs 1 to 899)"]);
+        .stdout_has(&[
+            &format!("{} offset {}", seg.display(), last.offset),
+            "LSN 900 lost",
+        ]);
+    sj!("verify", dir).code(0).stdout_has(&[
+        "899 records (LSNs 1 to 900)",
+        "gap: LSN 900 was lost to damage earlier (salvaged)",
+    ]);
     // "Exit 1 on damage" (verify --help): a truncated segment is damage.
     verify.code(1);
 }

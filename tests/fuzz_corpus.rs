@@ -273,7 +273,9 @@ fn recover_seeds_hit_their_cases() {
         ("one-truncate-mid-frame", [None, None, Some(4)]),
         ("one-flip-header", [None, None, None]),
         ("one-first-lsn-1000-acked", [Some(4), Some(4), Some(4)]),
-        ("one-first-lsn-1000-no-ack", [None, None, None]),
+        // No ACK: recreated at first_lsn − 1 = 999 in every mode (segments are removed only once
+        // acknowledged), journal-format.md §9 "Other damage".
+        ("one-first-lsn-1000-no-ack", [Some(4), Some(4), Some(4)]),
         // The only valid slot is torn: an error, except in salvage, which recreates the file.
         ("one-five-ack-torn", [None, None, Some(5)]),
         ("one-five-ack-foreign", [None, None, None]),

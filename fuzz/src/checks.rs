@@ -1503,13 +1503,15 @@ impl RecoverCase {
         }
         let unmutated = !segs.is_empty() && segs.iter().all(|s| s.first_diff().is_none());
         let lsns_fit = segs.iter().all(|s| s.next_lsn.is_some());
+        let next = segs.last().and_then(|s| s.next_lsn).unwrap_or(first_lsn);
+        // An acknowledgement of records the journal does not hold proves records were lost
+        // (journal-format.md §9 step 4): not a clean journal.
         let acked_ok = self
             .ack
             .acked(first_lsn)
-            .is_some_and(|acked| acked >= first_lsn - 1 && acked <= LSN_MAX);
+            .is_some_and(|acked| acked >= first_lsn - 1 && acked < next && acked <= LSN_MAX);
         let clean = (unmutated && lsns_fit && acked_ok).then(|| {
             let frames: Vec<BuiltFrame> = segs.iter().flat_map(|s| s.frames.clone()).collect();
-            let next = segs.last().and_then(|s| s.next_lsn).unwrap_or(first_lsn);
             (expected_records(&frames), next)
         });
         Materialized {

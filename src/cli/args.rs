@@ -12,8 +12,12 @@ Exit codes:
   0  success (status: in sync, or syncing normally)
   1  verify (or status) found damage in the journal
   2  usage error, or the operation failed (the message says why)
-  3  status: the last sync attempt failed (the error is shown)
-  4  status: entries are pending and the queue has not moved for longer than --stalled-after";
+  3  status: the last sync attempt failed (the error is shown), or the journal is poisoned
+  4  status: entries are pending and the queue has not moved for longer than --stalled-after
+  5  status: TARGET BEHIND: the target lost entries it had applied (restored from an older
+     backup, lost writes); the status says whether the journal still holds them
+  6  status: TARGET DAMAGED (fails its integrity check) or TARGET AHEAD (not the target this
+     journal fed, or the journal lost records)";
 
 /// syncjournal: a checksummed, memory-mapped journal that makes a local SQLite cache sync
 /// exactly once to a shared database.
@@ -59,16 +63,21 @@ pub enum Command {
     /// Show the sync status from durable state: head, acknowledged and target LSNs, pending
     /// entries and bytes, last error, stalled since. Reads the journal without modifying it,
     /// even while an application has it open.
-    #[command(after_help = format!("Example:\n  syncjournal status /var/lib/app/journal --target /mnt/share/app.db\n  syncjournal status /var/lib/app/journal --json\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("Example:\n  syncjournal status /var/lib/app/journal --target /mnt/share/app.db\n  syncjournal status /var/lib/app/journal --json\n  syncjournal status /var/lib/app/journal --target /mnt/share/app.db --format prometheus > /var/lib/node_exporter/syncjournal.prom\n\n{EXIT_CODES}"))]
     Status {
         /// The journal directory.
         dir: PathBuf,
-        /// Also read the target's watermark and quarantine count now.
+        /// Also read the target's watermark and quarantine count now (without it, pending
+        /// entries are counted from the journal's acknowledgement).
         #[arg(long)]
         target: Option<PathBuf>,
-        /// Print JSON instead of a table.
+        /// Print JSON instead of a table (the same as --format json).
         #[arg(long)]
         json: bool,
+        /// Output format: a table, JSON, or the Prometheus text exposition format (for the
+        /// node_exporter textfile collector).
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
         /// Seconds without progress after which pending entries count as stalled (exit 4).
         #[arg(long, default_value_t = 300)]
         stalled_after: u64,
@@ -192,6 +201,17 @@ pub enum QuarantineCommand {
         /// The entry's LSN.
         lsn: Lsn,
     },
+}
+
+/// Output formats of `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// A table for people.
+    Text,
+    /// One JSON object.
+    Json,
+    /// Prometheus text exposition format.
+    Prometheus,
 }
 
 /// Repair modes of `recover`.

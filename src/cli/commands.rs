@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use syncjournal::error::lsn_span;
 use syncjournal::inspect::inspect;
 use syncjournal::journal::Until;
 use syncjournal::journal::offline::{OfflineReader, journal_id_of, owner_of, read_head};
 use syncjournal::mutation::{KIND_CHANGESET, decode_event};
-use syncjournal::replay::{OfflineStatus, offline_status};
 use syncjournal::{
     ChangeSet, Error, Journal, JournalOptions, Lsn, Mutation, RecoveryMode, RejectPolicy,
     ReplayOptions, Replayer, TargetOptions, Value,
@@ -31,6 +31,10 @@ pub const DAMAGE: u8 = 1;
 pub const FAILING: u8 = 3;
 /// Status: pending entries are not moving.
 pub const STALLED: u8 = 4;
+/// Status: the target's watermark is behind the acknowledgement (it lost entries).
+pub const TARGET_BEHIND: u8 = 5;
+/// Status: the target is damaged, or ahead of this journal (not the target it fed).
+pub const TARGET_BAD: u8 = 6;
 
 /// A command's failure.
 #[derive(Debug)]
@@ -68,130 +72,6 @@ impl std::fmt::Display for Failure {
 /// A command's outcome: an exit code.
 pub type Outcome = Result<u8, Failure>;
 
-/// `status`
-pub fn status(
-    out: &mut dyn Write,
-    dir: &Path,
-    target: Option<&Path>,
-    json_out: bool,
-    stalled_after: Duration,
-) -> Outcome {
-    let st = offline_status(dir, target)?;
-    let s = &st.status;
-    let failing = s.last_error.is_some();
-    let stalled = s.is_stalled(stalled_after);
-    let verdict = if st.journal_error.is_some() {
-        "DAMAGED"
-    } else if failing {
-        "FAILING"
-    } else if stalled {
-        "STALLED"
-    } else if s.pending_entries > 0 {
-        "SYNCING"
-    } else {
-        "IN SYNC"
-    };
-    let code = if st.journal_error.is_some() {
-        DAMAGE
-    } else if failing {
-        FAILING
-    } else if stalled {
-        STALLED
-    } else {
-        OK
-    };
-    if json_out {
-        let mut v = serde_json::to_value(&st).map_err(|e| Failure::Msg(e.to_string()))?;
-        v["verdict"] = json!(verdict);
-        v["exit_code"] = json!(code);
-        writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))?;
-        return Ok(code);
-    }
-    print_status(out, &st, verdict)?;
-    Ok(code)
-}
-
-fn print_status(out: &mut dyn Write, st: &OfflineStatus, verdict: &str) -> std::io::Result<()> {
-    let s = &st.status;
-    let row = |out: &mut dyn Write, k: &str, v: String| writeln!(out, "{k:<14}{v}");
-    row(
-        out,
-        "journal",
-        format!("{} (id {})", st.dir.display(), s.journal_id),
-    )?;
-    row(
-        out,
-        "owner",
-        match st.owner {
-            Some(Some(pid)) => format!("pid {pid} has the journal open"),
-            Some(None) => "a process has the journal open".into(),
-            None => "none (the journal is closed)".into(),
-        },
-    )?;
-    row(out, "head LSN", s.head_lsn.to_string())?;
-    if let Some(e) = &st.journal_error {
-        row(
-            out,
-            "damage",
-            format!("{e} (records after it cannot be read; run `syncjournal verify`)"),
-        )?;
-    }
-    row(
-        out,
-        "acked LSN",
-        format!(
-            "{}{}",
-            s.acked_lsn,
-            s.last_success_ms
-                .map(|t| format!("  (last successful sync {})", timestamp(t)))
-                .unwrap_or_default()
-        ),
-    )?;
-    row(
-        out,
-        "target LSN",
-        match (s.target_lsn, &st.target_error) {
-            (_, Some(e)) => format!("unreadable: {e}"),
-            (Some(l), None) => l.to_string(),
-            (None, None) => "unknown (pass --target to read it)".into(),
-        },
-    )?;
-    row(
-        out,
-        "pending",
-        if s.pending_entries == 0 {
-            "0 entries".into()
-        } else {
-            format!(
-                "{} entries, {}{}",
-                s.pending_entries,
-                bytes(s.pending_bytes),
-                s.oldest_pending_age()
-                    .map(|a| format!(", oldest {} old", duration(a)))
-                    .unwrap_or_default()
-            )
-        },
-    )?;
-    row(out, "quarantined", s.quarantined.to_string())?;
-    match &s.last_error {
-        Some(e) => {
-            row(
-                out,
-                "last error",
-                format!("{} ({})", e.message, timestamp(e.at_ms)),
-            )?;
-            if let (Some(lsn), Some(entry)) = (e.lsn, &e.entry) {
-                row(out, "  at entry", format!("LSN {lsn}: {entry}"))?;
-            }
-        }
-        None => row(out, "last error", "none".into())?,
-    }
-    if let Some(since) = s.stalled_since_ms {
-        row(out, "head waiting", format!("since {}", timestamp(since)))?;
-    }
-    row(out, "state", verdict.into())
-}
-
 /// `dump`
 pub fn dump(
     out: &mut dyn Write,
@@ -223,12 +103,7 @@ pub fn dump(
                     json!({"lsn": gap.start, "gap_to": gap.end, "lost": true})
                 )?;
             } else {
-                writeln!(
-                    out,
-                    "LSNs {} to {}  LOST (a gap left by salvage)",
-                    gap.start,
-                    gap.end - 1
-                )?;
+                writeln!(out, "{}  LOST (a gap left by salvage)", lsn_span(&gap))?;
             }
             continue;
         }
@@ -370,11 +245,12 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         ins.ack.map_or(0, |a| a.acked_lsn)
     )?;
     for g in &ins.gaps {
+        let plural = g.end > g.start + 1;
         writeln!(
             out,
-            "gap: LSNs {} to {} were lost to damage earlier (salvaged)",
-            g.start,
-            g.end - 1
+            "gap: {} {} lost to damage earlier (salvaged)",
+            lsn_span(g),
+            if plural { "were" } else { "was" }
         )?;
     }
     if ins.is_clean() {
@@ -395,11 +271,7 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
             } else if d.lost.is_empty() {
                 "damage in durable data".to_string()
             } else {
-                format!(
-                    "damage in durable data; LSNs {} to {} affected",
-                    d.lost.start,
-                    d.lost.end - 1
-                )
+                format!("damage in durable data; {} affected", lsn_span(&d.lost))
             }
         )?;
     }
@@ -432,8 +304,15 @@ pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
     let r = journal.recovery_report().clone();
     journal.close()?;
     writeln!(out, "{r}")?;
-    if r.cuts.is_empty() && r.removed_tmp_files == 0 {
+    if r.cuts.is_empty() && r.removed_tmp_files == 0 && r.extended.is_empty() {
         writeln!(out, "nothing to repair")?;
+    }
+    for p in &r.extended {
+        writeln!(
+            out,
+            "re-extended {} to the length its header states (someone had truncated it)",
+            p.display()
+        )?;
     }
     for c in &r.cuts {
         writeln!(
@@ -460,12 +339,7 @@ pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
         )?;
     }
     for s in &r.skipped {
-        writeln!(
-            out,
-            "LSNs {} to {} lost (now a gap record)",
-            s.start,
-            s.end - 1
-        )?;
+        writeln!(out, "{} lost (now a gap record)", lsn_span(s))?;
     }
     if r.removed_tmp_files > 0 {
         writeln!(

@@ -5,3 +5,4 @@ pub mod args;
 pub mod commands;
 pub mod demo;
 pub mod fmt;
+pub mod status;

@@ -2,6 +2,7 @@
 //! acknowledgement and retention.
 
 pub(crate) mod ack;
+pub(crate) mod head;
 pub(crate) mod index;
 pub(crate) mod listing;
 pub mod offline;

@@ -14,7 +14,6 @@
 //! the owner has since written records and rotated, and a reader that took those zeros for
 //! the end of the segment would skip the records (`journal-format.md` §6.1).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -22,14 +21,15 @@ use uuid::Uuid;
 use crate::Lsn;
 use crate::error::{Corruption, DamageKind, Error, Result};
 use crate::format::{
-    FRAME_ALIGN, FRAME_HEADER_BYTES, FrameCheck, HEAD_BYTES, Head, SEGMENT_DATA_OFFSET, Seed,
-    align_frame, check_frame, parse_frame_header,
+    FRAME_ALIGN, FRAME_HEADER_BYTES, FrameCheck, SEGMENT_DATA_OFFSET, Seed, align_frame,
+    check_frame, parse_frame_header,
 };
 use crate::journal::RecordRef;
 use crate::journal::ack::AckFile;
 use crate::journal::listing::{self, SegmentFile, read_full_at};
+use crate::journal::recovery::Evidence;
 use crate::journal::scan::{Chain, Link, fault_kind, scan_segment};
-use crate::segment::{Access, DirLock, HEAD_FILE, open_journal_file};
+use crate::segment::{Access, DirLock};
 
 /// Bytes read from a segment file at a time (a frame larger than this is verified in pieces of
 /// this size before it is read whole).
@@ -119,8 +119,8 @@ pub struct OfflineReader {
     next_lsn: Lsn,
     until: Until,
     /// LSNs up to here are proven durable (acknowledged, or published in `HEAD`): damage at or
-    /// below it is never a torn tail.
-    evidence: Lsn,
+    /// below it is never a torn tail, and a journal that ends before it has lost records.
+    evidence: Evidence,
     cur: Option<Stream>,
     /// The frame of the record last returned.
     frame: Vec<u8>,
@@ -158,24 +158,7 @@ pub fn journal_id_of(dir: &Path) -> Result<Uuid> {
         .journal_id)
 }
 
-/// The durable LSN the owner published in `HEAD`, if any, for this journal.
-pub fn read_head(dir: &Path, journal_id: Uuid) -> Option<Head> {
-    let f = open_journal_file(&dir.join(HEAD_FILE), Access::Read, "open HEAD").ok()?;
-    read_head_from(&f, journal_id)
-}
-
-fn read_head_from(f: &File, journal_id: Uuid) -> Option<Head> {
-    let mut b = [0u8; HEAD_BYTES];
-    // A concurrent rewrite can be seen half done: the checksum catches it; try again.
-    for _ in 0..3 {
-        if read_full_at(f, &mut b, 0).is_ok()
-            && let Some(h) = Head::decode(&b)
-        {
-            return (h.journal_id == journal_id).then_some(h);
-        }
-    }
-    None
-}
+pub use crate::journal::head::read_head;
 
 /// The oldest retained LSN: the first segment's first LSN (1 for a journal without segments).
 pub fn first_retained(dir: &Path, journal_id: Uuid) -> Result<Lsn> {
@@ -213,14 +196,14 @@ impl OfflineReader {
         }
         let journal_id = journal_id_of(&dir)?;
         let acked = AckFile::peek(&dir)?.map_or(0, |a| a.acked_lsn);
-        let published = read_head(&dir, journal_id).map_or(0, |h| h.durable_lsn);
+        let evidence = Evidence::gather(&dir, journal_id, acked, 0);
         let mut r = OfflineReader {
             dir,
             journal_id,
             segs: Vec::new(),
             next_lsn: lsn.max(1),
             until,
-            evidence: acked.max(published),
+            evidence,
             cur: None,
             frame: Vec::new(),
         };
@@ -246,8 +229,13 @@ impl OfflineReader {
     }
 
     fn note_until(&mut self) {
-        if let Until::Durable(l) = self.until {
-            self.evidence = self.evidence.max(l);
+        if let Until::Durable(l) = self.until
+            && l > self.evidence.lsn
+        {
+            self.evidence = Evidence {
+                lsn: l,
+                proof: "the owner's published durable LSN (HEAD)",
+            };
         }
     }
 
@@ -522,7 +510,7 @@ impl OfflineReader {
         let mut torn_tail = false;
         if self.until == Until::End
             && !self.has_next_segment(cur.seg.seq)
-            && cur.chain.next_lsn > self.evidence
+            && cur.chain.next_lsn > self.evidence.lsn
         {
             // The last segment of a closed journal: a later valid frame that claims the damaged
             // records durable makes it damage in the middle, as in recovery.
@@ -604,6 +592,18 @@ impl OfflineReader {
                     return match self.until {
                         Until::End => {
                             self.check_zeros_to_end()?;
+                            if expected <= self.evidence.lsn {
+                                // The journal ends before records proven durable.
+                                let pos = self.cur.as_ref().expect("positioned").pos;
+                                return Err(self.damage(
+                                    pos,
+                                    DamageKind::MissingDurable {
+                                        next_lsn: expected,
+                                        durable_lsn: self.evidence.lsn,
+                                        proof: self.evidence.proof,
+                                    },
+                                ));
+                            }
                             Ok(None)
                         }
                         // HEAD says the record is durable, yet it is not there.

@@ -56,6 +56,7 @@ pub struct JournalOptions {
     pub(crate) keep_cut_bytes: bool,
     pub(crate) release_read_bytes: usize,
     pub(crate) lock_wait_ms: u64,
+    pub(crate) known_durable_lsn: u64,
     pub(crate) faults: Option<Arc<dyn FaultInjector>>,
 }
 
@@ -71,6 +72,7 @@ impl fmt::Debug for JournalOptions {
             .field("keep_cut_bytes", &self.keep_cut_bytes)
             .field("release_read_bytes", &self.release_read_bytes)
             .field("lock_wait_ms", &self.lock_wait_ms)
+            .field("known_durable_lsn", &self.known_durable_lsn)
             .field("faults", &self.faults.is_some())
             .finish()
     }
@@ -88,6 +90,7 @@ impl Default for JournalOptions {
             keep_cut_bytes: true,
             release_read_bytes: 8 << 20,
             lock_wait_ms: 0,
+            known_durable_lsn: 0,
             faults: None,
         }
     }
@@ -172,6 +175,17 @@ impl JournalOptions {
         self
     }
 
+    /// Evidence from outside the journal that every record up to `lsn` was durable — the
+    /// target's watermark, typically (only durable records ever reach a target; the store
+    /// passes it when it can read it). Recovery never cuts such a record as a torn tail, and a
+    /// journal whose records end before `lsn` is damaged (records were lost), never a place
+    /// where new appends reuse LSNs the target has seen. The journal's own proofs (`ACK`, the
+    /// owner's `HEAD`) are always used. Default: 0 (none).
+    pub fn known_durable_lsn(mut self, lsn: u64) -> Self {
+        self.known_durable_lsn = lsn;
+        self
+    }
+
     /// Test seam: an injector that can make chosen I/O operations fail. Default: none.
     pub fn fault_injector(mut self, faults: Arc<dyn FaultInjector>) -> Self {
         self.faults = Some(faults);
@@ -197,6 +211,16 @@ impl JournalOptions {
                     "{s} is not a multiple of 4096 between {} and {}",
                     Self::SEGMENT_BYTES_MIN,
                     Self::SEGMENT_BYTES_MAX
+                ),
+            });
+        }
+        if self.known_durable_lsn > crate::format::LSN_MAX {
+            return Err(Error::InvalidOption {
+                name: "known_durable_lsn",
+                reason: format!(
+                    "{} is beyond the largest LSN {}",
+                    self.known_durable_lsn,
+                    crate::format::LSN_MAX
                 ),
             });
         }

@@ -16,7 +16,9 @@ use uuid::Uuid;
 use crate::Lsn;
 use crate::error::{Corruption, DamageKind, Error, Result};
 use crate::fault::{FaultInjector, IoOp};
-use crate::format::{FRAME_HEADER_BYTES, KIND_GAP, Seed, SegmentHeader, frame_bytes, seal_frame};
+use crate::format::{
+    FRAME_HEADER_BYTES, KIND_GAP, LSN_MAX, Seed, SegmentHeader, frame_bytes, seal_frame,
+};
 use crate::journal::ack::AckFile;
 use crate::journal::index::SparseIndex;
 use crate::journal::listing::{self, SegmentFile, read_full_at};
@@ -57,6 +59,11 @@ pub struct RecoveryReport {
     pub gaps: Vec<Range<Lsn>>,
     /// Leftover `.tmp` files of interrupted segment creations that were removed.
     pub removed_tmp_files: usize,
+    /// Segments that someone had truncated and that salvage re-extended to their length.
+    pub extended: Vec<PathBuf>,
+    /// The highest LSN proven durable by something other than the records themselves (the
+    /// acknowledgement, the owner's `HEAD`, the target's watermark), and which proof it was.
+    pub proven_durable_lsn: Lsn,
     /// Time the recovery took.
     pub duration: Duration,
 }
@@ -86,14 +93,17 @@ impl fmt::Display for RecoveryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "journal {}{}: {} segments, {} records ({} bytes), LSNs {}..{}, acknowledged {}",
+            "journal {}{}: {} segments, {} records ({} bytes), {}, acknowledged {}",
             self.journal_id,
             if self.created { " (new)" } else { "" },
             self.segments,
             self.records,
             self.bytes,
-            self.first_lsn,
-            self.next_lsn,
+            if self.next_lsn > self.first_lsn {
+                crate::error::lsn_span(&(self.first_lsn..self.next_lsn))
+            } else {
+                format!("no records (next LSN {})", self.next_lsn)
+            },
             self.acked_lsn
         )?;
         if !self.cuts.is_empty() {
@@ -104,8 +114,15 @@ impl fmt::Display for RecoveryReport {
                 self.cuts.len()
             )?;
         }
-        if !self.skipped.is_empty() {
-            write!(f, "; skipped LSNs {:?}", self.skipped)?;
+        for r in &self.skipped {
+            write!(f, "; {} lost (now a gap record)", crate::error::lsn_span(r))?;
+        }
+        if !self.extended.is_empty() {
+            write!(
+                f,
+                "; re-extended {} truncated segment(s)",
+                self.extended.len()
+            )?;
         }
         write!(f, " in {:.1?}", self.duration)
     }
@@ -161,6 +178,8 @@ pub(crate) struct Examined {
     pub header: SegmentHeader,
     pub scan: SegmentScan,
     pub bytes: SegmentBytes,
+    /// The segment was shorter than its header says and was re-extended (salvage).
+    pub extended: bool,
 }
 
 /// [`examine`] without a map and without repairs, reading the segment into `buf` (reused).
@@ -216,6 +235,7 @@ fn examine_with(
         header_crc,
         ..
     } = SegmentFile::open(seq, path, expected_id, Access::Read)?;
+    let mut extended = false;
     if len != header.segment_bytes {
         // The header's length was range-checked when it was decoded.
         if extend_truncated && len < header.segment_bytes {
@@ -226,6 +246,7 @@ fn examine_with(
                 .map_err(|e| Error::io("fsync segment", path, e))?;
             tracing::warn!(segment = %path.display(), from = len, to = header.segment_bytes, "re-extended a truncated segment");
             len = header.segment_bytes;
+            extended = true;
         } else {
             return Err(Error::corrupt(
                 path,
@@ -270,6 +291,7 @@ fn examine_with(
         header,
         scan,
         bytes,
+        extended,
     })
 }
 
@@ -294,12 +316,43 @@ impl Finding {
     }
 }
 
+/// Proof, from outside the records, that every LSN up to `lsn` was durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Evidence {
+    /// The highest LSN proven durable (0: none).
+    pub lsn: Lsn,
+    /// What proves it.
+    pub proof: &'static str,
+}
+
+impl Evidence {
+    /// The strongest of the journal's own proofs: the acknowledgement (an acknowledged record
+    /// was durable, invariant 6), the durable LSN its owner last published in `HEAD`, and a
+    /// caller's (the target's watermark, which only durable records can reach).
+    pub(crate) fn gather(dir: &Path, journal_id: Uuid, acked: Lsn, known: Lsn) -> Evidence {
+        let head = crate::journal::head::read_head(dir, journal_id).map_or(0, |h| h.durable_lsn);
+        [
+            (acked, "the acknowledgement (ACK)"),
+            (head, "the owner's published durable LSN (HEAD)"),
+            (known, "the target's watermark"),
+        ]
+        .into_iter()
+        .filter(|&(lsn, _)| lsn <= LSN_MAX)
+        .max_by_key(|&(lsn, _)| lsn)
+        .map_or(Evidence { lsn: 0, proof: "" }, |(lsn, proof)| Evidence {
+            lsn,
+            proof,
+        })
+    }
+}
+
 /// Checks the segments against each other and classifies every damaged region. A region is
 /// a torn tail iff it is in the last segment and nothing proves it was durable: no later
-/// record claims it, and it is beyond the acknowledged LSN.
-/// `acked` is the acknowledged LSN: an acknowledged record was durable (invariant 6), so damage
-/// at or below it is never a torn tail.
-pub(crate) fn classify(dir: &Path, segs: &[Examined], acked: Lsn) -> Result<Vec<Finding>> {
+/// record claims it, and its first LSN is beyond `evidence`. A journal whose records end at
+/// or below `evidence` has lost records: that is damage too (a region at the end of the last
+/// segment), never a place where new appends may reuse LSNs the evidence has seen.
+pub(crate) fn classify(dir: &Path, segs: &[Examined], evidence: Evidence) -> Result<Vec<Finding>> {
+    let acked = evidence.lsn;
     let mut missing_tails: Vec<(usize, DamagedRegion)> = Vec::new();
     for (w_index, w) in segs.windows(2).enumerate() {
         let (a, b) = (&w[0], &w[1]);
@@ -360,13 +413,44 @@ pub(crate) fn classify(dir: &Path, segs: &[Examined], acked: Lsn) -> Result<Vec<
             let lost_end = match r.resume_lsn {
                 Some(l) => l,
                 None if !last => segs[i + 1].header.first_lsn,
-                None => r.before.next_lsn,
+                // Records up to the evidence existed: the region stands for them.
+                None => r.before.next_lsn.max(acked.saturating_add(1)),
             };
             findings.push(Finding {
                 segment: i,
                 region: r.clone(),
                 torn_tail,
                 lost: r.before.next_lsn..lost_end.max(r.before.next_lsn),
+            });
+        }
+    }
+    // Records proven durable missing after the last valid record (and no damaged region
+    // there to stand for them): lost, not a place to append.
+    if let Some(seg) = segs.last() {
+        let tail = seg.scan.tail;
+        let trailing = seg
+            .scan
+            .regions
+            .last()
+            .is_some_and(|r| r.resume_lsn.is_none());
+        if !trailing && tail.next_lsn <= acked {
+            let end = (tail.end + frame_bytes(8)).min(seg.header.segment_bytes as usize);
+            findings.push(Finding {
+                segment: segs.len() - 1,
+                region: DamagedRegion {
+                    offset: tail.end,
+                    end,
+                    kind: DamageKind::MissingDurable {
+                        next_lsn: tail.next_lsn,
+                        durable_lsn: evidence.lsn,
+                        proof: evidence.proof,
+                    },
+                    before: tail,
+                    resume_lsn: None,
+                    claimed_after: 0,
+                },
+                torn_tail: false,
+                lost: tail.next_lsn..acked + 1,
             });
         }
     }
@@ -439,8 +523,14 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
         )?);
     }
     let journal_id = segs[0].header.journal_id;
+    let extended: Vec<PathBuf> = segs
+        .iter()
+        .filter(|s| s.extended)
+        .map(|s| s.path.clone())
+        .collect();
     let acked = ack.as_ref().map_or(0, |a| a.current().acked_lsn);
-    let findings = classify(dir, &segs, acked)?;
+    let evidence = Evidence::gather(dir, journal_id, acked, opts.known_durable_lsn);
+    let findings = classify(dir, &segs, evidence)?;
     // Only damaged segments' bytes are needed again (for repairs): unmap the others now.
     for (i, seg) in segs.iter_mut().enumerate() {
         if !findings.iter().any(|f| f.segment == i) {
@@ -449,7 +539,10 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
     }
 
     let first_lsn = segs[0].header.first_lsn;
-    if first_lsn > acked.saturating_add(1) {
+    // Segments are removed only once acknowledged: the first retained one starts at most one
+    // past the acknowledgement. (Without a readable ACK there is nothing to compare; salvage
+    // recreates it at `first_lsn - 1` below.)
+    if ack.is_some() && first_lsn > acked.saturating_add(1) {
         return Err(Error::corrupt(
             &segs[0].path,
             0,
@@ -631,6 +724,8 @@ pub(crate) fn recover(dir: &Path, opts: &JournalOptions) -> Result<Recovered> {
         skipped,
         gaps,
         removed_tmp_files,
+        extended,
+        proven_durable_lsn: evidence.lsn,
         duration: started.elapsed(),
     };
     let segments = segs
@@ -694,6 +789,8 @@ fn create_fresh(
         skipped: Vec::new(),
         gaps: Vec::new(),
         removed_tmp_files,
+        extended: Vec::new(),
+        proven_durable_lsn: 0,
         duration: started.elapsed(),
     };
     Ok(Recovered {

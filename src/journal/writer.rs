@@ -284,7 +284,7 @@ impl Journal {
         let last = writer.next_lsn - 1;
         let ack = rec.ack;
         let acked = ack.current().acked_lsn;
-        let head = open_head(&dir);
+        let head = crate::journal::head::open_head(&dir);
         let shared = Arc::new(Shared {
             dir,
             id: rec.journal_id,
@@ -575,30 +575,6 @@ impl Drop for Journal {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
             tracing::error!(dir = %self.shared.dir.display(), error = %e, "sync on close failed");
-        }
-    }
-}
-
-/// Opens (creating and allocating if needed) and maps the `HEAD` file. Advisory: on failure
-/// followers cannot follow, which they report; the journal works on.
-fn open_head(dir: &Path) -> Option<HeadMap> {
-    let path = dir.join(crate::segment::HEAD_FILE);
-    let page = 4096;
-    let r = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .and_then(|f| {
-            crate::segment::allocate(&f, page as u64)?;
-            HeadMap::map(&f, page)
-        });
-    match r {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot publish HEAD for followers");
-            None
         }
     }
 }

@@ -28,9 +28,12 @@ use crate::journal::Journal;
 use crate::journal::ack::now_ms;
 use crate::mutation::{ChangeSet, JournalEvent, decode_event};
 use crate::replay::options::{RejectPolicy, ReplayOptions, TargetOptions};
+use crate::replay::report::{SyncProgress, SyncReport};
 use crate::replay::source::{Source, SourceReader};
-use crate::replay::sqlite::{SqliteTarget, read_watermark, target_error};
-use crate::replay::status::{ReplayState, SyncReport};
+use crate::replay::sqlite::{SqliteTarget, read_watermark, target_error, watermark_value};
+use crate::replay::state::{LostWrites, ReplayState};
+use crate::replay::status::PendingBasis;
+use crate::replay::watch::Watch;
 
 /// An entry the target refused, kept in its `syncjournal_rejected` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,25 +59,17 @@ pub struct Replayer<E: JournalEvent = ChangeSet> {
     opts: ReplayOptions,
     reader: Option<SourceReader>,
     schema: SchemaCache,
-    state: ReplayState,
+    obs: Observer,
     rng: u64,
     _event: PhantomData<fn() -> E>,
-}
-
-/// Progress of a sync, reported after each committed batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SyncProgress {
-    /// Entries applied so far in this sync.
-    pub applied: u64,
-    /// Entries still pending.
-    pub pending: u64,
 }
 
 /// The outcome of one batch.
 enum Step {
     /// Nothing pending.
     CaughtUp,
+    /// The target lost writes: check its integrity before the batch is tried again.
+    CheckIntegrity,
     /// A batch committed.
     Applied {
         entries: u64,
@@ -127,19 +122,28 @@ impl<E: JournalEvent> Replayer<E> {
         target_opts: TargetOptions,
         opts: ReplayOptions,
     ) -> Self {
+        let name = target.display().to_string();
         let mut state = ReplayState::load(source.dir());
-        if state.target.as_deref() != Some(target.as_path()) {
+        if state.target.as_deref() != Some(name.as_str()) {
             state = ReplayState {
-                target: Some(target.clone()),
+                target: Some(name),
                 ..ReplayState::default()
             };
         }
+        // What the file says the target held is not an observation of this replayer's:
+        // statuses are measured on the target, read again.
+        state.target_lsn = None;
+        state.target_read_at_ms = None;
         Replayer {
             target: SqliteTarget::new(target, target_opts),
             opts,
             reader: None,
             schema: SchemaCache::new(),
-            state,
+            obs: Observer {
+                watch: Arc::new(Watch::new(state)),
+                expect: None,
+                seen_in_sync: None,
+            },
             rng: now_ms() ^ (u64::from(std::process::id()) << 32) | 1,
             source,
             _event: PhantomData,
@@ -156,9 +160,20 @@ impl<E: JournalEvent> Replayer<E> {
         matches!(self.source, Source::Follower { .. })
     }
 
-    /// The persisted outcome of the last sync attempts.
-    pub fn state(&self) -> &ReplayState {
-        &self.state
+    /// What the replayer remembers of its last attempts (also kept in `replay.json`).
+    pub fn state(&self) -> ReplayState {
+        self.obs.watch.get()
+    }
+
+    /// The shared state, for watchers that must not wait for a sync in progress.
+    pub(crate) fn watch(&self) -> Arc<Watch> {
+        Arc::clone(&self.obs.watch)
+    }
+
+    fn persist(&self) {
+        if let Err(e) = self.obs.watch.get().store(self.source.dir()) {
+            tracing::error!(error = %e, "could not persist the replay state");
+        }
     }
 
     /// The target's path.
@@ -182,19 +197,12 @@ impl<E: JournalEvent> Replayer<E> {
     pub fn sync_now_with(&mut self, progress: &mut dyn FnMut(SyncProgress)) -> SyncReport {
         let started = Instant::now();
         let span = tracing::info_span!("sync", target = %self.target.path().display()).entered();
-        let mut report = SyncReport {
-            applied: 0,
-            quarantined: 0,
-            transactions: 0,
-            retries: 0,
-            duration: Duration::ZERO,
-            pending: 0,
-            error: None,
-        };
+        let mut report = SyncReport::empty();
+        self.obs.seen_in_sync = None;
         let mut attempt = 0u32;
         loop {
             match self.step() {
-                Ok(Step::CaughtUp) => break,
+                Ok(Step::CaughtUp | Step::CheckIntegrity) => break,
                 Ok(Step::Applied {
                     entries,
                     quarantined,
@@ -206,7 +214,7 @@ impl<E: JournalEvent> Replayer<E> {
                     attempt = 0;
                     let pending = self.source.positions().map_or(0, |p| {
                         p.durable
-                            .saturating_sub(self.state.target_lsn.unwrap_or(0).max(p.acked))
+                            .saturating_sub(self.obs.seen_in_sync.unwrap_or(p.acked))
                     });
                     progress(SyncProgress {
                         applied: report.applied,
@@ -230,22 +238,37 @@ impl<E: JournalEvent> Replayer<E> {
                 }
             }
         }
-        report.pending = match self.source.positions() {
-            Ok(p) => p
-                .durable
-                .saturating_sub(p.acked.max(self.state.target_lsn.unwrap_or(0))),
-            Err(_) => 0,
-        };
-        match &report.error {
-            None => self.state.succeeded(),
-            Some(e) => {
-                tracing::info!(error = %e, pending = report.pending, "sync stopped");
-                self.state.failed(e);
+        // What is left, measured on the target: read its watermark if this sync never could.
+        if self.obs.seen_in_sync.is_none()
+            && !matches!(report.error, Some(Error::TargetDamaged { .. }))
+            && let Ok(wm) = self.target_watermark()
+        {
+            let path = self.target.path().to_path_buf();
+            self.obs.observe(wm, &path);
+        }
+        report.target_lsn = self.obs.seen_in_sync;
+        match self.source.positions() {
+            Ok(p) => {
+                report.pending_basis = match self.obs.seen_in_sync {
+                    Some(_) => PendingBasis::Target,
+                    None => PendingBasis::Acknowledgement,
+                };
+                report.pending = p
+                    .durable
+                    .saturating_sub(self.obs.seen_in_sync.unwrap_or(p.acked).min(p.durable));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "journal positions unreadable after the sync");
             }
         }
-        if let Err(e) = self.state.store(self.source.dir()) {
-            tracing::warn!(error = %e, "could not persist the replay state");
+        match &report.error {
+            None => self.obs.watch.update(|s| s.succeeded()),
+            Some(e) => {
+                tracing::info!(error = %e, pending = report.pending, "sync stopped");
+                self.obs.watch.update(|s| s.failed(e));
+            }
         }
+        self.persist();
         report.duration = started.elapsed();
         tracing::info!(parent: &span, applied = report.applied, transactions = report.transactions, pending = report.pending, "sync finished");
         report
@@ -271,7 +294,15 @@ impl<E: JournalEvent> Replayer<E> {
     fn step(&mut self) -> Result<Step> {
         let id = self.source.id();
         let pos = self.source.positions()?;
+        self.check_damage_gate()?;
+        let fresh_before = !self.target.is_connected();
         match self.batch(id, pos.durable, pos.first) {
+            Ok(Step::CheckIntegrity) => {
+                self.discard_target();
+                self.reader = None;
+                self.check_integrity("the target lost writes")?;
+                self.step()
+            }
             Ok(step) => Ok(step),
             Err(BatchError::InDoubt {
                 last,
@@ -282,15 +313,55 @@ impl<E: JournalEvent> Replayer<E> {
             Err(BatchError::Failed(e)) => {
                 // Roll back whatever is open; a connection that failed with anything but
                 // "busy" is not trusted again.
-                if let Ok(conn) = self.target.conn() {
-                    let _ = conn.execute_batch("ROLLBACK");
+                if self.target.is_connected() {
+                    let _ = self.target.connection().execute_batch("ROLLBACK");
                 }
                 if !is_busy(&e) {
                     self.discard_target();
                 }
                 self.reader = None;
+                // "Malformed" through a connection opened for this very batch is not an
+                // outage that a new connection cures: check the file itself.
+                if fresh_before && is_corrupt(&e) {
+                    return Err(self.check_integrity(&e.to_string()).err().unwrap_or(e));
+                }
                 Err(e)
             }
+        }
+    }
+
+    /// A target found damaged is not written until an integrity check passes again.
+    fn check_damage_gate(&mut self) -> Result<()> {
+        if self.obs.watch.get().target_damaged.is_none() {
+            return Ok(());
+        }
+        self.discard_target();
+        self.check_integrity("a previous integrity check failed")
+    }
+
+    /// Runs an integrity check through a fresh connection; records the target as damaged (and
+    /// fails with [`Error::TargetDamaged`]) if it does not pass, clears that record if it does.
+    fn check_integrity(&mut self, why: &str) -> Result<()> {
+        let path = self.target.path().to_path_buf();
+        match crate::replay::sqlite::quick_check(&path) {
+            Ok(None) => {
+                if self.obs.watch.get().target_damaged.is_some() {
+                    tracing::info!(target = %path.display(), "the target passes its integrity check again");
+                    self.obs.watch.update(|s| s.target_damaged = None);
+                }
+                Ok(())
+            }
+            Ok(Some(detail)) => {
+                tracing::error!(target = %path.display(), %detail, "TARGET DAMAGED: the replayer will not write into it");
+                let d = detail.clone();
+                self.obs.watch.update(|s| s.target_damaged = Some(d));
+                Err(Error::TargetDamaged {
+                    path,
+                    detail: format!("{detail} (after: {why})"),
+                })
+            }
+            // Cannot even check: an outage, retried like one.
+            Err(e) => Err(e),
         }
     }
 
@@ -320,13 +391,19 @@ impl<E: JournalEvent> Replayer<E> {
         hooked
             .exec(conn, &mut ix, "BEGIN", "BEGIN IMMEDIATE")
             .map_err(BatchError::Failed)?;
-        let wm = hooked
+        let raw = hooked
             .query(conn, &mut ix, "read watermark", |c| read_watermark(c, id))
             .map_err(BatchError::Failed)?;
+        let wm = watermark_value(&path, raw).map_err(BatchError::Failed)?;
+        if self.obs.observe(wm, &path) {
+            // Writes were lost: the file may be damaged too (two machines writing it over a
+            // share that does not forward locks). Check it before writing into it.
+            let _ = conn.execute_batch("ROLLBACK");
+            return Ok(Step::CheckIntegrity);
+        }
         if wm > head && self.is_follower() {
             // The owner's replay can be ahead of the HEAD it published: caught up.
             let _ = conn.execute_batch("ROLLBACK");
-            self.state.target_lsn = Some(wm);
             return Ok(Step::CaughtUp);
         }
         if wm > head {
@@ -343,7 +420,6 @@ impl<E: JournalEvent> Replayer<E> {
                 first_retained,
             }));
         }
-        self.state.target_lsn = Some(wm);
         if wm == head {
             let _ = conn.execute_batch("ROLLBACK");
             self.ack(wm).map_err(BatchError::Failed)?;
@@ -366,6 +442,7 @@ impl<E: JournalEvent> Replayer<E> {
         };
         reader.set_limit(head);
         let schema = &mut self.schema;
+        let journal_dir = self.source.dir().to_path_buf();
         let mut last = wm;
         let mut entries = 0u64;
         let mut quarantined = 0u64;
@@ -373,8 +450,27 @@ impl<E: JournalEvent> Replayer<E> {
         let mut stopped = None;
         let outcome: Result<(), Error> = (|| {
             while ((entries + quarantined) as usize) < entries_max && bytes < bytes_max {
-                let Some(rec) = reader.next_ref()? else { break };
+                let Some(rec) = reader.next_ref()? else {
+                    if last < head {
+                        // The journal's durable head says more records exist.
+                        return Err(Error::Discontinuity {
+                            dir: journal_dir.clone(),
+                            expected: last + 1,
+                            found: None,
+                        });
+                    }
+                    break;
+                };
                 let lsn = rec.lsn;
+                // Only the entry right after the watermark may be applied: never one that
+                // would leave a hole under the new watermark.
+                if lsn != last + 1 {
+                    return Err(Error::Discontinuity {
+                        dir: journal_dir.clone(),
+                        expected: last + 1,
+                        found: Some(lsn),
+                    });
+                }
                 bytes += rec.payload.len();
                 let _span = tracing::trace_span!("entry", lsn).entered();
                 if let Some(gap) = rec.gap() {
@@ -393,7 +489,7 @@ impl<E: JournalEvent> Replayer<E> {
                         gap.start,
                         KIND_GAP,
                         &[],
-                        &format!("LSNs {}..{} lost to journal damage", gap.start, gap.end),
+                        &format!("{} lost to journal damage", crate::error::lsn_span(&gap)),
                         "lost to journal damage (salvaged)",
                     )?;
                     quarantined += 1;
@@ -512,8 +608,8 @@ impl<E: JournalEvent> Replayer<E> {
         }
         let _span =
             tracing::debug_span!("batch", first = wm + 1, last, entries, quarantined).entered();
-        self.state.target_lsn = Some(last);
-        self.state.quarantined += quarantined;
+        self.obs.observe(last, &path);
+        self.obs.watch.update(|s| s.quarantined += quarantined);
         tracing::debug!(
             first = wm + 1,
             last,
@@ -558,10 +654,11 @@ impl<E: JournalEvent> Replayer<E> {
                 });
             }
         };
-        self.state.target_lsn = Some(wm);
+        let path = self.target.path().to_path_buf();
+        self.obs.observe(wm, &path);
         if wm >= last {
             tracing::info!(last, "the in-doubt commit had landed");
-            self.state.quarantined += quarantined;
+            self.obs.watch.update(|s| s.quarantined += quarantined);
             let acked = self.ack(last);
             return Ok(Step::Applied {
                 entries,
@@ -579,6 +676,22 @@ impl<E: JournalEvent> Replayer<E> {
 
     fn ack(&self, lsn: Lsn) -> Result<()> {
         self.source.ack(lsn)
+    }
+
+    /// Records a watermark read from the target just now by someone else (the store, at open).
+    pub(crate) fn note_observed(&mut self, wm: Lsn) {
+        let path = self.target.path().to_path_buf();
+        self.obs.observe(wm, &path);
+    }
+
+    /// Reads the target's watermark now (without taking its write lock) and records it as an
+    /// observation: statuses and `wait_synced` use it, and a watermark lower than the last one
+    /// this replayer read or committed is reported as lost writes.
+    pub fn observe_target(&mut self) -> Result<Lsn> {
+        let wm = self.target_watermark()?;
+        let path = self.target.path().to_path_buf();
+        self.obs.observe(wm, &path);
+        Ok(wm)
     }
 
     /// The target's watermark for this journal, read now.
@@ -614,10 +727,9 @@ impl<E: JournalEvent> Replayer<E> {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| target_error(&path, "list quarantine", e))?;
-        self.state.quarantined = rows.len() as u64;
-        if let Err(e) = self.state.store(self.source.dir()) {
-            tracing::warn!(error = %e, "could not persist the replay state");
-        }
+        drop(stmt);
+        self.obs.watch.update(|s| s.quarantined = rows.len() as u64);
+        self.persist();
         Ok(rows)
     }
 
@@ -708,10 +820,8 @@ impl<E: JournalEvent> Replayer<E> {
             .ok()
         });
         if let Some(n) = n {
-            self.state.quarantined = n.max(0) as u64;
-            if let Err(e) = self.state.store(self.source.dir()) {
-                tracing::warn!(error = %e, "could not persist the replay state");
-            }
+            self.obs.watch.update(|s| s.quarantined = n.max(0) as u64);
+            self.persist();
         }
     }
 
@@ -734,6 +844,45 @@ impl<E: JournalEvent> Replayer<E> {
     }
 }
 
+/// What the replayer learns of the target's watermark, and what it concludes.
+struct Observer {
+    /// What the replayer remembers (errors, the target's watermark as read), shared with
+    /// watchers.
+    watch: Arc<Watch>,
+    /// The watermark this replayer last read or committed itself: a lower one read later
+    /// means the target lost writes. `None` until the first read.
+    expect: Option<Lsn>,
+    /// The watermark read or committed during the current `sync_now`.
+    seen_in_sync: Option<Lsn>,
+}
+
+impl Observer {
+    /// Records a watermark read from (or committed to) the target now, and reports lost
+    /// writes if it is lower than the last one this replayer itself read or committed.
+    /// Returns true if writes were lost.
+    fn observe(&mut self, wm: Lsn, target: &std::path::Path) -> bool {
+        self.seen_in_sync = Some(wm);
+        let lost = self.expect.filter(|&e| wm < e).map(|expected| LostWrites {
+            expected_lsn: expected,
+            found_lsn: wm,
+            at_ms: now_ms(),
+        });
+        self.expect = Some(wm);
+        let was_lost = lost.is_some();
+        if let Some(l) = &lost {
+            tracing::error!(target = %target.display(), expected = l.expected_lsn, found = wm, "LOST WRITES on the target: {}", l.describe());
+        }
+        self.watch.update(|s| {
+            s.observed(wm);
+            if let Some(l) = lost {
+                s.lost_writes += 1;
+                s.last_lost_writes = Some(l);
+            }
+        });
+        was_lost
+    }
+}
+
 enum BatchError {
     Failed(Error),
     /// The commit reported an error; whether it landed is unknown.
@@ -749,6 +898,11 @@ impl From<Error> for BatchError {
     fn from(e: Error) -> Self {
         BatchError::Failed(e)
     }
+}
+
+fn is_corrupt(e: &Error) -> bool {
+    matches!(e, Error::Target { source: Some(rusqlite::Error::SqliteFailure(f, _)), .. }
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
 }
 
 fn is_busy(e: &Error) -> bool {

@@ -1,17 +1,40 @@
 //! Replay: applying journal entries to a target database exactly once, with retries,
-//! quarantine and a status derived from durable state.
+//! quarantine and a status measured against the target.
 
 mod driver;
+mod offline_status;
 mod options;
+mod report;
 mod source;
 mod sqlite;
+mod state;
 mod status;
+pub(crate) mod watch;
 
-pub use driver::{QuarantinedEntry, Replayer, SyncProgress};
+pub use driver::{QuarantinedEntry, Replayer};
+pub use offline_status::{LastSeen, OfflineStatus, offline_status};
 pub use options::{RejectPolicy, ReplayOptions, TargetFaults, TargetJournalMode, TargetOptions};
+pub use report::{SyncProgress, SyncReport};
 pub use sqlite::{PROGRESS_TABLE, REJECTED_TABLE};
-pub(crate) use status::created_at_ms;
-pub use status::{
-    OfflineStatus, REPLAY_STATE_FILE, ReplayState, SyncError, SyncReport, SyncStatus,
-    offline_status,
-};
+pub use state::{LostWrites, REPLAY_STATE_BYTES_MAX, ReplayState, SyncError};
+pub(crate) use status::{JournalSide, created_at_ms};
+pub use status::{PendingBasis, STALLED_AFTER_MS_DEFAULT, SyncState, SyncStatus, TargetBehind};
+
+/// File (in the journal directory) where the replayer keeps its last outcome.
+pub use crate::segment::REPLAY_STATE_FILE;
+
+/// Reads a target's watermark for journal `id` without writing to it (nor creating it).
+pub(crate) fn peek_watermark(
+    target: &std::path::Path,
+    id: uuid::Uuid,
+) -> crate::Result<crate::Lsn> {
+    sqlite::peek(target, id).map(|(wm, _)| wm)
+}
+
+/// Reads a target's watermark and quarantine count for journal `id` without writing to it.
+pub(crate) fn peek_target(
+    target: &std::path::Path,
+    id: uuid::Uuid,
+) -> crate::Result<(crate::Lsn, u64)> {
+    sqlite::peek(target, id)
+}

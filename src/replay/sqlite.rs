@@ -134,6 +134,11 @@ impl SqliteTarget {
         Ok(true)
     }
 
+    /// True if a connection is open.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// The open connection. Call [`SqliteTarget::connect`] first.
     pub(crate) fn connection(&self) -> &Connection {
         self.conn.as_ref().expect("connect() before connection()")
@@ -283,17 +288,17 @@ impl SqliteTarget {
     pub(crate) fn watermark(&mut self, journal_id: Uuid) -> Result<Lsn> {
         let path = self.path.clone();
         let conn = self.conn()?;
-        read_watermark(conn, journal_id).map_err(|e| target_error(&path, "read watermark", e))
+        let raw = read_watermark(conn, journal_id)
+            .map_err(|e| target_error(&path, "read watermark", e))?;
+        watermark_value(&path, raw)
     }
 }
 
-/// Reads the watermark row.
-pub(crate) fn read_watermark(conn: &Connection, journal_id: Uuid) -> rusqlite::Result<Lsn> {
-    let lsn: Option<i64> = conn
-        .prepare_cached("SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1")?
+/// Reads the watermark row (the raw value: check it with [`watermark_value`]).
+pub(crate) fn read_watermark(conn: &Connection, journal_id: Uuid) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1")?
         .query_row([journal_id.to_string()], |r| r.get(0))
-        .optional()?;
-    Ok(lsn.map_or(0, |l| l.max(0) as Lsn))
+        .optional()
 }
 
 /// Device and inode of the file at `path`.
@@ -301,4 +306,91 @@ fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path)?;
     Ok((m.dev(), m.ino()))
+}
+
+/// Reads a target's watermark and quarantine count for `journal_id`, read-only (the target
+/// is not changed, and not created; a missing bookkeeping table counts as none).
+pub(crate) fn peek(path: &Path, journal_id: Uuid) -> Result<(Lsn, u64)> {
+    if !path.exists() {
+        return Err(Error::TargetMissing {
+            path: path.to_path_buf(),
+        });
+    }
+    let err = |e: rusqlite::Error| target_error(path, "read", e);
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    c.busy_timeout(Duration::from_secs(2)).map_err(err)?;
+    let id = journal_id.to_string();
+    let has = |t: &str| -> rusqlite::Result<bool> {
+        c.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [t],
+            |r| r.get(0),
+        )
+    };
+    let wm = if has(PROGRESS_TABLE).map_err(err)? {
+        watermark_value(
+            path,
+            c.query_row(
+                "SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1",
+                [&id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(err)?,
+        )?
+    } else {
+        0
+    };
+    let q = if has(REJECTED_TABLE).map_err(err)? {
+        c.query_row(
+            "SELECT count(*) FROM syncjournal_rejected WHERE journal_id = ?1",
+            [&id],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+    } else {
+        0
+    };
+    Ok((wm, q.max(0) as u64))
+}
+
+/// A watermark read from the progress table, checked: a negative value, or one past the
+/// largest LSN, was not written by syncjournal.
+pub(crate) fn watermark_value(path: &Path, lsn: Option<i64>) -> Result<Lsn> {
+    match lsn {
+        None => Ok(0),
+        Some(l) if (0..=crate::format::LSN_MAX as i64).contains(&l) => Ok(l as Lsn),
+        Some(l) => Err(Error::SchemaMismatch {
+            path: path.to_path_buf(),
+            table: PROGRESS_TABLE.into(),
+            detail: format!(
+                "watermark {l} is not an LSN (0 to {})",
+                crate::format::LSN_MAX
+            ),
+        }),
+    }
+}
+
+/// `PRAGMA quick_check` through a fresh read-only connection: `Ok(None)` if the file passes,
+/// `Ok(Some(what))` if it does not, `Err` if it cannot be checked (the share is unreachable).
+pub(crate) fn quick_check(path: &Path) -> Result<Option<String>> {
+    let err = |e: rusqlite::Error| target_error(path, "integrity check", e);
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    c.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    let rows: rusqlite::Result<Vec<String>> = c
+        .prepare("PRAGMA quick_check(20)")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
+    match rows {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(None),
+        Ok(rows) => Ok(Some(rows.join("; "))),
+        Err(rusqlite::Error::SqliteFailure(f, m))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            Ok(Some(m.unwrap_or_else(|| f.to_string())))
+        }
+        Err(e) => Err(err(e)),
+    }
 }

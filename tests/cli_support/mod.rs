@@ -371,15 +371,22 @@ pub fn write_at(file: &Path, offset: usize, bytes: &[u8]) {
     f.sync_all().unwrap();
 }
 
+#[path = "../common/mod.rs"]
+pub mod common;
+pub use common::rewind_head;
+
 /// A torn last write: the second half of the last frame of the last segment replaced by
-/// garbage, as if only its first pages reached the disk. Returns the segment, the frame, and
-/// the garbled bytes as they are now on disk (from the frame's start to its end).
+/// garbage, as if only its first pages reached the disk, and `HEAD` as the crash left it
+/// (the record's sync never completed, so it was never published as durable). Returns the
+/// segment, the frame, and the garbled bytes as they are now on disk (from the frame's start
+/// to its end).
 pub fn tear_last_frame(dir: &Path) -> (PathBuf, Frame, Vec<u8>) {
     let seg = segments(dir).pop().expect("a segment");
     let last = *frames(&seg).last().expect("a frame");
     let half = last.len / 2;
     let garbage: Vec<u8> = (0..last.len - half).map(|i| 0xA5 ^ (i as u8)).collect();
     write_at(&seg, last.offset + half, &garbage);
+    rewind_head(dir, last.lsn - 1);
     let now = std::fs::read(&seg).unwrap()[last.offset..last.offset + last.len].to_vec();
     (seg, last, now)
 }

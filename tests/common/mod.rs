@@ -29,6 +29,20 @@ pub fn open_with_mode(dir: &Path, mode: RecoveryMode) -> syncjournal::Result<Jou
     Journal::open(dir, opts_with_mode(mode))
 }
 
+/// Rewrites the owner's published durable LSN in `dir/HEAD`, as it stood at a simulated crash:
+/// a test that damages records a closed journal had synced must also take back the `HEAD` that
+/// says they were durable, or recovery rightly calls the damage media corruption.
+pub fn rewind_head(dir: &Path, durable_lsn: Lsn) {
+    use std::os::unix::fs::FileExt;
+    use syncjournal::format::Head;
+    let path = dir.join("HEAD");
+    let b = fs::read(&path).expect("HEAD");
+    let mut h = Head::decode(&b).expect("a valid HEAD");
+    h.durable_lsn = durable_lsn;
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&h.encode(), 0).unwrap();
+}
+
 /// Path of segment `seq` in `dir`.
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016}.sjl"))
