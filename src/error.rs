@@ -144,6 +144,30 @@ pub enum Error {
         max: usize,
     },
 
+    /// An event encodes to more bytes than the journal's record limit. Nothing was written.
+    #[error(
+        "event of kind {kind:#04x} encodes to {len} bytes, over the journal's record limit of {max} bytes (JournalOptions::record_bytes_max, at most what one segment holds); nothing was written: split it into smaller events, or raise record_bytes_max (and segment_bytes_max)"
+    )]
+    EventTooLarge {
+        /// The event's record kind.
+        kind: u8,
+        /// Its encoded length.
+        len: usize,
+        /// The journal's record limit.
+        max: usize,
+    },
+
+    /// An event cannot be encoded, or its encoding would not decode again (for example a
+    /// sequence of elements that encode to nothing, longer than the rest of the payload, or
+    /// containers nested deeper than [`crate::mutation::DEPTH_MAX`]). Nothing was written.
+    #[error("event of kind {kind:#04x} cannot be journaled: {reason}; nothing was written")]
+    EventUnencodable {
+        /// The event's record kind.
+        kind: u8,
+        /// What serde or the decoder said.
+        reason: String,
+    },
+
     /// A batch is larger than what one segment can hold (a batch is written into one segment).
     #[error(
         "batch of {bytes} bytes exceeds the {max} bytes one segment holds; split it or raise segment_bytes_max"

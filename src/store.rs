@@ -41,7 +41,7 @@ use crate::apply::{ApplyContext, ApplyError, SchemaCache, quote_ident};
 use crate::error::{Error, Result};
 use crate::journal::ack::now_ms;
 use crate::journal::{Journal, JournalOptions, PersistMode};
-use crate::mutation::{ChangeSet, JournalEvent, decode_event, encode_event};
+use crate::mutation::{ChangeSet, JournalEvent, decode_event, encode_event_within};
 use crate::replay::{
     QuarantinedEntry, ReplayOptions, ReplayState, Replayer, SyncReport, SyncStatus, TargetOptions,
     created_at_ms,
@@ -263,16 +263,19 @@ impl<E: JournalEvent> Store<E> {
     /// # Errors
     ///
     /// [`Error::Rejected`] if the cache refuses the event (constraint, missing table or
-    /// column, type mismatch, no such row): nothing was journaled, nothing changed. Journal
-    /// errors (a failed sync poisons the journal and the store).
+    /// column, type mismatch, no such row): nothing was journaled, nothing changed.
+    /// [`Error::EventTooLarge`] if it encodes to more than the journal's record limit
+    /// ([`JournalOptions::payload_bytes_limit`]), [`Error::EventUnencodable`] if its encoding
+    /// would not decode again: nothing was journaled, nothing changed. Journal errors (a failed
+    /// sync poisons the journal and the store).
     pub fn apply(&self, event: &E) -> Result<Lsn> {
         let inner = &*self.inner;
         inner.check()?;
-        let payload = encode_event(now_ms(), event).map_err(|reason| Error::Decode {
-            lsn: 0,
-            kind: E::KIND,
-            reason,
-        })?;
+        let payload = encode_event_within(
+            now_ms(),
+            event,
+            inner.journal.options().payload_bytes_limit(),
+        )?;
         let sync_mode = inner.journal.options().persist_mode == PersistMode::Sync;
         let ce = cache_err(&inner.cache_path);
         let lsn = {

@@ -1,0 +1,128 @@
+//! Hostile and careless input to the store (issue 10):
+//!
+//! * payload size: whatever `Store::apply` accepts decodes, at the cache (reopen without the
+//!   cache) and at the target; the one limit is the journal's record limit on encoded bytes,
+//!   checked before anything is written;
+
+mod store_common;
+
+use store_common::{Paths, dump_cache, dump_target, item_ids, now_ms, open, store_opts};
+use syncjournal::mutation::{KIND_CHANGESET, decode_event, encode_event, encode_event_within};
+use syncjournal::{ChangeSet, Error, JournalOptions, RejectPolicy, Value};
+
+/// A change set of `n` small upserts into `items`.
+fn many_upserts(n: i64) -> ChangeSet {
+    (0..n).fold(ChangeSet::new(), |cs, i| {
+        cs.upsert("items", [("id", i)], [("qty", i)])
+    })
+}
+
+#[test]
+fn a_change_set_of_300000_upserts_that_apply_accepts_replays_to_the_cache_and_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let opts = || store_opts(&paths.target, RejectPolicy::Stop).journal(JournalOptions::new());
+    let cs = many_upserts(300_000);
+    let encoded = encode_event(0, &cs).unwrap().len();
+    assert!(
+        encoded > 6_500_000,
+        "{encoded} bytes: past the old threshold"
+    );
+    let store = open(&paths, opts());
+    let lsn = store.apply(&cs).unwrap();
+    let report = store.sync_now();
+    assert!(report.error.is_none(), "{report}");
+    assert_eq!(report.applied, 1);
+    let cache = dump_cache(&store);
+    assert_eq!(cache[0].len(), 300_000);
+    assert_eq!(dump_target(&paths.target), cache);
+    store.close().unwrap();
+
+    // Without the cache, open rebuilds it from the journal: the record decodes.
+    std::fs::remove_file(&paths.cache).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("cache.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("cache.db-shm"));
+    let store = open(&paths, opts());
+    assert_eq!(dump_cache(&store), cache);
+    assert_eq!(store.status().unwrap().cache_applied_lsn, Some(lsn));
+}
+
+/// A change set (one upsert of item 1 with a blob) whose payload is exactly `len` bytes when
+/// created now (the creation time takes 9 bytes, as for every time after 1970-02-19).
+fn change_set_of_payload_bytes(len: usize) -> ChangeSet {
+    let with_blob = |n: usize| {
+        ChangeSet::new().upsert("items", [("id", 1)], [("data", Value::Blob(vec![7; n]))])
+    };
+    let probe = len - 64;
+    let overhead = encode_event(now_ms(), &with_blob(probe)).unwrap().len() - probe;
+    let cs = with_blob(len - overhead);
+    assert_eq!(encode_event(now_ms(), &cs).unwrap().len(), len);
+    cs
+}
+
+fn remove_cache(paths: &Paths) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = paths.cache.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let opts = || store_opts(&paths.target, RejectPolicy::Stop).journal(JournalOptions::new());
+    let max = JournalOptions::new().payload_bytes_limit();
+    assert_eq!(max, JournalOptions::RECORD_BYTES_DEFAULT);
+    let store = open(&paths, opts());
+
+    let over = change_set_of_payload_bytes(max + 1);
+    match store.apply(&over) {
+        Err(Error::EventTooLarge { kind, len, max: m }) => {
+            assert_eq!((kind, len, m), (KIND_CHANGESET, max + 1, max));
+        }
+        other => panic!("one byte over the limit: {other:?}"),
+    }
+    assert_eq!(store.journal_state().durable_lsn, 0, "nothing journaled");
+    assert!(
+        store.read(|c| Ok(item_ids(c))).unwrap().is_empty(),
+        "cache unchanged"
+    );
+
+    let at = change_set_of_payload_bytes(max);
+    let lsn = store.apply(&at).unwrap();
+    let report = store.sync_now();
+    assert!(report.error.is_none(), "{report}");
+    let cache = dump_cache(&store);
+    assert_eq!(dump_target(&paths.target), cache);
+    store.close().unwrap();
+    remove_cache(&paths);
+    let store = open(&paths, opts());
+    assert_eq!(dump_cache(&store), cache, "rebuilt from the journal");
+    assert_eq!(store.status().unwrap().cache_applied_lsn, Some(lsn));
+}
+
+#[test]
+fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no_limit_of_its_own()
+{
+    let cs = change_set_of_payload_bytes(5000);
+    let at = now_ms();
+    let payload = encode_event_within(at, &cs, 5000).unwrap();
+    assert_eq!(
+        decode_event::<ChangeSet>(&payload).unwrap(),
+        (at, cs.clone())
+    );
+    match encode_event_within(at, &cs, 4999) {
+        Err(Error::EventTooLarge {
+            len: 5000,
+            max: 4999,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // A journal configured with a larger record limit holds larger payloads: they decode too.
+    let big = change_set_of_payload_bytes(JournalOptions::RECORD_BYTES_DEFAULT + 1);
+    let payload = encode_event(now_ms(), &big).unwrap();
+    assert_eq!(decode_event::<ChangeSet>(&payload).unwrap().1, big);
+}
