@@ -620,16 +620,33 @@ impl Template {
     }
 }
 
-/// The checks that depend on values: no NULL in the key, and each value of its column's type
-/// family.
+/// The checks that depend on values: no NULL or NaN in the key, and each value of its
+/// column's type family.
+///
+/// SQLite binds a NaN as NULL. In a key that would address no row (`WHERE id = NULL`) or
+/// insert one whose key is chosen by SQLite (a rowid alias takes the next rowid, which differs
+/// between the cache and the target), so a NaN key is refused like a NULL one. In another
+/// column NaN is stored as NULL — at the cache and at the target alike, so they agree — and a
+/// `NOT NULL` column refuses it as it refuses NULL. ±infinity are ordinary reals.
 fn check_values(t: &Template, m: &Mutation) -> Result<(), ApplyError> {
     for (p, (_, v)) in m.key().iter().chain(m.values()).enumerate() {
         let c = &t.info.columns[t.cols[p]];
-        if p < t.key_len && matches!(v, Value::Null) {
-            return Err(ApplyError::rejected(format!(
-                "{m}: key column {} is NULL",
-                c.name
-            )));
+        if p < t.key_len {
+            match v {
+                Value::Null => {
+                    return Err(ApplyError::rejected(format!(
+                        "{m}: key column {}.{} is NULL",
+                        t.info.name, c.name
+                    )));
+                }
+                Value::Real(r) if r.is_nan() => {
+                    return Err(ApplyError::rejected(format!(
+                        "{m}: key column {}.{} is NaN, which SQLite stores and compares as NULL: a key must name one row",
+                        t.info.name, c.name
+                    )));
+                }
+                _ => {}
+            }
         }
         if !c.affinity.accepts(v) {
             return Err(ApplyError::rejected(format!(

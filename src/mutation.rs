@@ -38,7 +38,8 @@ pub enum Value {
     Null,
     /// A 64-bit signed integer.
     Integer(i64),
-    /// A 64-bit IEEE float.
+    /// A 64-bit IEEE float. SQLite stores NaN as NULL: a NaN key is refused, a NaN in another
+    /// column is stored as NULL (at the cache and the target alike).
     Real(f64),
     /// UTF-8 text.
     Text(String),

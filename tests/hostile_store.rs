@@ -3,12 +3,23 @@
 //! * payload size: whatever `Store::apply` accepts decodes, at the cache (reopen without the
 //!   cache) and at the target; the one limit is the journal's record limit on encoded bytes,
 //!   checked before anything is written;
+//! * NaN and NULL keys are refused, at `apply` and at replay of a crafted record (SQLite binds
+//!   NaN as NULL: the cache and the target would pick different rowids); NaN elsewhere is
+//!   NULL on both sides;
 
 mod store_common;
 
-use store_common::{Paths, dump_cache, dump_target, item_ids, now_ms, open, store_opts};
+use std::sync::Arc;
+
+use store_common::{
+    Paths, SCHEMA, SMALL_SEGMENT, dump_cache, dump_target, item, item_ids, now_ms, open, open_ro,
+    store_opts, tag,
+};
 use syncjournal::mutation::{KIND_CHANGESET, decode_event, encode_event, encode_event_within};
-use syncjournal::{ChangeSet, Error, JournalOptions, RejectPolicy, Value};
+use syncjournal::{
+    ChangeSet, Error, Journal, JournalOptions, RejectPolicy, ReplayOptions, Replayer, Store,
+    TargetOptions, Value,
+};
 
 /// A change set of `n` small upserts into `items`.
 fn many_upserts(n: i64) -> ChangeSet {
@@ -125,4 +136,136 @@ fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no
     let big = change_set_of_payload_bytes(JournalOptions::RECORD_BYTES_DEFAULT + 1);
     let payload = encode_event(now_ms(), &big).unwrap();
     assert_eq!(decode_event::<ChangeSet>(&payload).unwrap().1, big);
+}
+
+#[test]
+fn a_nan_key_is_refused_naming_the_column_and_nothing_is_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
+    for cs in [
+        ChangeSet::new().insert("items", [("id", f64::NAN)], [("name", "x")]),
+        ChangeSet::new().upsert("items", [("id", f64::NAN)], [("qty", 1)]),
+        ChangeSet::new().delete("items", [("id", f64::NAN)]),
+        ChangeSet::new().upsert(
+            "pairs",
+            [("a", Value::from("k")), ("b", Value::Real(f64::NAN))],
+            [("v", 1)],
+        ),
+    ] {
+        match store.apply(&cs) {
+            Err(Error::Rejected { reason }) => {
+                assert!(reason.contains("is NaN"), "{reason}");
+                assert!(
+                    reason.contains("key column items.id") || reason.contains("key column pairs.b"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{cs:?}: {other:?}"),
+        }
+    }
+    assert_eq!(store.journal_state().durable_lsn, 0);
+    assert!(store.read(|c| Ok(item_ids(c))).unwrap().is_empty());
+}
+
+#[test]
+fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_target() {
+    for key in [Value::Real(f64::NAN), Value::Null] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::in_dir(dir.path());
+        let opts = || store_opts(&paths.target, RejectPolicy::Stop);
+        let store = open(&paths, opts());
+        store.apply(&item(1)).unwrap();
+        store.close().unwrap();
+        {
+            let journal = Journal::open(
+                &paths.journal,
+                JournalOptions::new().segment_bytes_max(SMALL_SEGMENT),
+            )
+            .unwrap();
+            let cs = ChangeSet::new().insert("items", [("id", key.clone())], [("name", "x")]);
+            journal
+                .append_kind(KIND_CHANGESET, &encode_event(now_ms(), &cs).unwrap())
+                .unwrap();
+            journal.close().unwrap();
+        }
+        // The cache has applied LSN 1; catching up with LSN 2 refuses it.
+        let e = Store::<ChangeSet>::open(&paths.journal, &paths.cache, opts())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LSN 2") && e.contains("key column items.id"),
+            "{e}"
+        );
+        // Without the cache: the same refusal when rebuilding it.
+        remove_cache(&paths);
+        let e = Store::<ChangeSet>::open(&paths.journal, &paths.cache, opts())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LSN 2") && e.contains("key column items.id"),
+            "{e}"
+        );
+        // A replayer of the journal (no cache involved) refuses it at the target.
+        let mut replayer = Replayer::<ChangeSet>::new(
+            Arc::new(
+                Journal::open(
+                    &paths.journal,
+                    JournalOptions::new().segment_bytes_max(SMALL_SEGMENT),
+                )
+                .unwrap(),
+            ),
+            &paths.target,
+            TargetOptions::new()
+                .create_if_missing(true)
+                .create_schema(SCHEMA),
+            ReplayOptions::new().retry_attempts_max(0),
+        );
+        let report = replayer.sync_now();
+        match report.error {
+            Some(Error::EntryRejected { lsn: 2, reason, .. }) => {
+                assert!(reason.contains("key column items.id"), "{reason}")
+            }
+            other => panic!("{key:?}: {other:?}"),
+        }
+        assert_eq!(item_ids(&open_ro(&paths.target)), vec![1]);
+    }
+}
+
+#[test]
+fn nan_outside_the_key_is_null_at_the_cache_and_at_the_target_and_infinities_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
+    store
+        .apply(
+            &ChangeSet::new()
+                .insert("items", [("id", 1)], [("price", f64::NAN)])
+                .insert("items", [("id", 2)], [("price", f64::INFINITY)])
+                .insert("items", [("id", 3)], [("price", f64::NEG_INFINITY)])
+                .upsert(
+                    "pairs",
+                    [("a", Value::from("k")), ("b", 1.into())],
+                    [("v", f64::NAN)],
+                ),
+        )
+        .unwrap();
+    // A NOT NULL column refuses NaN as it refuses NULL.
+    match store.apply(&tag("t", f64::NAN)) {
+        Err(Error::Rejected { reason }) => assert!(reason.contains("NOT NULL"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.sync_now().error.is_none());
+    let cache = dump_cache(&store);
+    let prices: Vec<&Value> = cache[0].iter().map(|r| &r[3]).collect();
+    assert_eq!(
+        prices,
+        [
+            &Value::Null,
+            &Value::Real(f64::INFINITY),
+            &Value::Real(f64::NEG_INFINITY)
+        ]
+    );
+    assert_eq!(cache[1][0][2], Value::Null);
+    assert_eq!(dump_target(&paths.target), cache);
 }
