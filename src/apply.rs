@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, ErrorCode};
 
+use crate::Lsn;
 use crate::mutation::{Mutation, Value};
 
 /// Why an event could not be applied.
@@ -283,16 +284,25 @@ pub fn quote_ident(name: &str) -> String {
     q
 }
 
-/// What an event's `apply` works with: the connection (inside a transaction) and the schema
-/// cache used to check row mutations.
+/// What an event's `apply` works with: the connection (inside a transaction), the LSN of the
+/// entry being applied, and the schema cache used to check row mutations.
 pub struct ApplyContext<'c> {
     conn: &'c Connection,
     schema: &'c mut SchemaCache,
+    lsn: Lsn,
 }
 
 impl<'c> ApplyContext<'c> {
-    pub(crate) fn new(conn: &'c Connection, schema: &'c mut SchemaCache) -> Self {
-        ApplyContext { conn, schema }
+    pub(crate) fn new(conn: &'c Connection, schema: &'c mut SchemaCache, lsn: Lsn) -> Self {
+        ApplyContext { conn, schema, lsn }
+    }
+
+    /// The LSN of the entry being applied: the one it is journaled as, in the cache (at
+    /// `Store::apply` and when the cache catches up on open) and at the target (replay,
+    /// quarantine retry) alike. Unique per journal and applied once per database, so it can
+    /// serve as an idempotency key or in an audit row.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
     }
 
     /// The connection, inside the transaction (and savepoint) of the event being applied.
@@ -703,7 +713,7 @@ mod tests {
     }
 
     fn apply(c: &Connection, s: &mut SchemaCache, cs: &ChangeSet) -> Result<(), ApplyError> {
-        let mut ctx = ApplyContext::new(c, s);
+        let mut ctx = ApplyContext::new(c, s, 1);
         for m in &cs.mutations {
             ctx.apply_mutation(m)?;
         }

@@ -144,6 +144,23 @@ pub enum Error {
         max: usize,
     },
 
+    /// `Store::apply` wrote the event to the journal as LSN `lsn`, then failed: the outcome is
+    /// in doubt, not a plain failure. With `durable`, the event is durable in the journal and
+    /// reaches the cache when the store is reopened (and the target at the next sync); without,
+    /// its durability is unknown (the sync failed and poisoned the journal): after a reopen,
+    /// `journal_state().durable_lsn >= lsn` says whether the journal kept it. Do not apply it
+    /// again before checking. The store is poisoned until reopened.
+    #[error("{}", in_doubt_text(*lsn, *durable, cause))]
+    AppliedInDoubt {
+        /// The LSN the event was journaled as.
+        lsn: Lsn,
+        /// True if the event is known to be durable in the journal.
+        durable: bool,
+        /// The failure that followed the journal write.
+        #[source]
+        cause: Box<Error>,
+    },
+
     /// An event encodes to more bytes than the journal's record limit. Nothing was written.
     #[error(
         "event of kind {kind:#04x} encodes to {len} bytes, over the journal's record limit of {max} bytes (JournalOptions::record_bytes_max, at most what one segment holds); nothing was written: split it into smaller events, or raise record_bytes_max (and segment_bytes_max)"
@@ -405,6 +422,18 @@ pub enum Error {
         /// First LSN after the gap.
         to: Lsn,
     },
+}
+
+fn in_doubt_text(lsn: Lsn, durable: bool, cause: &Error) -> String {
+    if durable {
+        format!(
+            "the event was journaled durably as LSN {lsn}, but the cache was not updated ({cause}); it is not lost: reopen the store, which applies it to the cache, and it reaches the target — do not apply it again"
+        )
+    } else {
+        format!(
+            "the event was journaled as LSN {lsn}, but whether it is durable is unknown ({cause}); reopen the store: if journal_state().durable_lsn is then at least {lsn}, the journal kept it (it is in the cache and reaches the target), otherwise it was lost — do not apply it again before checking"
+        )
+    }
 }
 
 fn holder_text(pid: Option<u32>) -> String {

@@ -192,6 +192,121 @@ fn cache_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     }
 }
 
+/// What became of an event in [`journal_in_savepoint`].
+enum Staged {
+    /// Applied in the open cache transaction and written to the journal.
+    Journaled(Lsn),
+    /// Refused or failed before the journal write; the cache transaction is as it was.
+    NotJournaled(Error),
+    /// Failed before the journal write, and rolling its effects back failed too (the second
+    /// error): they may still be in the open cache transaction, which must not commit.
+    NotJournaledCacheUnknown(Error, Error),
+    /// Written to the journal, but releasing its savepoint failed.
+    JournaledCacheUnknown(Lsn, Error),
+}
+
+/// Applies `event` to the cache in a savepoint of the open cache transaction (opening one if
+/// needed) and writes `payload` to the journal; rolls the savepoint back if either fails.
+fn journal_in_savepoint<E: JournalEvent>(
+    w: &mut CacheWriter,
+    journal: &Journal,
+    event: &E,
+    payload: &[u8],
+    ce: &impl Fn(rusqlite::Error) -> Error,
+) -> Staged {
+    let CacheWriter {
+        conn,
+        schema,
+        txn_open,
+        txn_max,
+        committed,
+        ..
+    } = w;
+    if !*txn_open {
+        if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
+            return Staged::NotJournaled(ce(e));
+        }
+        *txn_open = true;
+    }
+    if let Err(e) = exec_cached(conn, "SAVEPOINT sj_apply") {
+        return Staged::NotJournaled(ce(e));
+    }
+    // Only this store writes its journal, always under the cache lock: the next LSN follows
+    // the last one it wrote.
+    let expected = *txn_max + 1;
+    let span = tracing::trace_span!("cache_apply", kind = E::KIND).entered();
+    let applied = event.apply(&mut ApplyContext::new(conn, schema, expected));
+    drop(span);
+    let written = applied
+        .map_err(|e| match e {
+            ApplyError::Rejected { reason } => Error::Rejected { reason },
+            ApplyError::Transient(source) => ce(source),
+        })
+        .and_then(|()| journal.write(E::KIND, payload));
+    match written {
+        Ok(lsn) => {
+            *txn_max = lsn;
+            if lsn != expected {
+                // Only this store writes its journal, under the cache lock: cannot happen. If
+                // it did, the event saw a wrong `ApplyContext::lsn`; reopening re-applies it.
+                return Staged::JournaledCacheUnknown(
+                    lsn,
+                    Error::Poisoned {
+                        reason: format!(
+                            "the event was applied to the cache as LSN {expected} but journaled as LSN {lsn}"
+                        ),
+                    },
+                );
+            }
+            match exec_cached(conn, "RELEASE sj_apply") {
+                Ok(()) => Staged::Journaled(lsn),
+                Err(e) => Staged::JournaledCacheUnknown(lsn, ce(e)),
+            }
+        }
+        Err(e) => {
+            if let Err(r) = conn.execute_batch("ROLLBACK TO sj_apply; RELEASE sj_apply") {
+                return Staged::NotJournaledCacheUnknown(e, ce(r));
+            }
+            if *txn_max <= *committed {
+                if let Err(r) = conn.execute_batch("ROLLBACK") {
+                    return Staged::NotJournaledCacheUnknown(e, ce(r));
+                }
+                *txn_open = false;
+            }
+            Staged::NotJournaled(e)
+        }
+    }
+}
+
+/// The fault seam of the cache commit ([`crate::fault::IoOp::CacheCommit`]), through the
+/// journal's injector: `ENOSPC` becomes `SQLITE_FULL`, any other errno `SQLITE_IOERR`.
+fn inject_cache_fault(journal: &Journal, cache: &Path) -> rusqlite::Result<()> {
+    let Some(faults) = journal.options().faults.as_deref() else {
+        return Ok(());
+    };
+    faults
+        .check(crate::fault::IoOp::CacheCommit, cache)
+        .map_err(|e| {
+            let full = crate::error::is_disk_full(&e);
+            let code = if full {
+                rusqlite::ffi::SQLITE_FULL
+            } else {
+                rusqlite::ffi::SQLITE_IOERR
+            };
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                Some(format!(
+                    "{} (injected fault at the cache commit: {e})",
+                    if full {
+                        "database or disk is full"
+                    } else {
+                        "disk I/O error"
+                    }
+                )),
+            )
+        })
+}
+
 impl<E: JournalEvent> Store<E> {
     /// Opens (or creates) the journal in `journal_dir` and the cache at `cache_path`, applies
     /// to the cache the entries it is missing, and starts the background sync if a target is
@@ -266,8 +381,20 @@ impl<E: JournalEvent> Store<E> {
     /// column, type mismatch, no such row): nothing was journaled, nothing changed.
     /// [`Error::EventTooLarge`] if it encodes to more than the journal's record limit
     /// ([`JournalOptions::payload_bytes_limit`]), [`Error::EventUnencodable`] if its encoding
-    /// would not decode again: nothing was journaled, nothing changed. Journal errors (a failed
-    /// sync poisons the journal and the store).
+    /// would not decode again: nothing was journaled, nothing changed. [`Error::Poisoned`]
+    /// (the store or its journal refuses writes until reopened): nothing was journaled.
+    ///
+    /// [`Error::AppliedInDoubt`] when a failure *followed* the journal write (the sync failed
+    /// — an EIO from `msync` poisons the journal —, or the cache commit failed, for example
+    /// with `SQLITE_FULL`): the event is journaled as the LSN the error gives, and the store is
+    /// poisoned. It is not a plain failure, and retrying blindly may apply the change twice.
+    /// Instead: drop the store and reopen it (which re-applies the journal to the cache); if
+    /// the error says `durable`, the event is in; otherwise, right after the reopen,
+    /// [`journal_state`](Self::journal_state)`().durable_lsn >= lsn` says whether the journal
+    /// kept it (then it is in the cache and will reach the target) or lost it (then applying
+    /// it again is safe). [`poisoned`](Self::poisoned) and [`status`](Self::status) keep
+    /// working meanwhile. Other errors before the journal write (a cache error): nothing was
+    /// journaled.
     pub fn apply(&self, event: &E) -> Result<Lsn> {
         let inner = &*self.inner;
         inner.check()?;
@@ -284,48 +411,26 @@ impl<E: JournalEvent> Store<E> {
                 w = inner.writer_cv.wait(w).unwrap_or_else(|e| e.into_inner());
             }
             inner.check()?;
-            let CacheWriter {
-                conn,
-                schema,
-                txn_open,
-                txn_max,
-                committed,
-                ..
-            } = &mut *w;
-            if !*txn_open {
-                exec_cached(conn, "BEGIN IMMEDIATE").map_err(&ce)?;
-                *txn_open = true;
-            }
-            exec_cached(conn, "SAVEPOINT sj_apply").map_err(&ce)?;
-            let span = tracing::trace_span!("cache_apply", kind = E::KIND).entered();
-            let applied = event.apply(&mut ApplyContext::new(conn, schema));
-            drop(span);
-            let written = applied.map_err(|e| match e {
-                ApplyError::Rejected { reason } => Error::Rejected { reason },
-                ApplyError::Transient(source) => ce(source),
-            });
-            let written = written.and_then(|()| inner.journal.write(E::KIND, &payload));
-            match written {
-                Ok(lsn) => {
-                    exec_cached(conn, "RELEASE sj_apply").map_err(&ce)?;
-                    *txn_max = lsn;
-                    lsn
-                }
-                Err(e) => {
-                    conn.execute_batch("ROLLBACK TO sj_apply; RELEASE sj_apply")
-                        .map_err(&ce)?;
-                    if *txn_max <= *committed {
-                        conn.execute_batch("ROLLBACK").map_err(&ce)?;
-                        *txn_open = false;
-                    }
+            match journal_in_savepoint(&mut w, &inner.journal, event, &payload, &ce) {
+                Staged::Journaled(lsn) => lsn,
+                Staged::NotJournaled(e) => return Err(e),
+                Staged::NotJournaledCacheUnknown(e, cause) => {
+                    drop(w);
+                    inner.break_store(&cause);
                     return Err(e);
+                }
+                Staged::JournaledCacheUnknown(lsn, cause) => {
+                    drop(w);
+                    inner.break_store(&cause);
+                    return Err(inner.in_doubt(lsn, cause));
                 }
             }
         };
         tracing::trace!(lsn, "journaled");
+        // From here on the event is in the journal: every failure is an outcome in doubt.
         if sync_mode && let Err(e) = inner.journal.wait_durable(lsn) {
             inner.break_store(&e);
-            return Err(e);
+            return Err(inner.in_doubt(lsn, e));
         }
         // Commit the cache transaction once every entry in it is durable. A thread whose
         // transaction holds entries not yet durable closes it to newcomers and waits for them
@@ -334,7 +439,9 @@ impl<E: JournalEvent> Store<E> {
         let mut w = lock(&inner.writer);
         while w.committed < lsn {
             // The open transaction was rolled back if the store broke meanwhile.
-            inner.check()?;
+            if let Err(e) = inner.check() {
+                return Err(inner.in_doubt(lsn, e));
+            }
             let upto = w.txn_max;
             if !sync_mode || inner.journal.durable_lsn() >= upto {
                 let r = exec_cached_with(
@@ -342,6 +449,7 @@ impl<E: JournalEvent> Store<E> {
                     "UPDATE syncjournal_cache SET applied_lsn = ?1",
                     upto,
                 )
+                .and_then(|()| inject_cache_fault(&inner.journal, &inner.cache_path))
                 .and_then(|()| exec_cached(&w.conn, "COMMIT"));
                 w.closing = false;
                 inner.writer_cv.notify_all();
@@ -349,7 +457,7 @@ impl<E: JournalEvent> Store<E> {
                     let err = ce(e);
                     drop(w);
                     inner.break_store(&err);
-                    return Err(err);
+                    return Err(inner.in_doubt(lsn, err));
                 }
                 w.committed = upto;
                 w.txn_open = false;
@@ -368,7 +476,7 @@ impl<E: JournalEvent> Store<E> {
                 inner.writer_cv.notify_all();
                 drop(w);
                 inner.break_store(&e);
-                return Err(e);
+                return Err(inner.in_doubt(lsn, e));
             }
         }
         drop(w);
@@ -414,7 +522,17 @@ impl<E: JournalEvent> Store<E> {
         // The replayer's persisted outcome, read from disk: status never waits for a sync in
         // progress.
         let state = ReplayState::load(self.inner.journal.dir());
-        status_of(&self.inner.journal, Some(cache_applied), &state)
+        match status_of(&self.inner.journal, Some(cache_applied), &state) {
+            // A poisoned journal refuses reads; its files still hold the durable records (up
+            // to the published HEAD): size the pending part as an offline reader does.
+            // `poisoned()` says why.
+            Err(Error::Poisoned { .. }) => {
+                let mut st = crate::replay::offline_status(self.inner.journal.dir(), None)?.status;
+                st.cache_applied_lsn = Some(cache_applied);
+                Ok(st)
+            }
+            r => r,
+        }
     }
 
     /// Entries quarantined on the target.
@@ -430,6 +548,17 @@ impl<E: JournalEvent> Store<E> {
     /// Removes a quarantined entry for good; see [`Replayer::discard_quarantined`].
     pub fn discard_quarantined(&self, lsn: Lsn) -> Result<bool> {
         lock(self.inner.replayer()?).discard_quarantined(lsn)
+    }
+
+    /// Why the store refuses writes until it is reopened, if it does: a failure after a
+    /// journal write left the cache transaction in an unknown relation to the journal (the
+    /// store's own reason), or the journal is poisoned (its reason, also in
+    /// [`journal_state`](Self::journal_state)`().poisoned`). Reopening re-applies the journal
+    /// to the cache.
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.inner.broken)
+            .clone()
+            .or_else(|| self.inner.journal.state().poisoned)
     }
 
     /// The journal's positions.
@@ -469,6 +598,15 @@ impl<E: JournalEvent> Inner<E> {
             return Err(Error::Poisoned { reason });
         }
         Ok(())
+    }
+
+    /// The error for an event journaled as `lsn` whose `apply` then failed with `cause`.
+    fn in_doubt(&self, lsn: Lsn, cause: Error) -> Error {
+        Error::AppliedInDoubt {
+            lsn,
+            durable: self.journal.durable_lsn() >= lsn,
+            cause: Box::new(cause),
+        }
     }
 
     /// After a failure that leaves the open cache transaction in an unknown relation to the
@@ -719,7 +857,7 @@ fn catch_up<E: JournalEvent>(path: &Path, journal: &Journal, w: &mut CacheWriter
                 kind: rec.kind,
                 reason,
             })?;
-            if let Err(e) = event.apply(&mut ApplyContext::new(&w.conn, &mut w.schema)) {
+            if let Err(e) = event.apply(&mut ApplyContext::new(&w.conn, &mut w.schema, rec.lsn)) {
                 let _ = w.conn.execute_batch("ROLLBACK");
                 return Err(Error::Rejected {
                     reason: format!(

@@ -6,6 +6,10 @@
 //! * NaN and NULL keys are refused, at `apply` and at replay of a crafted record (SQLite binds
 //!   NaN as NULL: the cache and the target would pick different rowids); NaN elsewhere is
 //!   NULL on both sides;
+//! * an `apply` that fails after the journal write reports the outcome as in doubt
+//!   (`Error::AppliedInDoubt` with the LSN), never as a plain failure: an EIO from `msync`
+//!   (durability unknown), `SQLITE_FULL` at the cache commit (durable, cache not updated);
+//!   `status()` works on the poisoned store and `poisoned()` says why;
 
 mod store_common;
 
@@ -15,6 +19,7 @@ use store_common::{
     Paths, SCHEMA, SMALL_SEGMENT, dump_cache, dump_target, item, item_ids, now_ms, open, open_ro,
     store_opts, tag,
 };
+use syncjournal::fault::{FaultPlan, IoOp};
 use syncjournal::mutation::{KIND_CHANGESET, decode_event, encode_event, encode_event_within};
 use syncjournal::{
     ChangeSet, Error, Journal, JournalOptions, RejectPolicy, ReplayOptions, Replayer, Store,
@@ -268,4 +273,159 @@ fn nan_outside_the_key_is_null_at_the_cache_and_at_the_target_and_infinities_are
     );
     assert_eq!(cache[1][0][2], Value::Null);
     assert_eq!(dump_target(&paths.target), cache);
+}
+
+const EIO: i32 = 5;
+const ENOSPC: i32 = 28;
+
+fn faulty_opts(paths: &Paths, plan: &Arc<FaultPlan>) -> syncjournal::StoreOptions {
+    store_opts(&paths.target, RejectPolicy::Stop).journal(
+        JournalOptions::new()
+            .segment_bytes_max(SMALL_SEGMENT)
+            .fault_injector(plan.clone()),
+    )
+}
+
+#[test]
+fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_says_what_became_of_it()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let plan = Arc::new(FaultPlan::new());
+    let store = open(&paths, faulty_opts(&paths, &plan));
+    store.apply(&item(1)).unwrap();
+    plan.fail(IoOp::SyncData, 0, Some(1), EIO);
+    let e = store.apply(&item(2)).unwrap_err();
+    match &e {
+        Error::AppliedInDoubt {
+            lsn: 2,
+            durable: false,
+            cause,
+        } => {
+            assert!(
+                matches!(**cause, Error::Io { .. } | Error::Poisoned { .. }),
+                "{cause:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains("journaled as LSN 2") && text.contains("durable is unknown"),
+        "{text}"
+    );
+    // The store says it is poisoned, and its status still works.
+    assert!(store.poisoned().is_some());
+    assert!(store.journal_state().poisoned.is_some());
+    let status = store.status().expect("status of a poisoned store");
+    assert_eq!(status.cache_applied_lsn, Some(1));
+    assert_eq!((status.head_lsn, status.pending_entries), (1, 1));
+    assert!(matches!(store.apply(&item(3)), Err(Error::Poisoned { .. })));
+    drop(store);
+
+    // What the error says to do: reopen, and look at the durable LSN.
+    plan.clear();
+    let store = open(&paths, faulty_opts(&paths, &plan));
+    assert!(
+        store.journal_state().durable_lsn >= 2,
+        "the journal kept LSN 2"
+    );
+    assert_eq!(store.read(|c| Ok(item_ids(c))).unwrap(), vec![1, 2]);
+    assert!(store.sync_now().error.is_none());
+    assert_eq!(item_ids(&open_ro(&paths.target)), vec![1, 2]);
+}
+
+#[test]
+fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_target_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let plan = Arc::new(FaultPlan::new());
+    let store = open(&paths, faulty_opts(&paths, &plan));
+    store.apply(&item(1)).unwrap();
+    plan.fail(IoOp::CacheCommit, 0, Some(1), ENOSPC);
+    let e = store.apply(&item(2)).unwrap_err();
+    match &e {
+        Error::AppliedInDoubt {
+            lsn: 2,
+            durable: true,
+            cause,
+        } => {
+            let Error::Cache { source, .. } = &**cause else {
+                panic!("{cause:?}")
+            };
+            assert_eq!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("journaled durably as LSN 2"), "{e}");
+    let why = store.poisoned().expect("the store is poisoned");
+    assert!(why.contains("full"), "{why}");
+    assert!(
+        store.journal_state().poisoned.is_none(),
+        "the journal is fine"
+    );
+    let status = store.status().expect("status of a poisoned store");
+    assert_eq!(status.cache_applied_lsn, Some(1));
+    assert_eq!(store.read(|c| Ok(item_ids(c))).unwrap(), vec![1]);
+    drop(store);
+
+    let store = open(&paths, faulty_opts(&paths, &plan));
+    assert_eq!(store.read(|c| Ok(item_ids(c))).unwrap(), vec![1, 2]);
+    assert!(store.sync_now().error.is_none());
+    assert_eq!(item_ids(&open_ro(&paths.target)), vec![1, 2]);
+    assert_eq!(store.journal_state().durable_lsn, 2, "applied once");
+}
+
+#[test]
+fn under_four_threads_every_journaled_event_is_reported_as_applied_or_in_doubt() {
+    for op in [IoOp::CacheCommit, IoOp::SyncData] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::in_dir(dir.path());
+        let plan = Arc::new(FaultPlan::new());
+        let store = Arc::new(open(&paths, faulty_opts(&paths, &plan)));
+        plan.fail(
+            op,
+            40,
+            Some(1),
+            if op == IoOp::SyncData { EIO } else { ENOSPC },
+        );
+        let outcomes: Vec<(i64, Result<u64, Error>)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4i64)
+                .map(|t| {
+                    let store = Arc::clone(&store);
+                    s.spawn(move || {
+                        (0..100)
+                            .map(|i| {
+                                let id = t * 1000 + i;
+                                (id, store.apply(&item(id)))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            outcomes.iter().any(|(_, r)| r.is_err()),
+            "{op:?}: the fault fired"
+        );
+        drop(store);
+        plan.clear();
+        let store = open(&paths, faulty_opts(&paths, &plan));
+        let in_cache = store.read(|c| Ok(item_ids(c))).unwrap();
+        for (id, r) in &outcomes {
+            let present = in_cache.contains(id);
+            match r {
+                Ok(_) => assert!(present, "{op:?}: item {id} acknowledged but missing"),
+                Err(Error::AppliedInDoubt { durable: true, .. }) => {
+                    assert!(present, "{op:?}: item {id} durable but missing")
+                }
+                Err(Error::AppliedInDoubt { .. }) => {}
+                Err(e) => assert!(!present, "{op:?}: item {id} failed plainly ({e}) but is in"),
+            }
+        }
+    }
 }
