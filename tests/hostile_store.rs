@@ -10,6 +10,7 @@
 //!   (`Error::AppliedInDoubt` with the LSN), never as a plain failure: an EIO from `msync`
 //!   (durability unknown), `SQLITE_FULL` at the cache commit (durable, cache not updated);
 //!   `status()` works on the poisoned store and `poisoned()` says why;
+//! * `ApplyContext::lsn` is the entry's LSN at the cache (apply, catch-up) and the target;
 
 mod store_common;
 
@@ -22,8 +23,8 @@ use store_common::{
 use syncjournal::fault::{FaultPlan, IoOp};
 use syncjournal::mutation::{KIND_CHANGESET, decode_event, encode_event, encode_event_within};
 use syncjournal::{
-    ChangeSet, Error, Journal, JournalOptions, RejectPolicy, ReplayOptions, Replayer, Store,
-    TargetOptions, Value,
+    ApplyContext, ApplyError, ChangeSet, Error, Journal, JournalEvent, JournalOptions,
+    RejectPolicy, ReplayOptions, Replayer, Store, StoreOptions, TargetOptions, Value,
 };
 
 /// A change set of `n` small upserts into `items`.
@@ -428,4 +429,87 @@ fn under_four_threads_every_journaled_event_is_reported_as_applied_or_in_doubt()
             }
         }
     }
+}
+
+/// An application event that records the LSN it is applied as (an audit row).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Audited {
+    what: String,
+}
+
+impl JournalEvent for Audited {
+    const KIND: u8 = 0x41;
+    fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError> {
+        db.conn().execute(
+            "INSERT INTO audit (lsn, what) VALUES (?1, ?2)",
+            (db.lsn() as i64, &self.what),
+        )?;
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        format!("audit {}", self.what)
+    }
+}
+
+const AUDIT: &str =
+    "CREATE TABLE IF NOT EXISTS audit (lsn INTEGER PRIMARY KEY, what TEXT NOT NULL);";
+
+fn audit_rows(c: &rusqlite::Connection) -> rusqlite::Result<Vec<(u64, String)>> {
+    c.prepare("SELECT lsn, what FROM audit ORDER BY lsn")?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
+        .collect()
+}
+
+#[test]
+fn apply_context_lsn_is_the_journal_lsn_at_the_cache_on_catch_up_and_at_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let opts = || {
+        StoreOptions::new()
+            .journal(JournalOptions::new().segment_bytes_max(SMALL_SEGMENT))
+            .cache_schema(AUDIT)
+            .target(
+                &paths.target,
+                TargetOptions::new()
+                    .create_if_missing(true)
+                    .create_schema(AUDIT),
+            )
+            .replay(ReplayOptions::new().retry_attempts_max(0))
+            .background_sync(false)
+    };
+    let store: Store<Audited> = Store::open(&paths.journal, &paths.cache, opts()).unwrap();
+    let applied: Vec<(u64, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let store = &store;
+                s.spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            let what = format!("{t}-{i}");
+                            let lsn = store.apply(&Audited { what: what.clone() }).unwrap();
+                            (lsn, what)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut expected = applied;
+    expected.sort();
+    assert_eq!(store.read(audit_rows).unwrap(), expected, "at the cache");
+    assert!(store.sync_now().error.is_none());
+    assert_eq!(
+        audit_rows(&open_ro(&paths.target)).unwrap(),
+        expected,
+        "at the target"
+    );
+    store.close().unwrap();
+    remove_cache(&paths);
+    let store: Store<Audited> = Store::open(&paths.journal, &paths.cache, opts()).unwrap();
+    assert_eq!(
+        store.read(audit_rows).unwrap(),
+        expected,
+        "after catching up"
+    );
 }
