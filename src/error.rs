@@ -292,6 +292,21 @@ pub enum Error {
         first_retained: Lsn,
     },
 
+    /// The cache cannot be guarded against writes around the journal, or was written around
+    /// it: a virtual table (no triggers can be put on it), DML in `cache_schema`, a table that
+    /// holds rows without the store's guards (created and written by another connection),
+    /// or a cache replaced or rewritten under the open store (a restore). Nothing was
+    /// journaled.
+    #[error("cache {}: {detail}", path.display())]
+    CacheUnguarded {
+        /// The cache database.
+        path: PathBuf,
+        /// The table concerned, if one is.
+        table: Option<String>,
+        /// What was found and what to do.
+        detail: String,
+    },
+
     /// The change was refused by the cache (constraint, missing table or column, type
     /// mismatch, no such row). Nothing was journaled and nothing changed.
     #[error("change refused, nothing was written: {reason}")]

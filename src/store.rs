@@ -25,7 +25,31 @@
 //! cache — its own bookkeeping table included — that abort any insert, update or delete not
 //! made through its own connection: they call an SQL function registered only there, so on any
 //! other connection the write fails with `no such function: write_through_the_syncjournal_store`.
-//! Code that opens the cache file directly can read it, never write it.
+//! Code that opens the cache file directly can read it, never write it with SQL DML.
+//!
+//! What else the store closes ([`Error::CacheUnguarded`], nothing journaled):
+//!
+//! * **virtual tables** (FTS5, R*Tree…) are refused at open, naming the table: SQLite cannot
+//!   put triggers on them, and their data lives in tables their module writes (guarding those
+//!   relies on module internals — an older SQLite crashed on a trigger on an FTS5 shadow
+//!   table). Keep such indexes in a database of their own, built from the cache;
+//! * **DML in `cache_schema`** is refused (counted with `sqlite3_total_changes`): those rows
+//!   would be in the cache only. `cache_schema` runs in a transaction, rolled back on refusal;
+//! * **tables created by other connections**: at the start of each cache transaction the
+//!   store compares `PRAGMA schema_version`; after a change it guards new empty tables, and
+//!   refuses — then and at every open — a table that holds rows without its guards;
+//! * **a cache replaced under the open store**: each cache transaction checks that the file at
+//!   the path is still the one opened (device and inode: a file renamed over it) and that its
+//!   bookkeeping still says this journal and the applied LSN the store committed (an
+//!   `sqlite3 .restore` over it, which writes pages without firing triggers). The store then
+//!   refuses writes until reopened; the open checks the cache at the path against the journal
+//!   (an older copy catches up, a foreign one is refused).
+//!
+//! What remains open, because no trigger sees it: incremental blob I/O
+//! (`sqlite3_blob_write`) on another connection; a connection that drops the guards, writes,
+//! and re-creates them while the store is closed; a restore of a copy whose applied LSN is the
+//! same as the cache's; editing the file's bytes. Such a cache diverges from the journal
+//! silently: delete it to rebuild it from the journal.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -76,8 +100,10 @@ impl StoreOptions {
         self
     }
 
-    /// SQL run on the cache at every open, after syncjournal's own table: the application's
-    /// tables, written idempotently (`CREATE TABLE IF NOT EXISTS …`). Default: none.
+    /// SQL run on the cache at every open, after syncjournal's own table, in a transaction:
+    /// the application's tables, written idempotently (`CREATE TABLE IF NOT EXISTS …`). It
+    /// must write no rows and create no virtual table ([`Error::CacheUnguarded`]). Default:
+    /// none.
     pub fn cache_schema(mut self, sql: impl Into<String>) -> Self {
         self.cache_schema = Some(sql.into());
         self
@@ -116,6 +142,11 @@ struct CacheWriter {
     /// A thread is waiting for the open transaction's last entries to become durable in
     /// order to commit it: new entries wait (so that the transaction cannot keep growing).
     closing: bool,
+    /// The cache file's identity (device, inode) at open: a file renamed over it is noticed.
+    file_id: (u64, u64),
+    /// `PRAGMA schema_version` after the guards were installed: a schema change by another
+    /// connection makes the store check the guards again.
+    schema_version: i64,
 }
 
 #[derive(Default)]
@@ -209,6 +240,7 @@ enum Staged {
 /// needed) and writes `payload` to the journal; rolls the savepoint back if either fails.
 fn journal_in_savepoint<E: JournalEvent>(
     w: &mut CacheWriter,
+    path: &Path,
     journal: &Journal,
     event: &E,
     payload: &[u8],
@@ -220,6 +252,8 @@ fn journal_in_savepoint<E: JournalEvent>(
         txn_open,
         txn_max,
         committed,
+        file_id,
+        schema_version,
         ..
     } = w;
     if !*txn_open {
@@ -227,6 +261,16 @@ fn journal_in_savepoint<E: JournalEvent>(
             return Staged::NotJournaled(ce(e));
         }
         *txn_open = true;
+        if let Err(e) = check_unchanged(conn, path, journal, *committed, file_id, schema_version) {
+            let _ = conn.execute_batch("ROLLBACK");
+            *txn_open = false;
+            let again = Error::CacheUnguarded {
+                path: path.to_path_buf(),
+                table: None,
+                detail: e.to_string(),
+            };
+            return Staged::NotJournaledCacheUnknown(e, again);
+        }
     }
     if let Err(e) = exec_cached(conn, "SAVEPOINT sj_apply") {
         return Staged::NotJournaled(ce(e));
@@ -411,7 +455,14 @@ impl<E: JournalEvent> Store<E> {
                 w = inner.writer_cv.wait(w).unwrap_or_else(|e| e.into_inner());
             }
             inner.check()?;
-            match journal_in_savepoint(&mut w, &inner.journal, event, &payload, &ce) {
+            match journal_in_savepoint(
+                &mut w,
+                &inner.cache_path,
+                &inner.journal,
+                event,
+                &payload,
+                &ce,
+            ) {
                 Staged::Journaled(lsn) => lsn,
                 Staged::NotJournaled(e) => return Err(e),
                 Staged::NotJournaledCacheUnknown(e, cause) => {
@@ -735,10 +786,22 @@ fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Re
         );",
     )
     .map_err(&ce)?;
+    // Rows in a table without guards did not come from the journal.
+    refuse_unguarded(&conn, path)?;
     if let Some(sql) = schema {
-        conn.execute_batch(sql).map_err(&ce)?;
+        run_cache_schema(&conn, path, sql)?;
     }
-    install_guards(&conn).map_err(&ce)?;
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(&ce)?;
+    let guarded = install_guards(&conn).map_err(&ce);
+    let guarded = guarded.and_then(|()| conn.execute_batch("COMMIT").map_err(&ce));
+    if let Err(e) = guarded {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e);
+    }
+    let schema_version: i64 = conn
+        .query_row("PRAGMA schema_version", [], |r| r.get(0))
+        .map_err(&ce)?;
+    let file_id = file_identity(path)?;
     let row: Option<(String, i64)> = conn
         .query_row(
             "SELECT journal_id, applied_lsn FROM syncjournal_cache",
@@ -773,11 +836,166 @@ fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Re
         txn_max: applied,
         committed: applied,
         closing: false,
+        file_id,
+        schema_version,
     })
 }
 
-/// Installs, on every application table of the cache, triggers that abort writes from any
-/// connection but the store's.
+fn file_identity(path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    Ok((m.dev(), m.ino()))
+}
+
+fn unguarded(path: &Path, table: Option<&str>, detail: String) -> Error {
+    Error::CacheUnguarded {
+        path: path.to_path_buf(),
+        table: table.map(str::to_owned),
+        detail,
+    }
+}
+
+/// Runs the application's `cache_schema` in a transaction, refusing (and rolling back) one
+/// that writes rows — they would be in the cache and never in the journal or the target —
+/// or creates a virtual table, which cannot be guarded (see the module documentation).
+fn run_cache_schema(conn: &Connection, path: &Path, sql: &str) -> Result<()> {
+    let ce = cache_err(path);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(&ce)?;
+    let before = conn.total_changes();
+    let checked = conn.execute_batch(sql).map_err(&ce).and_then(|()| {
+        refuse_virtual_tables(conn, path)?;
+        let rows = conn.total_changes() - before;
+        if rows > 0 {
+            return Err(unguarded(
+                path,
+                None,
+                format!("cache_schema wrote {rows} rows; the cache is written only from its journal, so they would never reach the target: give cache_schema only CREATE … IF NOT EXISTS statements and journal seed data as events"),
+            ));
+        }
+        Ok(())
+    });
+    match checked.and_then(|()| conn.execute_batch("COMMIT").map_err(&ce)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Refuses a cache holding a virtual table (FTS5, R*Tree…): SQLite cannot put triggers on
+/// one, and its data lives in tables its module writes.
+fn refuse_virtual_tables(conn: &Connection, path: &Path) -> Result<()> {
+    let found: Option<(String, String)> = conn
+        .query_row(
+            "SELECT l.name, coalesce(s.sql, '') FROM pragma_table_list AS l
+             LEFT JOIN sqlite_schema AS s ON s.name = l.name
+             WHERE l.schema = 'main' AND l.type = 'virtual' ORDER BY l.name LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(cache_err(path))?;
+    match found {
+        None => Ok(()),
+        Some((table, sql)) => Err(unguarded(
+            path,
+            Some(&table),
+            format!(
+                "table {table} is a virtual table ({sql}); the store guards every cache table with triggers against writes around the journal, and SQLite cannot put triggers on a virtual table (its data is written by its module, into tables of its own): keep full-text (FTS5) or R*Tree indexes out of the cache, in a database of their own built from the cache's rows"
+            ),
+        )),
+    }
+}
+
+/// Refuses a cache table that holds rows but has none of the store's guards: it was created
+/// (or its guards dropped) and written by another connection, around the journal.
+/// syncjournal's bookkeeping table is checked against the journal instead.
+fn refuse_unguarded(conn: &Connection, path: &Path) -> Result<()> {
+    refuse_virtual_tables(conn, path)?;
+    let ce = cache_err(path);
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema AS t WHERE type = 'table'
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> 'syncjournal_cache'
+             AND (SELECT count(*) FROM sqlite_schema AS g WHERE g.type = 'trigger'
+                  AND g.tbl_name = t.name AND g.name LIKE 'syncjournal\\_guard\\_%' ESCAPE '\\') < 3",
+        )
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(&ce)?;
+    for t in tables {
+        let rows: bool = conn
+            .query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(&t)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(&ce)?;
+        if rows {
+            return Err(unguarded(
+                path,
+                Some(&t),
+                format!(
+                    "table {t} holds rows but not the store's guards: another connection created it (or dropped its guards) and wrote it around the journal, so the journal and the target do not have these rows; drop the table, or delete the cache to rebuild it from the journal"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks, at the start of a cache transaction, that the cache is still the one the store
+/// guarded: the same file, the applied LSN the store committed, and — if another connection
+/// changed the schema — every table guarded (new empty tables get their guards now).
+fn check_unchanged(
+    conn: &Connection,
+    path: &Path,
+    journal: &Journal,
+    committed: Lsn,
+    file_id: &(u64, u64),
+    schema_version: &mut i64,
+) -> Result<()> {
+    let ce = cache_err(path);
+    let now = file_identity(path)?;
+    if now != *file_id {
+        return Err(unguarded(
+            path,
+            None,
+            "the cache file was replaced under the open store (another file was renamed or copied over it); nothing was journaled: reopen the store, which checks the cache at the path against the journal".into(),
+        ));
+    }
+    let (id, applied): (String, i64) = conn
+        .prepare_cached("SELECT journal_id, applied_lsn FROM syncjournal_cache")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(&ce)?;
+    if id != journal.id().to_string() || applied != committed as i64 {
+        return Err(unguarded(
+            path,
+            None,
+            format!(
+                "the cache was rewritten under the open store (it says journal {id}, applied LSN {applied}; the store committed LSN {committed} of journal {}): a restore over it? nothing was journaled: reopen the store, which checks the cache against the journal (delete the cache to rebuild it)",
+                journal.id()
+            ),
+        ));
+    }
+    let version: i64 = conn
+        .prepare_cached("PRAGMA schema_version")
+        .and_then(|mut st| st.query_row([], |r| r.get(0)))
+        .map_err(&ce)?;
+    if version != *schema_version {
+        refuse_unguarded(conn, path)?;
+        install_guards(conn).map_err(&ce)?;
+        *schema_version = conn
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .map_err(&ce)?;
+    }
+    Ok(())
+}
+
+/// Installs, on every table of the cache, triggers that abort writes from any connection but
+/// the store's. Runs inside the caller's transaction.
 fn install_guards(conn: &Connection) -> rusqlite::Result<()> {
     let tables: Vec<String> = conn
         .prepare(
@@ -786,7 +1004,7 @@ fn install_guards(conn: &Connection) -> rusqlite::Result<()> {
         )?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut sql = String::from("BEGIN;");
+    let mut sql = String::new();
     for t in &tables {
         for op in ["INSERT", "UPDATE", "DELETE"] {
             let trig = quote_ident(&format!("{GUARD_PREFIX}{}_{t}", op.to_ascii_lowercase()));
@@ -799,7 +1017,6 @@ fn install_guards(conn: &Connection) -> rusqlite::Result<()> {
             ));
         }
     }
-    sql.push_str("COMMIT;");
     conn.execute_batch(&sql)
 }
 

@@ -11,6 +11,10 @@
 //!   (durability unknown), `SQLITE_FULL` at the cache commit (durable, cache not updated);
 //!   `status()` works on the poisoned store and `poisoned()` says why;
 //! * `ApplyContext::lsn` is the entry's LSN at the cache (apply, catch-up) and the target;
+//! * writes around the journal: virtual tables (FTS5, R*Tree) and DML in `cache_schema` are
+//!   refused at open (and rolled back); a table another connection created and wrote is
+//!   noticed at the next apply and refused at the next open, one it created empty is guarded;
+//!   a restore over the open cache and a file renamed over it are noticed at the next apply;
 
 mod store_common;
 
@@ -512,4 +516,155 @@ fn apply_context_lsn_is_the_journal_lsn_at_the_cache_on_catch_up_and_at_the_targ
         expected,
         "after catching up"
     );
+}
+
+fn unguarded_table(r: syncjournal::Result<Store>) -> (Option<String>, String) {
+    match r {
+        Err(Error::CacheUnguarded { table, detail, .. }) => (table, detail),
+        other => panic!("expected CacheUnguarded, got {other:?}"),
+    }
+}
+
+#[test]
+fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_created() {
+    for (vtab, name) in [
+        (
+            "CREATE VIRTUAL TABLE IF NOT EXISTS notes USING fts5(body);",
+            "notes",
+        ),
+        (
+            "CREATE VIRTUAL TABLE IF NOT EXISTS boxes USING rtree(id, minx, maxx);",
+            "boxes",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::in_dir(dir.path());
+        let opts = store_common::local_opts().cache_schema(format!("{SCHEMA}{vtab}"));
+        let (table, detail) = unguarded_table(Store::open(&paths.journal, &paths.cache, opts));
+        assert_eq!(table.as_deref(), Some(name));
+        assert!(
+            detail.contains("virtual table") && detail.contains("triggers"),
+            "{detail}"
+        );
+        let c = open_ro(&paths.cache);
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name LIKE ?1",
+                [format!("{name}%")],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0, "{name}: the schema was rolled back");
+        drop(c);
+        // Without it, the same cache opens.
+        open(&paths, store_common::local_opts());
+    }
+}
+
+#[test]
+fn dml_in_cache_schema_is_refused_and_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let opts = store_common::local_opts().cache_schema(format!(
+        "{SCHEMA} INSERT OR IGNORE INTO items (id, name) VALUES (1, 'seed');"
+    ));
+    let (_, detail) = unguarded_table(Store::open(&paths.journal, &paths.cache, opts));
+    assert!(detail.contains("cache_schema wrote 1 rows"), "{detail}");
+    let store = open(&paths, store_common::local_opts());
+    assert!(store.read(|c| Ok(item_ids(c))).unwrap().is_empty());
+}
+
+#[test]
+fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_empty_is_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let store = open(&paths, store_common::local_opts());
+    store.apply(&item(1)).unwrap();
+    {
+        let c = rusqlite::Connection::open(&paths.cache).unwrap();
+        c.execute_batch("CREATE TABLE empty_one (id INTEGER PRIMARY KEY, v TEXT);")
+            .unwrap();
+    }
+    // The store notices the schema change and guards the new, empty table.
+    store.apply(&item(2)).unwrap();
+    {
+        let c = rusqlite::Connection::open(&paths.cache).unwrap();
+        let e = c
+            .execute("INSERT INTO empty_one VALUES (1, 'x')", [])
+            .unwrap_err();
+        assert!(e.to_string().contains("syncjournal"), "{e}");
+        c.execute_batch(
+            "CREATE TABLE sneaky (id INTEGER PRIMARY KEY); INSERT INTO sneaky VALUES (7);",
+        )
+        .unwrap();
+    }
+    // Rows written around the journal: refused at the next apply, nothing journaled…
+    match store.apply(&item(3)) {
+        Err(Error::CacheUnguarded { table, .. }) => assert_eq!(table.as_deref(), Some("sneaky")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.journal_state().durable_lsn, 2);
+    assert!(store.poisoned().is_some());
+    drop(store);
+    // …and at the next open.
+    let (table, detail) = unguarded_table(Store::open(
+        &paths.journal,
+        &paths.cache,
+        store_common::local_opts(),
+    ));
+    assert_eq!(table.as_deref(), Some("sneaky"));
+    assert!(detail.contains("around the journal"), "{detail}");
+}
+
+#[test]
+fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let store = open(&paths, store_common::local_opts());
+    store.apply(&item(1)).unwrap();
+    let old = dir.path().join("old.db");
+    store_common::copy_db(&paths.cache, &old);
+    store.apply(&item(2)).unwrap();
+    store.apply(&item(3)).unwrap();
+    // `sqlite3 cache.db ".restore old.db"`: the backup API writes pages, no trigger fires.
+    {
+        let mut c = rusqlite::Connection::open(&paths.cache).unwrap();
+        c.restore(
+            rusqlite::MAIN_DB,
+            &old,
+            None::<fn(rusqlite::backup::Progress)>,
+        )
+        .unwrap();
+    }
+    match store.apply(&item(4)) {
+        Err(Error::CacheUnguarded { detail, .. }) => {
+            assert!(
+                detail.contains("rewritten under the open store"),
+                "{detail}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.journal_state().durable_lsn, 3, "nothing journaled");
+    drop(store);
+    let store = open(&paths, store_common::local_opts());
+    assert_eq!(store.read(|c| Ok(item_ids(c))).unwrap(), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_cache_file_renamed_over_the_open_cache_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let store = open(&paths, store_common::local_opts());
+    store.apply(&item(1)).unwrap();
+    let copy = dir.path().join("copy.db");
+    store_common::copy_db(&paths.cache, &copy);
+    std::fs::rename(&copy, &paths.cache).unwrap();
+    match store.apply(&item(2)) {
+        Err(Error::CacheUnguarded { detail, .. }) => {
+            assert!(detail.contains("replaced"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.journal_state().durable_lsn, 1);
 }
