@@ -19,6 +19,14 @@
 //! and the next open applies them again. The journal is the durable copy; the cache is a fold
 //! of it.
 //!
+//! # No temporary files
+//!
+//! The writer keeps statement journals in memory (`temp_store=MEMORY`). SQLite otherwise
+//! moves the statement journal of a savepoint past 64 KiB of old pages (a large change set
+//! rewriting existing rows) to a file in its temporary directory, on another file system than
+//! the cache's: a full `/var/tmp` or `/tmp` failed cache writes with `SQLITE_FULL` ("database
+//! or disk is full") while the cache's disk had room (issue 9, finding 8).
+//!
 //! # No write path around the journal
 //!
 //! The store exposes no writable connection, and it installs triggers on every table of the
@@ -776,6 +784,13 @@ fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Re
         tracing::warn!(cache = %path.display(), %mode, "cache could not switch to WAL");
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&ce)?;
+    // Statement journals (one per apply's savepoint) and temporary tables in memory: by
+    // default SQLite moves a statement journal past 64 KiB to a file in its temporary
+    // directory (SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp), another file system than
+    // the cache's, whose being full made a cache write fail with SQLITE_FULL with free space
+    // on the cache's disk. The memory is what the savepoint's old pages take.
+    conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(&ce)?;
     conn.create_scalar_function(WRITER_FUNCTION, 0, FunctionFlags::SQLITE_UTF8, |_| Ok(1i64))
         .map_err(&ce)?;

@@ -15,6 +15,10 @@
 //!   refused at open (and rolled back); a table another connection created and wrote is
 //!   noticed at the next apply and refused at the next open, one it created empty is guarded;
 //!   a restore over the open cache and a file renamed over it are noticed at the next apply;
+//! * `SQLITE_FULL` with free space (issue 9 finding 8): the writer's statement journal never
+//!   spills to a temporary file (SQLite's temp directory may be a small or full file system
+//!   that is not the cache's), and 4 threads applying thousands of change sets, with SQLite's
+//!   own error log installed, meet no `SQLITE_FULL`.
 
 mod store_common;
 
@@ -40,6 +44,7 @@ fn many_upserts(n: i64) -> ChangeSet {
 
 #[test]
 fn a_change_set_of_300000_upserts_that_apply_accepts_replays_to_the_cache_and_the_target() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let opts = || store_opts(&paths.target, RejectPolicy::Stop).journal(JournalOptions::new());
@@ -91,6 +96,7 @@ fn remove_cache(paths: &Paths) {
 
 #[test]
 fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more_changes_nothing() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let opts = || store_opts(&paths.target, RejectPolicy::Stop).journal(JournalOptions::new());
@@ -127,6 +133,7 @@ fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more
 #[test]
 fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no_limit_of_its_own()
 {
+    sqlite_log();
     let cs = change_set_of_payload_bytes(5000);
     let at = now_ms();
     let payload = encode_event_within(at, &cs, 5000).unwrap();
@@ -150,6 +157,7 @@ fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no
 
 #[test]
 fn a_nan_key_is_refused_naming_the_column_and_nothing_is_journaled() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
@@ -180,6 +188,7 @@ fn a_nan_key_is_refused_naming_the_column_and_nothing_is_journaled() {
 
 #[test]
 fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_target() {
+    sqlite_log();
     for key in [Value::Real(f64::NAN), Value::Null] {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::in_dir(dir.path());
@@ -244,6 +253,7 @@ fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_tar
 
 #[test]
 fn nan_outside_the_key_is_null_at_the_cache_and_at_the_target_and_infinities_are_kept() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
@@ -294,6 +304,7 @@ fn faulty_opts(paths: &Paths, plan: &Arc<FaultPlan>) -> syncjournal::StoreOption
 #[test]
 fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_says_what_became_of_it()
  {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let plan = Arc::new(FaultPlan::new());
@@ -342,6 +353,7 @@ fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_s
 
 #[test]
 fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_target_once() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let plan = Arc::new(FaultPlan::new());
@@ -386,6 +398,7 @@ fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_tar
 
 #[test]
 fn under_four_threads_every_journaled_event_is_reported_as_applied_or_in_doubt() {
+    sqlite_log();
     for op in [IoOp::CacheCommit, IoOp::SyncData] {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::in_dir(dir.path());
@@ -466,6 +479,7 @@ fn audit_rows(c: &rusqlite::Connection) -> rusqlite::Result<Vec<(u64, String)>> 
 
 #[test]
 fn apply_context_lsn_is_the_journal_lsn_at_the_cache_on_catch_up_and_at_the_target() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let opts = || {
@@ -527,6 +541,7 @@ fn unguarded_table(r: syncjournal::Result<Store>) -> (Option<String>, String) {
 
 #[test]
 fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_created() {
+    sqlite_log();
     for (vtab, name) in [
         (
             "CREATE VIRTUAL TABLE IF NOT EXISTS notes USING fts5(body);",
@@ -563,6 +578,7 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
 
 #[test]
 fn dml_in_cache_schema_is_refused_and_rolled_back() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let opts = store_common::local_opts().cache_schema(format!(
@@ -576,6 +592,7 @@ fn dml_in_cache_schema_is_refused_and_rolled_back() {
 
 #[test]
 fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_empty_is_guarded() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_common::local_opts());
@@ -618,6 +635,7 @@ fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_e
 
 #[test]
 fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_common::local_opts());
@@ -653,6 +671,7 @@ fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() 
 
 #[test]
 fn a_cache_file_renamed_over_the_open_cache_is_noticed() {
+    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_common::local_opts());
@@ -667,4 +686,175 @@ fn a_cache_file_renamed_over_the_open_cache_is_noticed() {
         other => panic!("{other:?}"),
     }
     assert_eq!(store.journal_state().durable_lsn, 1);
+}
+
+/// SQLite's error log, installed once per process before any connection is opened (every test
+/// of this file calls [`sqlite_log`] first): every line, with its result code.
+static SQLITE_LOG: std::sync::Mutex<Vec<(i32, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn sqlite_log() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        fn log(code: i32, msg: &str) {
+            SQLITE_LOG
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((code, msg.to_owned()));
+        }
+        // SAFETY: called once, before this test opens a connection (`config_log` must precede
+        // SQLite's initialisation; if another test initialised it first, it returns an error
+        // instead, which the caller sees as an empty log and the test below reports). `log`
+        // calls no SQLite function and is thread-safe (a mutex).
+        let installed = unsafe { rusqlite::trace::config_log(Some(log)) };
+        if let Err(e) = installed {
+            panic!("SQLite's error log could not be installed: {e}");
+        }
+    });
+}
+
+/// Deleted files this process holds open in SQLite's temporary directories (SQLite's
+/// temporary files: `/proc/self/fd` shows them as `/var/tmp/#<inode> (deleted)`).
+fn sqlite_temp_files() -> Vec<String> {
+    let mut dirs: Vec<String> = ["SQLITE_TMPDIR", "TMPDIR"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .collect();
+    dirs.extend(["/var/tmp", "/usr/tmp", "/tmp"].map(String::from));
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|p| p.display().to_string())
+                .filter(|p| {
+                    p.ends_with(" (deleted)")
+                        && p.rsplit_once('/').is_some_and(|(parent, _)| {
+                            dirs.iter().any(|d| d.trim_end_matches('/') == parent)
+                        })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Fills `items` with rows, or rewrites every row and reports the temporary files open
+/// meanwhile (inside the apply's savepoint, while its statement journal holds the old pages).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Bulk {
+    Fill(i64),
+    RewriteAll,
+}
+
+static TEMP_FILES_SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl JournalEvent for Bulk {
+    const KIND: u8 = 0x42;
+    fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError> {
+        match self {
+            Bulk::Fill(n) => {
+                for i in 0..*n {
+                    db.conn().execute(
+                        "INSERT INTO items (id, name) VALUES (?1, ?2)",
+                        (i, "x".repeat(200)),
+                    )?;
+                }
+            }
+            Bulk::RewriteAll => {
+                db.conn()
+                    .execute("UPDATE items SET name = name || '!'", [])?;
+                TEMP_FILES_SEEN
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(sqlite_temp_files());
+            }
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+#[test]
+fn the_cache_writers_statement_journal_never_spills_to_a_temporary_file() {
+    sqlite_log();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let store: Store<Bulk> =
+        Store::open(&paths.journal, &paths.cache, store_common::local_opts()).unwrap();
+    store.apply(&Bulk::Fill(5000)).unwrap(); // about 1.2 MB of pages
+    // The pages existed before the savepoint: rewriting them fills its statement journal with
+    // about 1.2 MB of old pages, past the 64 KiB SQLite keeps in memory by default before it
+    // moves the statement journal to a file in its temporary directory.
+    store.apply(&Bulk::RewriteAll).unwrap();
+    let seen = TEMP_FILES_SEEN.lock().unwrap().clone();
+    assert!(
+        seen.is_empty(),
+        "SQLite opened temporary files during the apply: {seen:?}"
+    );
+}
+
+#[test]
+fn four_threads_applying_thousands_of_change_sets_meet_no_sqlite_full() {
+    sqlite_log();
+    for with_target in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::in_dir(dir.path());
+        let opts = if with_target {
+            store_opts(&paths.target, RejectPolicy::Stop).background_sync(true)
+        } else {
+            store_common::local_opts()
+        };
+        let store = open(&paths, opts);
+        std::thread::scope(|s| {
+            for t in 0..4i64 {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..750i64 {
+                        let id = t * 100_000 + i;
+                        // Mostly small change sets, and every 50th a large one whose
+                        // statement journal passes 64 KiB.
+                        let cs = if i % 50 == 49 {
+                            (0..150).fold(item(id), |cs, k| {
+                                cs.upsert(
+                                    "items",
+                                    [("id", id * 1000 + k)],
+                                    [("name", "y".repeat(300))],
+                                )
+                            })
+                        } else {
+                            item(id).update("items", [("id", id)], [("qty", i)])
+                        };
+                        if let Err(e) = store.apply(&cs) {
+                            panic!("thread {t}, change set {i} (target: {with_target}): {e}");
+                        }
+                    }
+                });
+            }
+        });
+        if with_target {
+            let report = store.sync_now();
+            assert!(report.error.is_none(), "{report}");
+        }
+    }
+    // The log is live: an error SQLite logs shows up in it.
+    let c = rusqlite::Connection::open_in_memory().unwrap();
+    assert!(
+        c.prepare("SELECT * FROM no_such_table_for_the_log")
+            .is_err()
+    );
+    assert!(
+        SQLITE_LOG
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, m)| m.contains("no_such_table_for_the_log")),
+        "SQLite's error log is not being captured"
+    );
+    let full: Vec<(i32, String)> = SQLITE_LOG
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(code, _)| code & 0xff == rusqlite::ffi::SQLITE_FULL)
+        .cloned()
+        .collect();
+    assert!(full.is_empty(), "SQLITE_FULL in SQLite's log: {full:?}");
 }
