@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, ErrorCode};
 
+use crate::Lsn;
 use crate::mutation::{Mutation, Value};
 
 /// Why an event could not be applied.
@@ -283,16 +284,25 @@ pub fn quote_ident(name: &str) -> String {
     q
 }
 
-/// What an event's `apply` works with: the connection (inside a transaction) and the schema
-/// cache used to check row mutations.
+/// What an event's `apply` works with: the connection (inside a transaction), the LSN of the
+/// entry being applied, and the schema cache used to check row mutations.
 pub struct ApplyContext<'c> {
     conn: &'c Connection,
     schema: &'c mut SchemaCache,
+    lsn: Lsn,
 }
 
 impl<'c> ApplyContext<'c> {
-    pub(crate) fn new(conn: &'c Connection, schema: &'c mut SchemaCache) -> Self {
-        ApplyContext { conn, schema }
+    pub(crate) fn new(conn: &'c Connection, schema: &'c mut SchemaCache, lsn: Lsn) -> Self {
+        ApplyContext { conn, schema, lsn }
+    }
+
+    /// The LSN of the entry being applied: the one it is journaled as, in the cache (at
+    /// `Store::apply` and when the cache catches up on open) and at the target (replay,
+    /// quarantine retry) alike. Unique per journal and applied once per database, so it can
+    /// serve as an idempotency key or in an audit row.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
     }
 
     /// The connection, inside the transaction (and savepoint) of the event being applied.
@@ -620,16 +630,33 @@ impl Template {
     }
 }
 
-/// The checks that depend on values: no NULL in the key, and each value of its column's type
-/// family.
+/// The checks that depend on values: no NULL or NaN in the key, and each value of its
+/// column's type family.
+///
+/// SQLite binds a NaN as NULL. In a key that would address no row (`WHERE id = NULL`) or
+/// insert one whose key is chosen by SQLite (a rowid alias takes the next rowid, which differs
+/// between the cache and the target), so a NaN key is refused like a NULL one. In another
+/// column NaN is stored as NULL — at the cache and at the target alike, so they agree — and a
+/// `NOT NULL` column refuses it as it refuses NULL. ±infinity are ordinary reals.
 fn check_values(t: &Template, m: &Mutation) -> Result<(), ApplyError> {
     for (p, (_, v)) in m.key().iter().chain(m.values()).enumerate() {
         let c = &t.info.columns[t.cols[p]];
-        if p < t.key_len && matches!(v, Value::Null) {
-            return Err(ApplyError::rejected(format!(
-                "{m}: key column {} is NULL",
-                c.name
-            )));
+        if p < t.key_len {
+            match v {
+                Value::Null => {
+                    return Err(ApplyError::rejected(format!(
+                        "{m}: key column {}.{} is NULL",
+                        t.info.name, c.name
+                    )));
+                }
+                Value::Real(r) if r.is_nan() => {
+                    return Err(ApplyError::rejected(format!(
+                        "{m}: key column {}.{} is NaN, which SQLite stores and compares as NULL: a key must name one row",
+                        t.info.name, c.name
+                    )));
+                }
+                _ => {}
+            }
         }
         if !c.affinity.accepts(v) {
             return Err(ApplyError::rejected(format!(
@@ -686,7 +713,7 @@ mod tests {
     }
 
     fn apply(c: &Connection, s: &mut SchemaCache, cs: &ChangeSet) -> Result<(), ApplyError> {
-        let mut ctx = ApplyContext::new(c, s);
+        let mut ctx = ApplyContext::new(c, s, 1);
         for m in &cs.mutations {
             ctx.apply_mutation(m)?;
         }

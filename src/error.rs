@@ -155,6 +155,47 @@ pub enum Error {
         max: usize,
     },
 
+    /// `Store::apply` wrote the event to the journal as LSN `lsn`, then failed: the outcome is
+    /// in doubt, not a plain failure. With `durable`, the event is durable in the journal and
+    /// reaches the cache when the store is reopened (and the target at the next sync); without,
+    /// its durability is unknown (the sync failed and poisoned the journal): after a reopen,
+    /// `journal_state().durable_lsn >= lsn` says whether the journal kept it. Do not apply it
+    /// again before checking. The store is poisoned until reopened.
+    #[error("{}", in_doubt_text(*lsn, *durable, cause))]
+    AppliedInDoubt {
+        /// The LSN the event was journaled as.
+        lsn: Lsn,
+        /// True if the event is known to be durable in the journal.
+        durable: bool,
+        /// The failure that followed the journal write.
+        #[source]
+        cause: Box<Error>,
+    },
+
+    /// An event encodes to more bytes than the journal's record limit. Nothing was written.
+    #[error(
+        "event of kind {kind:#04x} encodes to {len} bytes, over the journal's record limit of {max} bytes (JournalOptions::record_bytes_max, at most what one segment holds); nothing was written: split it into smaller events, or raise record_bytes_max (and segment_bytes_max)"
+    )]
+    EventTooLarge {
+        /// The event's record kind.
+        kind: u8,
+        /// Its encoded length.
+        len: usize,
+        /// The journal's record limit.
+        max: usize,
+    },
+
+    /// An event cannot be encoded, or its encoding would not decode again (for example a
+    /// sequence of elements that encode to nothing, longer than the rest of the payload, or
+    /// containers nested deeper than [`crate::mutation::DEPTH_MAX`]). Nothing was written.
+    #[error("event of kind {kind:#04x} cannot be journaled: {reason}; nothing was written")]
+    EventUnencodable {
+        /// The event's record kind.
+        kind: u8,
+        /// What serde or the decoder said.
+        reason: String,
+    },
+
     /// A batch is larger than what one segment can hold (a batch is written into one segment).
     #[error(
         "batch of {bytes} bytes exceeds the {max} bytes one segment holds; split it or raise segment_bytes_max"
@@ -260,6 +301,21 @@ pub enum Error {
         cache_lsn: Lsn,
         /// The oldest LSN in the journal.
         first_retained: Lsn,
+    },
+
+    /// The cache cannot be guarded against writes around the journal, or was written around
+    /// it: a virtual table (no triggers can be put on it), DML in `cache_schema`, a table that
+    /// holds rows without the store's guards (created and written by another connection),
+    /// or a cache replaced or rewritten under the open store (a restore). Nothing was
+    /// journaled.
+    #[error("cache {}: {detail}", path.display())]
+    CacheUnguarded {
+        /// The cache database.
+        path: PathBuf,
+        /// The table concerned, if one is.
+        table: Option<String>,
+        /// What was found and what to do.
+        detail: String,
     },
 
     /// The change was refused by the cache (constraint, missing table or column, type
@@ -422,6 +478,18 @@ pub fn lsn_span(range: &std::ops::Range<Lsn>) -> String {
         format!("LSN {}", range.start)
     } else {
         format!("LSNs {} to {}", range.start, range.end - 1)
+    }
+}
+
+fn in_doubt_text(lsn: Lsn, durable: bool, cause: &Error) -> String {
+    if durable {
+        format!(
+            "the event was journaled durably as LSN {lsn}, but the cache was not updated ({cause}); it is not lost: reopen the store, which applies it to the cache, and it reaches the target — do not apply it again"
+        )
+    } else {
+        format!(
+            "the event was journaled as LSN {lsn}, but whether it is durable is unknown ({cause}); reopen the store: if journal_state().durable_lsn is then at least {lsn}, the journal kept it (it is in the cache and reaches the target), otherwise it was lost — do not apply it again before checking"
+        )
     }
 }
 

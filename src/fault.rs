@@ -23,6 +23,10 @@ pub enum IoOp {
     WriteAck,
     /// Removing a retired segment.
     RemoveSegment,
+    /// The store's commit of its cache transaction, after the journal write (`ENOSPC` is
+    /// reported as SQLite's `SQLITE_FULL`, any other errno as `SQLITE_IOERR`). Checked by the
+    /// store through its journal's injector.
+    CacheCommit,
 }
 
 /// Decides whether an I/O operation fails. Implementations must be cheap and thread-safe.

@@ -1,6 +1,20 @@
 //! The event model: what a store record's payload means. Row mutations grouped in atomic
 //! change sets, typed values, and the [`JournalEvent`] trait for applications that journal their
 //! own domain events. Also the payload encoding (bincode 2, see `journal-format.md` §5.1).
+//!
+//! # Size: one limit, on encoded bytes
+//!
+//! A payload is limited by its encoded length only: the journal's record limit
+//! ([`JournalOptions::payload_bytes_limit`](crate::JournalOptions::payload_bytes_limit):
+//! `record_bytes_max`, at most what one segment holds), which
+//! [`Store::apply`](crate::Store::apply) checks right after encoding
+//! ([`encode_event_within`]), before anything is written. Decoding has no size limit of its
+//! own, so whatever was accepted decodes. It is bounded by the payload instead: every length a
+//! payload announces is checked against the bytes left in it before anything is allocated, so
+//! decoding `N` bytes takes `O(N)` time and memory and never allocates by a claim read from
+//! disk (the decoder is in `mutation/payload.rs`). bincode's own guard, `with_limit`, counts
+//! in-memory sizes — 8 bytes for a one-byte integer — and refused change sets of about
+//! 200 000 mutations (6.5 MB) that the journal had accepted.
 
 use std::fmt;
 
@@ -8,12 +22,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{ApplyContext, ApplyError};
+use crate::error::Error;
+
+mod payload;
+
+pub use payload::DEPTH_MAX;
 
 /// Record kind of a row [`ChangeSet`] (schema version 1; see `journal-format.md` §5.1).
 pub const KIND_CHANGESET: u8 = 0x10;
-
-/// The largest payload the store decodes (a bound on allocations driven by bytes on disk).
-pub const PAYLOAD_DECODE_BYTES_MAX: usize = 16 << 20;
 
 /// A typed SQLite value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +38,8 @@ pub enum Value {
     Null,
     /// A 64-bit signed integer.
     Integer(i64),
-    /// A 64-bit IEEE float.
+    /// A 64-bit IEEE float. SQLite stores NaN as NULL: a NaN key is refused, a NaN in another
+    /// column is stored as NULL (at the cache and the target alike).
     Real(f64),
     /// UTF-8 text.
     Text(String),
@@ -368,24 +385,51 @@ impl JournalEvent for ChangeSet {
     }
 }
 
-fn config() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<PAYLOAD_DECODE_BYTES_MAX>,
-> {
-    bincode::config::standard().with_limit::<PAYLOAD_DECODE_BYTES_MAX>()
-}
-
 /// Encodes a store record payload: `(created_at_ms: u64, event: E)` with bincode 2's standard
-/// configuration (`journal-format.md` §5.1).
+/// configuration (`journal-format.md` §5.1). No size limit: see [`encode_event_within`], which
+/// the store uses.
 pub fn encode_event<E: JournalEvent>(created_at_ms: u64, event: &E) -> Result<Vec<u8>, String> {
-    bincode::serde::encode_to_vec((created_at_ms, event), config()).map_err(|e| e.to_string())
+    bincode::serde::encode_to_vec((created_at_ms, event), bincode::config::standard())
+        .map_err(|e| e.to_string())
 }
 
-/// Decodes a store record payload. Never panics; trailing bytes are an error.
+/// Encodes a store record payload as [`encode_event`] does, refusing an encoding longer than
+/// `payload_bytes_max` (the journal's record limit,
+/// [`JournalOptions::payload_bytes_limit`](crate::JournalOptions::payload_bytes_limit)) and one
+/// that [`decode_event`] would not read back (see [`DEPTH_MAX`]): what this accepts, the
+/// store's decoders read.
+///
+/// # Errors
+///
+/// [`Error::EventTooLarge`]; [`Error::EventUnencodable`] if serde or the decoder refuses it.
+pub fn encode_event_within<E: JournalEvent>(
+    created_at_ms: u64,
+    event: &E,
+    payload_bytes_max: usize,
+) -> Result<Vec<u8>, Error> {
+    let unencodable = |reason| Error::EventUnencodable {
+        kind: E::KIND,
+        reason,
+    };
+    let payload = encode_event(created_at_ms, event).map_err(unencodable)?;
+    if payload.len() > payload_bytes_max {
+        return Err(Error::EventTooLarge {
+            kind: E::KIND,
+            len: payload.len(),
+            max: payload_bytes_max,
+        });
+    }
+    decode_event::<E>(&payload)
+        .map_err(|e| unencodable(format!("it would not decode again: {e}")))?;
+    Ok(payload)
+}
+
+/// Decodes a store record payload of any length. Never panics; trailing bytes are an error;
+/// every announced length is checked against the bytes left before anything is allocated, so
+/// decoding `N` bytes allocates `O(N)` (see the module documentation).
 pub fn decode_event<E: JournalEvent>(payload: &[u8]) -> Result<(u64, E), String> {
     let ((at, e), used): ((u64, E), usize) =
-        bincode::serde::decode_from_slice(payload, config()).map_err(|e| e.to_string())?;
+        payload::decode_prefix(payload).map_err(|e| e.to_string())?;
     if used != payload.len() {
         return Err(format!(
             "{} trailing bytes after the event",

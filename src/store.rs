@@ -19,13 +19,45 @@
 //! and the next open applies them again. The journal is the durable copy; the cache is a fold
 //! of it.
 //!
+//! # No temporary files
+//!
+//! The writer keeps statement journals in memory (`temp_store=MEMORY`). SQLite otherwise
+//! moves the statement journal of a savepoint past 64 KiB of old pages (a large change set
+//! rewriting existing rows) to a file in its temporary directory, on another file system than
+//! the cache's: a full `/var/tmp` or `/tmp` failed cache writes with `SQLITE_FULL` ("database
+//! or disk is full") while the cache's disk had room (issue 9, finding 8).
+//!
 //! # No write path around the journal
 //!
 //! The store exposes no writable connection, and it installs triggers on every table of the
 //! cache — its own bookkeeping table included — that abort any insert, update or delete not
 //! made through its own connection: they call an SQL function registered only there, so on any
 //! other connection the write fails with `no such function: write_through_the_syncjournal_store`.
-//! Code that opens the cache file directly can read it, never write it.
+//! Code that opens the cache file directly can read it, never write it with SQL DML.
+//!
+//! What else the store closes ([`Error::CacheUnguarded`], nothing journaled):
+//!
+//! * **virtual tables** (FTS5, R*Tree…) are refused at open, naming the table: SQLite cannot
+//!   put triggers on them, and their data lives in tables their module writes (guarding those
+//!   relies on module internals — an older SQLite crashed on a trigger on an FTS5 shadow
+//!   table). Keep such indexes in a database of their own, built from the cache;
+//! * **DML in `cache_schema`** is refused (counted with `sqlite3_total_changes`): those rows
+//!   would be in the cache only. `cache_schema` runs in a transaction, rolled back on refusal;
+//! * **tables created by other connections**: at the start of each cache transaction the
+//!   store compares `PRAGMA schema_version`; after a change it guards new empty tables, and
+//!   refuses — then and at every open — a table that holds rows without its guards;
+//! * **a cache replaced under the open store**: each cache transaction checks that the file at
+//!   the path is still the one opened (device and inode: a file renamed over it) and that its
+//!   bookkeeping still says this journal and the applied LSN the store committed (an
+//!   `sqlite3 .restore` over it, which writes pages without firing triggers). The store then
+//!   refuses writes until reopened; the open checks the cache at the path against the journal
+//!   (an older copy catches up, a foreign one is refused).
+//!
+//! What remains open, because no trigger sees it: incremental blob I/O
+//! (`sqlite3_blob_write`) on another connection; a connection that drops the guards, writes,
+//! and re-creates them while the store is closed; a restore of a copy whose applied LSN is the
+//! same as the cache's; editing the file's bytes. Such a cache diverges from the journal
+//! silently: delete it to rebuild it from the journal.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -41,7 +73,7 @@ use crate::apply::{ApplyContext, ApplyError, SchemaCache, quote_ident};
 use crate::error::{Error, Result};
 use crate::journal::ack::now_ms;
 use crate::journal::{Journal, JournalOptions, PersistMode};
-use crate::mutation::{ChangeSet, JournalEvent, decode_event, encode_event};
+use crate::mutation::{ChangeSet, JournalEvent, decode_event, encode_event_within};
 use crate::replay::watch::Watch;
 use crate::replay::{
     JournalSide, QuarantinedEntry, ReplayOptions, ReplayState, Replayer, SyncReport, SyncStatus,
@@ -93,8 +125,10 @@ impl StoreOptions {
         self
     }
 
-    /// SQL run on the cache at every open, after syncjournal's own table: the application's
-    /// tables, written idempotently (`CREATE TABLE IF NOT EXISTS …`). Default: none.
+    /// SQL run on the cache at every open, after syncjournal's own table, in a transaction:
+    /// the application's tables, written idempotently (`CREATE TABLE IF NOT EXISTS …`). It
+    /// must write no rows and create no virtual table ([`Error::CacheUnguarded`]). Default:
+    /// none.
     pub fn cache_schema(mut self, sql: impl Into<String>) -> Self {
         self.cache_schema = Some(sql.into());
         self
@@ -152,6 +186,11 @@ struct CacheWriter {
     /// A thread is waiting for the open transaction's last entries to become durable in
     /// order to commit it: new entries wait (so that the transaction cannot keep growing).
     closing: bool,
+    /// The cache file's identity (device, inode) at open: a file renamed over it is noticed.
+    file_id: (u64, u64),
+    /// `PRAGMA schema_version` after the guards were installed: a schema change by another
+    /// connection makes the store check the guards again.
+    schema_version: i64,
 }
 
 #[derive(Default)]
@@ -232,6 +271,134 @@ fn cache_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// What became of an event in [`journal_in_savepoint`].
+enum Staged {
+    /// Applied in the open cache transaction and written to the journal.
+    Journaled(Lsn),
+    /// Refused or failed before the journal write; the cache transaction is as it was.
+    NotJournaled(Error),
+    /// Failed before the journal write, and rolling its effects back failed too (the second
+    /// error): they may still be in the open cache transaction, which must not commit.
+    NotJournaledCacheUnknown(Error, Error),
+    /// Written to the journal, but releasing its savepoint failed.
+    JournaledCacheUnknown(Lsn, Error),
+}
+
+/// Applies `event` to the cache in a savepoint of the open cache transaction (opening one if
+/// needed) and writes `payload` to the journal; rolls the savepoint back if either fails.
+fn journal_in_savepoint<E: JournalEvent>(
+    w: &mut CacheWriter,
+    path: &Path,
+    journal: &Journal,
+    event: &E,
+    payload: &[u8],
+    ce: &impl Fn(rusqlite::Error) -> Error,
+) -> Staged {
+    let CacheWriter {
+        conn,
+        schema,
+        txn_open,
+        txn_max,
+        committed,
+        file_id,
+        schema_version,
+        ..
+    } = w;
+    if !*txn_open {
+        if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
+            return Staged::NotJournaled(ce(e));
+        }
+        *txn_open = true;
+        if let Err(e) = check_unchanged(conn, path, journal, *committed, file_id, schema_version) {
+            let _ = conn.execute_batch("ROLLBACK");
+            *txn_open = false;
+            let again = Error::CacheUnguarded {
+                path: path.to_path_buf(),
+                table: None,
+                detail: e.to_string(),
+            };
+            return Staged::NotJournaledCacheUnknown(e, again);
+        }
+    }
+    if let Err(e) = exec_cached(conn, "SAVEPOINT sj_apply") {
+        return Staged::NotJournaled(ce(e));
+    }
+    // Only this store writes its journal, always under the cache lock: the next LSN follows
+    // the last one it wrote.
+    let expected = *txn_max + 1;
+    let span = tracing::trace_span!("cache_apply", kind = E::KIND).entered();
+    let applied = event.apply(&mut ApplyContext::new(conn, schema, expected));
+    drop(span);
+    let written = applied
+        .map_err(|e| match e {
+            ApplyError::Rejected { reason } => Error::Rejected { reason },
+            ApplyError::Transient(source) => ce(source),
+        })
+        .and_then(|()| journal.write(E::KIND, payload));
+    match written {
+        Ok(lsn) => {
+            *txn_max = lsn;
+            if lsn != expected {
+                // Only this store writes its journal, under the cache lock: cannot happen. If
+                // it did, the event saw a wrong `ApplyContext::lsn`; reopening re-applies it.
+                return Staged::JournaledCacheUnknown(
+                    lsn,
+                    Error::Poisoned {
+                        reason: format!(
+                            "the event was applied to the cache as LSN {expected} but journaled as LSN {lsn}"
+                        ),
+                    },
+                );
+            }
+            match exec_cached(conn, "RELEASE sj_apply") {
+                Ok(()) => Staged::Journaled(lsn),
+                Err(e) => Staged::JournaledCacheUnknown(lsn, ce(e)),
+            }
+        }
+        Err(e) => {
+            if let Err(r) = conn.execute_batch("ROLLBACK TO sj_apply; RELEASE sj_apply") {
+                return Staged::NotJournaledCacheUnknown(e, ce(r));
+            }
+            if *txn_max <= *committed {
+                if let Err(r) = conn.execute_batch("ROLLBACK") {
+                    return Staged::NotJournaledCacheUnknown(e, ce(r));
+                }
+                *txn_open = false;
+            }
+            Staged::NotJournaled(e)
+        }
+    }
+}
+
+/// The fault seam of the cache commit ([`crate::fault::IoOp::CacheCommit`]), through the
+/// journal's injector: `ENOSPC` becomes `SQLITE_FULL`, any other errno `SQLITE_IOERR`.
+fn inject_cache_fault(journal: &Journal, cache: &Path) -> rusqlite::Result<()> {
+    let Some(faults) = journal.options().faults.as_deref() else {
+        return Ok(());
+    };
+    faults
+        .check(crate::fault::IoOp::CacheCommit, cache)
+        .map_err(|e| {
+            let full = crate::error::is_disk_full(&e);
+            let code = if full {
+                rusqlite::ffi::SQLITE_FULL
+            } else {
+                rusqlite::ffi::SQLITE_IOERR
+            };
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                Some(format!(
+                    "{} (injected fault at the cache commit: {e})",
+                    if full {
+                        "database or disk is full"
+                    } else {
+                        "disk I/O error"
+                    }
+                )),
+            )
+        })
 }
 
 impl<E: JournalEvent> Store<E> {
@@ -325,16 +492,31 @@ impl<E: JournalEvent> Store<E> {
     /// # Errors
     ///
     /// [`Error::Rejected`] if the cache refuses the event (constraint, missing table or
-    /// column, type mismatch, no such row): nothing was journaled, nothing changed. Journal
-    /// errors (a failed sync poisons the journal and the store).
+    /// column, type mismatch, no such row): nothing was journaled, nothing changed.
+    /// [`Error::EventTooLarge`] if it encodes to more than the journal's record limit
+    /// ([`JournalOptions::payload_bytes_limit`]), [`Error::EventUnencodable`] if its encoding
+    /// would not decode again: nothing was journaled, nothing changed. [`Error::Poisoned`]
+    /// (the store or its journal refuses writes until reopened): nothing was journaled.
+    ///
+    /// [`Error::AppliedInDoubt`] when a failure *followed* the journal write (the sync failed
+    /// — an EIO from `msync` poisons the journal —, or the cache commit failed, for example
+    /// with `SQLITE_FULL`): the event is journaled as the LSN the error gives, and the store is
+    /// poisoned. It is not a plain failure, and retrying blindly may apply the change twice.
+    /// Instead: drop the store and reopen it (which re-applies the journal to the cache); if
+    /// the error says `durable`, the event is in; otherwise, right after the reopen,
+    /// [`journal_state`](Self::journal_state)`().durable_lsn >= lsn` says whether the journal
+    /// kept it (then it is in the cache and will reach the target) or lost it (then applying
+    /// it again is safe). [`poisoned`](Self::poisoned) and [`status`](Self::status) keep
+    /// working meanwhile. Other errors before the journal write (a cache error): nothing was
+    /// journaled.
     pub fn apply(&self, event: &E) -> Result<Lsn> {
         let inner = &*self.inner;
         inner.check()?;
-        let payload = encode_event(now_ms(), event).map_err(|reason| Error::Decode {
-            lsn: 0,
-            kind: E::KIND,
-            reason,
-        })?;
+        let payload = encode_event_within(
+            now_ms(),
+            event,
+            inner.journal.options().payload_bytes_limit(),
+        )?;
         let sync_mode = inner.journal.options().persist_mode == PersistMode::Sync;
         let ce = cache_err(&inner.cache_path);
         let lsn = {
@@ -343,48 +525,33 @@ impl<E: JournalEvent> Store<E> {
                 w = inner.writer_cv.wait(w).unwrap_or_else(|e| e.into_inner());
             }
             inner.check()?;
-            let CacheWriter {
-                conn,
-                schema,
-                txn_open,
-                txn_max,
-                committed,
-                ..
-            } = &mut *w;
-            if !*txn_open {
-                exec_cached(conn, "BEGIN IMMEDIATE").map_err(&ce)?;
-                *txn_open = true;
-            }
-            exec_cached(conn, "SAVEPOINT sj_apply").map_err(&ce)?;
-            let span = tracing::trace_span!("cache_apply", kind = E::KIND).entered();
-            let applied = event.apply(&mut ApplyContext::new(conn, schema));
-            drop(span);
-            let written = applied.map_err(|e| match e {
-                ApplyError::Rejected { reason } => Error::Rejected { reason },
-                ApplyError::Transient(source) => ce(source),
-            });
-            let written = written.and_then(|()| inner.journal.write(E::KIND, &payload));
-            match written {
-                Ok(lsn) => {
-                    exec_cached(conn, "RELEASE sj_apply").map_err(&ce)?;
-                    *txn_max = lsn;
-                    lsn
-                }
-                Err(e) => {
-                    conn.execute_batch("ROLLBACK TO sj_apply; RELEASE sj_apply")
-                        .map_err(&ce)?;
-                    if *txn_max <= *committed {
-                        conn.execute_batch("ROLLBACK").map_err(&ce)?;
-                        *txn_open = false;
-                    }
+            match journal_in_savepoint(
+                &mut w,
+                &inner.cache_path,
+                &inner.journal,
+                event,
+                &payload,
+                &ce,
+            ) {
+                Staged::Journaled(lsn) => lsn,
+                Staged::NotJournaled(e) => return Err(e),
+                Staged::NotJournaledCacheUnknown(e, cause) => {
+                    drop(w);
+                    inner.break_store(&cause);
                     return Err(e);
+                }
+                Staged::JournaledCacheUnknown(lsn, cause) => {
+                    drop(w);
+                    inner.break_store(&cause);
+                    return Err(inner.in_doubt(lsn, cause));
                 }
             }
         };
         tracing::trace!(lsn, "journaled");
+        // From here on the event is in the journal: every failure is an outcome in doubt.
         if sync_mode && let Err(e) = inner.journal.wait_durable(lsn) {
             inner.break_store(&e);
-            return Err(e);
+            return Err(inner.in_doubt(lsn, e));
         }
         // Commit the cache transaction once every entry in it is durable. A thread whose
         // transaction holds entries not yet durable closes it to newcomers and waits for them
@@ -393,7 +560,9 @@ impl<E: JournalEvent> Store<E> {
         let mut w = lock(&inner.writer);
         while w.committed < lsn {
             // The open transaction was rolled back if the store broke meanwhile.
-            inner.check()?;
+            if let Err(e) = inner.check() {
+                return Err(inner.in_doubt(lsn, e));
+            }
             let upto = w.txn_max;
             if !sync_mode || inner.journal.durable_lsn() >= upto {
                 let r = exec_cached_with(
@@ -401,6 +570,7 @@ impl<E: JournalEvent> Store<E> {
                     "UPDATE syncjournal_cache SET applied_lsn = ?1",
                     upto,
                 )
+                .and_then(|()| inject_cache_fault(&inner.journal, &inner.cache_path))
                 .and_then(|()| exec_cached(&w.conn, "COMMIT"));
                 w.closing = false;
                 inner.writer_cv.notify_all();
@@ -408,7 +578,7 @@ impl<E: JournalEvent> Store<E> {
                     let err = ce(e);
                     drop(w);
                     inner.break_store(&err);
-                    return Err(err);
+                    return Err(inner.in_doubt(lsn, err));
                 }
                 w.committed = upto;
                 w.txn_open = false;
@@ -427,7 +597,7 @@ impl<E: JournalEvent> Store<E> {
                 inner.writer_cv.notify_all();
                 drop(w);
                 inner.break_store(&e);
-                return Err(e);
+                return Err(inner.in_doubt(lsn, e));
             }
         }
         drop(w);
@@ -529,6 +699,17 @@ impl<E: JournalEvent> Store<E> {
         lock(self.inner.replayer()?).discard_quarantined(lsn)
     }
 
+    /// Why the store refuses writes until it is reopened, if it does: a failure after a
+    /// journal write left the cache transaction in an unknown relation to the journal (the
+    /// store's own reason), or the journal is poisoned (its reason, also in
+    /// [`journal_state`](Self::journal_state)`().poisoned`). Reopening re-applies the journal
+    /// to the cache.
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.inner.broken)
+            .clone()
+            .or_else(|| self.inner.journal.state().poisoned)
+    }
+
     /// The journal's positions.
     pub fn journal_state(&self) -> crate::JournalState {
         self.inner.journal.state()
@@ -566,6 +747,15 @@ impl<E: JournalEvent> Inner<E> {
             return Err(Error::Poisoned { reason });
         }
         Ok(())
+    }
+
+    /// The error for an event journaled as `lsn` whose `apply` then failed with `cause`.
+    fn in_doubt(&self, lsn: Lsn, cause: Error) -> Error {
+        Error::AppliedInDoubt {
+            lsn,
+            durable: self.journal.durable_lsn() >= lsn,
+            cause: Box::new(cause),
+        }
     }
 
     /// After a failure that leaves the open cache transaction in an unknown relation to the
@@ -719,13 +909,27 @@ impl<E: JournalEvent> Inner<E> {
         } as Lsn;
         let state = self.watch.get();
         let broken = lock(&self.broken).clone();
-        status_of(
+        match status_of(
             &self.journal,
             Some(cache_applied),
             &state,
             self.stalled_after,
             broken,
-        )
+        ) {
+            // A poisoned journal refuses reads; its files still hold the durable records (up
+            // to the published HEAD): size the pending part as an offline reader does, and say
+            // why it is poisoned.
+            Err(Error::Poisoned { reason }) => {
+                let mut st =
+                    crate::replay::offline_status(self.journal.dir(), None, self.stalled_after)?
+                        .status;
+                st.cache_applied_lsn = Some(cache_applied);
+                st.poisoned = Some(reason);
+                st.state = st.verdict(self.stalled_after);
+                Ok(st)
+            }
+            r => r,
+        }
     }
 
     /// Sends the status to subscribers if it changed since the last one sent.
@@ -816,6 +1020,13 @@ fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Re
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(&ce)?;
+    // Statement journals (one per apply's savepoint) and temporary tables in memory: by
+    // default SQLite moves a statement journal past 64 KiB to a file in its temporary
+    // directory (SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp), another file system than
+    // the cache's, whose being full made a cache write fail with SQLITE_FULL with free space
+    // on the cache's disk. The memory is what the savepoint's old pages take.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(&ce)?;
     conn.create_scalar_function(WRITER_FUNCTION, 0, FunctionFlags::SQLITE_UTF8, |_| Ok(1i64))
         .map_err(&ce)?;
     conn.execute_batch(
@@ -825,10 +1036,22 @@ fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Re
         );",
     )
     .map_err(&ce)?;
+    // Rows in a table without guards did not come from the journal.
+    refuse_unguarded(&conn, path)?;
     if let Some(sql) = schema {
-        conn.execute_batch(sql).map_err(&ce)?;
+        run_cache_schema(&conn, path, sql)?;
     }
-    install_guards(&conn).map_err(&ce)?;
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(&ce)?;
+    let guarded = install_guards(&conn).map_err(&ce);
+    let guarded = guarded.and_then(|()| conn.execute_batch("COMMIT").map_err(&ce));
+    if let Err(e) = guarded {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e);
+    }
+    let schema_version: i64 = conn
+        .query_row("PRAGMA schema_version", [], |r| r.get(0))
+        .map_err(&ce)?;
+    let file_id = file_identity(path)?;
     let row: Option<(String, i64)> = conn
         .query_row(
             "SELECT journal_id, applied_lsn FROM syncjournal_cache",
@@ -863,11 +1086,166 @@ fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Re
         txn_max: applied,
         committed: applied,
         closing: false,
+        file_id,
+        schema_version,
     })
 }
 
-/// Installs, on every application table of the cache, triggers that abort writes from any
-/// connection but the store's.
+fn file_identity(path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    Ok((m.dev(), m.ino()))
+}
+
+fn unguarded(path: &Path, table: Option<&str>, detail: String) -> Error {
+    Error::CacheUnguarded {
+        path: path.to_path_buf(),
+        table: table.map(str::to_owned),
+        detail,
+    }
+}
+
+/// Runs the application's `cache_schema` in a transaction, refusing (and rolling back) one
+/// that writes rows — they would be in the cache and never in the journal or the target —
+/// or creates a virtual table, which cannot be guarded (see the module documentation).
+fn run_cache_schema(conn: &Connection, path: &Path, sql: &str) -> Result<()> {
+    let ce = cache_err(path);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(&ce)?;
+    let before = conn.total_changes();
+    let checked = conn.execute_batch(sql).map_err(&ce).and_then(|()| {
+        refuse_virtual_tables(conn, path)?;
+        let rows = conn.total_changes() - before;
+        if rows > 0 {
+            return Err(unguarded(
+                path,
+                None,
+                format!("cache_schema wrote {rows} rows; the cache is written only from its journal, so they would never reach the target: give cache_schema only CREATE … IF NOT EXISTS statements and journal seed data as events"),
+            ));
+        }
+        Ok(())
+    });
+    match checked.and_then(|()| conn.execute_batch("COMMIT").map_err(&ce)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Refuses a cache holding a virtual table (FTS5, R*Tree…): SQLite cannot put triggers on
+/// one, and its data lives in tables its module writes.
+fn refuse_virtual_tables(conn: &Connection, path: &Path) -> Result<()> {
+    let found: Option<(String, String)> = conn
+        .query_row(
+            "SELECT l.name, coalesce(s.sql, '') FROM pragma_table_list AS l
+             LEFT JOIN sqlite_schema AS s ON s.name = l.name
+             WHERE l.schema = 'main' AND l.type = 'virtual' ORDER BY l.name LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(cache_err(path))?;
+    match found {
+        None => Ok(()),
+        Some((table, sql)) => Err(unguarded(
+            path,
+            Some(&table),
+            format!(
+                "table {table} is a virtual table ({sql}); the store guards every cache table with triggers against writes around the journal, and SQLite cannot put triggers on a virtual table (its data is written by its module, into tables of its own): keep full-text (FTS5) or R*Tree indexes out of the cache, in a database of their own built from the cache's rows"
+            ),
+        )),
+    }
+}
+
+/// Refuses a cache table that holds rows but has none of the store's guards: it was created
+/// (or its guards dropped) and written by another connection, around the journal.
+/// syncjournal's bookkeeping table is checked against the journal instead.
+fn refuse_unguarded(conn: &Connection, path: &Path) -> Result<()> {
+    refuse_virtual_tables(conn, path)?;
+    let ce = cache_err(path);
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema AS t WHERE type = 'table'
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> 'syncjournal_cache'
+             AND (SELECT count(*) FROM sqlite_schema AS g WHERE g.type = 'trigger'
+                  AND g.tbl_name = t.name AND g.name LIKE 'syncjournal\\_guard\\_%' ESCAPE '\\') < 3",
+        )
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(&ce)?;
+    for t in tables {
+        let rows: bool = conn
+            .query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(&t)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(&ce)?;
+        if rows {
+            return Err(unguarded(
+                path,
+                Some(&t),
+                format!(
+                    "table {t} holds rows but not the store's guards: another connection created it (or dropped its guards) and wrote it around the journal, so the journal and the target do not have these rows; drop the table, or delete the cache to rebuild it from the journal"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks, at the start of a cache transaction, that the cache is still the one the store
+/// guarded: the same file, the applied LSN the store committed, and — if another connection
+/// changed the schema — every table guarded (new empty tables get their guards now).
+fn check_unchanged(
+    conn: &Connection,
+    path: &Path,
+    journal: &Journal,
+    committed: Lsn,
+    file_id: &(u64, u64),
+    schema_version: &mut i64,
+) -> Result<()> {
+    let ce = cache_err(path);
+    let now = file_identity(path)?;
+    if now != *file_id {
+        return Err(unguarded(
+            path,
+            None,
+            "the cache file was replaced under the open store (another file was renamed or copied over it); nothing was journaled: reopen the store, which checks the cache at the path against the journal".into(),
+        ));
+    }
+    let (id, applied): (String, i64) = conn
+        .prepare_cached("SELECT journal_id, applied_lsn FROM syncjournal_cache")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(&ce)?;
+    if id != journal.id().to_string() || applied != committed as i64 {
+        return Err(unguarded(
+            path,
+            None,
+            format!(
+                "the cache was rewritten under the open store (it says journal {id}, applied LSN {applied}; the store committed LSN {committed} of journal {}): a restore over it? nothing was journaled: reopen the store, which checks the cache against the journal (delete the cache to rebuild it)",
+                journal.id()
+            ),
+        ));
+    }
+    let version: i64 = conn
+        .prepare_cached("PRAGMA schema_version")
+        .and_then(|mut st| st.query_row([], |r| r.get(0)))
+        .map_err(&ce)?;
+    if version != *schema_version {
+        refuse_unguarded(conn, path)?;
+        install_guards(conn).map_err(&ce)?;
+        *schema_version = conn
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .map_err(&ce)?;
+    }
+    Ok(())
+}
+
+/// Installs, on every table of the cache, triggers that abort writes from any connection but
+/// the store's. Runs inside the caller's transaction.
 fn install_guards(conn: &Connection) -> rusqlite::Result<()> {
     let tables: Vec<String> = conn
         .prepare(
@@ -876,7 +1254,7 @@ fn install_guards(conn: &Connection) -> rusqlite::Result<()> {
         )?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut sql = String::from("BEGIN;");
+    let mut sql = String::new();
     for t in &tables {
         for op in ["INSERT", "UPDATE", "DELETE"] {
             let trig = quote_ident(&format!("{GUARD_PREFIX}{}_{t}", op.to_ascii_lowercase()));
@@ -889,7 +1267,6 @@ fn install_guards(conn: &Connection) -> rusqlite::Result<()> {
             ));
         }
     }
-    sql.push_str("COMMIT;");
     conn.execute_batch(&sql)
 }
 
@@ -947,7 +1324,7 @@ fn catch_up<E: JournalEvent>(path: &Path, journal: &Journal, w: &mut CacheWriter
                 kind: rec.kind,
                 reason,
             })?;
-            if let Err(e) = event.apply(&mut ApplyContext::new(&w.conn, &mut w.schema)) {
+            if let Err(e) = event.apply(&mut ApplyContext::new(&w.conn, &mut w.schema, rec.lsn)) {
                 let _ = w.conn.execute_batch("ROLLBACK");
                 return Err(Error::Rejected {
                     reason: format!(

@@ -132,6 +132,10 @@ fn constants() -> BTreeMap<&'static str, String> {
             "RECORD_BYTES_DEFAULT",
             JournalOptions::RECORD_BYTES_DEFAULT.to_string(),
         ),
+        (
+            "PAYLOAD_DEPTH_MAX",
+            syncjournal::mutation::DEPTH_MAX.to_string(),
+        ),
         ("SEGMENT_EXTENSION", SEGMENT_EXTENSION.to_string()),
         ("LOCK_FILE", LOCK_FILE.to_string()),
         ("HEAD_FILE", HEAD_FILE.to_string()),

@@ -521,7 +521,7 @@ impl<E: JournalEvent> Replayer<E> {
                 hooked.exec(conn, &mut ix, "savepoint", "SAVEPOINT sj_entry")?;
                 let applied = decoded.and_then(|(_, event)| {
                     hooked.hook(&mut ix, "event").map_err(ApplyError::from)?;
-                    let mut ctx = ApplyContext::new(conn, schema);
+                    let mut ctx = ApplyContext::new(conn, schema, lsn);
                     event.apply(&mut ctx)
                 });
                 match applied {
@@ -766,7 +766,7 @@ impl<E: JournalEvent> Replayer<E> {
             let applied = if kind as u8 == E::KIND {
                 decode_event::<E>(&payload)
                     .map_err(|r| ApplyError::rejected(format!("undecodable payload: {r}")))
-                    .and_then(|(_, ev)| ev.apply(&mut ApplyContext::new(conn, schema)))
+                    .and_then(|(_, ev)| ev.apply(&mut ApplyContext::new(conn, schema, lsn)))
             } else {
                 Err(ApplyError::rejected(format!(
                     "kind {kind:#04x} cannot be applied by this program"
