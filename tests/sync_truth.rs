@@ -160,20 +160,8 @@ fn a_target_restored_from_before_the_first_sync_is_target_behind_with_every_entr
 fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    // The target has no `tags` table: the fourth entry is refused.
-    fs::write(dir.path().join(".keep"), b"").unwrap();
-    rusqlite::Connection::open(&paths.target)
-        .unwrap()
-        .execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, data BLOB);")
-        .unwrap();
-    let store = open(
-        &paths,
-        store_common::store_opts_full(
-            &paths.target,
-            TargetOptions::new(),
-            ReplayOptions::new().retry_attempts_max(0),
-        ),
-    );
+    // Everything was synced (and acknowledged) to one database ...
+    let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
     for i in 1..=3 {
         store.apply(&item(i)).unwrap();
     }
@@ -181,19 +169,34 @@ fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
     for i in 4..=200 {
         store.apply(&item(i)).unwrap();
     }
+    assert!(store.sync_now().error.is_none());
     let head = store.journal_state().durable_lsn;
-    let r = store.sync_now();
-    assert!(
-        matches!(r.error, Some(Error::EntryRejected { lsn: 4, .. })),
-        "{r}"
+    assert_eq!(store.journal_state().acked_lsn, head);
+    drop(store);
+    // ... and a sync to another one, which has no `tags` table, stops at the fourth entry:
+    // what is left is measured on that target, not taken from the acknowledgement.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, data BLOB);",
+        )
+        .unwrap();
+    let journal = std::sync::Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
+    let mut r: Replayer = Replayer::new(
+        journal,
+        &other,
+        TargetOptions::new(),
+        ReplayOptions::new().retry_attempts_max(0),
     );
-    assert_eq!(r.applied, 3);
-    assert_eq!(r.target_lsn, Some(3));
-    assert_eq!(r.pending, head - 3, "{r}");
+    let rep = r.sync_now();
     assert!(
-        r.to_string().contains(&format!("{} pending", head - 3)),
-        "{r}"
+        matches!(rep.error, Some(Error::EntryRejected { lsn: 4, .. })),
+        "{rep}"
     );
+    assert_eq!((rep.applied, rep.target_lsn), (3, Some(3)));
+    assert_eq!(rep.pending, head - 3, "{rep}");
+    assert!(rep.to_string().contains(&format!("{} pending", head - 3)), "{rep}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -704,7 +707,7 @@ fn a_replay_state_that_claims_the_target_is_ahead_changes_no_figure() {
     closed_journal(&paths, 25);
     fs::write(
         paths.journal.join("replay.json"),
-        br#"{"target": "/nowhere.db", "target_lsn": 999999, "target_read_at_ms": 1}"#,
+        br#"{"target": "/nowhere.db", "target_lsn": 999999, "target_read_at_ms": 1, "quarantined": 0}"#,
     )
     .unwrap();
     let st = offline_status(&paths.journal, None, STALL).unwrap();
