@@ -143,6 +143,12 @@ fn constants() -> BTreeMap<&'static str, String> {
         ("HEAD_FILE_BYTES", HEAD_FILE_BYTES.to_string()),
         ("ACK_FILE", ACK_FILE.to_string()),
         ("FORENSICS_DIR", FORENSICS_DIR.to_string()),
+        (
+            "REPLAY_STATE_BYTES_MAX",
+            syncjournal::replay::REPLAY_STATE_BYTES_MAX.to_string(),
+        ),
+        ("SEGMENT_BYTES_ALIGN", SEGMENT_BYTES_ALIGN.to_string()),
+        ("REPLAY_STATE_FILE", REPLAY_STATE_FILE.to_string()),
     ])
 }
 
