@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use crate::Lsn;
 use crate::mutation::{Mutation, Value};
@@ -232,13 +232,18 @@ impl SchemaCache {
             return Ok(None);
         }
         pk.sort();
-        let name: String = conn
+        // Only the schema's own spelling of the name ever goes into SQL: a name the schema
+        // does not list as a table (a view, say) is no table to write.
+        let name: Option<String> = conn
             .query_row(
                 "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
                 [table],
                 |r| r.get(0),
             )
-            .unwrap_or_else(|_| table.to_string());
+            .optional()?;
+        let Some(name) = name else {
+            return Ok(None);
+        };
         Ok(Some(TableInfo {
             name,
             columns,
@@ -682,8 +687,13 @@ fn resolve(
     for (name, _) in cols {
         let Some(i) = t.column(name) else {
             return Err(ApplyError::rejected(format!(
-                "{m}: table {} has no {what} column {name:?}",
-                t.name
+                "{m}: table {} has no column {name:?}{}",
+                t.name,
+                if what == "key" {
+                    " (named in the key)"
+                } else {
+                    ""
+                }
             )));
         };
         if out.contains(&i) {

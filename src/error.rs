@@ -46,7 +46,7 @@ pub enum Error {
     },
 
     /// Another process (or another handle in this process) holds the journal's lock.
-    #[error("journal {} is locked by {}; only one process may open a journal at a time", dir.display(), holder_text(*holder_pid))]
+    #[error("{}", locked_text(dir, *holder_pid))]
     Locked {
         /// The journal directory.
         dir: PathBuf,
@@ -381,6 +381,17 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The target path names something that cannot be the target database: a directory, a
+    /// device, a file that is not an SQLite database. A configuration error: retrying cannot
+    /// help.
+    #[error("target {} {reason}; check the target path: it must name the SQLite database file itself (on the share)", path.display())]
+    TargetUnusable {
+        /// The target path.
+        path: PathBuf,
+        /// What it is.
+        reason: String,
+    },
+
     /// The target uses WAL, which does not work on network file systems.
     #[error("target {} is in journal_mode={mode}; WAL does not work on network file systems (its shared memory is local to each machine); switch it to DELETE or TRUNCATE (`PRAGMA journal_mode=TRUNCATE`) while no one uses it", path.display())]
     TargetWal {
@@ -493,10 +504,20 @@ fn in_doubt_text(lsn: Lsn, durable: bool, cause: &Error) -> String {
     }
 }
 
-fn holder_text(pid: Option<u32>) -> String {
+fn locked_text(dir: &std::path::Path, pid: Option<u32>) -> String {
     match pid {
-        Some(pid) => format!("pid {pid}"),
-        None => "another process".to_owned(),
+        Some(pid) if pid == std::process::id() => format!(
+            "journal {} is already open in this process (pid {pid}); open it once and share the handle (`Arc<Journal>`, or one `Store`)",
+            dir.display()
+        ),
+        Some(pid) => format!(
+            "journal {} is locked by pid {pid}; only one process may open a journal at a time (wait for it to close, or pass lock_wait_ms to wait)",
+            dir.display()
+        ),
+        None => format!(
+            "journal {} is locked by another process; only one process may open a journal at a time",
+            dir.display()
+        ),
     }
 }
 
@@ -589,6 +610,13 @@ pub struct Corruption {
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == DamageKind::AckFile {
+            return write!(
+                f,
+                "acknowledgement file {} is damaged (neither of its two slots is valid); run `syncjournal recover --mode salvage`, which recreates it at the first retained LSN − 1 (the target's watermark decides what is replayed, so nothing is applied twice)",
+                self.segment.display()
+            );
+        }
         write!(
             f,
             "{} in {} at offset {}: {}; ",

@@ -104,13 +104,16 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
     }
     let held_by = DirLock::is_held(dir)?;
     let listing = crate::journal::listing::list(dir)?;
-    if listing.segments.is_empty()
-        && !listing.has_ack
-        && let Some(foreign) = listing.foreign
-    {
-        return Err(Error::ForeignDirectory {
-            dir: dir.to_path_buf(),
-            example: foreign,
+    if listing.segments.is_empty() && !listing.has_ack {
+        // Nothing to verify is not "verified".
+        return Err(match listing.foreign {
+            Some(foreign) => Error::ForeignDirectory {
+                dir: dir.to_path_buf(),
+                example: foreign,
+            },
+            None => Error::NoJournal {
+                dir: dir.to_path_buf(),
+            },
         });
     }
     let ack = AckFile::peek(dir)?;

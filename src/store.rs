@@ -888,7 +888,7 @@ fn with_target_evidence(
         Ok(wm) => (wm, Some(wm)),
         Err(_) => {
             let st = ReplayState::load(dir);
-            let same = st.target.as_deref() == Some(target.display().to_string().as_str());
+            let same = st.target.as_deref() == Some(crate::replay::target_name(target).as_str());
             (if same { st.target_lsn.unwrap_or(0) } else { 0 }, None)
         }
     };

@@ -31,7 +31,9 @@ use syncjournal::{
 };
 
 fn journal_opts() -> JournalOptions {
-    JournalOptions::new().segment_bytes_max(SMALL_SEGMENT)
+    JournalOptions::new()
+        .segment_bytes_max(SMALL_SEGMENT)
+        .retain_acked_ms(0)
 }
 
 /// Every record of a closed journal: (LSN, kind, payload).

@@ -306,6 +306,7 @@ fn real_tmpfs_scenario(jdir: &Path) {
         JournalOptions::new()
             .persist_mode(PersistMode::Sync)
             .segment_bytes_max(256 << 10)
+            .retain_acked_ms(0)
     };
     let mut written: Vec<Vec<u8>> = Vec::new();
     {

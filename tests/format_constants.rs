@@ -824,9 +824,37 @@ fn recover_also_retires_acknowledged_segments() {
     j.ack(last_of_1).unwrap();
     j.close().unwrap();
     assert!(segment_path(&dir, 1).exists(), "kept for re-replay");
+    // `recover` runs retention with the default policy: what was acknowledged less than an
+    // hour ago stays ...
+    cli_support::sj(&[std::ffi::OsStr::new("recover"), dir.as_os_str()]).code(0);
+    assert!(segment_path(&dir, 1).exists(), "acknowledged a moment ago");
+    // ... what was acknowledged two hours ago goes.
+    age_acknowledgement(&dir, 2 * 3600 * 1000);
     cli_support::sj(&[std::ffi::OsStr::new("recover"), dir.as_os_str()]).code(0);
     assert!(!segment_path(&dir, 1).exists(), "retired by `recover`");
     assert!(segment_path(&dir, 2).exists());
+}
+
+/// Rewrites `ACK` so that its acknowledgement was made `ms` earlier (a new slot generation).
+fn age_acknowledgement(dir: &Path, ms: u64) {
+    use std::os::unix::fs::FileExt;
+    let b = read(&dir.join(ACK_FILE));
+    let cur = ACK_SLOT_OFFSETS
+        .iter()
+        .filter_map(|&o| AckSlot::decode(&b[o..]).ok())
+        .max_by_key(|s| s.generation)
+        .unwrap();
+    let next = AckSlot {
+        generation: cur.generation + 1,
+        acked_at_ms: cur.acked_at_ms - ms,
+        ..cur
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(ACK_FILE))
+        .unwrap()
+        .write_all_at(&next.encode(), next.offset() as u64)
+        .unwrap();
 }
 
 #[test]

@@ -44,6 +44,7 @@ fn opts() -> JournalOptions {
     JournalOptions::new()
         .persist_mode(PersistMode::Sync)
         .segment_bytes_max(SEGMENT_BYTES)
+        .retain_acked_ms(0)
 }
 
 /// One reported append: what the child promised is durable.

@@ -590,7 +590,9 @@ fn run_case(ops: &[Op], cov: &Coverage) -> Result<(), TestCaseError> {
                     store.take().expect("open").close().expect("close");
                     let journal = Journal::open(
                         &paths.journal,
-                        JournalOptions::new().segment_bytes_max(SMALL_SEGMENT),
+                        JournalOptions::new()
+                            .segment_bytes_max(SMALL_SEGMENT)
+                            .retain_acked_ms(0),
                     )
                     .expect("open journal");
                     let payload = encode_event(0, cs).expect("encode");

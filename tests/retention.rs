@@ -21,6 +21,7 @@ fn opts(retain: usize) -> JournalOptions {
         .persist_mode(PersistMode::Buffered)
         .segment_bytes_max(SEGMENT_BYTES)
         .retain_acked_segments(retain)
+        .retain_acked_ms(0)
 }
 
 fn rec(seq: u32) -> Vec<u8> {

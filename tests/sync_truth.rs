@@ -182,7 +182,8 @@ fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
             "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, data BLOB);",
         )
         .unwrap();
-    let journal = std::sync::Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
+    let journal =
+        std::sync::Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
     let mut r: Replayer = Replayer::new(
         journal,
         &other,
@@ -196,7 +197,10 @@ fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
     );
     assert_eq!((rep.applied, rep.target_lsn), (3, Some(3)));
     assert_eq!(rep.pending, head - 3, "{rep}");
-    assert!(rep.to_string().contains(&format!("{} pending", head - 3)), "{rep}");
+    assert!(
+        rep.to_string().contains(&format!("{} pending", head - 3)),
+        "{rep}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ use syncjournal::{
 };
 
 #[test]
-fn a_wal_target_that_cannot_switch_back_is_refused() {
+fn a_wal_target_is_refused_until_its_operator_switches_it() {
     with_timeout(60, || {
         let rig = Rig::new(10);
         let other = rusqlite::Connection::open(&rig.target).unwrap();
@@ -63,8 +63,25 @@ fn a_wal_target_that_cannot_switch_back_is_refused() {
         assert!(last.message.contains("journal_mode"), "{last:?}");
         assert!(target_counters(&rig.target).is_empty());
 
-        // Once nobody holds it in WAL, the replayer switches it to a rollback journal.
+        // Even once nobody here holds it in WAL, the replayer does not switch it behind its
+        // users' backs (on a share, "nobody" cannot be known: another machine's locks are not
+        // visible); it keeps refusing, with the command to run.
         drop(other);
+        let rep = r.sync_now();
+        assert!(matches!(rep.error, Some(Error::TargetWal { .. })), "{rep}");
+        assert!(
+            rep.error
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains("PRAGMA journal_mode=TRUNCATE")
+        );
+        assert!(target_counters(&rig.target).is_empty());
+        // The operator switches it: then it is used.
+        let mode: String = open_target(&rig.target)
+            .query_row("PRAGMA journal_mode=TRUNCATE", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "truncate");
         let rep = r.sync_now();
         assert!(rep.error.is_none(), "{rep}");
         rig.check_complete("after WAL was released");
@@ -651,7 +668,8 @@ fn restore_rig(retain: usize, first: u64, second: u64) -> (Rig, Replayer<Increme
     let mut rig = Rig::with_journal(
         JournalOptions::new()
             .segment_bytes_max(64 << 10)
-            .retain_acked_segments(retain),
+            .retain_acked_segments(retain)
+            .retain_acked_ms(0),
         0,
     );
     let j = Arc::clone(&rig.journal);

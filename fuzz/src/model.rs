@@ -839,6 +839,7 @@ impl Rig {
             .recovery_mode(recovery)
             .segment_bytes_max(MODEL_SEGMENT_BYTES)
             .retain_acked_segments(self.m.retain)
+            .retain_acked_ms(0)
             .fault_injector(Arc::clone(&self.faults) as Arc<dyn FaultInjector>)
     }
 

@@ -52,6 +52,8 @@ pub struct JournalOptions {
     pub(crate) segment_bytes_max: u64,
     pub(crate) record_bytes_max: usize,
     pub(crate) retain_acked_segments: usize,
+    pub(crate) retain_acked_ms: u64,
+    pub(crate) retain_acked_bytes: u64,
     pub(crate) create_if_missing: bool,
     pub(crate) keep_cut_bytes: bool,
     pub(crate) release_read_bytes: usize,
@@ -68,6 +70,8 @@ impl fmt::Debug for JournalOptions {
             .field("segment_bytes_max", &self.segment_bytes_max)
             .field("record_bytes_max", &self.record_bytes_max)
             .field("retain_acked_segments", &self.retain_acked_segments)
+            .field("retain_acked_ms", &self.retain_acked_ms)
+            .field("retain_acked_bytes", &self.retain_acked_bytes)
             .field("create_if_missing", &self.create_if_missing)
             .field("keep_cut_bytes", &self.keep_cut_bytes)
             .field("release_read_bytes", &self.release_read_bytes)
@@ -86,6 +90,8 @@ impl Default for JournalOptions {
             segment_bytes_max: Self::SEGMENT_BYTES_DEFAULT,
             record_bytes_max: Self::RECORD_BYTES_DEFAULT,
             retain_acked_segments: 0,
+            retain_acked_ms: Self::RETAIN_ACKED_MS_DEFAULT,
+            retain_acked_bytes: Self::RETAIN_ACKED_BYTES_DEFAULT,
             create_if_missing: true,
             keep_cut_bytes: true,
             release_read_bytes: 8 << 20,
@@ -103,11 +109,16 @@ impl JournalOptions {
     pub const SEGMENT_BYTES_MIN: u64 = crate::format::SEGMENT_BYTES_MIN;
     /// Largest segment size: 1 GiB ([`crate::format::SEGMENT_BYTES_MAX`]).
     pub const SEGMENT_BYTES_MAX: u64 = crate::format::SEGMENT_BYTES_MAX;
+    /// How long acknowledged segments are kept by default: 1 hour.
+    pub const RETAIN_ACKED_MS_DEFAULT: u64 = 3_600_000;
+    /// How many bytes of acknowledged segments are kept at most by default: 256 MiB.
+    pub const RETAIN_ACKED_BYTES_DEFAULT: u64 = 256 << 20;
     /// Default largest payload: 16 MiB.
     pub const RECORD_BYTES_DEFAULT: usize = 16 << 20;
 
     /// Defaults: `PersistMode::Sync`, `RecoveryMode::TolerateTornTail`, 64 MiB segments,
-    /// 16 MiB records, no extra retention, create the directory if missing, keep cut bytes.
+    /// 16 MiB records, acknowledged segments kept for an hour (256 MiB at most), create the
+    /// directory if missing, keep cut bytes.
     pub fn new() -> Self {
         Self::default()
     }
@@ -137,10 +148,27 @@ impl JournalOptions {
         self
     }
 
-    /// How many fully acknowledged segments to keep before removing them, so that a target
-    /// restored from a backup can be replayed again. Default: 0 (remove as soon as acknowledged).
+    /// How many fully acknowledged segments to keep in any case (the newest ones), so that a
+    /// target restored from a backup can be replayed again. Default: 0.
     pub fn retain_acked_segments(mut self, segments: usize) -> Self {
         self.retain_acked_segments = segments;
+        self
+    }
+
+    /// How long a segment is kept after all its records were acknowledged (as seen by the
+    /// process that has the journal open: a reopen starts the time again), so that a sync to
+    /// the wrong database, or a target restored from a recent backup, can still be repaired
+    /// from the journal. 0 removes segments as soon as they are acknowledged (and beyond
+    /// `retain_acked_segments`). Default: 3 600 000 ms (1 hour).
+    pub fn retain_acked_ms(mut self, ms: u64) -> Self {
+        self.retain_acked_ms = ms;
+        self
+    }
+
+    /// The most bytes of acknowledged segments kept for `retain_acked_ms`: beyond it, the
+    /// oldest are removed earlier (the disk budget wins over the time). Default: 256 MiB.
+    pub fn retain_acked_bytes(mut self, bytes: u64) -> Self {
+        self.retain_acked_bytes = bytes;
         self
     }
 

@@ -153,6 +153,12 @@ pub(crate) struct SegmentEntry {
     pub(crate) index: Arc<RwLock<SparseIndex>>,
     /// The header's checksum: what the segment's first frame chains to.
     pub(crate) header_crc: u32,
+    /// The segment file's length.
+    pub(crate) bytes: u64,
+    /// Since when every record of the segment is acknowledged, ms since the Unix epoch (for a
+    /// segment already acknowledged when the journal was opened: the time of the
+    /// acknowledgement then on record, which is at least as late).
+    pub(crate) acked_since_ms: Option<u64>,
     /// The writer's map, for the active segment only.
     pub(crate) map: Option<Arc<SharedMap>>,
     /// For sealed segments: the LSN after the segment's last record, and its data end.
@@ -233,6 +239,7 @@ impl Journal {
 
         let mut entries = VecDeque::with_capacity(rec.segments.len());
         let count = rec.segments.len();
+        let on_record = rec.ack.current();
         let mut writer = None;
         let mut active_map = None;
         for (i, seg) in rec.segments.into_iter().enumerate() {
@@ -244,6 +251,11 @@ impl Journal {
                     path: seg.path,
                     index,
                     header_crc: SegmentHeader::crc_of(&seg.header.encode()),
+                    bytes: seg.header.segment_bytes,
+                    // Retention's clock survives a restart: already acknowledged, it has been
+                    // since (at the latest) the acknowledgement on record.
+                    acked_since_ms: (seg.tail.next_lsn <= on_record.acked_lsn.saturating_add(1))
+                        .then_some(on_record.acked_at_ms),
                     map: None,
                     sealed: Some((seg.tail.next_lsn, seg.tail.end)),
                 });
@@ -265,6 +277,8 @@ impl Journal {
                 path: seg.path.clone(),
                 index: Arc::clone(&index),
                 header_crc: SegmentHeader::crc_of(&seg.header.encode()),
+                bytes: seg.header.segment_bytes,
+                acked_since_ms: None,
                 map: Some(map),
                 sealed: None,
             });
@@ -821,12 +835,15 @@ impl Shared {
             .map_or_else(|| self.dir.clone(), |e| e.path.clone())
     }
 
-    /// Removes sealed segments whose records are all acknowledged, beyond the retained count.
+    /// Removes sealed segments whose records are all acknowledged: beyond the newest
+    /// `retain_acked_segments` of them, those acknowledged for `retain_acked_ms` or more, and
+    /// the oldest ones while the acknowledged segments kept exceed `retain_acked_bytes`.
     pub(crate) fn retire(&self) -> Result<()> {
         let _g = lock(&self.retire_lock);
         let acked = self.acked_lsn.load(Ordering::Acquire);
+        let now = crate::journal::ack::now_ms();
         let doomed: Vec<(u64, PathBuf)> = {
-            let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            let mut segs = self.segments.write().unwrap_or_else(|e| e.into_inner());
             let eligible = segs
                 .iter()
                 .take_while(|e| {
@@ -834,7 +851,25 @@ impl Shared {
                         .is_some_and(|(next, _)| next <= acked.saturating_add(1))
                 })
                 .count();
-            let remove = eligible.saturating_sub(self.opts.retain_acked_segments);
+            for e in segs.iter_mut().take(eligible) {
+                e.acked_since_ms.get_or_insert(now);
+            }
+            let candidates = eligible.saturating_sub(self.opts.retain_acked_segments);
+            let keep_for = self.opts.retain_acked_ms;
+            let mut kept_bytes: u64 = segs.iter().take(candidates).map(|e| e.bytes).sum();
+            // Only a prefix can go (the retained segments stay consecutive); acknowledgement
+            // times grow along it.
+            let mut remove = 0;
+            for e in segs.iter().take(candidates) {
+                let old = e
+                    .acked_since_ms
+                    .is_some_and(|t| now.saturating_sub(t) >= keep_for);
+                if !(old || kept_bytes > self.opts.retain_acked_bytes) {
+                    break;
+                }
+                kept_bytes -= e.bytes;
+                remove += 1;
+            }
             segs.iter()
                 .take(remove)
                 .map(|e| (e.seq, e.path.clone()))
@@ -969,6 +1004,8 @@ impl Writer {
                 path: path.clone(),
                 index: Arc::clone(&index),
                 header_crc: SegmentHeader::crc_of(&header.encode()),
+                bytes: header.segment_bytes,
+                acked_since_ms: None,
                 map: Some(Arc::clone(&new_map)),
                 sealed: None,
             });

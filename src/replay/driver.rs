@@ -59,6 +59,9 @@ pub struct Replayer<E: JournalEvent = ChangeSet> {
     opts: ReplayOptions,
     reader: Option<SourceReader>,
     schema: SchemaCache,
+    /// False when the journal is acknowledged against another target (see
+    /// [`ReplayOptions::adopt_target`]).
+    acknowledges: bool,
     obs: Observer,
     rng: u64,
     _event: PhantomData<fn() -> E>,
@@ -122,14 +125,25 @@ impl<E: JournalEvent> Replayer<E> {
         target_opts: TargetOptions,
         opts: ReplayOptions,
     ) -> Self {
-        let name = target.display().to_string();
+        let name = crate::replay::target_name(&target);
         let mut state = ReplayState::load(source.dir());
         if state.target.as_deref() != Some(name.as_str()) {
             state = ReplayState {
-                target: Some(name),
+                target: Some(name.clone()),
+                acknowledged_target: state.acknowledged_target,
                 ..ReplayState::default()
             };
         }
+        let acknowledges = match &state.acknowledged_target {
+            None => true,
+            Some(t) if *t == name || opts.adopt_target => true,
+            Some(t) => {
+                if matches!(source, Source::Owner(_)) {
+                    tracing::warn!(target = %name, acknowledged_target = %t, "this journal is acknowledged against another target: entries are applied here but not acknowledged (ReplayOptions::adopt_target, `sync --adopt-target`, makes this one the journal's target)");
+                }
+                false
+            }
+        };
         // What the file says the target held is not an observation of this replayer's:
         // statuses are measured on the target, read again.
         state.target_lsn = None;
@@ -139,6 +153,7 @@ impl<E: JournalEvent> Replayer<E> {
             opts,
             reader: None,
             schema: SchemaCache::new(),
+            acknowledges,
             obs: Observer {
                 watch: Arc::new(Watch::new(state)),
                 expect: None,
@@ -674,7 +689,21 @@ impl<E: JournalEvent> Replayer<E> {
         })
     }
 
+    /// Acknowledges `lsn` in the journal (owner only), recording this target as the one the
+    /// journal is acknowledged against the first time.
     fn ack(&self, lsn: Lsn) -> Result<()> {
+        if !self.acknowledges || !matches!(self.source, Source::Owner(_)) {
+            return Ok(());
+        }
+        let name = crate::replay::target_name(self.target.path());
+        let st = self.obs.watch.get();
+        if st.acknowledged_target.as_deref() != Some(name.as_str()) {
+            self.obs
+                .watch
+                .update(|s| s.acknowledged_target = Some(name.clone()));
+            // Recorded before the first acknowledgement for it is.
+            self.persist();
+        }
         self.source.ack(lsn)
     }
 

@@ -38,3 +38,13 @@ pub(crate) fn peek_target(
 ) -> crate::Result<(crate::Lsn, u64)> {
     sqlite::peek(target, id)
 }
+
+/// A target's name as recorded in `replay.json`: the path made absolute (without touching the
+/// file system, so that an unreachable share cannot hang it), so that `./share.db` and its
+/// absolute spelling name one target.
+pub(crate) fn target_name(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}

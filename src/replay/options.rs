@@ -134,6 +134,7 @@ pub struct ReplayOptions {
     pub(crate) retry_delay_max_ms: u64,
     pub(crate) retry_attempts_max: u32,
     pub(crate) reject_policy: RejectPolicy,
+    pub(crate) adopt_target: bool,
     pub(crate) sync_interval_ms: u64,
 }
 
@@ -147,6 +148,7 @@ impl Default for ReplayOptions {
             retry_attempts_max: 5,
             reject_policy: RejectPolicy::Stop,
             sync_interval_ms: 1000,
+            adopt_target: false,
         }
     }
 }
@@ -194,6 +196,16 @@ impl ReplayOptions {
     /// What to do with entries the target refuses. Default: [`RejectPolicy::Stop`].
     pub fn reject_policy(mut self, p: RejectPolicy) -> Self {
         self.reject_policy = p;
+        self
+    }
+
+    /// Make this replayer's target the one the journal is acknowledged against, replacing the
+    /// one recorded (`replay.json`'s `acknowledged_target`). Without it, a replayer whose target
+    /// is not the recorded one applies entries but never acknowledges them, so that a sync to
+    /// the wrong database cannot make retention drop what the right one has not received.
+    /// Default: false.
+    pub fn adopt_target(mut self, adopt: bool) -> Self {
+        self.adopt_target = adopt;
         self
     }
 

@@ -153,7 +153,10 @@ impl SqliteTarget {
     fn open(&self) -> Result<Connection> {
         let path = &self.path;
         let exists = match std::fs::metadata(path) {
-            Ok(_) => true,
+            Ok(m) => {
+                check_database_file(path, &m)?;
+                true
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
                 return Err(Error::Target {
@@ -175,17 +178,21 @@ impl SqliteTarget {
             Connection::open_with_flags(path, flags).map_err(|e| target_error(path, "open", e))?;
         conn.busy_timeout(Duration::from_millis(self.opts.busy_timeout_ms))
             .map_err(|e| target_error(path, "set busy timeout", e))?;
+        // A target in WAL is refused as it is, never switched behind its users' backs (WAL's
+        // index is shared memory, local to one machine: on a share it loses writes silently).
+        let current: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| target_error(path, "read journal_mode", e))?;
+        if current.eq_ignore_ascii_case("wal") {
+            return Err(Error::TargetWal {
+                path: path.clone(),
+                mode: current,
+            });
+        }
         let wanted = self.opts.journal_mode.pragma();
-        let mode: String = match conn
+        let mode: String = conn
             .query_row(&format!("PRAGMA journal_mode={wanted}"), [], |r| r.get(0))
-        {
-            Ok(m) => m,
-            // Leaving WAL needs every other connection closed; read back what it is.
-            Err(e) => match conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)) {
-                Ok(m) if m.eq_ignore_ascii_case("wal") => m,
-                _ => return Err(target_error(path, "set journal_mode", e)),
-            },
-        };
+            .map_err(|e| target_error(path, "set journal_mode", e))?;
         if mode.eq_ignore_ascii_case("wal") {
             return Err(Error::TargetWal {
                 path: path.clone(),
@@ -299,6 +306,45 @@ pub(crate) fn read_watermark(conn: &Connection, journal_id: Uuid) -> rusqlite::R
     conn.prepare_cached("SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1")?
         .query_row([journal_id.to_string()], |r| r.get(0))
         .optional()
+}
+
+/// The first bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuses, as a configuration error (retrying cannot help), a target that is a directory, a
+/// device or any other non-regular file, or a file that is not an SQLite database: the path is
+/// wrong, not the share offline.
+fn check_database_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    let unusable = |reason: String| Error::TargetUnusable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !meta.is_file() {
+        let what = crate::segment::file_type_name(&meta.file_type());
+        return Err(unusable(format!("is {what}, not a database file")));
+    }
+    if meta.len() == 0 {
+        return Ok(()); // an empty file is an empty database to SQLite
+    }
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            f.read_at(&mut head, 0)
+        })
+        .map_err(|e| Error::Target {
+            path: path.to_path_buf(),
+            message: format!("cannot read the target file: {e} (is the share mounted?)"),
+            transient: true,
+            source: None,
+        })?;
+    if n < head.len() || &head != SQLITE_MAGIC {
+        return Err(unusable(format!(
+            "is not an SQLite database (it starts with {:02x?})",
+            &head[..n]
+        )));
+    }
+    Ok(())
 }
 
 /// Device and inode of the file at `path`.

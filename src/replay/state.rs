@@ -63,6 +63,9 @@ impl LostWrites {
 pub struct ReplayState {
     /// The target the replayer writes to, as named.
     pub target: Option<String>,
+    /// The target the journal is acknowledged against: the first one an owner's replayer
+    /// acknowledged for (or one adopted since). Other targets are replayed, not acknowledged.
+    pub acknowledged_target: Option<String>,
     /// The last error, until a successful sync clears it.
     pub last_error: Option<SyncError>,
     /// When the current run of failures started (cleared by a success).

@@ -17,11 +17,13 @@ use syncjournal::{
 /// hundred records span several segments.
 pub const SEG_BYTES: u64 = 65536;
 
-/// Options with small segments and the given recovery mode (Sync persistence, cut bytes kept).
+/// Options with small segments and the given recovery mode (Sync persistence, cut bytes kept,
+/// acknowledged segments removed at once: retention's timing is tested on its own).
 pub fn opts_with_mode(mode: RecoveryMode) -> JournalOptions {
     JournalOptions::new()
         .segment_bytes_max(SEG_BYTES)
         .recovery_mode(mode)
+        .retain_acked_ms(0)
 }
 
 /// Opens `dir` with small segments and the given recovery mode.

@@ -81,7 +81,11 @@ pub fn store_opts_with_target_schema(
 /// replay options.
 pub fn store_opts_full(target: &Path, topts: TargetOptions, replay: ReplayOptions) -> StoreOptions {
     StoreOptions::new()
-        .journal(JournalOptions::new().segment_bytes_max(SMALL_SEGMENT))
+        .journal(
+            JournalOptions::new()
+                .segment_bytes_max(SMALL_SEGMENT)
+                .retain_acked_ms(0),
+        )
         .cache_schema(SCHEMA)
         .target(target, topts)
         .replay(replay)
@@ -91,7 +95,11 @@ pub fn store_opts_full(target: &Path, topts: TargetOptions, replay: ReplayOption
 /// Store options without a target.
 pub fn local_opts() -> StoreOptions {
     StoreOptions::new()
-        .journal(JournalOptions::new().segment_bytes_max(SMALL_SEGMENT))
+        .journal(
+            JournalOptions::new()
+                .segment_bytes_max(SMALL_SEGMENT)
+                .retain_acked_ms(0),
+        )
         .cache_schema(SCHEMA)
         .background_sync(false)
 }
