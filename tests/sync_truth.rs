@@ -76,7 +76,6 @@ use syncjournal::{
 };
 
 #[path = "common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 use common::{frames_of_segment, segment_path};
 
@@ -106,7 +105,7 @@ fn reseal_frame(dir: &Path, seq: u64, index: usize, edit: impl FnOnce(&mut Lsn, 
 
 /// A closed journal of `n` item inserts (one segment), its directory.
 fn closed_journal(paths: &Paths, n: i64) {
-    let store = open(&paths, local_opts());
+    let store = open(paths, local_opts());
     for i in 1..=n {
         store.apply(&item(i)).unwrap();
     }
