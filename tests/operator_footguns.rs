@@ -2,7 +2,6 @@
 //! target, a directory or a device or a non-database file as the target (issue 10, finding 10).
 
 #[path = "store_common/mod.rs"]
-#[allow(dead_code)]
 mod store_common;
 
 use std::path::Path;
