@@ -70,49 +70,7 @@ pub fn offline_status(
     let state = ReplayState::load(dir);
     let mut journal_error = None;
     let mut notes = Vec::new();
-    // The head: what the owner published, or (no owner) the last valid record on disk.
-    let head = match (owner, read_head(dir, id)) {
-        (Some(_), Some(h)) => h.durable_lsn,
-        (Some(_), None) => {
-            notes.push("the owner publishes no HEAD: the head shown is the acknowledgement".into());
-            acked
-        }
-        (None, _) => {
-            if ack.is_some() && first > acked + 1 {
-                // Segments are removed only once acknowledged.
-                journal_error = Some(
-                    DamageKind::SegmentDiscontinuity {
-                        expected: acked + 1,
-                        found: first,
-                    }
-                    .to_string()
-                        + " (segments were removed that the acknowledgement does not cover)",
-                );
-            }
-            let from = (acked + 1).max(first);
-            let mut last = from - 1;
-            let mut r = OfflineReader::open(dir, from, Until::End)?;
-            loop {
-                match r.next_ref() {
-                    Ok(Some(rec)) => last = rec.gap().map_or(rec.lsn, |g| g.end - 1),
-                    Ok(None) => break,
-                    // Damage: the head is the last readable record, and the status says so.
-                    Err(e @ (Error::Corrupt(_) | Error::MissingSegment { .. })) => {
-                        if let Error::Corrupt(c) = &e
-                            && let DamageKind::MissingDurable { next_lsn, .. } = c.kind
-                        {
-                            last = next_lsn - 1;
-                        }
-                        journal_error = Some(e.to_string());
-                        break;
-                    }
-                    // Not this journal's files, or an I/O error: no status can be given.
-                    Err(e) => return Err(e),
-                }
-            }
-            last
-        }
-    };
+    // The target first: what it holds decides where the pending part starts.
     let mut target_error = None;
     let mut observed = None;
     let mut state = state;
@@ -130,28 +88,66 @@ pub fn offline_status(
             Err(e) => target_error = Some(e.to_string()),
         }
     }
-    let base = SyncStatus::applied_base(head, acked, observed.map(|o| o.0));
+    let base = observed.map_or(acked, |o| o.0);
+    // The head: what the owner published, or (no owner) the last valid record on disk, found
+    // in the same pass that sizes the pending part.
+    let (until, from) = match (owner, read_head(dir, id)) {
+        (Some(_), Some(h)) => (Until::Durable(h.durable_lsn), base + 1),
+        (Some(_), None) => {
+            notes.push("the owner publishes no HEAD: the head shown is the acknowledgement".into());
+            (Until::Durable(acked), base + 1)
+        }
+        (None, _) => {
+            if ack.is_some() && first > acked + 1 {
+                // Segments are removed only once acknowledged.
+                journal_error = Some(
+                    DamageKind::SegmentDiscontinuity {
+                        expected: acked + 1,
+                        found: first,
+                    }
+                    .to_string()
+                        + " (segments were removed that the acknowledgement does not cover)",
+                );
+            }
+            (Until::End, base.min(acked) + 1)
+        }
+    };
+    let from = from.max(first);
+    let mut head = from - 1;
     let (mut pending_bytes, mut oldest) = (0u64, None);
-    if head > base {
-        let from = (base + 1).max(first);
-        let mut r = OfflineReader::open(dir, from, Until::Durable(head))?;
-        loop {
-            match r.next_ref() {
-                Ok(Some(rec)) => {
+    let mut r = OfflineReader::open(dir, from, until)?;
+    loop {
+        match r.next_ref() {
+            Ok(Some(rec)) => {
+                head = rec.gap().map_or(rec.lsn, |g| g.end - 1);
+                if rec.lsn > base {
                     if oldest.is_none() {
                         oldest = created_at_ms(rec.payload);
                     }
                     pending_bytes += crate::format::frame_bytes(rec.payload.len()) as u64;
                 }
-                Ok(None) => break,
-                // Already reported above (a closed journal), or damage in what the owner
-                // published: the pending size is what could be read.
-                Err(e) => {
-                    journal_error.get_or_insert_with(|| e.to_string());
-                    break;
-                }
             }
+            Ok(None) => break,
+            // Damage: the head is the last readable record, and the status says so.
+            Err(
+                e
+                @ (Error::Corrupt(_) | Error::MissingSegment { .. } | Error::Discontinuity { .. }),
+            ) => {
+                if let Error::Corrupt(c) = &e
+                    && let DamageKind::MissingDurable { next_lsn, .. } = c.kind
+                {
+                    head = next_lsn - 1;
+                }
+                journal_error.get_or_insert_with(|| e.to_string());
+                break;
+            }
+            // Not this journal's files, or an I/O error: no status can be given.
+            Err(e) => return Err(e),
         }
+    }
+    if let Until::Durable(d) = until {
+        // The owner's published head, even where nothing was pending to read.
+        head = head.max(d);
     }
     let side = JournalSide {
         journal_id: id,
