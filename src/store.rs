@@ -102,7 +102,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            journal: JournalOptions::default(),
+            journal: JournalOptions::default().lock_wait_ms(Self::LOCK_WAIT_MS_DEFAULT),
             cache_schema: None,
             target: None,
             replay: ReplayOptions::default(),
@@ -114,12 +114,20 @@ impl Default for StoreOptions {
 }
 
 impl StoreOptions {
-    /// Defaults: default journal options, no cache schema, no target.
+    /// How long a store waits for the journal's lock by default: 10 000 ms. A restarting
+    /// application waits out `syncjournal sync`, which owns a closed journal for one pass.
+    pub const LOCK_WAIT_MS_DEFAULT: u64 = 10_000;
+
+    /// Defaults: default journal options (waiting up to 10 s for the journal's lock), no cache
+    /// schema, no target.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Options of the journal. Default: [`JournalOptions::default`] (durable appends).
+    /// Options of the journal. Default: [`JournalOptions::default`] (durable appends) with
+    /// `lock_wait_ms` [`StoreOptions::LOCK_WAIT_MS_DEFAULT`], so that a restarting application
+    /// waits out a `syncjournal sync` that owns the closed journal for a pass; options given
+    /// here are used as they are.
     pub fn journal(mut self, opts: JournalOptions) -> Self {
         self.journal = opts;
         self

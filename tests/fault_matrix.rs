@@ -985,8 +985,13 @@ fn a_second_process_opening_the_journal_is_locked_out() {
             let r = if what == "Journal::open" {
                 Journal::open(&jdir, JournalOptions::new()).map(|_| ())
             } else {
-                Store::<ChangeSet>::open(&jdir, tmp.path().join("cache.db"), StoreOptions::new())
-                    .map(|_| ())
+                // (Without waiting for the lock: a store waits 10 s by default.)
+                Store::<ChangeSet>::open(
+                    &jdir,
+                    tmp.path().join("cache.db"),
+                    StoreOptions::new().journal(JournalOptions::new()),
+                )
+                .map(|_| ())
             };
             match r {
                 Err(e @ Error::Locked { .. }) => {
