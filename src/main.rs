@@ -11,6 +11,7 @@ use clap::Parser;
 
 use cli::args::{Cli, Command};
 use cli::commands::{self, Failure};
+use cli::fmt::escape;
 
 fn main() -> ExitCode {
     let args = Cli::parse();
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
             batch,
             quarantine,
         } => commands::sync(&mut out, &dir, &target.target, follow, batch, quarantine),
+        Command::CheckTarget { db, json } => cli::check::check_target_cmd(&mut out, &db, json),
         Command::Quarantine(q) => commands::quarantine(&mut out, q),
     };
     let flushed = out.flush();
@@ -66,8 +68,9 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         (Err(e), _) => {
-            eprintln!("syncjournal: {e}");
-            ExitCode::from(2)
+            // Messages can carry names and values from the journal or the target.
+            eprintln!("syncjournal: {}", escape(&e.to_string()));
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -9,8 +9,9 @@ use syncjournal::Lsn;
 /// The exit codes, documented in `--help` and in the README.
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (status: in sync, or syncing normally)
-  1  verify (or status) found damage in the journal
+  0  success (status: in sync, or syncing normally; check-target: the target is healthy)
+  1  damage: verify, dump or status found damage in the journal, or check-target found the
+     target failing its integrity check
   2  usage error, or the operation failed (the message says why)
   3  status: the last sync attempt failed (the error is shown), or the journal is poisoned
   4  status: entries are pending and the queue has not moved for longer than --stalled-after
@@ -142,6 +143,20 @@ pub enum Command {
         /// Quarantine entries the target refuses (default: stop at the first one).
         #[arg(long)]
         quarantine: bool,
+    },
+
+    /// Check a target database without changing it (nor creating it): its integrity
+    /// (`PRAGMA integrity_check`), its journal mode (WAL is refused for a share), syncjournal's
+    /// progress and quarantine tables, and the journals it has applied (watermark, when it
+    /// last moved, entries quarantined). Exit 0 if all is well, 1 if the integrity check
+    /// fails, 2 if the target cannot be read or syncjournal cannot use it.
+    #[command(after_help = format!("Example:\n  syncjournal check-target /mnt/share/app.db\n  syncjournal check-target /mnt/share/app.db --json\n\n{EXIT_CODES}"))]
+    CheckTarget {
+        /// The target SQLite database.
+        db: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 
     /// List, retry or discard entries the target refused and quarantined.

@@ -25,8 +25,10 @@ use crate::cli::fmt::{bytes, duration, timestamp, utc};
 
 /// Exit codes (see `args::EXIT_CODES`).
 pub const OK: u8 = 0;
-/// Damage found by `verify`.
+/// Damage found (`verify`, `dump`, `status`; `check-target`: in the target).
 pub const DAMAGE: u8 = 1;
+/// Usage error, or the operation failed.
+pub const ERROR: u8 = 2;
 /// Status: the last sync failed.
 pub const FAILING: u8 = 3;
 /// Status: pending entries are not moving.
@@ -41,6 +43,8 @@ pub const TARGET_BAD: u8 = 6;
 pub enum Failure {
     /// From the library.
     Lib(Error),
+    /// Damage found in the journal (after printing what could be read): exit 1.
+    Damage(Error),
     /// Writing the output failed (a broken pipe is not an error: see `main`).
     Io(std::io::Error),
     /// Something else, already phrased for the user.
@@ -62,9 +66,19 @@ impl From<std::io::Error> for Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Lib(e) => write!(f, "{e}"),
+            Failure::Lib(e) | Failure::Damage(e) => write!(f, "{e}"),
             Failure::Io(e) => write!(f, "writing output: {e}"),
             Failure::Msg(m) => f.write_str(m),
+        }
+    }
+}
+
+impl Failure {
+    /// The exit code `main` gives for it: [`DAMAGE`] for damage, 2 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Damage(_) => DAMAGE,
+            _ => ERROR,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! which goes through the library.
 
 pub mod args;
+pub mod check;
 pub mod commands;
 pub mod demo;
 pub mod fmt;

@@ -589,3 +589,77 @@ impl Drop for JournalOwner {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Target files: damage, WAL.
+
+/// A target database at `path` whose table `items` holds `rows` rows (ids from 1 000 000 on,
+/// clear of the fixture entries') and an index on its names (`items_name`), for damage tests:
+/// many rows make the index several pages deep.
+pub fn create_indexed_target(path: &Path, rows: i64) {
+    let c = rusqlite::Connection::open(path).expect("create target");
+    c.execute_batch(TARGET_SCHEMA).unwrap();
+    c.execute_batch("CREATE INDEX items_name ON items(name);")
+        .unwrap();
+    let tx = c.unchecked_transaction().unwrap();
+    for i in 1..=rows {
+        tx.execute(
+            "INSERT INTO items (id, name) VALUES (?1, ?2)",
+            (1_000_000 + i, format!("target-row-{i}-{}", "z".repeat(40))),
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Overwrites 64 bytes in the middle of the cells of a leaf page of index `index` (found by
+/// descending its b-tree from the root page along the right-most child pointers): they no
+/// longer parse, so `PRAGMA integrity_check` fails. Returns the page number.
+pub fn damage_index_page(path: &Path, index: &str) -> u32 {
+    let (root, page_size): (u32, usize) = {
+        let c = open_target(path);
+        let root = c
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                [index],
+                |r| r.get(0),
+            )
+            .expect("the index exists");
+        let ps: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (root, ps as usize)
+    };
+    let b = std::fs::read(path).unwrap();
+    let mut page = root;
+    loop {
+        let at = (page as usize - 1) * page_size;
+        match b[at] {
+            0x0a => break, // index leaf
+            0x02 => {
+                // Interior index page: the right-most child pointer is at offset 8.
+                page = u32::from_be_bytes(b[at + 8..at + 12].try_into().unwrap());
+            }
+            t => panic!("page {page} of index {index} has type {t:#04x}"),
+        }
+    }
+    assert_ne!(page, root, "the index is more than one page deep");
+    // The middle of the page's cells: from the start of its cell content area (header offset
+    // 5) to the end of the page.
+    let at = (page as usize - 1) * page_size;
+    let content = u16::from_be_bytes([b[at + 5], b[at + 6]]) as usize;
+    write_at(
+        path,
+        at + content + (page_size - content) / 2 - 32,
+        &[0x5a; 64],
+    );
+    page
+}
+
+/// The files in `dir` (names only), sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
