@@ -524,6 +524,111 @@ fn dump_shows_every_value_type_and_non_changeset_records() {
 }
 
 #[test]
+fn dump_of_a_torn_last_record_prints_the_records_before_it_and_exits_1() {
+    let tmp = tempdir();
+    let dir = build_journal(&tmp.path().join("j"), 40);
+    let (seg, frame, _) = tear_last_frame(&dir);
+    assert_eq!(frame.lsn, 40);
+    let before = snapshot(&dir);
+    for json_out in [false, true] {
+        let r = if json_out {
+            sj!("dump", dir, "--json")
+        } else {
+            sj!("dump", dir)
+        };
+        r.code(1);
+        let lsns: Vec<u64> = if json_out {
+            r.stdout
+                .lines()
+                .map(|l| json(l)["lsn"].as_u64().unwrap())
+                .collect()
+        } else {
+            dumped_lsns(&r.stdout)
+        };
+        assert_eq!(lsns, (1..=39).collect::<Vec<_>>(), "{}", r.cmdline);
+        r.error_line(&[
+            "torn tail",
+            seg.to_str().unwrap(),
+            &format!("offset {}", frame.offset),
+        ]);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+    // Within bounds that end before the damage, nothing is wrong.
+    let r = sj!("dump", dir, "--from", "30", "--to", "39");
+    r.code(0).quiet_stderr();
+    assert_eq!(dumped_lsns(&r.stdout), (30..=39).collect::<Vec<_>>());
+    assert_same_files(&before, &snapshot(&dir), "dump of a torn tail");
+}
+
+#[test]
+fn dump_of_a_zeroed_record_in_the_middle_says_where_it_stopped_and_exits_1() {
+    // Issue 9: "a zeroed record ends dump early, leaving out valid records 39–40 without a
+    // word".
+    let tmp = tempdir();
+    let dir = build_journal(&tmp.path().join("j"), 40);
+    let (seg, frame) = zero_record(&dir, 38);
+    for r in [sj!("dump", dir), sj!("dump", dir, "--to", "40")] {
+        r.code(1);
+        assert_eq!(
+            dumped_lsns(&r.stdout),
+            (1..=37).collect::<Vec<_>>(),
+            "{}",
+            r.cmdline
+        );
+        let line = r.error_line(&[seg.to_str().unwrap(), "offset "]);
+        assert!(
+            line.contains("damage in the middle") && !line.contains("torn tail"),
+            "records 39 and 40 follow it: not a torn tail: {line}"
+        );
+        // The offset named is the zeroed record's, or where the records after it begin.
+        let named: usize = line
+            .split("offset ")
+            .nth(1)
+            .unwrap()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (frame.offset..=frame.offset + frame.len).contains(&named),
+            "offset {named} is not that of LSN 38's frame ({} bytes at {}): {line}",
+            frame.len,
+            frame.offset
+        );
+    }
+    // --to beyond the end of a healthy journal is no damage.
+    let ok = build_journal(&tmp.path().join("ok"), 5);
+    let r = sj!("dump", ok, "--to", "1000");
+    r.code(0).quiet_stderr();
+    assert_eq!(dumped_lsns(&r.stdout), (1..=5).collect::<Vec<_>>());
+}
+
+#[test]
+fn dump_while_the_owner_publishes_no_head_stops_at_the_acknowledged_lsn_and_says_so() {
+    let tmp = tempdir();
+    let dir = build_journal(&tmp.path().join("j"), 30);
+    let t = target_with_schema(tmp.path());
+    sj!("sync", dir, "--target", t).code(0); // acknowledged up to 30
+    let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
+    assert_eq!(owner.append(31, 40), 40);
+    let r = sj!("dump", dir);
+    r.code(0).quiet_stderr();
+    assert_eq!(dumped_lsns(&r.stdout), (1..=40).collect::<Vec<_>>());
+    // HEAD becomes unreadable (damaged, or an owner that cannot publish it).
+    write_at(&dir.join("HEAD"), 0, &[0u8; 64]);
+    let r = sj!("dump", dir);
+    r.code(0).stderr_has(&[
+        "syncjournal: note: ",
+        &format!("pid {}", owner.pid),
+        "no valid HEAD",
+        "acknowledged LSN 30",
+    ]);
+    assert_eq!(dumped_lsns(&r.stdout), (1..=30).collect::<Vec<_>>());
+    owner.finish();
+}
+
+#[test]
 fn dump_into_a_pipe_that_closes_early_exits_0_silently() {
     let tmp = tempdir();
     let dir = tmp.path().join("j");
@@ -962,9 +1067,9 @@ fn recover_of_damage_in_the_middle_refuses_then_salvages() {
         segs_before == segs_after,
         "a refused recover changed a segment"
     );
-    // dump reads up to the damage and then says where it is.
+    // dump reads up to the damage and then says where it is (exit 1: damage, as verify).
     let d = sj!("dump", dir);
-    d.code(2).stdout_has(&["LSN 1  "]);
+    d.code(1).stdout_has(&["LSN 1  "]);
     d.error_line(&[seg.to_str().unwrap(), &format!("offset {}", frame.offset)]);
 
     let r = sj!("recover", dir, "--mode", "salvage");
@@ -1206,13 +1311,13 @@ fn a_failed_command_reports_one_line_on_stderr() {
     flip_bit_in_record(&damaged, 2);
     let missing = tmp.path().join("unmounted").join("share.db");
     let mut noisy = Vec::new();
-    for r in [
-        sj!("verify", tmp.path().join("nope")),
-        sj!("recover", damaged),
-        sj!("dump", damaged),
-        sj!("sync", dir, "--target", missing),
+    for (r, code) in [
+        (sj!("verify", tmp.path().join("nope")), 2),
+        (sj!("recover", damaged), 2),
+        (sj!("dump", damaged), 1),
+        (sj!("sync", dir, "--target", missing), 2),
     ] {
-        r.code(2);
+        r.code(code);
         r.error_line(&[]);
         if r.stderr.lines().count() != 1 {
             noisy.push(format!("{}:\n{}", r.cmdline, r.stderr));

@@ -15,6 +15,7 @@ use syncjournal::inspect::inspect;
 use syncjournal::journal::Until;
 use syncjournal::journal::offline::{OfflineReader, journal_id_of, owner_of, read_head};
 use syncjournal::mutation::{KIND_CHANGESET, decode_event};
+use syncjournal::replay::offline_status;
 use syncjournal::{
     ChangeSet, Error, Journal, JournalOptions, Lsn, Mutation, RecoveryMode, RejectPolicy,
     ReplayOptions, Replayer, TargetOptions, Value,
@@ -86,7 +87,8 @@ impl Failure {
 /// A command's outcome: an exit code.
 pub type Outcome = Result<u8, Failure>;
 
-/// `dump`
+/// `dump`: every record from `from` to `to`, decoded; damage is reported (exit 1) after the
+/// records before it, never passed over silently.
 pub fn dump(
     out: &mut dyn Write,
     dir: &Path,
@@ -94,21 +96,47 @@ pub fn dump(
     to: Option<Lsn>,
     json_out: bool,
 ) -> Outcome {
-    let id = journal_id_of(dir)?;
-    // While an owner has the journal open, only what it has made durable is complete.
-    let until = match (owner_of(dir)?, to) {
-        (Some(_), to) => Until::Durable(
-            read_head(dir, id)
-                .map_or(0, |h| h.durable_lsn)
-                .min(to.unwrap_or(Lsn::MAX)),
-        ),
-        (None, Some(to)) => Until::Durable(to),
-        (None, None) => Until::End,
+    let damage = |e: Error| {
+        if is_journal_damage(&e) {
+            Failure::Damage(e)
+        } else {
+            Failure::Lib(e)
+        }
     };
-    let first = syncjournal::journal::offline::first_retained(dir, id)?;
+    let id = journal_id_of(dir).map_err(damage)?;
+    // While an owner has the journal open, only what it has made durable is complete: bytes
+    // after that may be a write in progress.
+    let until = match owner_of(dir)? {
+        Some(holder) => {
+            let durable = match read_head(dir, id) {
+                Some(h) => h.durable_lsn,
+                None => {
+                    let acked = offline_status(dir, None, Duration::ZERO)
+                        .map_err(damage)?
+                        .status
+                        .acked_lsn;
+                    eprintln!(
+                        "syncjournal: note: {} has the journal open but publishes no valid HEAD (how far its records are durable): only entries up to the acknowledged LSN {acked} are shown, later bytes may be a write in progress",
+                        holder.map_or("a process".into(), |p| format!("pid {p}"))
+                    );
+                    acked
+                }
+            };
+            Until::Durable(durable.min(to.unwrap_or(Lsn::MAX)))
+        }
+        // Closed: read to the end, checking every byte, and stop after `to`.
+        None => Until::End,
+    };
+    let first = syncjournal::journal::offline::first_retained(dir, id).map_err(damage)?;
     let start = from.unwrap_or(first).max(first);
-    let mut reader = OfflineReader::open(dir, start, until)?;
-    while let Some(rec) = reader.next_ref()? {
+    let mut reader = OfflineReader::open(dir, start, until).map_err(damage)?;
+    loop {
+        if to.is_some_and(|to| reader.next_lsn() > to) {
+            break;
+        }
+        let Some(rec) = reader.next_ref().map_err(damage)? else {
+            break;
+        };
         if let Some(gap) = rec.gap() {
             if json_out {
                 writeln!(
@@ -179,6 +207,15 @@ pub fn dump(
         }
     }
     Ok(OK)
+}
+
+/// True for the errors that mean the journal's files are damaged (`verify` exits 1 for them
+/// too): damaged bytes, a missing segment, records missing that must be there.
+fn is_journal_damage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt(_) | Error::MissingSegment { .. } | Error::Discontinuity { .. }
+    )
 }
 
 fn value_json(v: &Value) -> serde_json::Value {

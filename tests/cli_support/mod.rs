@@ -663,3 +663,24 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Media damage in durable data: the whole frame of record `lsn` (in the first segment)
+/// overwritten with zeros, the records after it intact. Returns the segment and the frame.
+pub fn zero_record(dir: &Path, lsn: Lsn) -> (PathBuf, Frame) {
+    let seg = segments(dir).into_iter().next().expect("a segment");
+    let f = *frames(&seg)
+        .iter()
+        .find(|f| f.lsn == lsn)
+        .expect("the record's frame");
+    write_at(&seg, f.offset, &vec![0u8; f.len]);
+    (seg, f)
+}
+
+/// The LSNs of the entries `dump` printed (its `LSN <n>  …` lines).
+pub fn dumped_lsns(stdout: &str) -> Vec<Lsn> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("LSN "))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
