@@ -1437,6 +1437,85 @@ fn quarantine_list_retry_discard() {
 }
 
 #[test]
+fn names_and_values_from_a_crafted_journal_are_escaped_in_every_human_readable_output() {
+    // Issue 10, finding 11: names printed raw forge lines and drive the terminal.
+    let tmp = tempdir();
+    let dir = tmp.path().join("j");
+    let t = target_with_schema(tmp.path());
+    let j = Journal::open(&dir, small_opts()).unwrap();
+    append_changes(
+        &j,
+        &[
+            item(1),
+            ChangeSet::new().insert(EVIL_TABLE, [("id", 2)], [("name", Value::from(EVIL_TEXT))]),
+            item(3),
+        ],
+    );
+    j.close().unwrap();
+    // The escaped forms: still recognisable.
+    let table = "evil\\nLSN 99  forged\\u{1b}]0;pwned\\u{7}";
+    let text = "over\\rwrite";
+    let mut dirty = Vec::new();
+    let mut check = |r: &Run| {
+        for (stream, s) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+            if let Some(c) = control_char(s) {
+                dirty.push(format!("{}: {stream} holds {c:?}:\n{s}", r.cmdline));
+            }
+            if s.lines()
+                .any(|l| l.starts_with("LSN 99") || l.contains("forged") && !l.contains("evil"))
+            {
+                dirty.push(format!("{}: {stream} holds a forged line:\n{s}", r.cmdline));
+            }
+        }
+    };
+
+    let r = sj!("dump", dir);
+    r.code(0)
+        .stdout_has(&[&format!("insert {table} [id=2]"), text]);
+    check(&r);
+    let r = sj!("dump", dir, "--json");
+    r.code(0);
+    check(&r);
+    let v: Vec<Json> = r.stdout.lines().map(json).collect();
+    assert_eq!(
+        v[1]["mutations"][0]["table"], EVIL_TABLE,
+        "JSON keeps the text exact"
+    );
+
+    // Refused by the target: the error line, then the status's last error, carry the entry.
+    let r = sj!("sync", dir, "--target", t);
+    r.code(2);
+    r.error_line(&["entry at LSN 2", table]);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    check(&r);
+    let r = sj!("status", dir, "--target", t);
+    r.code(3)
+        .stdout_has(&["  at entry    LSN 2: insert ", table]);
+    check(&r);
+    let r = sj!("-v", "sync", dir, "--target", t, "--quarantine");
+    r.code(0);
+    check(&r);
+    let r = sj!("quarantine", "list", dir, "--target", t);
+    r.code(0)
+        .stdout_has(&["LSN 2  ", table, "    refused: ", "1 quarantined entries"]);
+    check(&r);
+    let r = sj!("quarantine", "list", dir, "--target", t, "--json");
+    r.code(0);
+    check(&r);
+    assert!(
+        json(&r.stdout)[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains(EVIL_TABLE)
+    );
+    let r = sj!("quarantine", "retry", dir, "--target", t, "2");
+    r.code(2);
+    r.error_line(&[table]);
+    check(&r);
+    assert!(dirty.is_empty(), "{}", dirty.join("\n---\n"));
+}
+
+#[test]
 fn sync_with_quarantine_reports_how_many_entries_it_quarantined() {
     let tmp = tempdir();
     let dir = tmp.path().join("j");

@@ -22,7 +22,7 @@ use syncjournal::{
 };
 
 use crate::cli::args::{QuarantineCommand, RecoverMode};
-use crate::cli::fmt::{bytes, duration, timestamp, utc};
+use crate::cli::fmt::{bytes, duration, escape, say, timestamp, utc};
 
 /// Exit codes (see `args::EXIT_CODES`).
 pub const OK: u8 = 0;
@@ -145,7 +145,7 @@ pub fn dump(
                     json!({"lsn": gap.start, "gap_to": gap.end, "lost": true})
                 )?;
             } else {
-                writeln!(out, "{}  LOST (a gap left by salvage)", lsn_span(&gap))?;
+                say!(out, "{}  LOST (a gap left by salvage)", lsn_span(&gap))?;
             }
             continue;
         }
@@ -155,7 +155,7 @@ pub fn dump(
                     if json_out {
                         writeln!(out, "{}", changeset_json(rec.lsn, at, &cs))?;
                     } else {
-                        writeln!(
+                        say!(
                             out,
                             "LSN {}  {}  {} mutation{}",
                             rec.lsn,
@@ -164,7 +164,7 @@ pub fn dump(
                             if cs.mutations.len() == 1 { "" } else { "s" }
                         )?;
                         for m in &cs.mutations {
-                            writeln!(out, "  {m}")?;
+                            say!(out, "  {m}")?;
                         }
                     }
                     continue;
@@ -177,7 +177,7 @@ pub fn dump(
                             json!({"lsn": rec.lsn, "kind": rec.kind, "error": e})
                         )?;
                     } else {
-                        writeln!(out, "LSN {}  UNDECODABLE change set: {e}", rec.lsn)?;
+                        say!(out, "LSN {}  UNDECODABLE change set: {e}", rec.lsn)?;
                     }
                     continue;
                 }
@@ -196,7 +196,7 @@ pub fn dump(
                 json!({"lsn": rec.lsn, "kind": rec.kind, "bytes": rec.payload.len(), "head_hex": head})
             )?;
         } else {
-            writeln!(
+            say!(
                 out,
                 "LSN {}  kind {:#04x}, {} bytes: {head}{}",
                 rec.lsn,
@@ -257,9 +257,9 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         // segment, a segment of another journal) is still damage found.
         // (Files that are not this journal's are refused instead: exit 2.)
         Err(e @ (Error::Corrupt(_) | Error::MissingSegment { .. })) => {
-            writeln!(out, "journal {}", dir.display())?;
-            writeln!(out, "DAMAGE: {e}")?;
-            writeln!(
+            say!(out, "journal {}", dir.display())?;
+            say!(out, "DAMAGE: {e}")?;
+            say!(
                 out,
                 "next: stop the application, then run `syncjournal recover {} --mode salvage`, or move the file aside and restore it from a backup",
                 dir.display()
@@ -268,20 +268,20 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         }
         Err(e) => return Err(e.into()),
     };
-    writeln!(
+    say!(
         out,
         "journal {} (id {})",
         dir.display(),
         ins.journal_id.map_or("none".into(), |i| i.to_string())
     )?;
     if let Some(holder) = ins.held_by {
-        writeln!(
+        say!(
             out,
             "note: {} has the journal open; its last records may still be in flight",
             holder.map_or("a process".into(), |p| format!("pid {p}"))
         )?;
     }
-    writeln!(
+    say!(
         out,
         "{} segment{}, {} records{}, {}, acknowledged up to LSN {}",
         ins.segments.len(),
@@ -297,7 +297,7 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
     )?;
     for g in &ins.gaps {
         let plural = g.end > g.start + 1;
-        writeln!(
+        say!(
             out,
             "gap: {} {} lost to damage earlier (salvaged)",
             lsn_span(g),
@@ -305,12 +305,12 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         )?;
     }
     if ins.is_clean() {
-        writeln!(out, "OK: every record and the checksum chain verified")?;
+        say!(out, "OK: every record and the checksum chain verified")?;
         return Ok(OK);
     }
-    writeln!(out, "DAMAGE: {} region(s)", ins.damage.len())?;
+    say!(out, "DAMAGE: {} region(s)", ins.damage.len())?;
     for d in &ins.damage {
-        writeln!(
+        say!(
             out,
             "  {} offset {} ({} bytes): {} — {}",
             d.segment.display(),
@@ -327,7 +327,7 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         )?;
     }
     let only_tail = ins.damage.iter().all(|d| d.torn_tail);
-    writeln!(
+    say!(
         out,
         "next: stop the application, then run `syncjournal recover {}{}` (damaged bytes are kept in {}/forensics)",
         dir.display(),
@@ -354,19 +354,19 @@ pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
     let journal = Journal::open(dir, opts)?;
     let r = journal.recovery_report().clone();
     journal.close()?;
-    writeln!(out, "{r}")?;
+    say!(out, "{r}")?;
     if r.cuts.is_empty() && r.removed_tmp_files == 0 && r.extended.is_empty() {
-        writeln!(out, "nothing to repair")?;
+        say!(out, "nothing to repair")?;
     }
     for p in &r.extended {
-        writeln!(
+        say!(
             out,
             "re-extended {} to the length its header states (someone had truncated it)",
             p.display()
         )?;
     }
     for c in &r.cuts {
-        writeln!(
+        say!(
             out,
             "{} {} offset {}: {} bytes ({}){}{}",
             if c.torn_tail {
@@ -390,10 +390,10 @@ pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
         )?;
     }
     for s in &r.skipped {
-        writeln!(out, "{} lost (now a gap record)", lsn_span(s))?;
+        say!(out, "{} lost (now a gap record)", lsn_span(s))?;
     }
     if r.removed_tmp_files > 0 {
-        writeln!(
+        say!(
             out,
             "removed {} leftover temporary file(s)",
             r.removed_tmp_files
@@ -454,7 +454,7 @@ pub fn sync(
             )?);
             let r = journal.recovery_report();
             if !r.cuts.is_empty() {
-                writeln!(out, "recovered: {r}")?;
+                say!(out, "recovered: {r}")?;
             }
             let mut replayer: Replayer = Replayer::new(
                 Arc::clone(&journal),
@@ -474,7 +474,7 @@ pub fn sync(
         match report.error {
             Some(e) if !follow => {
                 progress.finish_and_clear();
-                writeln!(
+                say!(
                     out,
                     "applied {total} entries{} in {transactions} transactions; {} pending",
                     quarantined_note(quarantined),
@@ -484,7 +484,9 @@ pub fn sync(
             }
             Some(e) => {
                 if last_error.as_ref().map(|l| l.to_string()) != Some(e.to_string()) {
-                    progress.suspend(|| eprintln!("syncjournal: {e} (will retry)"));
+                    progress.suspend(|| {
+                        eprintln!("syncjournal: {}", escape(&format!("{e} (will retry)")));
+                    });
                 }
                 last_error = Some(e);
             }
@@ -492,7 +494,7 @@ pub fn sync(
         }
         if !follow {
             progress.finish_and_clear();
-            writeln!(
+            say!(
                 out,
                 "applied {total} entries{} in {transactions} transactions in {}; {} pending",
                 quarantined_note(quarantined),
@@ -513,7 +515,7 @@ pub fn sync(
         }
         if stop.load(Ordering::SeqCst) {
             progress.finish_and_clear();
-            writeln!(
+            say!(
                 out,
                 "stopped: applied {total} entries{} in {transactions} transactions in {}",
                 quarantined_note(quarantined),
@@ -560,32 +562,32 @@ pub fn quarantine(out: &mut dyn Write, cmd: QuarantineCommand) -> Outcome {
                     .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))?;
             } else if entries.is_empty() {
-                writeln!(out, "no quarantined entries")?;
+                say!(out, "no quarantined entries")?;
             } else {
                 for e in &entries {
-                    writeln!(
+                    say!(
                         out,
                         "LSN {}  {}  {}",
                         e.lsn,
                         timestamp(e.rejected_at_ms),
                         e.summary
                     )?;
-                    writeln!(out, "    refused: {}", e.error)?;
+                    say!(out, "    refused: {}", e.error)?;
                 }
-                writeln!(out, "{} quarantined entries", entries.len())?;
+                say!(out, "{} quarantined entries", entries.len())?;
             }
             Ok(OK)
         }
         QuarantineCommand::Retry { dir, target, lsn } => {
             let mut r = open(&dir, &target.target)?;
             r.retry_quarantined(lsn)?;
-            writeln!(out, "LSN {lsn} applied and removed from quarantine")?;
+            say!(out, "LSN {lsn} applied and removed from quarantine")?;
             Ok(OK)
         }
         QuarantineCommand::Discard { dir, target, lsn } => {
             let mut r = open(&dir, &target.target)?;
             if r.discard_quarantined(lsn)? {
-                writeln!(
+                say!(
                     out,
                     "LSN {lsn} discarded from quarantine (it will not be applied)"
                 )?;

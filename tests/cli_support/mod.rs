@@ -684,3 +684,15 @@ pub fn dumped_lsns(stdout: &str) -> Vec<Lsn> {
         .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
         .collect()
 }
+
+/// The first control character of `s` other than the newlines that end its lines (a
+/// newline forged inside a line is caught by the caller's line checks), if any.
+pub fn control_char(s: &str) -> Option<char> {
+    s.chars().find(|&c| c.is_control() && c != '\n')
+}
+
+/// A table name that forges a `dump` line and sets the terminal's title, and a text value with
+/// a carriage return: what a crafted journal can carry (issue 10, finding 11).
+pub const EVIL_TABLE: &str = "evil\nLSN 99  forged\u{1b}]0;pwned\u{7}";
+/// See [`EVIL_TABLE`].
+pub const EVIL_TEXT: &str = "over\rwrite";
