@@ -2,7 +2,7 @@
 //! journals and targets that each test builds in its own temporary directory: healthy, torn
 //! tail, damage in the middle, foreign, empty, missing; held open by another process. Checks
 //! stdout, the `syncjournal: <message>` line on stderr, and the documented exit codes
-//! (0 ok, 1 damage, 2 error, 3 failing, 4 stalled).
+//! (0 ok, 1 damage, 2 error, 3 failing, 4 stalled; 5 and 6 are the target states of `status`).
 //!
 //! No assertion depends on timing: waits are polls with a hang guard (`cli_support::HANG_GUARD`).
 
@@ -104,6 +104,66 @@ fn help_lists_exit_codes_and_every_command_has_an_example() {
         without_example.is_empty(),
         "`--help` has no \"Example\" for: {without_example:?}"
     );
+}
+
+#[test]
+fn the_readme_documents_every_command_and_exit_code_that_help_shows() {
+    let help = sj!("--help");
+    help.code(0);
+    let section = |text: &str, title: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.starts_with(title))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect()
+    };
+    // "  name  what it does" (continuation lines are indented further).
+    let commands: Vec<String> = section(&help.stdout, "Commands:")
+        .iter()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|c| c != "help")
+        .collect();
+    let codes: Vec<String> = section(&help.stdout, "Exit codes:")
+        .iter()
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+        .map(String::from)
+        .collect();
+    assert!(commands.len() >= 8 && codes.len() >= 7, "{}", help.stdout);
+
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let cli_section: String = readme
+        .split("## Command line")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Command line section")
+        .to_string();
+    let rows = |prefix: &str| -> Vec<String> {
+        cli_section
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|l| {
+                l.split([' ', '`', '|'])
+                    .find(|w| !w.is_empty())
+                    .map(String::from)
+            })
+            .collect()
+    };
+    let readme_commands = rows("| `");
+    let readme_codes: Vec<String> = rows("| ")
+        .into_iter()
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(readme_codes, codes, "exit codes: README vs --help");
+    let mut a = commands.clone();
+    let mut b = readme_commands.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(b, a, "commands: README vs --help");
 }
 
 #[test]
@@ -1616,6 +1676,126 @@ fn sync_follow_applies_while_the_application_appends_and_stops_on_sigint() {
     sj!("status", dir, "--target", t)
         .code(0)
         .stdout_has(&["target LSN    45", "IN SYNC"]);
+}
+
+#[test]
+fn sync_refuses_a_journal_of_an_application_kind_before_touching_the_target() {
+    // Issue 10, finding 12: `sync` applies change sets only; with --quarantine, every
+    // application event was quarantined and the watermark moved past it.
+    let tmp = tempdir();
+    let dir = tmp.path().join("j");
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let t = target_with_schema(&share);
+    let j = Journal::open(&dir, small_opts()).unwrap();
+    append_items(&j, 1, 2);
+    assert_eq!(
+        j.append_kind(APP_KIND, &application_payload(50)).unwrap(),
+        3
+    );
+    append_changes(&j, &[item(4)]);
+    j.close().unwrap();
+    let before = snapshot(&share);
+    for extra in [None, Some("--quarantine")] {
+        let mut args = vec![
+            OsStr::new("sync"),
+            dir.as_os_str(),
+            OsStr::new("--target"),
+            t.as_os_str(),
+        ];
+        args.extend(extra.map(OsStr::new));
+        let r = cli_support::sj(&args);
+        r.code(2);
+        r.error_line(&[
+            "LSN 3 is of application kind 0x41",
+            "replay it with the application's own Replayer",
+        ]);
+        assert_same_files(&before, &snapshot(&share), &r.cmdline);
+    }
+    // dump shows it as kind, size and bytes.
+    let r = sj!("dump", dir);
+    r.code(0).stdout_has(&[
+        "LSN 3  kind 0x41, 50 bytes: 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f…",
+        "LSN 4  ",
+    ]);
+    let v: Vec<Json> = sj!("dump", dir, "--json")
+        .stdout
+        .lines()
+        .map(json)
+        .collect();
+    assert_eq!(v[2]["kind"], APP_KIND);
+    assert_eq!(v[2]["bytes"], 50);
+
+    // Only after the target's watermark: entries already applied are not checked again, and
+    // a record of another kind that arrives later is refused then.
+    let dir2 = build_journal(&tmp.path().join("j2"), 5);
+    let t2 = tmp.path().join("t2.db");
+    create_target(&t2, TARGET_SCHEMA);
+    sj!("sync", dir2, "--target", t2).code(0);
+    let j = Journal::open(&dir2, small_opts()).unwrap();
+    assert_eq!(j.append_kind(APP_KIND, &application_payload(8)).unwrap(), 6);
+    j.close().unwrap();
+    let r = sj!("sync", dir2, "--target", t2, "--quarantine");
+    r.code(2);
+    r.error_line(&["LSN 6 is of application kind 0x41"]);
+    assert_eq!(target_watermark(&t2), 5);
+    assert_eq!(count_rows(&t2, "syncjournal_rejected"), 0);
+
+    // Gap records left by salvage are not another kind.
+    let dir3 = build_journal(&tmp.path().join("j3"), 10);
+    flip_bit_in_record(&dir3, 2);
+    sj!("recover", dir3, "--mode", "salvage").code(0);
+    let t3 = tmp.path().join("t3.db");
+    create_target(&t3, TARGET_SCHEMA);
+    sj!("sync", dir3, "--target", t3, "--quarantine").code(0);
+    assert_eq!(target_watermark(&t3), 10);
+}
+
+#[test]
+fn sync_follow_stops_at_an_application_kind_entry_with_the_entries_before_it_applied() {
+    let tmp = tempdir();
+    let dir = build_journal(&tmp.path().join("j"), 10);
+    let t = target_with_schema(tmp.path());
+    let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
+    let mut follow = command(&[
+        OsStr::new("sync"),
+        dir.as_os_str(),
+        OsStr::new("--target"),
+        t.as_os_str(),
+        OsStr::new("--follow"),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = drain(follow.stdout.take().unwrap());
+    let err = drain(follow.stderr.take().unwrap());
+    let guard = KillOnDrop(Some(follow));
+    wait_until("the first 10 entries reach the target", || {
+        target_watermark(&t) == 10
+    });
+    assert_eq!(owner.append(11, 20), 20);
+    wait_until("entries 11..=20 reach the target", || {
+        target_watermark(&t) == 20
+    });
+    assert_eq!(owner.append_kind(APP_KIND, 16), 21);
+    assert_eq!(owner.append(22, 25), 25);
+    let mut follow = guard.take();
+    let st = wait_guarded(&mut follow, "sync --follow at an application event");
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    assert_eq!(st.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("LSN 21 is of application kind 0x41"),
+        "{stderr}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("stopped: applied 20 entries")),
+        "{stdout}"
+    );
+    assert_eq!(target_watermark(&t), 20);
+    owner.finish();
 }
 
 /// Kills a child process we started if the test fails before it ends.

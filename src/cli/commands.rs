@@ -23,6 +23,7 @@ use syncjournal::{
 
 use crate::cli::args::{QuarantineCommand, RecoverMode};
 use crate::cli::fmt::{bytes, duration, escape, say, timestamp, utc};
+use crate::cli::kinds::KindCheck;
 
 /// Exit codes (see `args::EXIT_CODES`).
 pub const OK: u8 = 0;
@@ -444,7 +445,22 @@ pub fn sync(
     let mut quarantined = 0u64;
     let mut transactions = 0u64;
     let mut last_error: Option<Error> = None;
+    let mut kinds = KindCheck::new(dir, target);
     loop {
+        // Only change sets: a journal of an application's own event kind is refused before
+        // the pass touches the target.
+        if let Err(refused) = kinds.check() {
+            progress.finish_and_clear();
+            if follow {
+                say!(
+                    out,
+                    "stopped: applied {total} entries{} in {transactions} transactions in {}",
+                    quarantined_note(quarantined),
+                    duration(started.elapsed())
+                )?;
+            }
+            return Err(refused);
+        }
         let owner = owner_of(dir)?;
         let report = if owner.is_none() {
             // Nobody owns the journal: own it for this pass (recovery, durable head, acks).

@@ -6,4 +6,5 @@ pub mod check;
 pub mod commands;
 pub mod demo;
 pub mod fmt;
+pub mod kinds;
 pub mod status;

@@ -259,6 +259,14 @@ pub fn append_items(j: &Journal, from: i64, to: i64) -> Lsn {
     last
 }
 
+/// Kind of the application events of the fixtures (an application's own `JournalEvent`).
+pub const APP_KIND: u8 = 0x41;
+
+/// The payload of an application event record: `len` bytes, `0x00, 0x01, …` (mod 256).
+pub fn application_payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| i as u8).collect()
+}
+
 /// Appends arbitrary change sets, returning their LSNs.
 pub fn append_changes(j: &Journal, changes: &[ChangeSet]) -> Vec<Lsn> {
     changes
@@ -459,8 +467,9 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 pub const CHILD_DIR_VAR: &str = "SYNCJOURNAL_CLI_TEST_CHILD_DIR";
 
 /// The child's side: opens the journal in `dir`, prints `READY <pid>`, then for each line
-/// `append FROM TO` on stdin appends `item(FROM..=TO)` and prints `APPENDED <last lsn>`;
-/// closes the journal at end of input and prints `CLOSED`.
+/// `append FROM TO` on stdin appends `item(FROM..=TO)` (`kind KIND LEN`: one record of that
+/// kind, [`application_payload`]) and prints `APPENDED <last lsn>`; closes the journal at end
+/// of input and prints `CLOSED`.
 pub fn child_main(dir: &Path) {
     let j = Journal::open(dir, JournalOptions::new().create_if_missing(false))
         .expect("child: open journal");
@@ -473,6 +482,13 @@ pub fn child_main(dir: &Path) {
             ["append", from, to] => {
                 let (from, to): (i64, i64) = (from.parse().unwrap(), to.parse().unwrap());
                 let lsn = append_items(&j, from, to);
+                println!("\nAPPENDED {lsn}");
+            }
+            ["kind", kind, len] => {
+                let (kind, len): (u8, usize) = (kind.parse().unwrap(), len.parse().unwrap());
+                let lsn = j
+                    .append_kind(kind, &application_payload(len))
+                    .expect("child: append_kind");
                 println!("\nAPPENDED {lsn}");
             }
             _ => panic!("child: unknown command {line:?}"),
@@ -558,6 +574,16 @@ impl JournalOwner {
     pub fn append(&mut self, from: i64, to: i64) -> Lsn {
         let stdin = self.stdin.as_mut().expect("child stdin");
         writeln!(stdin, "append {from} {to}").expect("write to the child");
+        stdin.flush().unwrap();
+        let l = self.expect_line("APPENDED");
+        l.trim_start_matches("APPENDED ").trim().parse().unwrap()
+    }
+
+    /// Has the child append one record of `kind` ([`application_payload`] of `len` bytes);
+    /// returns its LSN once it is durable.
+    pub fn append_kind(&mut self, kind: u8, len: usize) -> Lsn {
+        let stdin = self.stdin.as_mut().expect("child stdin");
+        writeln!(stdin, "kind {kind} {len}").expect("write to the child");
         stdin.flush().unwrap();
         let l = self.expect_line("APPENDED");
         l.trim_start_matches("APPENDED ").trim().parse().unwrap()
