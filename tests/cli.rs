@@ -2051,3 +2051,36 @@ fn check_target_of_a_wal_target_says_wal_is_refused_and_creates_no_side_files() 
     assert_eq!(file_names(tmp.path()), files);
     drop(c);
 }
+
+#[test]
+fn check_target_with_a_hot_rollback_journal_says_so_and_rolls_nothing_back() {
+    // A writer stopped mid-transaction: the crash image is a copy of the database and its
+    // rollback journal taken while the transaction, larger than the page cache, is open.
+    let tmp = tempdir();
+    let live = tmp.path().join("live.db");
+    let c = rusqlite::Connection::open(&live).unwrap();
+    c.execute_batch(&format!(
+        "{TARGET_SCHEMA} PRAGMA cache_size = 1; BEGIN; \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO items SELECT i, printf('%.500c', 'x') FROM n;"
+    ))
+    .unwrap();
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let t = share.join("app.db");
+    std::fs::copy(&live, &t).unwrap();
+    std::fs::copy(
+        tmp.path().join("live.db-journal"),
+        share.join("app.db-journal"),
+    )
+    .unwrap();
+    drop(c);
+    let before = snapshot(&share);
+    let r = sj!("check-target", t);
+    r.code(2);
+    r.error_line(&[
+        "app.db-journal is a hot rollback journal",
+        "cannot roll it back",
+    ]);
+    assert_same_files(&before, &snapshot(&share), "check-target of a crash image");
+}

@@ -434,3 +434,39 @@ fn not_a_database(path: &Path, e: rusqlite::Error) -> std::result::Result<Error,
         source: Some(e),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_characters_in_the_path_are_percent_encoded() {
+        assert_eq!(
+            immutable_uri(Path::new("/mnt/a?b#c%d.db")),
+            PathBuf::from("file:/mnt/a%3Fb%23c%25d.db?mode=ro&immutable=1")
+        );
+    }
+
+    #[test]
+    fn a_wal_target_under_an_odd_name_is_checked_without_side_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("share?#%");
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("t.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+                .unwrap();
+            c.execute_batch("CREATE TABLE x (a)").unwrap();
+        }
+        let check = check_target(&path).unwrap();
+        assert!(check.wal && check.journal_mode == "wal");
+        assert_eq!(check.integrity.as_ref().map(|i| i.ok), Some(true));
+        assert!(!check.is_healthy() && !check.is_damaged());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["t.db"]);
+    }
+}
