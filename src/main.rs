@@ -11,6 +11,7 @@ use clap::Parser;
 
 use cli::args::{Cli, Command};
 use cli::commands::{self, Failure};
+use cli::fmt::escape;
 
 fn main() -> ExitCode {
     let args = Cli::parse();
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
             batch,
             quarantine,
         } => commands::sync(&mut out, &dir, &target.target, follow, batch, quarantine),
+        Command::CheckTarget { db, json } => cli::check::check_target_cmd(&mut out, &db, json),
         Command::Quarantine(q) => commands::quarantine(&mut out, q),
     };
     let flushed = out.flush();
@@ -66,17 +68,18 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         (Err(e), _) => {
-            eprintln!("syncjournal: {e}");
-            ExitCode::from(2)
+            // Messages can carry names and values from the journal or the target.
+            eprintln!("syncjournal: {}", escape(&e.to_string()));
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-/// Logs go to stderr, without colour codes unless it is a terminal; `-v`/`-q` choose the
-/// level (RUST_LOG, if set, wins). By default only errors are logged: a command reports its
-/// own outcome, in one line on failure.
+/// Logs go to stderr, one line per event, without colour codes and with control characters
+/// escaped (events can carry names and values from a journal or a target); `-v`/`-q` choose
+/// the level (RUST_LOG, if set, wins). By default only errors are logged: a command reports
+/// its own outcome, in one line on failure.
 fn init_logging(verbose: u8, quiet: u8) {
-    use std::io::IsTerminal;
     let level = match (verbose, quiet) {
         (_, 1..) => "off",
         (0, 0) => "error",
@@ -89,8 +92,30 @@ fn init_logging(verbose: u8, quiet: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| EscapingStderr)
+        .with_ansi(false)
         .with_target(false)
         .init();
+}
+
+/// Stderr for log events: each event comes in one write, ending with its newline; every other
+/// control character in it (a newline inside a name, an escape sequence) is escaped.
+struct EscapingStderr;
+
+impl Write for EscapingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (line, end) = match text.strip_suffix('\n') {
+            Some(line) => (line, "\n"),
+            None => (&*text, ""),
+        };
+        let mut err = std::io::stderr().lock();
+        err.write_all(escape(line).as_bytes())?;
+        err.write_all(end.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -2,7 +2,7 @@
 //! journals and targets that each test builds in its own temporary directory: healthy, torn
 //! tail, damage in the middle, foreign, empty, missing; held open by another process. Checks
 //! stdout, the `syncjournal: <message>` line on stderr, and the documented exit codes
-//! (0 ok, 1 damage, 2 error, 3 failing, 4 stalled).
+//! (0 ok, 1 damage, 2 error, 3 failing, 4 stalled; 5 and 6 are the target states of `status`).
 //!
 //! No assertion depends on timing: waits are polls with a hang guard (`cli_support::HANG_GUARD`).
 
@@ -53,7 +53,7 @@ fn help_lists_exit_codes_and_every_command_has_an_example() {
     main.code(0).stdout_has(&[
         "Exit codes:",
         "0  success",
-        "1  verify (or status) found damage",
+        "1  damage: verify, dump or status found damage in the journal",
         "2  usage error",
         "3  status: the last sync attempt failed",
         "4  status: entries are pending",
@@ -65,6 +65,7 @@ fn help_lists_exit_codes_and_every_command_has_an_example() {
         "verify",
         "recover",
         "sync",
+        "check-target",
         "quarantine",
     ] {
         main.stdout_has(&[cmd]);
@@ -73,6 +74,9 @@ fn help_lists_exit_codes_and_every_command_has_an_example() {
     sj!("status", "--help")
         .code(0)
         .stdout_has(&["Exit codes:", "--stalled-after"]);
+    sj!("check-target", "--help")
+        .code(0)
+        .stdout_has(&["Exit codes:", "integrity", "WAL"]);
 
     let mut without_example = Vec::new();
     for cmd in [
@@ -82,6 +86,7 @@ fn help_lists_exit_codes_and_every_command_has_an_example() {
         &["verify"],
         &["recover"],
         &["sync"],
+        &["check-target"],
         &["quarantine"],
         &["quarantine", "list"],
         &["quarantine", "retry"],
@@ -99,6 +104,66 @@ fn help_lists_exit_codes_and_every_command_has_an_example() {
         without_example.is_empty(),
         "`--help` has no \"Example\" for: {without_example:?}"
     );
+}
+
+#[test]
+fn the_readme_documents_every_command_and_exit_code_that_help_shows() {
+    let help = sj!("--help");
+    help.code(0);
+    let section = |text: &str, title: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.starts_with(title))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect()
+    };
+    // "  name  what it does" (continuation lines are indented further).
+    let commands: Vec<String> = section(&help.stdout, "Commands:")
+        .iter()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|c| c != "help")
+        .collect();
+    let codes: Vec<String> = section(&help.stdout, "Exit codes:")
+        .iter()
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+        .map(String::from)
+        .collect();
+    assert!(commands.len() >= 8 && codes.len() >= 7, "{}", help.stdout);
+
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let cli_section: String = readme
+        .split("## Command line")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Command line section")
+        .to_string();
+    let rows = |prefix: &str| -> Vec<String> {
+        cli_section
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|l| {
+                l.split([' ', '`', '|'])
+                    .find(|w| !w.is_empty())
+                    .map(String::from)
+            })
+            .collect()
+    };
+    let readme_commands = rows("| `");
+    let readme_codes: Vec<String> = rows("| ")
+        .into_iter()
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(readme_codes, codes, "exit codes: README vs --help");
+    let mut a = commands.clone();
+    let mut b = readme_commands.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(b, a, "commands: README vs --help");
 }
 
 #[test]
@@ -516,6 +581,111 @@ fn dump_shows_every_value_type_and_non_changeset_records() {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
+}
+
+#[test]
+fn dump_of_a_torn_last_record_prints_the_records_before_it_and_exits_1() {
+    let tmp = tempdir();
+    let dir = build_journal(&tmp.path().join("j"), 40);
+    let (seg, frame, _) = tear_last_frame(&dir);
+    assert_eq!(frame.lsn, 40);
+    let before = snapshot(&dir);
+    for json_out in [false, true] {
+        let r = if json_out {
+            sj!("dump", dir, "--json")
+        } else {
+            sj!("dump", dir)
+        };
+        r.code(1);
+        let lsns: Vec<u64> = if json_out {
+            r.stdout
+                .lines()
+                .map(|l| json(l)["lsn"].as_u64().unwrap())
+                .collect()
+        } else {
+            dumped_lsns(&r.stdout)
+        };
+        assert_eq!(lsns, (1..=39).collect::<Vec<_>>(), "{}", r.cmdline);
+        r.error_line(&[
+            "torn tail",
+            seg.to_str().unwrap(),
+            &format!("offset {}", frame.offset),
+        ]);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+    // Within bounds that end before the damage, nothing is wrong.
+    let r = sj!("dump", dir, "--from", "30", "--to", "39");
+    r.code(0).quiet_stderr();
+    assert_eq!(dumped_lsns(&r.stdout), (30..=39).collect::<Vec<_>>());
+    assert_same_files(&before, &snapshot(&dir), "dump of a torn tail");
+}
+
+#[test]
+fn dump_of_a_zeroed_record_in_the_middle_says_where_it_stopped_and_exits_1() {
+    // Issue 9: "a zeroed record ends dump early, leaving out valid records 39–40 without a
+    // word".
+    let tmp = tempdir();
+    let dir = build_journal(&tmp.path().join("j"), 40);
+    let (seg, frame) = zero_record(&dir, 38);
+    for r in [sj!("dump", dir), sj!("dump", dir, "--to", "40")] {
+        r.code(1);
+        assert_eq!(
+            dumped_lsns(&r.stdout),
+            (1..=37).collect::<Vec<_>>(),
+            "{}",
+            r.cmdline
+        );
+        let line = r.error_line(&[seg.to_str().unwrap(), "offset "]);
+        assert!(
+            line.contains("damage in the middle") && !line.contains("torn tail"),
+            "records 39 and 40 follow it: not a torn tail: {line}"
+        );
+        // The offset named is the zeroed record's, or where the records after it begin.
+        let named: usize = line
+            .split("offset ")
+            .nth(1)
+            .unwrap()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (frame.offset..=frame.offset + frame.len).contains(&named),
+            "offset {named} is not that of LSN 38's frame ({} bytes at {}): {line}",
+            frame.len,
+            frame.offset
+        );
+    }
+    // --to beyond the end of a healthy journal is no damage.
+    let ok = build_journal(&tmp.path().join("ok"), 5);
+    let r = sj!("dump", ok, "--to", "1000");
+    r.code(0).quiet_stderr();
+    assert_eq!(dumped_lsns(&r.stdout), (1..=5).collect::<Vec<_>>());
+}
+
+#[test]
+fn dump_while_the_owner_publishes_no_head_stops_at_the_acknowledged_lsn_and_says_so() {
+    let tmp = tempdir();
+    let dir = build_journal(&tmp.path().join("j"), 30);
+    let t = target_with_schema(tmp.path());
+    sj!("sync", dir, "--target", t).code(0); // acknowledged up to 30
+    let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
+    assert_eq!(owner.append(31, 40), 40);
+    let r = sj!("dump", dir);
+    r.code(0).quiet_stderr();
+    assert_eq!(dumped_lsns(&r.stdout), (1..=40).collect::<Vec<_>>());
+    // HEAD becomes unreadable (damaged, or an owner that cannot publish it).
+    write_at(&dir.join("HEAD"), 0, &[0u8; 64]);
+    let r = sj!("dump", dir);
+    r.code(0).stderr_has(&[
+        "syncjournal: note: ",
+        &format!("pid {}", owner.pid),
+        "no valid HEAD",
+        "acknowledged LSN 30",
+    ]);
+    assert_eq!(dumped_lsns(&r.stdout), (1..=30).collect::<Vec<_>>());
+    owner.finish();
 }
 
 #[test]
@@ -957,9 +1127,9 @@ fn recover_of_damage_in_the_middle_refuses_then_salvages() {
         segs_before == segs_after,
         "a refused recover changed a segment"
     );
-    // dump reads up to the damage and then says where it is.
+    // dump reads up to the damage and then says where it is (exit 1: damage, as verify).
     let d = sj!("dump", dir);
-    d.code(2).stdout_has(&["LSN 1  "]);
+    d.code(1).stdout_has(&["LSN 1  "]);
     d.error_line(&[seg.to_str().unwrap(), &format!("offset {}", frame.offset)]);
 
     let r = sj!("recover", dir, "--mode", "salvage");
@@ -1201,13 +1371,13 @@ fn a_failed_command_reports_one_line_on_stderr() {
     flip_bit_in_record(&damaged, 2);
     let missing = tmp.path().join("unmounted").join("share.db");
     let mut noisy = Vec::new();
-    for r in [
-        sj!("verify", tmp.path().join("nope")),
-        sj!("recover", damaged),
-        sj!("dump", damaged),
-        sj!("sync", dir, "--target", missing),
+    for (r, code) in [
+        (sj!("verify", tmp.path().join("nope")), 2),
+        (sj!("recover", damaged), 2),
+        (sj!("dump", damaged), 1),
+        (sj!("sync", dir, "--target", missing), 2),
     ] {
-        r.code(2);
+        r.code(code);
         r.error_line(&[]);
         if r.stderr.lines().count() != 1 {
             noisy.push(format!("{}:\n{}", r.cmdline, r.stderr));
@@ -1327,6 +1497,85 @@ fn quarantine_list_retry_discard() {
 }
 
 #[test]
+fn names_and_values_from_a_crafted_journal_are_escaped_in_every_human_readable_output() {
+    // Issue 10, finding 11: names printed raw forge lines and drive the terminal.
+    let tmp = tempdir();
+    let dir = tmp.path().join("j");
+    let t = target_with_schema(tmp.path());
+    let j = Journal::open(&dir, small_opts()).unwrap();
+    append_changes(
+        &j,
+        &[
+            item(1),
+            ChangeSet::new().insert(EVIL_TABLE, [("id", 2)], [("name", Value::from(EVIL_TEXT))]),
+            item(3),
+        ],
+    );
+    j.close().unwrap();
+    // The escaped forms: still recognisable.
+    let table = "evil\\nLSN 99  forged\\u{1b}]0;pwned\\u{7}";
+    let text = "over\\rwrite";
+    let mut dirty = Vec::new();
+    let mut check = |r: &Run| {
+        for (stream, s) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+            if let Some(c) = control_char(s) {
+                dirty.push(format!("{}: {stream} holds {c:?}:\n{s}", r.cmdline));
+            }
+            if s.lines()
+                .any(|l| l.starts_with("LSN 99") || l.contains("forged") && !l.contains("evil"))
+            {
+                dirty.push(format!("{}: {stream} holds a forged line:\n{s}", r.cmdline));
+            }
+        }
+    };
+
+    let r = sj!("dump", dir);
+    r.code(0)
+        .stdout_has(&[&format!("insert {table} [id=2]"), text]);
+    check(&r);
+    let r = sj!("dump", dir, "--json");
+    r.code(0);
+    check(&r);
+    let v: Vec<Json> = r.stdout.lines().map(json).collect();
+    assert_eq!(
+        v[1]["mutations"][0]["table"], EVIL_TABLE,
+        "JSON keeps the text exact"
+    );
+
+    // Refused by the target: the error line, then the status's last error, carry the entry.
+    let r = sj!("sync", dir, "--target", t);
+    r.code(2);
+    r.error_line(&["entry at LSN 2", table]);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    check(&r);
+    let r = sj!("status", dir, "--target", t);
+    r.code(3)
+        .stdout_has(&["  at entry    LSN 2: insert ", table]);
+    check(&r);
+    let r = sj!("-v", "sync", dir, "--target", t, "--quarantine");
+    r.code(0);
+    check(&r);
+    let r = sj!("quarantine", "list", dir, "--target", t);
+    r.code(0)
+        .stdout_has(&["LSN 2  ", table, "    refused: ", "1 quarantined entries"]);
+    check(&r);
+    let r = sj!("quarantine", "list", dir, "--target", t, "--json");
+    r.code(0);
+    check(&r);
+    assert!(
+        json(&r.stdout)[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains(EVIL_TABLE)
+    );
+    let r = sj!("quarantine", "retry", dir, "--target", t, "2");
+    r.code(2);
+    r.error_line(&[table]);
+    check(&r);
+    assert!(dirty.is_empty(), "{}", dirty.join("\n---\n"));
+}
+
+#[test]
 fn sync_with_quarantine_reports_how_many_entries_it_quarantined() {
     let tmp = tempdir();
     let dir = tmp.path().join("j");
@@ -1429,6 +1678,126 @@ fn sync_follow_applies_while_the_application_appends_and_stops_on_sigint() {
         .stdout_has(&["target LSN    45", "IN SYNC"]);
 }
 
+#[test]
+fn sync_refuses_a_journal_of_an_application_kind_before_touching_the_target() {
+    // Issue 10, finding 12: `sync` applies change sets only; with --quarantine, every
+    // application event was quarantined and the watermark moved past it.
+    let tmp = tempdir();
+    let dir = tmp.path().join("j");
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let t = target_with_schema(&share);
+    let j = Journal::open(&dir, small_opts()).unwrap();
+    append_items(&j, 1, 2);
+    assert_eq!(
+        j.append_kind(APP_KIND, &application_payload(50)).unwrap(),
+        3
+    );
+    append_changes(&j, &[item(4)]);
+    j.close().unwrap();
+    let before = snapshot(&share);
+    for extra in [None, Some("--quarantine")] {
+        let mut args = vec![
+            OsStr::new("sync"),
+            dir.as_os_str(),
+            OsStr::new("--target"),
+            t.as_os_str(),
+        ];
+        args.extend(extra.map(OsStr::new));
+        let r = cli_support::sj(&args);
+        r.code(2);
+        r.error_line(&[
+            "LSN 3 is of application kind 0x41",
+            "replay it with the application's own Replayer",
+        ]);
+        assert_same_files(&before, &snapshot(&share), &r.cmdline);
+    }
+    // dump shows it as kind, size and bytes.
+    let r = sj!("dump", dir);
+    r.code(0).stdout_has(&[
+        "LSN 3  kind 0x41, 50 bytes: 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f…",
+        "LSN 4  ",
+    ]);
+    let v: Vec<Json> = sj!("dump", dir, "--json")
+        .stdout
+        .lines()
+        .map(json)
+        .collect();
+    assert_eq!(v[2]["kind"], APP_KIND);
+    assert_eq!(v[2]["bytes"], 50);
+
+    // Only after the target's watermark: entries already applied are not checked again, and
+    // a record of another kind that arrives later is refused then.
+    let dir2 = build_journal(&tmp.path().join("j2"), 5);
+    let t2 = tmp.path().join("t2.db");
+    create_target(&t2, TARGET_SCHEMA);
+    sj!("sync", dir2, "--target", t2).code(0);
+    let j = Journal::open(&dir2, small_opts()).unwrap();
+    assert_eq!(j.append_kind(APP_KIND, &application_payload(8)).unwrap(), 6);
+    j.close().unwrap();
+    let r = sj!("sync", dir2, "--target", t2, "--quarantine");
+    r.code(2);
+    r.error_line(&["LSN 6 is of application kind 0x41"]);
+    assert_eq!(target_watermark(&t2), 5);
+    assert_eq!(count_rows(&t2, "syncjournal_rejected"), 0);
+
+    // Gap records left by salvage are not another kind.
+    let dir3 = build_journal(&tmp.path().join("j3"), 10);
+    flip_bit_in_record(&dir3, 2);
+    sj!("recover", dir3, "--mode", "salvage").code(0);
+    let t3 = tmp.path().join("t3.db");
+    create_target(&t3, TARGET_SCHEMA);
+    sj!("sync", dir3, "--target", t3, "--quarantine").code(0);
+    assert_eq!(target_watermark(&t3), 10);
+}
+
+#[test]
+fn sync_follow_stops_at_an_application_kind_entry_with_the_entries_before_it_applied() {
+    let tmp = tempdir();
+    let dir = build_journal(&tmp.path().join("j"), 10);
+    let t = target_with_schema(tmp.path());
+    let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
+    let mut follow = command(&[
+        OsStr::new("sync"),
+        dir.as_os_str(),
+        OsStr::new("--target"),
+        t.as_os_str(),
+        OsStr::new("--follow"),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = drain(follow.stdout.take().unwrap());
+    let err = drain(follow.stderr.take().unwrap());
+    let guard = KillOnDrop(Some(follow));
+    wait_until("the first 10 entries reach the target", || {
+        target_watermark(&t) == 10
+    });
+    assert_eq!(owner.append(11, 20), 20);
+    wait_until("entries 11..=20 reach the target", || {
+        target_watermark(&t) == 20
+    });
+    assert_eq!(owner.append_kind(APP_KIND, 16), 21);
+    assert_eq!(owner.append(22, 25), 25);
+    let mut follow = guard.take();
+    let st = wait_guarded(&mut follow, "sync --follow at an application event");
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    assert_eq!(st.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("LSN 21 is of application kind 0x41"),
+        "{stderr}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("stopped: applied 20 entries")),
+        "{stdout}"
+    );
+    assert_eq!(target_watermark(&t), 20);
+    owner.finish();
+}
+
 /// Kills a child process we started if the test fails before it ends.
 struct KillOnDrop(Option<std::process::Child>);
 
@@ -1445,4 +1814,273 @@ impl Drop for KillOnDrop {
             let _ = c.wait();
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// check-target
+
+/// The line of `stdout` that holds `needle`; panics if none does.
+#[track_caller]
+fn line_with<'a>(stdout: &'a str, needle: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line holds {needle:?}:\n{stdout}"))
+}
+
+#[test]
+fn check_target_reports_a_healthy_target_and_every_journal_it_has_seen() {
+    let tmp = tempdir();
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let t = target_with_schema(&share);
+    let a = build_journal(&tmp.path().join("a"), 40);
+    let b = tmp.path().join("b");
+    let j = Journal::open(&b, small_opts()).unwrap();
+    append_changes(
+        &j,
+        &[
+            item(1001),
+            ChangeSet::new().insert("tags", [("id", 1)], [("label", "red")]),
+            item(1003),
+        ],
+    );
+    j.close().unwrap();
+    sj!("sync", a, "--target", t).code(0);
+    sj!("sync", b, "--target", t, "--quarantine").code(0);
+    let id_a = syncjournal::journal::offline::journal_id_of(&a).unwrap();
+    let id_b = syncjournal::journal::offline::journal_id_of(&b).unwrap();
+    // A known time for journal a's last watermark move.
+    open_target(&t)
+        .execute(
+            "UPDATE syncjournal_progress SET updated_at = ?1 WHERE journal_id = ?2",
+            (BASE_MS as i64, id_a.to_string()),
+        )
+        .unwrap();
+    let before = snapshot(&share);
+
+    let r = sj!("check-target", t);
+    r.code(0).quiet_stderr().stdout_has(&[
+        &format!("target        {} (", t.display()),
+        "integrity     ok (PRAGMA integrity_check)",
+        "journal mode  rollback journal",
+        "progress      syncjournal_progress: ok",
+        "quarantine    syncjournal_rejected: ok",
+        "journals      2 seen",
+        "state         OK",
+    ]);
+    let la = line_with(&r.stdout, &id_a.to_string());
+    assert!(
+        la.contains("watermark 40  updated 2023-11-14T22:13:20.123Z, ")
+            && la.ends_with("quarantined 0"),
+        "{la}"
+    );
+    let lb = line_with(&r.stdout, &id_b.to_string());
+    assert!(
+        lb.contains("watermark 3  updated 20") && lb.ends_with("quarantined 1"),
+        "{lb}"
+    );
+    assert_same_files(&before, &snapshot(&share), "check-target");
+
+    let r = sj!("check-target", t, "--json");
+    r.code(0).quiet_stderr();
+    let v = json(&r.stdout);
+    assert_eq!(v["verdict"], "OK");
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["integrity"]["ok"], true);
+    assert_eq!(v["journal_mode"], "rollback");
+    assert_eq!(v["wal"], false);
+    assert_eq!(v["progress_table"]["exists"], true);
+    assert_eq!(v["rejected_table"]["missing_columns"], json("[]"));
+    assert_eq!(v["journals_total"], 2);
+    let journals = v["journals"].as_array().unwrap();
+    let find = |id: &uuid::Uuid| {
+        journals
+            .iter()
+            .find(|j| j["journal_id"] == id.to_string())
+            .unwrap_or_else(|| panic!("journal {id} not listed: {v}"))
+    };
+    assert_eq!(find(&id_a)["watermark"], 40);
+    assert_eq!(find(&id_a)["updated_at_ms"], BASE_MS);
+    assert_eq!(find(&id_b)["watermark"], 3);
+    assert_eq!(find(&id_b)["quarantined"], 1);
+    assert_same_files(&before, &snapshot(&share), "check-target --json");
+}
+
+#[test]
+fn check_target_of_a_target_no_journal_has_written_yet_is_ok() {
+    let tmp = tempdir();
+    let t = target_with_schema(tmp.path());
+    let r = sj!("check-target", t);
+    r.code(0).quiet_stderr().stdout_has(&[
+        "progress      syncjournal_progress: not created yet (the first sync creates it)",
+        "journals      none seen",
+        "state         OK",
+    ]);
+    assert_eq!(
+        file_names(tmp.path()),
+        ["target.db"],
+        "check-target created files"
+    );
+}
+
+#[test]
+fn check_target_of_a_damaged_target_exits_1_and_changes_nothing() {
+    let tmp = tempdir();
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let t = share.join("app.db");
+    create_indexed_target(&t, 3000);
+    let dir = build_journal(&tmp.path().join("j"), 20);
+    sj!("sync", dir, "--target", t).code(0);
+    sj!("check-target", t).code(0);
+    let page = damage_index_page(&t, "items_name");
+    let before = snapshot(&share);
+
+    let r = sj!("check-target", t);
+    r.code(1).quiet_stderr().stdout_has(&[
+        "integrity     FAILED: PRAGMA integrity_check reports",
+        "state         DAMAGED: syncjournal does not write into it; restore it from a backup",
+    ]);
+    assert!(
+        r.stdout.contains(&format!("page {page}")) || r.stdout.contains("items_name"),
+        "the integrity check's lines are shown:\n{}",
+        r.stdout
+    );
+    let r = sj!("check-target", t, "--json");
+    r.code(1);
+    let v = json(&r.stdout);
+    assert_eq!(v["verdict"], "DAMAGED");
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["integrity"]["ok"], false);
+    assert!(!v["integrity"]["lines"].as_array().unwrap().is_empty());
+    assert_same_files(
+        &before,
+        &snapshot(&share),
+        "check-target of a damaged target",
+    );
+}
+
+#[test]
+fn check_target_of_a_missing_target_says_an_unmounted_share_looks_like_that() {
+    let tmp = tempdir();
+    let mount_point = tmp.path().join("mnt");
+    std::fs::create_dir(&mount_point).unwrap();
+    for t in [
+        mount_point.join("share.db"),
+        tmp.path().join("absent").join("share.db"),
+    ] {
+        let r = sj!("check-target", t);
+        r.code(2);
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+        r.error_line(&[t.to_str().unwrap(), "does not exist", "unmounted share"]);
+        assert!(!t.exists(), "check-target created {}", t.display());
+    }
+    assert!(file_names(&mount_point).is_empty());
+    assert!(!tmp.path().join("absent").exists());
+}
+
+#[test]
+fn check_target_of_a_file_that_is_not_a_database_says_so() {
+    let tmp = tempdir();
+    let t = tmp.path().join("notes.db");
+    std::fs::write(&t, b"these are my notes, not a database\n").unwrap();
+    let before = snapshot(tmp.path());
+    let r = sj!("check-target", t);
+    r.code(2);
+    r.error_line(&[
+        t.to_str().unwrap(),
+        "is not an SQLite database",
+        "right file",
+    ]);
+    assert_same_files(
+        &before,
+        &snapshot(tmp.path()),
+        "check-target of a text file",
+    );
+    // A directory is not a database file either.
+    let r = sj!("check-target", tmp.path());
+    r.code(2);
+    r.error_line(&["is not a regular file"]);
+}
+
+#[test]
+fn check_target_of_a_wal_target_says_wal_is_refused_and_creates_no_side_files() {
+    let tmp = tempdir();
+    let t = tmp.path().join("wal.db");
+    {
+        let c = rusqlite::Connection::open(&t).unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        c.execute_batch(TARGET_SCHEMA).unwrap();
+    }
+    assert_eq!(file_names(tmp.path()), ["wal.db"], "closed cleanly");
+    let r = sj!("check-target", t);
+    r.code(2).stdout_has(&[
+        "integrity     ok",
+        "journal mode  WAL: refused for a target on a share",
+        "problem       the target is in WAL mode",
+        "state         UNUSABLE",
+    ]);
+    r.error_line(&[t.to_str().unwrap(), "WAL mode", "journal_mode=TRUNCATE"]);
+    assert_eq!(
+        file_names(tmp.path()),
+        ["wal.db"],
+        "check-target created files beside a WAL target"
+    );
+    let v = json(&sj!("check-target", t, "--json").stdout);
+    assert_eq!(v["wal"], true);
+    assert_eq!(v["journal_mode"], "wal");
+    assert_eq!(v["verdict"], "UNUSABLE");
+
+    // In use: its last transactions are in the -wal file; they are read (the journal that
+    // only the -wal file holds is listed), and no file is added.
+    let c = rusqlite::Connection::open(&t).unwrap();
+    c.execute_batch(
+        "CREATE TABLE syncjournal_progress (journal_id TEXT PRIMARY KEY, lsn INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+         INSERT INTO syncjournal_progress VALUES ('only-in-the-wal', 7, 1700000000123);",
+    )
+    .unwrap();
+    let files = file_names(tmp.path());
+    assert_eq!(files, ["wal.db", "wal.db-shm", "wal.db-wal"]);
+    let r = sj!("check-target", t);
+    r.code(2)
+        .stdout_has(&["integrity     ok", "only-in-the-wal  watermark 7"]);
+    assert_eq!(file_names(tmp.path()), files);
+    drop(c);
+}
+
+#[test]
+fn check_target_with_a_hot_rollback_journal_says_so_and_rolls_nothing_back() {
+    // A writer stopped mid-transaction: the crash image is a copy of the database and its
+    // rollback journal taken while the transaction, larger than the page cache, is open.
+    let tmp = tempdir();
+    let live = tmp.path().join("live.db");
+    let c = rusqlite::Connection::open(&live).unwrap();
+    c.execute_batch(&format!(
+        "{TARGET_SCHEMA} PRAGMA cache_size = 1; BEGIN; \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO items SELECT i, printf('%.500c', 'x') FROM n;"
+    ))
+    .unwrap();
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let t = share.join("app.db");
+    std::fs::copy(&live, &t).unwrap();
+    std::fs::copy(
+        tmp.path().join("live.db-journal"),
+        share.join("app.db-journal"),
+    )
+    .unwrap();
+    drop(c);
+    let before = snapshot(&share);
+    let r = sj!("check-target", t);
+    r.code(2);
+    r.error_line(&[
+        "app.db-journal is a hot rollback journal",
+        "cannot roll it back",
+    ]);
+    assert_same_files(&before, &snapshot(&share), "check-target of a crash image");
 }

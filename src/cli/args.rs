@@ -9,9 +9,12 @@ use syncjournal::Lsn;
 /// The exit codes, documented in `--help` and in the README.
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (status: in sync, or syncing normally)
-  1  verify (or status) found damage in the journal
-  2  usage error, or the operation failed (the message says why)
+  0  success (status: in sync, or syncing normally; check-target: the target is healthy)
+  1  damage: verify, dump or status found damage in the journal, or check-target found the
+     target failing its integrity check
+  2  usage error, or the operation failed (the message says why; sync: the journal holds
+     records of an application's own kind; check-target: unreadable, or unusable by
+     syncjournal as it is)
   3  status: the last sync attempt failed (the error is shown), or the journal is poisoned
   4  status: entries are pending and the queue has not moved for longer than --stalled-after
   5  status: TARGET BEHIND: the target lost entries it had applied (restored from an older
@@ -83,8 +86,9 @@ pub enum Command {
         stalled_after: u64,
     },
 
-    /// Print the journal's entries, decoded: LSN, time, each mutation (table, key, columns).
-    /// Streams: works on journals of any size.
+    /// Print the journal's entries, decoded: LSN, time, each mutation (table, key, columns);
+    /// records of an application's own kind as kind, size and their first bytes. Streams:
+    /// works on journals of any size. Exit 1 on damage, after the entries before it.
     #[command(
         after_help = "Example:\n  syncjournal dump /var/lib/app/journal --from 1200 --to 1300\n  syncjournal dump /var/lib/app/journal --json | head"
     )]
@@ -124,7 +128,9 @@ pub enum Command {
     },
 
     /// Apply the journal's pending entries to the target database now, exactly once. If the
-    /// application has the journal open, follows it read-only up to its durable head.
+    /// application has the journal open, follows it read-only up to its durable head. Applies
+    /// change sets only: a journal holding records of an application's own event kind is
+    /// refused before the target is touched (replay those with the application's Replayer).
     #[command(
         after_help = "Example:\n  syncjournal sync /var/lib/app/journal --target /mnt/share/app.db\n  syncjournal sync /var/lib/app/journal --target /mnt/share/app.db --follow"
     )]
@@ -142,6 +148,20 @@ pub enum Command {
         /// Quarantine entries the target refuses (default: stop at the first one).
         #[arg(long)]
         quarantine: bool,
+    },
+
+    /// Check a target database without changing it (nor creating it): its integrity
+    /// (`PRAGMA integrity_check`), its journal mode (WAL is refused for a share), syncjournal's
+    /// progress and quarantine tables, and the journals it has applied (watermark, when it
+    /// last moved, entries quarantined). Exit 0 if all is well, 1 if the integrity check
+    /// fails, 2 if the target cannot be read or syncjournal cannot use it.
+    #[command(after_help = format!("Example:\n  syncjournal check-target /mnt/share/app.db\n  syncjournal check-target /mnt/share/app.db --json\n\n{EXIT_CODES}"))]
+    CheckTarget {
+        /// The target SQLite database.
+        db: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 
     /// List, retry or discard entries the target refused and quarantined.

@@ -15,18 +15,22 @@ use syncjournal::inspect::inspect;
 use syncjournal::journal::Until;
 use syncjournal::journal::offline::{OfflineReader, journal_id_of, owner_of, read_head};
 use syncjournal::mutation::{KIND_CHANGESET, decode_event};
+use syncjournal::replay::offline_status;
 use syncjournal::{
     ChangeSet, Error, Journal, JournalOptions, Lsn, Mutation, RecoveryMode, RejectPolicy,
     ReplayOptions, Replayer, TargetOptions, Value,
 };
 
 use crate::cli::args::{QuarantineCommand, RecoverMode};
-use crate::cli::fmt::{bytes, duration, timestamp, utc};
+use crate::cli::fmt::{bytes, duration, escape, say, timestamp, utc};
+use crate::cli::kinds::KindCheck;
 
 /// Exit codes (see `args::EXIT_CODES`).
 pub const OK: u8 = 0;
-/// Damage found by `verify`.
+/// Damage found (`verify`, `dump`, `status`; `check-target`: in the target).
 pub const DAMAGE: u8 = 1;
+/// Usage error, or the operation failed.
+pub const ERROR: u8 = 2;
 /// Status: the last sync failed.
 pub const FAILING: u8 = 3;
 /// Status: pending entries are not moving.
@@ -41,6 +45,8 @@ pub const TARGET_BAD: u8 = 6;
 pub enum Failure {
     /// From the library.
     Lib(Error),
+    /// Damage found in the journal (after printing what could be read): exit 1.
+    Damage(Error),
     /// Writing the output failed (a broken pipe is not an error: see `main`).
     Io(std::io::Error),
     /// Something else, already phrased for the user.
@@ -62,9 +68,19 @@ impl From<std::io::Error> for Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Lib(e) => write!(f, "{e}"),
+            Failure::Lib(e) | Failure::Damage(e) => write!(f, "{e}"),
             Failure::Io(e) => write!(f, "writing output: {e}"),
             Failure::Msg(m) => f.write_str(m),
+        }
+    }
+}
+
+impl Failure {
+    /// The exit code `main` gives for it: [`DAMAGE`] for damage, 2 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Damage(_) => DAMAGE,
+            _ => ERROR,
         }
     }
 }
@@ -72,7 +88,8 @@ impl std::fmt::Display for Failure {
 /// A command's outcome: an exit code.
 pub type Outcome = Result<u8, Failure>;
 
-/// `dump`
+/// `dump`: every record from `from` to `to`, decoded; damage is reported (exit 1) after the
+/// records before it, never passed over silently.
 pub fn dump(
     out: &mut dyn Write,
     dir: &Path,
@@ -80,21 +97,47 @@ pub fn dump(
     to: Option<Lsn>,
     json_out: bool,
 ) -> Outcome {
-    let id = journal_id_of(dir)?;
-    // While an owner has the journal open, only what it has made durable is complete.
-    let until = match (owner_of(dir)?, to) {
-        (Some(_), to) => Until::Durable(
-            read_head(dir, id)
-                .map_or(0, |h| h.durable_lsn)
-                .min(to.unwrap_or(Lsn::MAX)),
-        ),
-        (None, Some(to)) => Until::Durable(to),
-        (None, None) => Until::End,
+    let damage = |e: Error| {
+        if is_journal_damage(&e) {
+            Failure::Damage(e)
+        } else {
+            Failure::Lib(e)
+        }
     };
-    let first = syncjournal::journal::offline::first_retained(dir, id)?;
+    let id = journal_id_of(dir).map_err(damage)?;
+    // While an owner has the journal open, only what it has made durable is complete: bytes
+    // after that may be a write in progress.
+    let until = match owner_of(dir)? {
+        Some(holder) => {
+            let durable = match read_head(dir, id) {
+                Some(h) => h.durable_lsn,
+                None => {
+                    let acked = offline_status(dir, None, Duration::ZERO)
+                        .map_err(damage)?
+                        .status
+                        .acked_lsn;
+                    eprintln!(
+                        "syncjournal: note: {} has the journal open but publishes no valid HEAD (how far its records are durable): only entries up to the acknowledged LSN {acked} are shown, later bytes may be a write in progress",
+                        holder.map_or("a process".into(), |p| format!("pid {p}"))
+                    );
+                    acked
+                }
+            };
+            Until::Durable(durable.min(to.unwrap_or(Lsn::MAX)))
+        }
+        // Closed: read to the end, checking every byte, and stop after `to`.
+        None => Until::End,
+    };
+    let first = syncjournal::journal::offline::first_retained(dir, id).map_err(damage)?;
     let start = from.unwrap_or(first).max(first);
-    let mut reader = OfflineReader::open(dir, start, until)?;
-    while let Some(rec) = reader.next_ref()? {
+    let mut reader = OfflineReader::open(dir, start, until).map_err(damage)?;
+    loop {
+        if to.is_some_and(|to| reader.next_lsn() > to) {
+            break;
+        }
+        let Some(rec) = reader.next_ref().map_err(damage)? else {
+            break;
+        };
         if let Some(gap) = rec.gap() {
             if json_out {
                 writeln!(
@@ -103,7 +146,7 @@ pub fn dump(
                     json!({"lsn": gap.start, "gap_to": gap.end, "lost": true})
                 )?;
             } else {
-                writeln!(out, "{}  LOST (a gap left by salvage)", lsn_span(&gap))?;
+                say!(out, "{}  LOST (a gap left by salvage)", lsn_span(&gap))?;
             }
             continue;
         }
@@ -113,7 +156,7 @@ pub fn dump(
                     if json_out {
                         writeln!(out, "{}", changeset_json(rec.lsn, at, &cs))?;
                     } else {
-                        writeln!(
+                        say!(
                             out,
                             "LSN {}  {}  {} mutation{}",
                             rec.lsn,
@@ -122,7 +165,7 @@ pub fn dump(
                             if cs.mutations.len() == 1 { "" } else { "s" }
                         )?;
                         for m in &cs.mutations {
-                            writeln!(out, "  {m}")?;
+                            say!(out, "  {m}")?;
                         }
                     }
                     continue;
@@ -135,7 +178,7 @@ pub fn dump(
                             json!({"lsn": rec.lsn, "kind": rec.kind, "error": e})
                         )?;
                     } else {
-                        writeln!(out, "LSN {}  UNDECODABLE change set: {e}", rec.lsn)?;
+                        say!(out, "LSN {}  UNDECODABLE change set: {e}", rec.lsn)?;
                     }
                     continue;
                 }
@@ -154,7 +197,7 @@ pub fn dump(
                 json!({"lsn": rec.lsn, "kind": rec.kind, "bytes": rec.payload.len(), "head_hex": head})
             )?;
         } else {
-            writeln!(
+            say!(
                 out,
                 "LSN {}  kind {:#04x}, {} bytes: {head}{}",
                 rec.lsn,
@@ -165,6 +208,15 @@ pub fn dump(
         }
     }
     Ok(OK)
+}
+
+/// True for the errors that mean the journal's files are damaged (`verify` exits 1 for them
+/// too): damaged bytes, a missing segment, records missing that must be there.
+fn is_journal_damage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt(_) | Error::MissingSegment { .. } | Error::Discontinuity { .. }
+    )
 }
 
 fn value_json(v: &Value) -> serde_json::Value {
@@ -206,9 +258,9 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         // segment, a segment of another journal) is still damage found.
         // (Files that are not this journal's are refused instead: exit 2.)
         Err(e @ (Error::Corrupt(_) | Error::MissingSegment { .. })) => {
-            writeln!(out, "journal {}", dir.display())?;
-            writeln!(out, "DAMAGE: {e}")?;
-            writeln!(
+            say!(out, "journal {}", dir.display())?;
+            say!(out, "DAMAGE: {e}")?;
+            say!(
                 out,
                 "next: stop the application, then run `syncjournal recover {} --mode salvage`, or move the file aside and restore it from a backup",
                 dir.display()
@@ -217,20 +269,20 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         }
         Err(e) => return Err(e.into()),
     };
-    writeln!(
+    say!(
         out,
         "journal {} (id {})",
         dir.display(),
         ins.journal_id.map_or("none".into(), |i| i.to_string())
     )?;
     if let Some(holder) = ins.held_by {
-        writeln!(
+        say!(
             out,
             "note: {} has the journal open; its last records may still be in flight",
             holder.map_or("a process".into(), |p| format!("pid {p}"))
         )?;
     }
-    writeln!(
+    say!(
         out,
         "{} segment{}, {} records{}, {}, acknowledged up to LSN {}",
         ins.segments.len(),
@@ -246,7 +298,7 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
     )?;
     for g in &ins.gaps {
         let plural = g.end > g.start + 1;
-        writeln!(
+        say!(
             out,
             "gap: {} {} lost to damage earlier (salvaged)",
             lsn_span(g),
@@ -254,12 +306,12 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         )?;
     }
     if ins.is_clean() {
-        writeln!(out, "OK: every record and the checksum chain verified")?;
+        say!(out, "OK: every record and the checksum chain verified")?;
         return Ok(OK);
     }
-    writeln!(out, "DAMAGE: {} region(s)", ins.damage.len())?;
+    say!(out, "DAMAGE: {} region(s)", ins.damage.len())?;
     for d in &ins.damage {
-        writeln!(
+        say!(
             out,
             "  {} offset {} ({} bytes): {} — {}",
             d.segment.display(),
@@ -276,7 +328,7 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         )?;
     }
     let only_tail = ins.damage.iter().all(|d| d.torn_tail);
-    writeln!(
+    say!(
         out,
         "next: stop the application, then run `syncjournal recover {}{}` (damaged bytes are kept in {}/forensics)",
         dir.display(),
@@ -303,19 +355,19 @@ pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
     let journal = Journal::open(dir, opts)?;
     let r = journal.recovery_report().clone();
     journal.close()?;
-    writeln!(out, "{r}")?;
+    say!(out, "{r}")?;
     if r.cuts.is_empty() && r.removed_tmp_files == 0 && r.extended.is_empty() {
-        writeln!(out, "nothing to repair")?;
+        say!(out, "nothing to repair")?;
     }
     for p in &r.extended {
-        writeln!(
+        say!(
             out,
             "re-extended {} to the length its header states (someone had truncated it)",
             p.display()
         )?;
     }
     for c in &r.cuts {
-        writeln!(
+        say!(
             out,
             "{} {} offset {}: {} bytes ({}){}{}",
             if c.torn_tail {
@@ -339,10 +391,10 @@ pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
         )?;
     }
     for s in &r.skipped {
-        writeln!(out, "{} lost (now a gap record)", lsn_span(s))?;
+        say!(out, "{} lost (now a gap record)", lsn_span(s))?;
     }
     if r.removed_tmp_files > 0 {
-        writeln!(
+        say!(
             out,
             "removed {} leftover temporary file(s)",
             r.removed_tmp_files
@@ -393,7 +445,22 @@ pub fn sync(
     let mut quarantined = 0u64;
     let mut transactions = 0u64;
     let mut last_error: Option<Error> = None;
+    let mut kinds = KindCheck::new(dir, target);
     loop {
+        // Only change sets: a journal of an application's own event kind is refused before
+        // the pass touches the target.
+        if let Err(refused) = kinds.check() {
+            progress.finish_and_clear();
+            if follow {
+                say!(
+                    out,
+                    "stopped: applied {total} entries{} in {transactions} transactions in {}",
+                    quarantined_note(quarantined),
+                    duration(started.elapsed())
+                )?;
+            }
+            return Err(refused);
+        }
         let owner = owner_of(dir)?;
         let report = if owner.is_none() {
             // Nobody owns the journal: own it for this pass (recovery, durable head, acks).
@@ -403,7 +470,7 @@ pub fn sync(
             )?);
             let r = journal.recovery_report();
             if !r.cuts.is_empty() {
-                writeln!(out, "recovered: {r}")?;
+                say!(out, "recovered: {r}")?;
             }
             let mut replayer: Replayer = Replayer::new(
                 Arc::clone(&journal),
@@ -423,7 +490,7 @@ pub fn sync(
         match report.error {
             Some(e) if !follow => {
                 progress.finish_and_clear();
-                writeln!(
+                say!(
                     out,
                     "applied {total} entries{} in {transactions} transactions; {} pending",
                     quarantined_note(quarantined),
@@ -433,7 +500,9 @@ pub fn sync(
             }
             Some(e) => {
                 if last_error.as_ref().map(|l| l.to_string()) != Some(e.to_string()) {
-                    progress.suspend(|| eprintln!("syncjournal: {e} (will retry)"));
+                    progress.suspend(|| {
+                        eprintln!("syncjournal: {}", escape(&format!("{e} (will retry)")));
+                    });
                 }
                 last_error = Some(e);
             }
@@ -441,7 +510,7 @@ pub fn sync(
         }
         if !follow {
             progress.finish_and_clear();
-            writeln!(
+            say!(
                 out,
                 "applied {total} entries{} in {transactions} transactions in {}; {} pending",
                 quarantined_note(quarantined),
@@ -462,7 +531,7 @@ pub fn sync(
         }
         if stop.load(Ordering::SeqCst) {
             progress.finish_and_clear();
-            writeln!(
+            say!(
                 out,
                 "stopped: applied {total} entries{} in {transactions} transactions in {}",
                 quarantined_note(quarantined),
@@ -509,32 +578,32 @@ pub fn quarantine(out: &mut dyn Write, cmd: QuarantineCommand) -> Outcome {
                     .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))?;
             } else if entries.is_empty() {
-                writeln!(out, "no quarantined entries")?;
+                say!(out, "no quarantined entries")?;
             } else {
                 for e in &entries {
-                    writeln!(
+                    say!(
                         out,
                         "LSN {}  {}  {}",
                         e.lsn,
                         timestamp(e.rejected_at_ms),
                         e.summary
                     )?;
-                    writeln!(out, "    refused: {}", e.error)?;
+                    say!(out, "    refused: {}", e.error)?;
                 }
-                writeln!(out, "{} quarantined entries", entries.len())?;
+                say!(out, "{} quarantined entries", entries.len())?;
             }
             Ok(OK)
         }
         QuarantineCommand::Retry { dir, target, lsn } => {
             let mut r = open(&dir, &target.target)?;
             r.retry_quarantined(lsn)?;
-            writeln!(out, "LSN {lsn} applied and removed from quarantine")?;
+            say!(out, "LSN {lsn} applied and removed from quarantine")?;
             Ok(OK)
         }
         QuarantineCommand::Discard { dir, target, lsn } => {
             let mut r = open(&dir, &target.target)?;
             if r.discard_quarantined(lsn)? {
-                writeln!(
+                say!(
                     out,
                     "LSN {lsn} discarded from quarantine (it will not be applied)"
                 )?;

@@ -20,6 +20,16 @@ pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `writeln!` for a line of human-readable output, its control characters escaped by
+/// [`escape`]: for every line built from names and values of a journal or a database (a name
+/// with a newline would forge a line, an escape sequence would drive the terminal).
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        writeln!($out, "{}", $crate::cli::fmt::escape(&format!($($arg)*)))
+    };
+}
+pub(crate) use say;
+
 /// `1536` → `1.5 KiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];

@@ -2,7 +2,9 @@
 //! which goes through the library.
 
 pub mod args;
+pub mod check;
 pub mod commands;
 pub mod demo;
 pub mod fmt;
+pub mod kinds;
 pub mod status;

@@ -1,6 +1,7 @@
 //! Replay: applying journal entries to a target database exactly once, with retries,
 //! quarantine and a status measured against the target.
 
+mod check;
 mod driver;
 mod offline_status;
 mod options;
@@ -11,6 +12,10 @@ mod state;
 mod status;
 pub(crate) mod watch;
 
+pub use check::{
+    INTEGRITY_LINES_MAX, Integrity, JOURNALS_LISTED_MAX, JournalSeen, TableCheck, TargetCheck,
+    check_target, read_target_watermark,
+};
 pub use driver::{QuarantinedEntry, Replayer};
 pub use offline_status::{LastSeen, OfflineStatus, offline_status};
 pub use options::{RejectPolicy, ReplayOptions, TargetFaults, TargetJournalMode, TargetOptions};

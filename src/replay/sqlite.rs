@@ -440,3 +440,87 @@ pub(crate) fn quick_check(path: &Path) -> Result<Option<String>> {
         Err(e) => Err(err(e)),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Read-only inspection of a target (`check_target`): queries only, on a connection the caller
+// opened read-only.
+
+/// The columns syncjournal requires of [`PROGRESS_TABLE`] (as `ensure_tables` checks them).
+pub(crate) const PROGRESS_COLUMNS: [&str; 3] = ["journal_id", "lsn", "updated_at"];
+/// The columns syncjournal requires of [`REJECTED_TABLE`] (as `ensure_tables` checks them).
+pub(crate) const REJECTED_COLUMNS: [&str; 7] = [
+    "journal_id",
+    "lsn",
+    "kind",
+    "payload",
+    "summary",
+    "error",
+    "rejected_at",
+];
+
+/// The lines of `PRAGMA integrity_check(lines_max)`: `["ok"]` when the file passes; SQLite
+/// stops after `lines_max` problems.
+pub(crate) fn integrity_lines(
+    conn: &Connection,
+    lines_max: usize,
+) -> rusqlite::Result<Vec<String>> {
+    let mut s = conn.prepare(&format!("PRAGMA integrity_check({lines_max})"))?;
+    let rows = s.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// True if `table` is a table (not a view, not missing) of the main schema.
+pub(crate) fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+}
+
+/// The column names of `table`, in order.
+pub(crate) fn column_names(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut s = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let rows = s.query_map([table], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// One row of the progress table, as stored (a hand-edited table may hold any type).
+pub(crate) struct ProgressRow {
+    pub journal_id: rusqlite::types::Value,
+    pub lsn: rusqlite::types::Value,
+    pub updated_at: rusqlite::types::Value,
+    /// Rows of the quarantine table with this journal id (0 without that table).
+    pub quarantined: i64,
+}
+
+/// The number of rows of the progress table, and its first `rows_max` rows by journal id,
+/// each with its count of quarantined entries (`with_rejected`: the quarantine table exists
+/// with its columns).
+pub(crate) fn progress_rows(
+    conn: &Connection,
+    with_rejected: bool,
+    rows_max: usize,
+) -> rusqlite::Result<(u64, Vec<ProgressRow>)> {
+    let total: i64 = conn.query_row("SELECT count(*) FROM syncjournal_progress", [], |r| {
+        r.get(0)
+    })?;
+    let quarantined = if with_rejected {
+        "(SELECT count(*) FROM syncjournal_rejected r WHERE r.journal_id = p.journal_id)"
+    } else {
+        "0"
+    };
+    let mut s = conn.prepare(&format!(
+        "SELECT p.journal_id, p.lsn, p.updated_at, {quarantined}
+         FROM syncjournal_progress p ORDER BY p.journal_id LIMIT ?1"
+    ))?;
+    let rows = s.query_map([rows_max as i64], |r| {
+        Ok(ProgressRow {
+            journal_id: r.get(0)?,
+            lsn: r.get(1)?,
+            updated_at: r.get(2)?,
+            quarantined: r.get(3)?,
+        })
+    })?;
+    Ok((total.max(0) as u64, rows.collect::<rusqlite::Result<_>>()?))
+}

@@ -259,6 +259,14 @@ pub fn append_items(j: &Journal, from: i64, to: i64) -> Lsn {
     last
 }
 
+/// Kind of the application events of the fixtures (an application's own `JournalEvent`).
+pub const APP_KIND: u8 = 0x41;
+
+/// The payload of an application event record: `len` bytes, `0x00, 0x01, …` (mod 256).
+pub fn application_payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| i as u8).collect()
+}
+
 /// Appends arbitrary change sets, returning their LSNs.
 pub fn append_changes(j: &Journal, changes: &[ChangeSet]) -> Vec<Lsn> {
     changes
@@ -459,8 +467,9 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 pub const CHILD_DIR_VAR: &str = "SYNCJOURNAL_CLI_TEST_CHILD_DIR";
 
 /// The child's side: opens the journal in `dir`, prints `READY <pid>`, then for each line
-/// `append FROM TO` on stdin appends `item(FROM..=TO)` and prints `APPENDED <last lsn>`;
-/// closes the journal at end of input and prints `CLOSED`.
+/// `append FROM TO` on stdin appends `item(FROM..=TO)` (`kind KIND LEN`: one record of that
+/// kind, [`application_payload`]) and prints `APPENDED <last lsn>`; closes the journal at end
+/// of input and prints `CLOSED`.
 pub fn child_main(dir: &Path) {
     let j = Journal::open(dir, JournalOptions::new().create_if_missing(false))
         .expect("child: open journal");
@@ -473,6 +482,13 @@ pub fn child_main(dir: &Path) {
             ["append", from, to] => {
                 let (from, to): (i64, i64) = (from.parse().unwrap(), to.parse().unwrap());
                 let lsn = append_items(&j, from, to);
+                println!("\nAPPENDED {lsn}");
+            }
+            ["kind", kind, len] => {
+                let (kind, len): (u8, usize) = (kind.parse().unwrap(), len.parse().unwrap());
+                let lsn = j
+                    .append_kind(kind, &application_payload(len))
+                    .expect("child: append_kind");
                 println!("\nAPPENDED {lsn}");
             }
             _ => panic!("child: unknown command {line:?}"),
@@ -563,6 +579,16 @@ impl JournalOwner {
         l.trim_start_matches("APPENDED ").trim().parse().unwrap()
     }
 
+    /// Has the child append one record of `kind` ([`application_payload`] of `len` bytes);
+    /// returns its LSN once it is durable.
+    pub fn append_kind(&mut self, kind: u8, len: usize) -> Lsn {
+        let stdin = self.stdin.as_mut().expect("child stdin");
+        writeln!(stdin, "kind {kind} {len}").expect("write to the child");
+        stdin.flush().unwrap();
+        let l = self.expect_line("APPENDED");
+        l.trim_start_matches("APPENDED ").trim().parse().unwrap()
+    }
+
     /// Closes the journal in the child and waits for it to exit successfully.
     pub fn finish(mut self) {
         drop(self.stdin.take());
@@ -589,3 +615,110 @@ impl Drop for JournalOwner {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Target files: damage, WAL.
+
+/// A target database at `path` whose table `items` holds `rows` rows (ids from 1 000 000 on,
+/// clear of the fixture entries') and an index on its names (`items_name`), for damage tests:
+/// many rows make the index several pages deep.
+pub fn create_indexed_target(path: &Path, rows: i64) {
+    let c = rusqlite::Connection::open(path).expect("create target");
+    c.execute_batch(TARGET_SCHEMA).unwrap();
+    c.execute_batch("CREATE INDEX items_name ON items(name);")
+        .unwrap();
+    let tx = c.unchecked_transaction().unwrap();
+    for i in 1..=rows {
+        tx.execute(
+            "INSERT INTO items (id, name) VALUES (?1, ?2)",
+            (1_000_000 + i, format!("target-row-{i}-{}", "z".repeat(40))),
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Overwrites 64 bytes in the middle of the cells of a leaf page of index `index` (found by
+/// descending its b-tree from the root page along the right-most child pointers): they no
+/// longer parse, so `PRAGMA integrity_check` fails. Returns the page number.
+pub fn damage_index_page(path: &Path, index: &str) -> u32 {
+    let (root, page_size): (u32, usize) = {
+        let c = open_target(path);
+        let root = c
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                [index],
+                |r| r.get(0),
+            )
+            .expect("the index exists");
+        let ps: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (root, ps as usize)
+    };
+    let b = std::fs::read(path).unwrap();
+    let mut page = root;
+    loop {
+        let at = (page as usize - 1) * page_size;
+        match b[at] {
+            0x0a => break, // index leaf
+            0x02 => {
+                // Interior index page: the right-most child pointer is at offset 8.
+                page = u32::from_be_bytes(b[at + 8..at + 12].try_into().unwrap());
+            }
+            t => panic!("page {page} of index {index} has type {t:#04x}"),
+        }
+    }
+    assert_ne!(page, root, "the index is more than one page deep");
+    // The middle of the page's cells: from the start of its cell content area (header offset
+    // 5) to the end of the page.
+    let at = (page as usize - 1) * page_size;
+    let content = u16::from_be_bytes([b[at + 5], b[at + 6]]) as usize;
+    write_at(
+        path,
+        at + content + (page_size - content) / 2 - 32,
+        &[0x5a; 64],
+    );
+    page
+}
+
+/// The files in `dir` (names only), sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Media damage in durable data: the whole frame of record `lsn` (in the first segment)
+/// overwritten with zeros, the records after it intact. Returns the segment and the frame.
+pub fn zero_record(dir: &Path, lsn: Lsn) -> (PathBuf, Frame) {
+    let seg = segments(dir).into_iter().next().expect("a segment");
+    let f = *frames(&seg)
+        .iter()
+        .find(|f| f.lsn == lsn)
+        .expect("the record's frame");
+    write_at(&seg, f.offset, &vec![0u8; f.len]);
+    (seg, f)
+}
+
+/// The LSNs of the entries `dump` printed (its `LSN <n>  …` lines).
+pub fn dumped_lsns(stdout: &str) -> Vec<Lsn> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("LSN "))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The first control character of `s` other than the newlines that end its lines (a
+/// newline forged inside a line is caught by the caller's line checks), if any.
+pub fn control_char(s: &str) -> Option<char> {
+    s.chars().find(|&c| c.is_control() && c != '\n')
+}
+
+/// A table name that forges a `dump` line and sets the terminal's title, and a text value with
+/// a carriage return: what a crafted journal can carry (issue 10, finding 11).
+pub const EVIL_TABLE: &str = "evil\nLSN 99  forged\u{1b}]0;pwned\u{7}";
+/// See [`EVIL_TABLE`].
+pub const EVIL_TEXT: &str = "over\rwrite";
