@@ -920,6 +920,7 @@ impl<E: JournalEvent> Inner<E> {
         match status_of(
             &self.journal,
             Some(cache_applied),
+            self.replayer.is_some(),
             &state,
             self.stalled_after,
             broken,
@@ -933,6 +934,7 @@ impl<E: JournalEvent> Inner<E> {
                         .status;
                 st.cache_applied_lsn = Some(cache_applied);
                 st.poisoned = Some(reason);
+                st.target_named = self.replayer.is_some();
                 st.state = st.verdict(self.stalled_after);
                 Ok(st)
             }
@@ -979,6 +981,7 @@ impl<E: JournalEvent> Inner<E> {
 pub(crate) fn status_of(
     journal: &Journal,
     cache_applied: Option<Lsn>,
+    target_named: bool,
     state: &ReplayState,
     stalled_after: Duration,
     broken: Option<String>,
@@ -1008,6 +1011,7 @@ pub(crate) fn status_of(
     Ok(SyncStatus::assemble(
         &side,
         cache_applied,
+        target_named,
         observed,
         pending_bytes,
         oldest,

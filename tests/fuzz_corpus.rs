@@ -197,7 +197,7 @@ fn model_seeds_hit_their_cases() {
     type Want = fn(&ModelStats) -> bool;
     let expect: &[(&str, Want)] = &[
         ("sync-appends-replay", |s| {
-            s.appended >= 8 && s.replayed >= 8 && s.quarantined >= 3
+            s.appended >= 8 && s.replayed >= 7 && s.quarantined >= 2 && s.stops >= 1
         }),
         ("buffered-crash", |s| s.reopens >= 2 && s.replayed >= 4),
         ("rotation-retention", |s| {
@@ -794,15 +794,17 @@ fn reopen(crash: bool, keep: bool, buffered: bool, recovery: u8) -> Op {
 
 fn model_cases() -> Vec<(String, ModelCase)> {
     let case = |config: u8, ops: Vec<Op>| ModelCase { config, ops };
+    // Refused entries (3: the target refuses, 5: undecodable) are quarantined; records of
+    // other kinds (4, 6) stop every replay, so they come last.
     let mixed = vec![
         ap(0, 1),
         ap(0, 6),
         ap(3, 5),
-        ap(4, 6),
         ap(5, 8),
-        ap(6, 2),
         batch(0, &[1, 2, 3]),
         ap(1, 9),
+        ap(4, 6),
+        ap(6, 2),
     ];
     let big = |n: usize| -> Vec<Op> { (0..n).map(|i| ap(i as u8 % 3, 13)).collect() };
     let mut v: Vec<(&str, ModelCase)> = Vec::new();

@@ -15,7 +15,8 @@ Exit codes:
   2  usage error, or the operation failed (the message says why; sync: the journal holds
      records of an application's own kind; check-target: unreadable, or unusable by
      syncjournal as it is)
-  3  status: the last sync attempt failed (the error is shown), or the journal is poisoned
+  3  status: the last sync attempt failed (the error is shown), the target named could not be
+     read (TARGET UNREADABLE), or the journal is poisoned
   4  status: entries are pending and the queue has not moved for longer than --stalled-after
   5  status: TARGET BEHIND: the target lost entries it had applied (restored from an older
      backup, lost writes); the status says whether the journal still holds them

@@ -306,6 +306,7 @@ fn prometheus(out: &mut dyn Write, st: &OfflineStatus, code: u8) -> std::io::Res
         SyncState::Syncing,
         SyncState::Stalled,
         SyncState::Failing,
+        SyncState::TargetUnreadable,
         SyncState::TargetBehind,
         SyncState::TargetAhead,
         SyncState::TargetDamaged,

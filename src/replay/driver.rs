@@ -511,20 +511,20 @@ impl<E: JournalEvent> Replayer<E> {
                     last = gap.end - 1;
                     continue;
                 }
-                let decoded = if rec.kind == E::KIND {
-                    decode_event::<E>(rec.payload).map_err(|reason| {
-                        ApplyError::rejected(format!("undecodable payload: {reason}"))
-                    })
-                } else {
-                    Err(ApplyError::rejected(
-                        Error::UnknownKind {
-                            lsn,
-                            kind: rec.kind,
-                            expected: E::KIND,
-                        }
-                        .to_string(),
-                    ))
-                };
+                if rec.kind != E::KIND {
+                    // Not the target's refusal but this program's ignorance: stop before it
+                    // whatever the policy (quarantining it would move the watermark past an
+                    // entry nobody applied); the application's own replayer applies it.
+                    stopped = Some(Error::UnknownKind {
+                        lsn,
+                        kind: rec.kind,
+                        expected: E::KIND,
+                    });
+                    break;
+                }
+                let decoded = decode_event::<E>(rec.payload).map_err(|reason| {
+                    ApplyError::rejected(format!("undecodable payload: {reason}"))
+                });
                 let summary = match &decoded {
                     Ok((_, e)) => e.describe(),
                     Err(_) => format!(

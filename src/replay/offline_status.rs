@@ -160,6 +160,7 @@ pub fn offline_status(
     let status = SyncStatus::assemble(
         &side,
         None,
+        target.is_some(),
         observed,
         pending_bytes,
         oldest,

@@ -133,6 +133,10 @@ impl ReplayState {
         let (lsn, entry) = match e {
             Error::EntryRejected { lsn, entry, .. } => (Some(*lsn), Some(entry.clone())),
             Error::JournalGap { from, .. } => (Some(*from), None),
+            Error::UnknownKind { lsn, kind, .. } => {
+                (Some(*lsn), Some(format!("a record of kind {kind:#04x}")))
+            }
+            Error::Discontinuity { expected, .. } => (Some(*expected), None),
             _ => (None, None),
         };
         let now = now_ms();

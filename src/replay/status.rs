@@ -41,13 +41,17 @@ pub enum SyncState {
     TargetBehind,
     /// The last sync attempt failed; [`SyncStatus::last_error`] says why.
     Failing,
+    /// A target is named but its watermark could not be read: pending entries are counted from
+    /// the acknowledgement, and whether the target still holds them is unknown (never called
+    /// in sync).
+    TargetUnreadable,
     /// Entries are pending and the queue has not moved for longer than the threshold.
     Stalled,
     /// Entries are pending and moving.
     Syncing,
     /// Every durable entry is applied: on the target as read at
-    /// [`SyncStatus::target_read_at_ms`] (or, when the target could not be read, per the
-    /// journal's acknowledgement).
+    /// [`SyncStatus::target_read_at_ms`] (or, when no target is named, per the journal's
+    /// acknowledgement).
     InSync,
 }
 
@@ -60,6 +64,7 @@ impl SyncState {
             SyncState::TargetAhead => "TARGET AHEAD",
             SyncState::TargetBehind => "TARGET BEHIND",
             SyncState::Failing => "FAILING",
+            SyncState::TargetUnreadable => "TARGET UNREADABLE",
             SyncState::Stalled => "STALLED",
             SyncState::Syncing => "SYNCING",
             SyncState::InSync => "IN SYNC",
@@ -146,6 +151,10 @@ pub struct SyncStatus {
     pub target_damaged: Option<String>,
     /// Why the journal is poisoned, if it is.
     pub poisoned: Option<String>,
+    /// True if the status is about a named target (the store's, or `--target`): then, if its
+    /// watermark could not be read, the verdict is [`SyncState::TargetUnreadable`] rather than
+    /// anything the acknowledgement alone would suggest.
+    pub target_named: bool,
     /// The verdict, with the stall threshold the status was computed with.
     pub state: SyncState,
 }
@@ -193,6 +202,8 @@ impl SyncStatus {
             SyncState::TargetBehind
         } else if self.last_error.is_some() {
             SyncState::Failing
+        } else if self.target_named && self.target_lsn.is_none() {
+            SyncState::TargetUnreadable
         } else if self.pending_entries > 0 && self.is_stalled(stalled_after) {
             SyncState::Stalled
         } else if self.pending_entries > 0 {
@@ -210,6 +221,7 @@ impl SyncStatus {
     pub(crate) fn assemble(
         j: &JournalSide,
         cache_applied: Option<Lsn>,
+        target_named: bool,
         observed: Option<(Lsn, u64)>,
         pending_bytes: u64,
         oldest_pending_ms: Option<u64>,
@@ -265,6 +277,7 @@ impl SyncStatus {
             last_lost_writes: state.last_lost_writes.clone(),
             target_damaged: state.target_damaged.clone(),
             poisoned: j.poisoned.clone(),
+            target_named,
             state: SyncState::InSync,
         };
         s.state = s.verdict(stalled_after);
