@@ -25,6 +25,10 @@
 //!   and in `replay.json` as the last replayer to write it left it);
 //! * the acknowledgement is never past a watermark the target ever had.
 //!
+//! A wrong target (not the fold of its prefix, a watermark lowered by a sync) stops the run at
+//! once; a wrong status or report is recorded and the run goes on, so that the failure lists
+//! every kind of wrong figure met (with its first occurrence and the steps before it).
+//!
 //! `SYNCJOURNAL_TRUTH_STEPS` (default 600) and `SYNCJOURNAL_TRUTH_SEED` (printed) replay a run.
 
 mod torture_common;
@@ -428,10 +432,10 @@ impl World {
         );
         self.m.last_persist = Some(r);
         if let Some(c) = blocker {
-            self.check(report.error.is_some(), || {
+            self.soft(report.error.is_some(), || {
                 format!("{what}: a sync succeeded while another connection held the target locked")
             });
-            self.check(report.applied == 0, || {
+            self.soft(report.applied == 0, || {
                 format!("{what}: applied entries through a lock")
             });
             // While still locked: what the statuses say (the timeline has this step, with
@@ -466,7 +470,7 @@ impl World {
         );
         if report.error.is_none() {
             let head = self.head();
-            self.check(after == Some(head), || {
+            self.soft(after == Some(head), || {
                 format!("{what}: a sync without error left the target at {after:?}, head {head}")
             });
         }
