@@ -415,3 +415,100 @@ pub fn target_watermark(c: &Connection, journal_id: uuid::Uuid) -> Lsn {
     .expect("read watermark")
     .map_or(0, |l| l as Lsn)
 }
+
+/// A [`Bump`] carrying padding, so that a 64 KiB segment holds only a few hundred of them: a
+/// journal of `WideBump`s rotates every few hundred entries. Applies exactly as its `Bump`
+/// (NON-IDEMPOTENT).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WideBump {
+    pub bump: Bump,
+    pub pad: String,
+}
+
+/// Padding bytes per [`WideBump`]: about 200 bytes a record, about 300 records per 64 KiB
+/// segment.
+pub const WIDE_BUMP_PAD_BYTES: usize = 160;
+
+impl WideBump {
+    pub fn new(seq: i64) -> WideBump {
+        WideBump {
+            bump: Bump::new(seq),
+            pad: "p".repeat(WIDE_BUMP_PAD_BYTES),
+        }
+    }
+}
+
+impl JournalEvent for WideBump {
+    const KIND: u8 = 0x44;
+
+    fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError> {
+        self.bump.apply(db)
+    }
+
+    fn describe(&self) -> String {
+        self.bump.describe()
+    }
+}
+
+/// The first LSN of every segment in the journal directory `dir` (by sequence number), read
+/// from the segment headers. Segments whose header does not decode (one being created) are
+/// left out.
+pub fn segment_first_lsns(dir: &Path) -> BTreeMap<u64, Lsn> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".sjl")) else {
+            continue;
+        };
+        let Ok(seq) = stem.parse::<u64>() else {
+            continue;
+        };
+        let mut head = vec![0u8; syncjournal::format::SEGMENT_HEADER_BYTES];
+        let read = std::fs::File::open(e.path())
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+        if read.is_err() {
+            continue;
+        }
+        if let Ok((h, _)) = syncjournal::format::SegmentHeader::decode(&head) {
+            out.insert(seq, h.first_lsn);
+        }
+    }
+    out
+}
+
+/// The last LSN of every segment that has a successor: `first_lsn(next) - 1`.
+pub fn segment_last_lsns(firsts: &BTreeMap<u64, Lsn>) -> std::collections::BTreeSet<Lsn> {
+    firsts
+        .values()
+        .skip(1)
+        .map(|&f| f.saturating_sub(1))
+        .collect()
+}
+
+/// Sorted LSNs (or sequence numbers) as inclusive ranges of consecutive values.
+pub fn ranges_of(sorted: &[i64]) -> Vec<std::ops::RangeInclusive<i64>> {
+    let mut out: Vec<std::ops::RangeInclusive<i64>> = Vec::new();
+    for &v in sorted {
+        match out.last_mut() {
+            Some(r) if *r.end() + 1 == v => *r = *r.start()..=v,
+            Some(r) if *r.end() == v => {}
+            _ => out.push(v..=v),
+        }
+    }
+    out
+}
+
+/// `(rows, distinct sequence numbers, smallest, largest)` of the counter log, read through
+/// `c` in one query. The log holds exactly the sequence numbers `1..=n` once each iff this is
+/// `(n, n, 1, n)` (or `(0, 0, 0, 0)` for `n = 0`).
+pub fn log_shape(c: &Connection) -> (i64, i64, i64, i64) {
+    c.query_row(
+        "SELECT count(*), count(DISTINCT seq), coalesce(min(seq), 0), coalesce(max(seq), 0) FROM log",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .expect("read log shape")
+}
