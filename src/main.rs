@@ -51,7 +51,18 @@ fn main() -> ExitCode {
             follow,
             batch,
             quarantine,
-        } => commands::sync(&mut out, &dir, &target.target, follow, batch, quarantine),
+            adopt_target,
+        } => commands::sync(
+            &mut out,
+            &dir,
+            &target.target,
+            commands::SyncFlags {
+                follow,
+                batch,
+                quarantine,
+                adopt_target,
+            },
+        ),
         Command::CheckTarget { db, json } => cli::check::check_target_cmd(&mut out, &db, json),
         Command::Quarantine(q) => commands::quarantine(&mut out, q),
     };

@@ -149,6 +149,11 @@ pub enum Command {
         /// Quarantine entries the target refuses (default: stop at the first one).
         #[arg(long)]
         quarantine: bool,
+        /// Make this target the one the journal is acknowledged against. Without it, a sync to
+        /// another database than the one the journal was acknowledged against applies the
+        /// entries but acknowledges nothing (so retention keeps them for the right one).
+        #[arg(long)]
+        adopt_target: bool,
     },
 
     /// Check a target database without changing it (nor creating it): its integrity

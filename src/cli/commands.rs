@@ -403,15 +403,27 @@ pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
     Ok(OK)
 }
 
+/// The options of `sync`.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncFlags {
+    /// `--follow`
+    pub follow: bool,
+    /// `--batch`
+    pub batch: usize,
+    /// `--quarantine`
+    pub quarantine: bool,
+    /// `--adopt-target`
+    pub adopt_target: bool,
+}
+
 /// `sync`
-pub fn sync(
-    out: &mut dyn Write,
-    dir: &Path,
-    target: &Path,
-    follow: bool,
-    batch: usize,
-    quarantine: bool,
-) -> Outcome {
+pub fn sync(out: &mut dyn Write, dir: &Path, target: &Path, flags: SyncFlags) -> Outcome {
+    let SyncFlags {
+        follow,
+        batch,
+        quarantine,
+        adopt_target,
+    } = flags;
     if !dir.is_dir() {
         return Err(Error::NotFound {
             dir: dir.to_path_buf(),
@@ -419,6 +431,7 @@ pub fn sync(
         .into());
     }
     let replay = ReplayOptions::new()
+        .adopt_target(adopt_target)
         .batch_entries_max(batch)
         .reject_policy(if quarantine {
             RejectPolicy::Quarantine
@@ -445,6 +458,7 @@ pub fn sync(
     let mut quarantined = 0u64;
     let mut transactions = 0u64;
     let mut last_error: Option<Error> = None;
+    let mut warned_target = false;
     let mut kinds = KindCheck::new(dir, target);
     loop {
         // Only change sets: a journal of an application's own event kind is refused before
@@ -478,6 +492,21 @@ pub fn sync(
                 TargetOptions::new(),
                 replay.clone(),
             );
+            if let Some(other) = replayer.acknowledged_elsewhere()
+                && !warned_target
+            {
+                warned_target = true;
+                progress.suspend(|| {
+                    eprintln!(
+                        "syncjournal: note: {}",
+                        escape(&format!(
+                            "this journal is acknowledged against {other}: entries are applied to {} but not acknowledged, so retention keeps them for it (--adopt-target makes {} the journal's target)",
+                            target.display(),
+                            target.display()
+                        ))
+                    )
+                });
+            }
             run_with_progress(&mut replayer, &progress)
         } else {
             let mut replayer: Replayer =

@@ -175,6 +175,16 @@ impl<E: JournalEvent> Replayer<E> {
         matches!(self.source, Source::Follower { .. })
     }
 
+    /// The target the journal is acknowledged against, when it is another one than this
+    /// replayer's (which then applies entries without acknowledging them; see
+    /// [`ReplayOptions::adopt_target`]).
+    pub fn acknowledged_elsewhere(&self) -> Option<String> {
+        if self.acknowledges {
+            return None;
+        }
+        self.obs.watch.get().acknowledged_target
+    }
+
     /// What the replayer remembers of its last attempts (also kept in `replay.json`).
     pub fn state(&self) -> ReplayState {
         self.obs.watch.get()
