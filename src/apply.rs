@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
-use crate::Lsn;
+use crate::format::Lsn;
 use crate::mutation::{Mutation, Value};
 
 /// Why an event could not be applied.

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::Lsn;
 use crate::error::{DamageKind, Error, Result};
 use crate::format::AckSlot;
+use crate::format::Lsn;
 use crate::journal::ack::AckFile;
 use crate::journal::recovery::{self, Examined};
 use crate::segment::DirLock;

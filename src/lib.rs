@@ -45,7 +45,4 @@ pub use replay::{
 };
 pub use store::{Store, StoreOptions};
 
-/// A log sequence number: the position of a record in the journal. The first record is 1;
-/// 0 means "none". LSNs are contiguous and strictly increasing across segments (a gap record
-/// left by salvage is the only exception, and it names the LSNs it stands for).
-pub type Lsn = u64;
+pub use format::Lsn;

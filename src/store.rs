@@ -68,9 +68,9 @@ use std::time::Duration;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::Lsn;
 use crate::apply::{ApplyContext, ApplyError, SchemaCache, quote_ident};
 use crate::error::{Error, Result};
+use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::journal::{Journal, JournalOptions, PersistMode};
 use crate::mutation::{ChangeSet, JournalEvent, decode_event, encode_event_within};

@@ -4,6 +4,11 @@
 //! `journal-format.md` at the crate root is the specification; the constants below are pinned
 //! against it by `tests/format_constants.rs`.
 
+/// A log sequence number: the position of a record in the journal. The first record is 1;
+/// 0 means "none". LSNs are contiguous and strictly increasing across segments (a gap record
+/// left by salvage is the only exception, and it names the LSNs it stands for).
+pub type Lsn = u64;
+
 mod ack;
 mod checksum;
 mod frame;

@@ -10,9 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use crate::Lsn;
 use crate::error::{DamageKind, Error, Result};
 use crate::fault::{FaultInjector, IoOp};
+use crate::format::Lsn;
 use crate::format::{ACK_FILE_BYTES, AckSlot, decode_ack_file};
 use crate::segment::{ACK_FILE, inject, sync_dir};
 

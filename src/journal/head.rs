@@ -3,11 +3,13 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use uuid::Uuid;
 
 use crate::format::{HEAD_BYTES, HEAD_FILE_BYTES, Head};
 use crate::journal::listing::read_full_at;
+use crate::journal::shared::{Shared, lock};
 use crate::segment::{Access, HEAD_FILE, HeadMap, allocate, open_journal_file};
 
 /// Opens (creating and allocating if needed) and maps the `HEAD` file for the owner.
@@ -46,4 +48,19 @@ fn read_head_from(f: &File, journal_id: Uuid) -> Option<Head> {
         }
     }
     None
+}
+
+impl Shared {
+    /// Stores the durable LSN in `HEAD` for followers (a memory store into a mapped page).
+    pub(crate) fn publish_head(&self) {
+        let mut head = lock(&self.head);
+        let Some(map) = head.as_mut() else { return };
+        let h = crate::format::Head {
+            journal_id: self.id,
+            durable_lsn: self.durable_lsn.load(Ordering::Acquire),
+            updated_at_ms: crate::journal::ack::now_ms(),
+            pid: std::process::id(),
+        };
+        map.write(&h.encode());
+    }
 }

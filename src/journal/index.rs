@@ -1,6 +1,6 @@
 //! A sparse in-memory index per segment: the offset of every 64th record.
 
-use crate::Lsn;
+use crate::format::Lsn;
 
 /// Records between two index entries. Lookup scans at most this many frames.
 pub const INDEX_STRIDE: u64 = 64;

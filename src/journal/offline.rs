@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::Lsn;
 use crate::error::{Corruption, DamageKind, Error, Result};
+use crate::format::Lsn;
 use crate::format::{
     FRAME_ALIGN, FRAME_HEADER_BYTES, FrameCheck, SEGMENT_DATA_OFFSET, Seed, align_frame,
     check_frame, parse_frame_header,

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::Lsn;
 use crate::error::DamageKind;
 use crate::error::{Error, Result};
+use crate::format::Lsn;
 use crate::format::{
     FRAME_HEADER_BYTES, FrameCheck, KIND_GAP, SEGMENT_DATA_OFFSET, Seed, check_frame, gap_end,
 };
 use crate::journal::recovery::SegmentBytes;
 use crate::journal::scan::{Chain, Link, fault_kind};
-use crate::journal::writer::Shared;
+use crate::journal::shared::Shared;
 use crate::segment::SharedMap;
 
 /// A record borrowed from the journal's mapped bytes.

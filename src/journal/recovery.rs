@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::Lsn;
 use crate::error::{Corruption, DamageKind, Error, Result};
 use crate::fault::{FaultInjector, IoOp};
+use crate::format::Lsn;
 use crate::format::{
     FRAME_HEADER_BYTES, KIND_GAP, LSN_MAX, Seed, SegmentHeader, frame_bytes, seal_frame,
 };

@@ -2,8 +2,8 @@
 //! describes every damaged region. Pure (no I/O), so it is fuzzed directly; recovery, `verify`
 //! and the reader all build on it.
 
-use crate::Lsn;
 use crate::error::DamageKind;
+use crate::format::Lsn;
 use crate::format::{
     FRAME_ALIGN, FRAME_HEADER_BYTES, FRAME_KIND_OFFSET, FRAME_LSN_OFFSET, FrameCheck, FrameFault,
     FrameHeader, KIND_GAP, LSN_MAX, SEGMENT_DATA_OFFSET, Seed, check_frame, gap_end, le_u64,

@@ -14,8 +14,8 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::Lsn;
 use crate::error::{Error, Result};
+use crate::format::Lsn;
 use crate::replay::sqlite::{
     PROGRESS_COLUMNS, PROGRESS_TABLE, REJECTED_COLUMNS, REJECTED_TABLE, column_names,
     integrity_lines, progress_rows, table_exists, target_error,

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::Lsn;
 use crate::apply::{ApplyContext, ApplyError, SchemaCache};
 use crate::error::{Error, Result};
 use crate::format::KIND_GAP;
+use crate::format::Lsn;
 use crate::journal::Journal;
 use crate::journal::ack::now_ms;
 use crate::mutation::{ChangeSet, JournalEvent, decode_event};

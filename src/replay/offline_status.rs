@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::Lsn;
 use crate::error::{DamageKind, Error, Result};
+use crate::format::Lsn;
 use crate::journal::Until;
 use crate::journal::ack::{AckFile, now_ms};
 use crate::journal::offline::{OfflineReader, first_retained, journal_id_of, owner_of, read_head};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::Lsn;
 use crate::error::Error;
+use crate::format::Lsn;
 use crate::replay::status::PendingBasis;
 
 /// What one `sync_now` did.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::Lsn;
 use crate::error::{Error, Result};
+use crate::format::Lsn;
 use crate::journal::ack::AckFile;
 use crate::journal::offline::{OfflineReader, first_retained, journal_id_of, read_head};
 use crate::journal::{Journal, Reader, RecordRef};

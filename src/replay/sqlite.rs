@@ -7,9 +7,9 @@ use std::time::Duration;
 use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
-use crate::Lsn;
 use crate::apply::is_transient;
 use crate::error::{Error, Result};
+use crate::format::Lsn;
 use crate::replay::options::TargetOptions;
 
 /// Progress table: one row per journal, updated in the same transaction as the entries it

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Lsn;
 use crate::error::{Error, Result};
+use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::segment::{Access, REPLAY_STATE_FILE, open_journal_file, replay_tmp_name};
 

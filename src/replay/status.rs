@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::Lsn;
+use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::replay::state::{LostWrites, ReplayState, SyncError};
 

@@ -4,7 +4,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::Lsn;
+use crate::format::Lsn;
 use crate::replay::state::ReplayState;
 
 /// A listener called after every change of the state (outside the state's lock).
