@@ -61,7 +61,8 @@ use memmap2::{MmapMut, MmapOptions};
 use okaywal::{LogVoid, WriteAheadLog};
 use rusqlite::Connection;
 use rustix::fs::FallocateFlags;
-use syncjournal::mutation::{KIND_CHANGESET, Mutation, Value, decode_event, encode_event};
+use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event};
+use syncjournal::mutation::{Mutation, Value};
 use syncjournal::{
     ChangeSet, Journal, JournalOptions, PersistMode, ReplayOptions, Replayer, Store, StoreOptions,
     TargetOptions,

@@ -187,7 +187,7 @@ pub enum Error {
 
     /// An event cannot be encoded, or its encoding would not decode again (for example a
     /// sequence of elements that encode to nothing, longer than the rest of the payload, or
-    /// containers nested deeper than [`crate::mutation::DEPTH_MAX`]). Nothing was written.
+    /// containers nested deeper than [`crate::event::DEPTH_MAX`]). Nothing was written.
     #[error("event of kind {kind:#04x} cannot be journaled: {reason}; nothing was written")]
     EventUnencodable {
         /// The event's record kind.

@@ -24,6 +24,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod event;
 pub mod fault;
 pub mod format;
 pub mod inspect;
@@ -35,11 +36,12 @@ pub mod store;
 
 pub use apply::{ApplyContext, ApplyError};
 pub use error::{Corruption, DamageKind, Error, Result};
+pub use event::JournalEvent;
 pub use journal::{
     Cut, Journal, JournalOptions, JournalState, KIND_DATA, PersistMode, Reader, Record, RecordRef,
     RecoveryMode, RecoveryReport,
 };
-pub use mutation::{ChangeSet, JournalEvent, Mutation, Value};
+pub use mutation::{ChangeSet, Mutation, Value};
 pub use replay::{
     RejectPolicy, ReplayOptions, Replayer, SyncReport, SyncStatus, TargetJournalMode, TargetOptions,
 };

@@ -70,10 +70,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::apply::{ApplyContext, ApplyError, SchemaCache, quote_ident};
 use crate::error::{Error, Result};
+use crate::event::{JournalEvent, decode_event, encode_event_within};
 use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::journal::{Journal, JournalOptions, PersistMode};
-use crate::mutation::{ChangeSet, JournalEvent, decode_event, encode_event_within};
+use crate::mutation::ChangeSet;
 use crate::replay::watch::Watch;
 use crate::replay::{
     JournalSide, QuarantinedEntry, ReplayOptions, ReplayState, Replayer, SyncReport, SyncStatus,

@@ -24,7 +24,7 @@ use store_common::{
     Paths, SCHEMA, SMALL_SEGMENT, copy_db, copy_dir, dump_all, dump_cache, dump_target, item,
     item_ids, local_opts, now_ms, open, open_ro, store_opts, tag,
 };
-use syncjournal::mutation::{KIND_CHANGESET, decode_event, encode_event};
+use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event};
 use syncjournal::{
     ApplyContext, ApplyError, ChangeSet, Error, Journal, JournalEvent, JournalOptions,
     RejectPolicy, ReplayOptions, Store, StoreOptions, TargetOptions, Value,

@@ -747,7 +747,7 @@ fn dump_streams_a_large_journal_in_bounded_memory() {
                 )
             })
             .collect();
-        j.append_batch_kind(syncjournal::mutation::KIND_CHANGESET, payloads)
+        j.append_batch_kind(syncjournal::event::KIND_CHANGESET, payloads)
             .unwrap();
     }
     j.close().unwrap();

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use syncjournal::mutation::{KIND_CHANGESET, decode_event, encode_event};
+use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event};
 use syncjournal::{
     ChangeSet, Journal, JournalOptions, Mutation, ReplayOptions, Replayer, TargetOptions, Value,
 };

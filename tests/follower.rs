@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use syncjournal::mutation::{KIND_CHANGESET, encode_event};
+use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::{
     ChangeSet, Journal, JournalOptions, PersistMode, ReplayOptions, Replayer, TargetOptions,
 };

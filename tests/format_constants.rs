@@ -105,7 +105,7 @@ fn constants() -> BTreeMap<&'static str, String> {
         ("KIND_DATA", syncjournal::KIND_DATA.to_string()),
         (
             "KIND_CHANGESET",
-            syncjournal::mutation::KIND_CHANGESET.to_string(),
+            syncjournal::event::KIND_CHANGESET.to_string(),
         ),
         ("KIND_RESERVED_MIN", KIND_RESERVED_MIN.to_string()),
         ("KIND_GAP", KIND_GAP.to_string()),
@@ -134,7 +134,7 @@ fn constants() -> BTreeMap<&'static str, String> {
         ),
         (
             "PAYLOAD_DEPTH_MAX",
-            syncjournal::mutation::DEPTH_MAX.to_string(),
+            syncjournal::event::DEPTH_MAX.to_string(),
         ),
         ("SEGMENT_EXTENSION", SEGMENT_EXTENSION.to_string()),
         ("LOCK_FILE", LOCK_FILE.to_string()),
@@ -281,7 +281,7 @@ fn hex_after(doc: &str, marker: &str) -> Vec<u8> {
 
 #[test]
 fn change_set_examples_in_the_document_are_what_the_store_writes() {
-    use syncjournal::mutation::{decode_event, encode_event};
+    use syncjournal::event::{decode_event, encode_event};
     use syncjournal::{ChangeSet, Value};
     let doc = doc();
     let first = ChangeSet::new()
@@ -859,7 +859,7 @@ fn age_acknowledgement(dir: &Path, ms: u64) {
 
 #[test]
 fn non_canonical_varints_are_accepted_unless_the_marker_is_wider_than_the_type() {
-    use syncjournal::mutation::{decode_event, encode_event};
+    use syncjournal::event::{decode_event, encode_event};
     use syncjournal::{ChangeSet, Mutation};
     let empty = ChangeSet::new();
     // created_at_ms = 5 as `05`, as `fb 05 00` (u16 marker) and as `fd` + 8 bytes (u64 marker)

@@ -28,8 +28,8 @@ use store_common::{
     Paths, SCHEMA, SMALL_SEGMENT, dump_cache, dump_target, item, item_ids, now_ms, open, open_ro,
     store_opts, tag,
 };
+use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event, encode_event_within};
 use syncjournal::fault::{FaultPlan, IoOp};
-use syncjournal::mutation::{KIND_CHANGESET, decode_event, encode_event, encode_event_within};
 use syncjournal::{
     ApplyContext, ApplyError, ChangeSet, Error, Journal, JournalEvent, JournalOptions,
     RejectPolicy, ReplayOptions, Replayer, Store, StoreOptions, TargetOptions, Value,

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use store_common::{Paths, SMALL_SEGMENT, dump_cache, dump_target, open, store_opts};
-use syncjournal::mutation::{KIND_CHANGESET, encode_event};
+use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::{
     ChangeSet, Error, Journal, JournalOptions, Mutation, RejectPolicy, Store, Value,
 };

@@ -294,7 +294,7 @@ fn check_cycle(
             failures.push(format!("LSN {lsn} has kind {:#x}", r.kind));
             break;
         }
-        let (_, ev): (u64, Bump) = syncjournal::mutation::decode_event(r.payload)
+        let (_, ev): (u64, Bump) = syncjournal::event::decode_event(r.payload)
             .unwrap_or_else(|e| panic!("decode LSN {lsn}: {e}"));
         match ledger.get(lsn as usize - 1) {
             Some(seen) if *seen != ev => failures.push(format!(

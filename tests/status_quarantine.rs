@@ -24,8 +24,8 @@ use store_common::{
     Paths, SCHEMA, dump_cache, dump_target, item, item_ids, now_ms, open, open_ro, store_opts,
     store_opts_full, store_opts_with_target_schema, tag, target_watermark,
 };
+use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event};
 use syncjournal::format::frame_bytes;
-use syncjournal::mutation::{KIND_CHANGESET, decode_event, encode_event};
 use syncjournal::replay::TargetFaults;
 use syncjournal::{
     ChangeSet, Error, JournalEvent, RejectPolicy, ReplayOptions, Store, SyncStatus, TargetOptions,

@@ -764,8 +764,8 @@ fn a_record_created_in_the_future_does_not_disable_stall_detection() {
     let jdir = dir.path().join("j");
     let j = Journal::open(&jdir, JournalOptions::new()).unwrap();
     let future = store_common::now_ms() + 10 * 365 * 24 * 3600 * 1000;
-    let payload = syncjournal::mutation::encode_event(future, &item(1)).expect("encodes");
-    j.append_kind(syncjournal::mutation::KIND_CHANGESET, &payload)
+    let payload = syncjournal::event::encode_event(future, &item(1)).expect("encodes");
+    j.append_kind(syncjournal::event::KIND_CHANGESET, &payload)
         .unwrap();
     drop(j);
     let st = offline_status(&jdir, None, std::time::Duration::ZERO).unwrap();

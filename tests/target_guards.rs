@@ -26,7 +26,7 @@ use replay_common::{
     dump_inventory, integrity, open_target, replay_opts, target_counters, target_watermark,
     with_timeout,
 };
-use syncjournal::mutation::{KIND_CHANGESET, encode_event};
+use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::replay::REPLAY_STATE_FILE;
 use syncjournal::{
     ChangeSet, Error, Journal, JournalEvent, JournalOptions, Lsn, Mutation, RejectPolicy, Replayer,

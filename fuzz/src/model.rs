@@ -62,9 +62,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use syncjournal::event::encode_event;
 use syncjournal::fault::{FaultInjector, FaultPlan, IoOp};
 use syncjournal::format::frame_bytes;
-use syncjournal::mutation::encode_event;
 use syncjournal::replay::TargetFaults;
 use syncjournal::segment::segment_file_name;
 use syncjournal::{

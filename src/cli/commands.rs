@@ -11,10 +11,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use syncjournal::error::lsn_span;
+use syncjournal::event::{KIND_CHANGESET, decode_event};
 use syncjournal::inspect::inspect;
 use syncjournal::journal::Until;
 use syncjournal::journal::offline::{OfflineReader, journal_id_of, owner_of, read_head};
-use syncjournal::mutation::{KIND_CHANGESET, decode_event};
 use syncjournal::replay::offline_status;
 use syncjournal::{
     ChangeSet, Error, Journal, JournalOptions, Lsn, Mutation, RecoveryMode, RejectPolicy,

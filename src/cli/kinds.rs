@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use syncjournal::Lsn;
+use syncjournal::event::KIND_CHANGESET;
 use syncjournal::journal::Until;
 use syncjournal::journal::offline::{
     OfflineReader, first_retained, journal_id_of, owner_of, read_head,
 };
-use syncjournal::mutation::KIND_CHANGESET;
 use syncjournal::replay::read_target_watermark;
 
 use crate::cli::commands::Failure;

@@ -22,11 +22,12 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::apply::{ApplyContext, ApplyError, SchemaCache};
 use crate::error::{Error, Result};
+use crate::event::{JournalEvent, decode_event};
 use crate::format::KIND_GAP;
 use crate::format::Lsn;
 use crate::journal::Journal;
 use crate::journal::ack::now_ms;
-use crate::mutation::{ChangeSet, JournalEvent, decode_event};
+use crate::mutation::ChangeSet;
 use crate::replay::options::{RejectPolicy, ReplayOptions, TargetOptions};
 use crate::replay::report::{SyncProgress, SyncReport};
 use crate::replay::source::{Source, SourceReader};

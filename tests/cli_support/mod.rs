@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use syncjournal::mutation::{KIND_CHANGESET, encode_event};
+use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::{ChangeSet, Journal, JournalOptions, Lsn, Value};
 
 /// Hang guard for every process the tests run: a process still running after this is killed

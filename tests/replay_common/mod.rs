@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use syncjournal::mutation::encode_event;
+use syncjournal::event::encode_event;
 use syncjournal::replay::TargetFaults;
 use syncjournal::{
     ApplyContext, ApplyError, Journal, JournalEvent, JournalOptions, Lsn, ReplayOptions, Replayer,

@@ -1,0 +1,194 @@
+//! Journal events: the [`JournalEvent`] trait (the store's change sets, or an application's own
+//! domain events), and the payload encoding of a store record (bincode 2, see
+//! `journal-format.md` §5.1).
+//!
+//! # Size: one limit, on encoded bytes
+//!
+//! A payload is limited by its encoded length only: the journal's record limit
+//! ([`JournalOptions::payload_bytes_limit`](crate::JournalOptions::payload_bytes_limit):
+//! `record_bytes_max`, at most what one segment holds), which
+//! [`Store::apply`](crate::Store::apply) checks right after encoding
+//! ([`encode_event_within`]), before anything is written. Decoding has no size limit of its
+//! own, so whatever was accepted decodes. It is bounded by the payload instead: every length a
+//! payload announces is checked against the bytes left in it before anything is allocated, so
+//! decoding `N` bytes takes `O(N)` time and memory and never allocates by a claim read from
+//! disk (the decoder is in `event/payload.rs`). bincode's own guard, `with_limit`, counts
+//! in-memory sizes — 8 bytes for a one-byte integer — and refused change sets of about
+//! 200 000 mutations (6.5 MB) that the journal had accepted.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::apply::{ApplyContext, ApplyError};
+use crate::error::Error;
+use crate::mutation::ChangeSet;
+
+mod payload;
+
+pub use payload::DEPTH_MAX;
+
+/// Record kind of a row [`ChangeSet`] (schema version 1; see `journal-format.md` §5.1).
+pub const KIND_CHANGESET: u8 = 0x10;
+
+/// An event type the store can journal and apply to SQLite (the cache and the target).
+///
+/// [`ChangeSet`] implements it; an application that thinks in domain events implements it for
+/// its own serde type and applies each event with its own SQL. `apply` runs inside a
+/// transaction (a savepoint per event): return an error and the event's effects are rolled
+/// back.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use syncjournal::{ApplyContext, ApplyError, JournalEvent};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct CertificateRenewed { id: i64, not_after: String }
+///
+/// impl JournalEvent for CertificateRenewed {
+///     const KIND: u8 = 0x40;
+///     fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError> {
+///         let n = db.conn().execute(
+///             "UPDATE certificates SET not_after = ?1 WHERE id = ?2",
+///             (&self.not_after, self.id),
+///         )?;
+///         if n == 0 {
+///             return Err(ApplyError::rejected(format!("no certificate {}", self.id)));
+///         }
+///         Ok(())
+///     }
+///     fn describe(&self) -> String {
+///         format!("renew certificate {} until {}", self.id, self.not_after)
+///     }
+/// }
+/// ```
+pub trait JournalEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The record kind that identifies this event type in the journal: an application kind
+    /// (`0x02..=0xEF`), unique per type and schema version. `0x10` is [`ChangeSet`]'s.
+    const KIND: u8;
+
+    /// Applies the event to a database (the cache, or the target during replay).
+    fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError>;
+
+    /// A one-line human description, for status, logs and quarantine listings.
+    fn describe(&self) -> String;
+}
+
+impl JournalEvent for ChangeSet {
+    const KIND: u8 = KIND_CHANGESET;
+
+    fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError> {
+        for m in &self.mutations {
+            db.apply_mutation(m)?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        match self.mutations.as_slice() {
+            [] => "empty change set".into(),
+            [m] => m.to_string(),
+            [m, rest @ ..] => format!("{m} and {} more", rest.len()),
+        }
+    }
+}
+
+/// Encodes a store record payload: `(created_at_ms: u64, event: E)` with bincode 2's standard
+/// configuration (`journal-format.md` §5.1). No size limit: see [`encode_event_within`], which
+/// the store uses.
+pub fn encode_event<E: JournalEvent>(created_at_ms: u64, event: &E) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec((created_at_ms, event), bincode::config::standard())
+        .map_err(|e| e.to_string())
+}
+
+/// Encodes a store record payload as [`encode_event`] does, refusing an encoding longer than
+/// `payload_bytes_max` (the journal's record limit,
+/// [`JournalOptions::payload_bytes_limit`](crate::JournalOptions::payload_bytes_limit)) and one
+/// that [`decode_event`] would not read back (see [`DEPTH_MAX`]): what this accepts, the
+/// store's decoders read.
+///
+/// # Errors
+///
+/// [`Error::EventTooLarge`]; [`Error::EventUnencodable`] if serde or the decoder refuses it.
+pub fn encode_event_within<E: JournalEvent>(
+    created_at_ms: u64,
+    event: &E,
+    payload_bytes_max: usize,
+) -> Result<Vec<u8>, Error> {
+    let unencodable = |reason| Error::EventUnencodable {
+        kind: E::KIND,
+        reason,
+    };
+    let payload = encode_event(created_at_ms, event).map_err(unencodable)?;
+    if payload.len() > payload_bytes_max {
+        return Err(Error::EventTooLarge {
+            kind: E::KIND,
+            len: payload.len(),
+            max: payload_bytes_max,
+        });
+    }
+    decode_event::<E>(&payload)
+        .map_err(|e| unencodable(format!("it would not decode again: {e}")))?;
+    Ok(payload)
+}
+
+/// Decodes a store record payload of any length. Never panics; trailing bytes are an error;
+/// every announced length is checked against the bytes left before anything is allocated, so
+/// decoding `N` bytes allocates `O(N)` (see the module documentation).
+pub fn decode_event<E: JournalEvent>(payload: &[u8]) -> Result<(u64, E), String> {
+    let ((at, e), used): ((u64, E), usize) =
+        payload::decode_prefix(payload).map_err(|e| e.to_string())?;
+    if used != payload.len() {
+        return Err(format!(
+            "{} trailing bytes after the event",
+            payload.len() - used
+        ));
+    }
+    Ok((at, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mutation::Value;
+
+    #[test]
+    fn round_trip_every_mutation_and_value() {
+        let cs = ChangeSet::new()
+            .insert("t", [("id", 1)], [("a", Value::Null), ("b", 2.5.into())])
+            .update("t", [("id", 1)], [("c", "x")])
+            .upsert("t", [("id", 2)], [("d", vec![1u8, 2, 3])])
+            .delete("t", [("id", 3)]);
+        let bytes = encode_event(1234, &cs).unwrap();
+        let (at, back): (u64, ChangeSet) = decode_event(&bytes).unwrap();
+        assert_eq!(at, 1234);
+        assert_eq!(back, cs);
+    }
+
+    #[test]
+    fn decoding_garbage_is_an_error_not_a_panic() {
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            let _ = decode_event::<ChangeSet>(&junk);
+        }
+        // a huge announced length is refused by the limit instead of allocating
+        let mut huge = vec![0u8];
+        huge.push(1);
+        huge.extend_from_slice(&[253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(decode_event::<ChangeSet>(&huge).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode_event(1, &ChangeSet::new().delete("t", [("id", 1)])).unwrap();
+        bytes.push(0);
+        assert!(decode_event::<ChangeSet>(&bytes).is_err());
+    }
+
+    #[test]
+    fn describe_is_one_line() {
+        let cs = ChangeSet::new()
+            .delete("hosts", [("id", 3)])
+            .delete("hosts", [("id", 4)]);
+        assert_eq!(cs.describe(), "delete hosts [id=3] and 1 more");
+    }
+}
