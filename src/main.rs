@@ -10,8 +10,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use cli::args::{Cli, Command};
-use cli::commands::{self, Failure};
 use cli::fmt::escape;
+use cli::outcome::Failure;
+use cli::{journal_cmds, sync_cmds};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
@@ -42,9 +43,9 @@ fn main() -> ExitCode {
             from,
             to,
             json,
-        } => commands::dump(&mut out, &dir, from, to, json),
-        Command::Verify { dir } => commands::verify(&mut out, &dir),
-        Command::Recover { dir, mode } => commands::recover(&mut out, &dir, mode),
+        } => journal_cmds::dump(&mut out, &dir, from, to, json),
+        Command::Verify { dir } => journal_cmds::verify(&mut out, &dir),
+        Command::Recover { dir, mode } => journal_cmds::recover(&mut out, &dir, mode),
         Command::Sync {
             dir,
             target,
@@ -52,11 +53,11 @@ fn main() -> ExitCode {
             batch,
             quarantine,
             adopt_target,
-        } => commands::sync(
+        } => sync_cmds::sync(
             &mut out,
             &dir,
             &target.target,
-            commands::SyncFlags {
+            sync_cmds::SyncFlags {
                 follow,
                 batch,
                 quarantine,
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::CheckTarget { db, json } => cli::check::check_target_cmd(&mut out, &db, json),
-        Command::Quarantine(q) => commands::quarantine(&mut out, q),
+        Command::Quarantine(q) => sync_cmds::quarantine(&mut out, q),
     };
     let flushed = out.flush();
     match (result, flushed) {

@@ -9,8 +9,8 @@ use serde_json::json;
 use syncjournal::Error;
 use syncjournal::replay::{TargetCheck, check_target};
 
-use crate::cli::commands::{DAMAGE, Failure, OK, Outcome};
 use crate::cli::fmt::{bytes, escape, timestamp};
+use crate::cli::outcome::{DAMAGE, Failure, OK, Outcome};
 
 /// Exit code of a target that syncjournal cannot use (WAL, foreign tables).
 const UNUSABLE: u8 = 2;

@@ -9,8 +9,8 @@ use std::time::Instant;
 use syncjournal::inspect::inspect;
 use syncjournal::{ChangeSet, Store, StoreOptions, TargetOptions, Value};
 
-use crate::cli::commands::{Failure, OK, Outcome};
 use crate::cli::fmt::{bytes, duration};
+use crate::cli::outcome::{Failure, OK, Outcome};
 
 /// The seed application's tables.
 pub const SCHEMA: &str = "

@@ -13,7 +13,7 @@ use syncjournal::journal::offline::{
 };
 use syncjournal::replay::read_target_watermark;
 
-use crate::cli::commands::Failure;
+use crate::cli::outcome::Failure;
 
 /// Checks the kinds of the records a `sync` pass is about to apply, remembering how far it
 /// has checked (`sync --follow` checks each pass's new records).

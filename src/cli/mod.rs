@@ -1,10 +1,12 @@
-//! The command line: argument parsing (`args`) apart from the work (`commands`, `demo`),
-//! which goes through the library.
+//! The command line: argument parsing (`args`) apart from the work (`journal_cmds`,
+//! `sync_cmds`, `status`, `check`, `demo`), which goes through the library.
 
 pub mod args;
 pub mod check;
-pub mod commands;
 pub mod demo;
 pub mod fmt;
+pub mod journal_cmds;
 pub mod kinds;
+pub mod outcome;
 pub mod status;
+pub mod sync_cmds;

@@ -10,8 +10,8 @@ use serde_json::json;
 use syncjournal::replay::{OfflineStatus, PendingBasis, SyncState, offline_status};
 
 use crate::cli::args::StatusFormat;
-use crate::cli::commands::{DAMAGE, FAILING, OK, Outcome, STALLED, TARGET_BAD, TARGET_BEHIND};
 use crate::cli::fmt::{bytes, duration, escape, timestamp};
+use crate::cli::outcome::{DAMAGE, FAILING, OK, Outcome, STALLED, TARGET_BAD, TARGET_BEHIND};
 
 /// The verdict, with journal damage (which only an offline read can find) first.
 fn verdict(st: &OfflineStatus) -> (&'static str, u8) {
@@ -42,7 +42,7 @@ pub fn status(
     match format {
         StatusFormat::Json => {
             let mut v = serde_json::to_value(&st)
-                .map_err(|e| crate::cli::commands::Failure::Msg(format!("status as JSON: {e}")))?;
+                .map_err(|e| crate::cli::outcome::Failure::Msg(format!("status as JSON: {e}")))?;
             v["verdict"] = json!(label);
             v["exit_code"] = json!(code);
             writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))?;
