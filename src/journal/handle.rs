@@ -43,6 +43,8 @@ pub const KIND_DATA: u8 = 1;
 /// created from it are dropped.
 pub struct Journal {
     shared: Arc<Shared>,
+    /// The single writer of the active segment: appends and rotation hold it.
+    writer: Mutex<Writer>,
     flusher: Option<JoinHandle<()>>,
     report: RecoveryReport,
 }
@@ -200,7 +202,6 @@ impl Journal {
             dir,
             id: rec.journal_id,
             opts,
-            writer: Mutex::new(writer),
             active: Mutex::new(active_map.expect("the last segment is mapped")),
             syncing: Mutex::new(SyncFlags::default()),
             calls: AtomicU64::new(0),
@@ -234,6 +235,7 @@ impl Journal {
         };
         Ok(Journal {
             shared,
+            writer: Mutex::new(writer),
             flusher,
             report,
         })
@@ -316,7 +318,7 @@ impl Journal {
             });
         }
         let range = {
-            let mut w = lock(&self.shared.writer);
+            let mut w = lock(&self.writer);
             self.shared.check()?;
             // The whole batch goes into one segment: rotate first if it does not fit, so that
             // a full disk is refused before any record of the batch is written.
@@ -342,7 +344,7 @@ impl Journal {
         self.shared.check()?;
         check_kind(kind)?;
         check_len(payload.len(), self.shared.opts.payload_bytes_limit())?;
-        let mut w = lock(&self.shared.writer);
+        let mut w = lock(&self.writer);
         self.shared.check()?;
         self.shared.note_call();
         w.append(&self.shared, kind, payload)

@@ -12,7 +12,6 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::format::Lsn;
 use crate::journal::ack::AckFile;
-use crate::journal::append::Writer;
 use crate::journal::index::SparseIndex;
 use crate::journal::options::JournalOptions;
 use crate::segment::{DirLock, HeadMap, SharedMap};
@@ -21,7 +20,6 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) id: Uuid,
     pub(crate) opts: JournalOptions,
-    pub(crate) writer: Mutex<Writer>,
     /// The active segment's map, for sync leaders (who must not need the writer lock).
     pub(crate) active: Mutex<Arc<SharedMap>>,
     /// True while some thread holds the *sync role*: every `msync` of segment data happens
