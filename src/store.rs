@@ -720,7 +720,7 @@ impl<E: JournalEvent> Store<E> {
     }
 
     /// The journal's positions.
-    pub fn journal_state(&self) -> crate::JournalState {
+    pub fn journal_state(&self) -> crate::journal::JournalState {
         self.inner.journal.state()
     }
 

@@ -403,7 +403,7 @@ impl Journal {
     }
 
     /// The record at `lsn`, if it is durable and retained (found through the sparse index).
-    pub fn read(&self, lsn: Lsn) -> Result<Option<crate::Record>> {
+    pub fn read(&self, lsn: Lsn) -> Result<Option<crate::journal::reader::Record>> {
         let mut r = self.reader(lsn)?;
         match r.next_record()? {
             Some(rec) if rec.lsn == lsn => Ok(Some(rec)),

@@ -24,9 +24,9 @@ use crate::format::{
     FRAME_ALIGN, FRAME_HEADER_BYTES, FrameCheck, SEGMENT_DATA_OFFSET, Seed, align_frame,
     check_frame, parse_frame_header,
 };
-use crate::journal::RecordRef;
 use crate::journal::ack::AckFile;
 use crate::journal::listing::{self, SegmentFile, read_full_at};
+use crate::journal::reader::{Record, RecordRef};
 use crate::journal::recovery::Evidence;
 use crate::journal::scan::{Chain, Link, fault_kind, scan_segment};
 use crate::segment::{Access, DirLock};
@@ -620,7 +620,7 @@ impl OfflineReader {
     }
 
     /// The next record, owned.
-    pub fn next_record(&mut self) -> Result<Option<crate::Record>> {
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
         Ok(self.next_ref()?.map(|r| r.to_owned()))
     }
 }
@@ -633,7 +633,8 @@ mod tests {
     fn a_gap_record_is_returned_once_with_its_range() {
         // Exercised end to end by the salvage and CLI tests; here: the bound is respected.
         let dir = tempfile::tempdir().unwrap();
-        let j = crate::Journal::open(dir.path(), crate::JournalOptions::new()).unwrap();
+        let j = crate::journal::Journal::open(dir.path(), crate::journal::JournalOptions::new())
+            .unwrap();
         for i in 0..5u8 {
             j.append(&[i + 1]).unwrap();
         }

@@ -32,7 +32,7 @@ pub use crate::segment::REPLAY_STATE_FILE;
 pub(crate) fn peek_watermark(
     target: &std::path::Path,
     id: uuid::Uuid,
-) -> crate::Result<crate::format::Lsn> {
+) -> crate::error::Result<crate::format::Lsn> {
     sqlite::peek(target, id).map(|(wm, _)| wm)
 }
 
@@ -40,7 +40,7 @@ pub(crate) fn peek_watermark(
 pub(crate) fn peek_target(
     target: &std::path::Path,
     id: uuid::Uuid,
-) -> crate::Result<(crate::format::Lsn, u64)> {
+) -> crate::error::Result<(crate::format::Lsn, u64)> {
     sqlite::peek(target, id)
 }
 
