@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
+use crate::error::SqliteError;
 use crate::format::Lsn;
 use crate::mutation::{Mutation, Value};
 
@@ -22,26 +23,26 @@ use crate::mutation::{Mutation, Value};
 pub enum ApplyError {
     /// The database could not be used right now (busy, locked, I/O error, read-only, share
     /// offline…): retry later; the entry is not at fault.
-    Transient(rusqlite::Error),
+    Transient(SqliteError),
     /// The entry can never apply to this database as it is (constraint violation, missing
     /// table or column, type mismatch, no such row): a permanent error.
-    Rejected {
+    Permanent {
         /// What is wrong, naming the table, column or constraint.
         reason: String,
     },
 }
 
 impl ApplyError {
-    /// A permanent rejection with a reason.
-    pub fn rejected(reason: impl Into<String>) -> Self {
-        ApplyError::Rejected {
+    /// A permanent failure with a reason: the entry can never apply as it is.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        ApplyError::Permanent {
             reason: reason.into(),
         }
     }
 
-    /// True for [`ApplyError::Rejected`].
+    /// True for [`ApplyError::Permanent`].
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ApplyError::Rejected { .. })
+        matches!(self, ApplyError::Permanent { .. })
     }
 }
 
@@ -49,7 +50,7 @@ impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApplyError::Transient(e) => write!(f, "database unavailable: {e}"),
-            ApplyError::Rejected { reason } => write!(f, "rejected: {reason}"),
+            ApplyError::Permanent { reason } => write!(f, "cannot apply: {reason}"),
         }
     }
 }
@@ -58,7 +59,7 @@ impl std::error::Error for ApplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ApplyError::Transient(e) => Some(e),
-            ApplyError::Rejected { .. } => None,
+            ApplyError::Permanent { .. } => None,
         }
     }
 }
@@ -66,9 +67,9 @@ impl std::error::Error for ApplyError {
 impl From<rusqlite::Error> for ApplyError {
     fn from(e: rusqlite::Error) -> Self {
         if is_transient(&e) {
-            ApplyError::Transient(e)
+            ApplyError::Transient(e.into())
         } else {
-            ApplyError::Rejected {
+            ApplyError::Permanent {
                 reason: e.to_string(),
             }
         }
@@ -325,7 +326,7 @@ impl<'c> ApplyContext<'c> {
             Ok(t) => t,
             // The schema may have changed under us (a migration by another process): look
             // again before calling the entry permanently wrong.
-            Err(ApplyError::Rejected { .. }) => {
+            Err(ApplyError::Permanent { .. }) => {
                 let t = self.template(m, true)?;
                 check_values(&t, m)?;
                 t
@@ -349,7 +350,7 @@ impl<'c> ApplyContext<'c> {
             let mut stmt = self.conn.prepare_cached(sql)?;
             stmt.execute(rusqlite::params_from_iter(params(ix)))
                 .map_err(|e| match ApplyError::from(e) {
-                    ApplyError::Rejected { reason } => ApplyError::Rejected {
+                    ApplyError::Permanent { reason } => ApplyError::Permanent {
                         reason: format!("{m}: {reason}"),
                     },
                     t => t,
@@ -358,7 +359,7 @@ impl<'c> ApplyContext<'c> {
         match &t.steps {
             Steps::One { stmt, must_change } => {
                 if run(stmt)? == 0 && *must_change {
-                    return Err(ApplyError::rejected(format!(
+                    return Err(ApplyError::permanent(format!(
                         "{m}: no row in {} has this key",
                         t.info.name
                     )));
@@ -405,15 +406,15 @@ impl<'c> ApplyContext<'c> {
         let tname = m.table();
         let lower = tname.to_ascii_lowercase();
         if lower.starts_with("sqlite_") || lower.starts_with("syncjournal_") {
-            return Err(ApplyError::rejected(format!(
+            return Err(ApplyError::permanent(format!(
                 "{m}: table {tname:?} is internal and cannot be written through the journal"
             )));
         }
         let Some(t) = self.schema.table(self.conn, tname, refresh)? else {
-            return Err(ApplyError::rejected(format!("{m}: no table {tname:?}")));
+            return Err(ApplyError::permanent(format!("{m}: no table {tname:?}")));
         };
         if t.pk.is_empty() {
-            return Err(ApplyError::rejected(format!(
+            return Err(ApplyError::permanent(format!(
                 "{m}: table {} has no primary key",
                 t.name
             )));
@@ -425,7 +426,7 @@ impl<'c> ApplyContext<'c> {
         pk_sorted.sort_unstable();
         if key_sorted != pk_sorted {
             let want: Vec<&str> = t.pk.iter().map(|&i| t.columns[i].name.as_str()).collect();
-            return Err(ApplyError::rejected(format!(
+            return Err(ApplyError::permanent(format!(
                 "{m}: the key must name exactly the primary-key columns of {} ({})",
                 t.name,
                 want.join(", ")
@@ -433,7 +434,7 @@ impl<'c> ApplyContext<'c> {
         }
         let values = resolve(&t, m, m.values(), "column")?;
         if let Some(i) = values.iter().find(|i| t.pk.contains(i)) {
-            return Err(ApplyError::rejected(format!(
+            return Err(ApplyError::permanent(format!(
                 "{m}: column {} is part of the primary key and is given in the key",
                 t.columns[*i].name
             )));
@@ -484,7 +485,7 @@ impl<'c> ApplyContext<'c> {
             },
             Mutation::Update { .. } => {
                 if values.is_empty() {
-                    return Err(ApplyError::rejected(format!("{m}: update sets no column")));
+                    return Err(ApplyError::permanent(format!("{m}: update sets no column")));
                 }
                 Steps::One {
                     stmt: update(),
@@ -649,13 +650,13 @@ fn check_values(t: &Template, m: &Mutation) -> Result<(), ApplyError> {
         if p < t.key_len {
             match v {
                 Value::Null => {
-                    return Err(ApplyError::rejected(format!(
+                    return Err(ApplyError::permanent(format!(
                         "{m}: key column {}.{} is NULL",
                         t.info.name, c.name
                     )));
                 }
                 Value::Real(r) if r.is_nan() => {
-                    return Err(ApplyError::rejected(format!(
+                    return Err(ApplyError::permanent(format!(
                         "{m}: key column {}.{} is NaN, which SQLite stores and compares as NULL: a key must name one row",
                         t.info.name, c.name
                     )));
@@ -664,7 +665,7 @@ fn check_values(t: &Template, m: &Mutation) -> Result<(), ApplyError> {
             }
         }
         if !c.affinity.accepts(v) {
-            return Err(ApplyError::rejected(format!(
+            return Err(ApplyError::permanent(format!(
                 "{m}: type mismatch: column {}.{} is declared {:?} but the value is {}",
                 t.info.name,
                 c.name,
@@ -686,7 +687,7 @@ fn resolve(
     let mut out: Vec<usize> = Vec::with_capacity(cols.len());
     for (name, _) in cols {
         let Some(i) = t.column(name) else {
-            return Err(ApplyError::rejected(format!(
+            return Err(ApplyError::permanent(format!(
                 "{m}: table {} has no column {name:?}{}",
                 t.name,
                 if what == "key" {
@@ -697,7 +698,7 @@ fn resolve(
             )));
         };
         if out.contains(&i) {
-            return Err(ApplyError::rejected(format!(
+            return Err(ApplyError::permanent(format!(
                 "{m}: column {name:?} is given twice"
             )));
         }
@@ -822,7 +823,7 @@ mod tests {
         ];
         for (cs, want) in cases {
             match apply(&c, &mut s, &cs) {
-                Err(ApplyError::Rejected { reason }) => {
+                Err(ApplyError::Permanent { reason }) => {
                     assert!(reason.contains(want), "{reason:?} should mention {want:?}")
                 }
                 other => panic!("{cs:?}: {other:?}"),

@@ -16,6 +16,7 @@
 //! in-memory sizes — 8 bytes for a one-byte integer — and refused change sets of about
 //! 200 000 mutations (6.5 MB) that the journal had accepted.
 
+use crate::error::CacheError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -52,7 +53,7 @@ pub const KIND_CHANGESET: u8 = 0x10;
 ///             (&self.not_after, self.id),
 ///         )?;
 ///         if n == 0 {
-///             return Err(ApplyError::rejected(format!("no certificate {}", self.id)));
+///             return Err(ApplyError::permanent(format!("no certificate {}", self.id)));
 ///         }
 ///         Ok(())
 ///     }
@@ -108,23 +109,25 @@ pub fn encode_event<E: JournalEvent>(created_at_ms: u64, event: &E) -> Result<Ve
 ///
 /// # Errors
 ///
-/// [`Error::EventTooLarge`]; [`Error::EventUnencodable`] if serde or the decoder refuses it.
+/// [`CacheError::EventTooLarge`]; [`CacheError::EventUnencodable`] if serde or the decoder refuses it.
 pub fn encode_event_within<E: JournalEvent>(
     created_at_ms: u64,
     event: &E,
     payload_bytes_max: usize,
 ) -> Result<Vec<u8>, Error> {
-    let unencodable = |reason| Error::EventUnencodable {
-        kind: E::KIND,
-        reason,
+    let unencodable = |reason| {
+        Error::Cache(CacheError::EventUnencodable {
+            kind: E::KIND,
+            reason,
+        })
     };
     let payload = encode_event(created_at_ms, event).map_err(unencodable)?;
     if payload.len() > payload_bytes_max {
-        return Err(Error::EventTooLarge {
+        return Err(Error::Cache(CacheError::EventTooLarge {
             kind: E::KIND,
             len: payload.len(),
             max: payload_bytes_max,
-        });
+        }));
     }
     decode_event::<E>(&payload)
         .map_err(|e| unencodable(format!("it would not decode again: {e}")))?;

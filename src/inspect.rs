@@ -2,6 +2,7 @@
 //! checksum chain, without modifying anything. Works while another process has the journal
 //! open (segments are then copied with `pread` rather than mapped).
 
+use crate::error::JournalError;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -98,22 +99,22 @@ impl Inspection {
 pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
-        return Err(Error::NotFound {
+        return Err(Error::Journal(JournalError::NotFound {
             dir: dir.to_path_buf(),
-        });
+        }));
     }
     let held_by = DirLock::is_held(dir)?;
     let listing = crate::journal::listing::list(dir)?;
     if listing.segments.is_empty() && !listing.has_ack {
         // Nothing to verify is not "verified".
         return Err(match listing.foreign {
-            Some(foreign) => Error::ForeignDirectory {
+            Some(foreign) => Error::Journal(JournalError::ForeignDirectory {
                 dir: dir.to_path_buf(),
                 example: foreign,
-            },
-            None => Error::NoJournal {
+            }),
+            None => Error::Journal(JournalError::NoJournal {
                 dir: dir.to_path_buf(),
-            },
+            }),
         });
     }
     let ack = AckFile::peek(dir)?;

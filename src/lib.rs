@@ -35,7 +35,9 @@ pub mod segment;
 pub mod store;
 
 pub use apply::{ApplyContext, ApplyError};
-pub use error::{Corruption, DamageKind, Error, Result};
+pub use error::{
+    CacheError, Corruption, DamageKind, Error, JournalError, Result, SqliteError, TargetError,
+};
 pub use event::JournalEvent;
 pub use journal::{
     Cut, Journal, JournalOptions, JournalState, KIND_DATA, PersistMode, Reader, Record, RecordRef,
@@ -46,5 +48,9 @@ pub use replay::{
     RejectPolicy, ReplayOptions, Replayer, SyncReport, SyncStatus, TargetJournalMode, TargetOptions,
 };
 pub use store::{Store, StoreOptions};
+
+/// The SQLite binding of the public API (`Store::read`'s connection, `ApplyContext::conn`):
+/// use this one, whatever version your own dependencies pull in.
+pub use rusqlite;
 
 pub use format::Lsn;

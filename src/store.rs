@@ -35,7 +35,7 @@
 //! other connection the write fails with `no such function: write_through_the_syncjournal_store`.
 //! Code that opens the cache file directly can read it, never write it with SQL DML.
 //!
-//! What else the store closes ([`Error::CacheUnguarded`], nothing journaled):
+//! What else the store closes ([`CacheError::Unguarded`], nothing journaled):
 //!
 //! * **virtual tables** (FTS5, R*Tree…) are refused at open, naming the table: SQLite cannot
 //!   put triggers on them, and their data lives in tables their module writes (guarding those
@@ -59,6 +59,7 @@
 //! same as the cache's; editing the file's bytes. Such a cache diverges from the journal
 //! silently: delete it to rebuild it from the journal.
 
+use crate::error::{CacheError, JournalError, TargetError};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -136,7 +137,7 @@ impl StoreOptions {
 
     /// SQL run on the cache at every open, after syncjournal's own table, in a transaction:
     /// the application's tables, written idempotently (`CREATE TABLE IF NOT EXISTS …`). It
-    /// must write no rows and create no virtual table ([`Error::CacheUnguarded`]). Default:
+    /// must write no rows and create no virtual table ([`CacheError::Unguarded`]). Default:
     /// none.
     pub fn cache_schema(mut self, sql: impl Into<String>) -> Self {
         self.cache_schema = Some(sql.into());
@@ -276,9 +277,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn cache_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |source| Error::Cache {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        Error::Cache(CacheError::Sqlite {
+            path: path.to_path_buf(),
+            source: source.into(),
+        })
     }
 }
 
@@ -323,11 +326,11 @@ fn journal_in_savepoint<E: JournalEvent>(
         if let Err(e) = check_unchanged(conn, path, journal, *committed, file_id, schema_version) {
             let _ = conn.execute_batch("ROLLBACK");
             *txn_open = false;
-            let again = Error::CacheUnguarded {
+            let again = Error::Cache(CacheError::Unguarded {
                 path: path.to_path_buf(),
                 table: None,
                 detail: e.to_string(),
-            };
+            });
             return Staged::NotJournaledCacheUnknown(e, again);
         }
     }
@@ -342,8 +345,8 @@ fn journal_in_savepoint<E: JournalEvent>(
     drop(span);
     let written = applied
         .map_err(|e| match e {
-            ApplyError::Rejected { reason } => Error::Rejected { reason },
-            ApplyError::Transient(source) => ce(source),
+            ApplyError::Permanent { reason } => Error::Cache(CacheError::ChangeRefused { reason }),
+            ApplyError::Transient(source) => ce(source.into_inner()),
         })
         .and_then(|()| journal.write(E::KIND, payload));
     match written {
@@ -354,11 +357,11 @@ fn journal_in_savepoint<E: JournalEvent>(
                 // it did, the event saw a wrong `ApplyContext::lsn`; reopening re-applies it.
                 return Staged::JournaledCacheUnknown(
                     lsn,
-                    Error::Poisoned {
+                    Error::Journal(JournalError::Poisoned {
                         reason: format!(
                             "the event was applied to the cache as LSN {expected} but journaled as LSN {lsn}"
                         ),
-                    },
+                    }),
                 );
             }
             match exec_cached(conn, "RELEASE sj_apply") {
@@ -417,8 +420,8 @@ impl<E: JournalEvent> Store<E> {
     ///
     /// # Errors
     ///
-    /// Journal errors ([`Error::Locked`], corruption…); [`Error::CacheMismatch`],
-    /// [`Error::CacheAhead`], [`Error::CacheBehind`] when the cache does not belong to this
+    /// Journal errors ([`JournalError::Locked`], corruption…); [`CacheError::Mismatch`],
+    /// [`CacheError::Ahead`], [`CacheError::Behind`] when the cache does not belong to this
     /// journal's history; SQLite errors on the cache.
     pub fn open(
         journal_dir: impl AsRef<Path>,
@@ -500,14 +503,14 @@ impl<E: JournalEvent> Store<E> {
     ///
     /// # Errors
     ///
-    /// [`Error::Rejected`] if the cache refuses the event (constraint, missing table or
+    /// [`CacheError::ChangeRefused`] if the cache refuses the event (constraint, missing table or
     /// column, type mismatch, no such row): nothing was journaled, nothing changed.
-    /// [`Error::EventTooLarge`] if it encodes to more than the journal's record limit
-    /// ([`JournalOptions::payload_bytes_limit`]), [`Error::EventUnencodable`] if its encoding
-    /// would not decode again: nothing was journaled, nothing changed. [`Error::Poisoned`]
+    /// [`CacheError::EventTooLarge`] if it encodes to more than the journal's record limit
+    /// ([`JournalOptions::payload_bytes_limit`]), [`CacheError::EventUnencodable`] if its encoding
+    /// would not decode again: nothing was journaled, nothing changed. [`JournalError::Poisoned`]
     /// (the store or its journal refuses writes until reopened): nothing was journaled.
     ///
-    /// [`Error::AppliedInDoubt`] when a failure *followed* the journal write (the sync failed
+    /// [`CacheError::AppliedInDoubt`] when a failure *followed* the journal write (the sync failed
     /// — an EIO from `msync` poisons the journal —, or the cache commit failed, for example
     /// with `SQLITE_FULL`): the event is journaled as the LSN the error gives, and the store is
     /// poisoned. It is not a plain failure, and retrying blindly may apply the change twice.
@@ -630,7 +633,7 @@ impl<E: JournalEvent> Store<E> {
                 let mut r = SyncReport::empty();
                 let st = self.inner.journal.state();
                 r.pending = st.durable_lsn.saturating_sub(st.acked_lsn);
-                r.error = Some(Error::NoTarget);
+                r.error = Some(Error::Target(TargetError::NoTarget));
                 r
             }
         };
@@ -651,16 +654,16 @@ impl<E: JournalEvent> Store<E> {
     ///
     /// # Errors
     ///
-    /// [`Error::NoTarget`] without a target (nor a follower to learn from); [`Error::NotWritten`]
+    /// [`TargetError::NoTarget`] without a target (nor a follower to learn from); [`JournalError::NotWritten`]
     /// for an LSN the journal does not hold yet; the store's poisoning.
     pub fn wait_synced(&self, lsn: Lsn, timeout: Duration) -> Result<bool> {
         let inner = &*self.inner;
         if inner.replayer.is_none() && !inner.acknowledge_followers {
-            return Err(Error::NoTarget);
+            return Err(Error::Target(TargetError::NoTarget));
         }
         let written = inner.journal.state().next_lsn - 1;
         if lsn > written {
-            return Err(Error::NotWritten { lsn, written });
+            return Err(Error::Journal(JournalError::NotWritten { lsn, written }));
         }
         if self.sync_thread.is_none() && inner.replayer.is_some() {
             // Nobody else will sync: do it here.
@@ -753,18 +756,18 @@ impl<E: JournalEvent> Drop for Store<E> {
 impl<E: JournalEvent> Inner<E> {
     fn check(&self) -> Result<()> {
         if let Some(reason) = lock(&self.broken).clone() {
-            return Err(Error::Poisoned { reason });
+            return Err(Error::Journal(JournalError::Poisoned { reason }));
         }
         Ok(())
     }
 
     /// The error for an event journaled as `lsn` whose `apply` then failed with `cause`.
     fn in_doubt(&self, lsn: Lsn, cause: Error) -> Error {
-        Error::AppliedInDoubt {
+        Error::Cache(CacheError::AppliedInDoubt {
             lsn,
             durable: self.journal.durable_lsn() >= lsn,
             cause: Box::new(cause),
-        }
+        })
     }
 
     /// After a failure that leaves the open cache transaction in an unknown relation to the
@@ -795,7 +798,9 @@ impl<E: JournalEvent> Inner<E> {
     }
 
     fn replayer(&self) -> Result<&Mutex<Replayer<E>>> {
-        self.replayer.as_ref().ok_or(Error::NoTarget)
+        self.replayer
+            .as_ref()
+            .ok_or(Error::Target(TargetError::NoTarget))
     }
 }
 
@@ -890,8 +895,8 @@ fn with_target_evidence(
     let peeked = match spawned {
         Ok(_) => rx
             .recv_timeout(Duration::from_secs(2))
-            .unwrap_or(Err(Error::NoTarget)),
-        Err(_) => Err(Error::NoTarget),
+            .unwrap_or(Err(Error::Target(TargetError::NoTarget))),
+        Err(_) => Err(Error::Target(TargetError::NoTarget)),
     };
     let (known, seen) = match peeked {
         Ok(wm) => (wm, Some(wm)),
@@ -929,7 +934,7 @@ impl<E: JournalEvent> Inner<E> {
             // A poisoned journal refuses reads; its files still hold the durable records (up
             // to the published HEAD): size the pending part as an offline reader does, and say
             // why it is poisoned.
-            Err(Error::Poisoned { reason }) => {
+            Err(Error::Journal(JournalError::Poisoned { reason })) => {
                 let mut st =
                     crate::replay::offline_status(self.journal.dir(), None, self.stalled_after)?
                         .status;
@@ -1077,11 +1082,11 @@ fn open_cache_writer(path: &Path, journal: &Journal, schema: Option<&str>) -> Re
     let applied = match row {
         Some((found, applied)) if found == id => applied.max(0) as Lsn,
         Some((found, _)) => {
-            return Err(Error::CacheMismatch {
+            return Err(Error::Cache(CacheError::Mismatch {
                 path: path.to_path_buf(),
                 expected: journal.id(),
                 found,
-            });
+            }));
         }
         None => {
             conn.execute(
@@ -1111,11 +1116,11 @@ fn file_identity(path: &Path) -> Result<(u64, u64)> {
 }
 
 fn unguarded(path: &Path, table: Option<&str>, detail: String) -> Error {
-    Error::CacheUnguarded {
+    Error::Cache(CacheError::Unguarded {
         path: path.to_path_buf(),
         table: table.map(str::to_owned),
         detail,
-    }
+    })
 }
 
 /// Runs the application's `cache_schema` in a transaction, refusing (and rolling back) one
@@ -1289,21 +1294,21 @@ fn catch_up<E: JournalEvent>(path: &Path, journal: &Journal, w: &mut CacheWriter
     let st = journal.state();
     let head = st.durable_lsn;
     if w.committed > head {
-        return Err(Error::CacheAhead {
+        return Err(Error::Cache(CacheError::Ahead {
             path: path.to_path_buf(),
             cache_lsn: w.committed,
             journal_lsn: head,
-        });
+        }));
     }
     if w.committed == head {
         return Ok(());
     }
     if w.committed + 1 < st.first_lsn {
-        return Err(Error::CacheBehind {
+        return Err(Error::Cache(CacheError::Behind {
             path: path.to_path_buf(),
             cache_lsn: w.committed,
             first_retained: st.first_lsn,
-        });
+        }));
     }
     let from = w.committed + 1;
     let mut reader = journal.reader(from)?;
@@ -1326,25 +1331,27 @@ fn catch_up<E: JournalEvent>(path: &Path, journal: &Journal, w: &mut CacheWriter
             }
             if rec.kind != E::KIND {
                 let _ = w.conn.execute_batch("ROLLBACK");
-                return Err(Error::UnknownKind {
+                return Err(Error::Target(TargetError::UnknownKind {
                     lsn: rec.lsn,
                     kind: rec.kind,
                     expected: E::KIND,
-                });
+                }));
             }
-            let (_, event) = decode_event::<E>(rec.payload).map_err(|reason| Error::Decode {
-                lsn: rec.lsn,
-                kind: rec.kind,
-                reason,
+            let (_, event) = decode_event::<E>(rec.payload).map_err(|reason| {
+                Error::Cache(CacheError::Undecodable {
+                    lsn: rec.lsn,
+                    kind: rec.kind,
+                    reason,
+                })
             })?;
             if let Err(e) = event.apply(&mut ApplyContext::new(&w.conn, &mut w.schema, rec.lsn)) {
                 let _ = w.conn.execute_batch("ROLLBACK");
-                return Err(Error::Rejected {
+                return Err(Error::Cache(CacheError::ChangeRefused {
                     reason: format!(
                         "re-applying LSN {} to the cache failed ({e}); the cache has diverged from the journal: delete it to rebuild",
                         rec.lsn
                     ),
-                });
+                }));
             }
             last = rec.lsn;
         }

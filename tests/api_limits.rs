@@ -5,6 +5,7 @@
 mod support;
 
 use std::time::Duration;
+use syncjournal::error::JournalError;
 
 use support::read_all;
 use syncjournal::{Error, Journal, JournalOptions, KIND_DATA, PersistMode};
@@ -31,18 +32,21 @@ fn assert_unchanged(journal: &Journal, next: u64, what: &str) {
 #[test]
 fn empty_payload_is_refused() {
     let (_dir, journal) = open();
-    assert!(matches!(journal.append(b""), Err(Error::EmptyRecord)));
+    assert!(matches!(
+        journal.append(b""),
+        Err(Error::Journal(JournalError::EmptyRecord))
+    ));
     assert!(matches!(
         journal.append_kind(5, b""),
-        Err(Error::EmptyRecord)
+        Err(Error::Journal(JournalError::EmptyRecord))
     ));
     assert!(matches!(
         journal.write(KIND_DATA, b""),
-        Err(Error::EmptyRecord)
+        Err(Error::Journal(JournalError::EmptyRecord))
     ));
     assert!(matches!(
         journal.append_batch([b"".as_slice()]),
-        Err(Error::EmptyRecord)
+        Err(Error::Journal(JournalError::EmptyRecord))
     ));
     assert_unchanged(&journal, 1, "empty payloads");
     // An empty batch is not an error; it appends nothing.
@@ -61,16 +65,18 @@ fn payload_limit_is_exact() {
     // 64 KiB segment: 65536 - 4096 (data offset) - 32 (frame header), rounded down to 8.
     assert_eq!(max, (65536 - 4096 - 32) & !7);
     match journal.append(&vec![7u8; max + 1]) {
-        Err(Error::RecordTooLarge { len, max: m }) => assert_eq!((len, m), (max + 1, max)),
+        Err(Error::Journal(JournalError::RecordTooLarge { len, max: m })) => {
+            assert_eq!((len, m), (max + 1, max))
+        }
         other => panic!("payload of max + 1 bytes: {other:?}"),
     }
     assert!(matches!(
         journal.write(KIND_DATA, &vec![7u8; max + 1]),
-        Err(Error::RecordTooLarge { .. })
+        Err(Error::Journal(JournalError::RecordTooLarge { .. }))
     ));
     assert!(matches!(
         journal.append_batch([vec![7u8; 10 * max]]),
-        Err(Error::RecordTooLarge { .. })
+        Err(Error::Journal(JournalError::RecordTooLarge { .. }))
     ));
     assert_unchanged(&journal, 1, "oversized payloads");
 
@@ -108,7 +114,9 @@ fn record_bytes_max_is_the_limit_when_smaller() {
     assert_eq!(journal.options().payload_bytes_limit(), 1000);
     assert_eq!(journal.append(&[1u8; 1000]).unwrap(), 1);
     match journal.append(&[1u8; 1001]) {
-        Err(Error::RecordTooLarge { len, max }) => assert_eq!((len, max), (1001, 1000)),
+        Err(Error::Journal(JournalError::RecordTooLarge { len, max })) => {
+            assert_eq!((len, max), (1001, 1000))
+        }
         other => panic!("1001 bytes with record_bytes_max(1000): {other:?}"),
     }
     assert_unchanged(&journal, 2, "record_bytes_max");
@@ -119,7 +127,9 @@ fn reserved_kinds_are_refused_and_application_kinds_round_trip() {
     let (_dir, journal) = open();
     for kind in std::iter::once(0u8).chain(0xF0..=0xFF) {
         let check = |r: syncjournal::Result<u64>, api: &str| match r {
-            Err(Error::ReservedKind { kind: k }) => assert_eq!(k, kind, "{api}"),
+            Err(Error::Journal(JournalError::ReservedKind { kind: k })) => {
+                assert_eq!(k, kind, "{api}")
+            }
             other => panic!("{api} with kind {kind:#04x}: expected ReservedKind, got {other:?}"),
         };
         check(journal.append_kind(kind, b"x"), "append_kind");
@@ -214,7 +224,7 @@ fn missing_directory_without_create_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let jdir = dir.path().join("missing").join("journal");
     match Journal::open(&jdir, opts().create_if_missing(false)) {
-        Err(Error::NotFound { dir: d }) => assert_eq!(d, jdir),
+        Err(Error::Journal(JournalError::NotFound { dir: d })) => assert_eq!(d, jdir),
         other => panic!("expected NotFound, got {other:?}"),
     }
     assert!(!jdir.exists(), "NotFound created the directory");
@@ -231,7 +241,7 @@ fn a_directory_of_foreign_files_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"not a journal").unwrap();
     match Journal::open(dir.path(), opts()) {
-        Err(Error::ForeignDirectory { .. }) => {}
+        Err(Error::Journal(JournalError::ForeignDirectory { .. })) => {}
         other => panic!("expected ForeignDirectory, got {other:?}"),
     }
     let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -253,7 +263,7 @@ fn waiting_for_an_unwritten_lsn_is_an_error() {
     journal.append(b"one").unwrap();
     journal.wait_durable(1).unwrap();
     match journal.wait_durable(2) {
-        Err(Error::NotWritten { lsn: 2, written: 1 }) => {}
+        Err(Error::Journal(JournalError::NotWritten { lsn: 2, written: 1 })) => {}
         other => panic!("expected NotWritten, got {other:?}"),
     }
 }

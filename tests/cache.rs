@@ -11,12 +11,13 @@
 //!   consumer of another event type stops on its records instead of skipping them;
 //! * concurrent `apply` from 8 threads: unique, contiguous LSNs, every row in the cache and
 //!   (after a sync) the target;
-//! * a refused change set returns `Error::Rejected`, changes nothing and consumes no LSN.
+//! * a refused change set returns `CacheError::ChangeRefused`, changes nothing and consumes no LSN.
 
 mod store_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use syncjournal::error::{CacheError, TargetError};
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -308,11 +309,11 @@ fn a_cache_from_another_journal_is_refused() {
     assert_ne!(id_a, id_b);
 
     match Store::<ChangeSet>::open(&b.journal, &a.cache, local_opts()) {
-        Err(Error::CacheMismatch {
+        Err(Error::Cache(CacheError::Mismatch {
             path,
             expected,
             found,
-        }) => {
+        })) => {
             assert_eq!(path, a.cache);
             assert_eq!(expected, id_b);
             assert_eq!(found, id_a.to_string());
@@ -343,11 +344,11 @@ fn a_cache_ahead_of_the_journal_is_refused() {
     store.close().unwrap();
 
     match Store::<ChangeSet>::open(&old_journal, &paths.cache, local_opts()) {
-        Err(Error::CacheAhead {
+        Err(Error::Cache(CacheError::Ahead {
             path,
             cache_lsn,
             journal_lsn,
-        }) => {
+        })) => {
             assert_eq!(path, paths.cache);
             assert_eq!((cache_lsn, journal_lsn), (5, 2));
         }
@@ -395,11 +396,11 @@ fn a_cache_older_than_the_retained_journal_is_refused() {
     store.close().unwrap();
 
     match Store::<ChangeSet>::open(&paths.journal, &old_cache, opts()) {
-        Err(Error::CacheBehind {
+        Err(Error::Cache(CacheError::Behind {
             path,
             cache_lsn,
             first_retained: f,
-        }) => {
+        })) => {
             assert_eq!(path, old_cache);
             assert_eq!((cache_lsn, f), (2, first_retained));
         }
@@ -468,7 +469,7 @@ impl JournalEvent for CertEvent {
             ),
         };
         if n == 0 {
-            return Err(ApplyError::rejected(format!("no certificate {id}")));
+            return Err(ApplyError::permanent(format!("no certificate {id}")));
         }
         Ok(())
     }
@@ -531,7 +532,7 @@ fn an_application_event_type_goes_through_journal_cache_and_target() {
         CertEvent::Revoked { id: 2 },
     ] {
         match store.apply(&bad) {
-            Err(Error::Rejected { .. }) => {}
+            Err(Error::Cache(CacheError::ChangeRefused { .. })) => {}
             other => panic!("{bad:?}: expected Rejected, got {other:?}"),
         }
     }
@@ -596,11 +597,11 @@ fn an_application_event_type_goes_through_journal_cache_and_target() {
             .journal(journal_opts())
             .cache_schema(SCHEMA),
     ) {
-        Err(Error::UnknownKind {
+        Err(Error::Target(TargetError::UnknownKind {
             lsn,
             kind,
             expected,
-        }) => {
+        })) => {
             assert_eq!((kind, expected), (0x40, KIND_CHANGESET));
             assert_eq!(lsn, 1);
         }
@@ -702,7 +703,7 @@ fn a_refused_change_set_changes_nothing_and_consumes_no_lsn() {
     ];
     for cs in &refused {
         match store.apply(cs) {
-            Err(Error::Rejected { reason }) => assert!(!reason.is_empty()),
+            Err(Error::Cache(CacheError::ChangeRefused { reason })) => assert!(!reason.is_empty()),
             other => panic!("{cs:?}: expected Rejected, got {other:?}"),
         }
         assert_eq!(dump_cache(&store), snapshot, "no trace of {cs:?}");

@@ -1,4 +1,4 @@
-//! A full disk at rotation: `append` fails with `Error::DiskFull`, nothing written before is
+//! A full disk at rotation: `append` fails with `JournalError::DiskFull`, nothing written before is
 //! lost, the journal is not poisoned, and appends continue once space is available again.
 //! Once through the fault seam, once on a real 1 MiB tmpfs (root only).
 
@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use syncjournal::error::JournalError;
 
 use support::{payload, segment_files, tmp_files, with_timeout};
 use syncjournal::fault::{FaultPlan, IoOp};
@@ -17,8 +18,8 @@ const ENOSPC: i32 = 28;
 
 fn assert_disk_full<T: std::fmt::Debug>(r: syncjournal::Result<T>, what: &str) -> Error {
     match r {
-        Err(e @ Error::DiskFull { .. }) => e,
-        other => panic!("{what}: expected Error::DiskFull, got {other:?}"),
+        Err(e @ Error::Journal(JournalError::DiskFull { .. })) => e,
+        other => panic!("{what}: expected Error::Journal(JournalError::DiskFull), got {other:?}"),
     }
 }
 
@@ -58,7 +59,7 @@ fn allocation_failure_at_rotation_is_disk_full_and_recoverable() {
             }
             assert!(written.len() < 1000, "the first segment never filled up");
         };
-        let Error::DiskFull { bytes, path, .. } = &err else {
+        let Error::Journal(JournalError::DiskFull { bytes, path, .. }) = &err else {
             panic!("append needing a rotation: expected DiskFull, got {err:?}");
         };
         assert_eq!(*bytes, 64 << 10, "DiskFull names the bytes it needed");
@@ -161,7 +162,10 @@ fn batched_and_buffered_modes_report_disk_full_too() {
                     "{mode:?}: the segment never filled up"
                 );
             };
-            assert!(matches!(err, Error::DiskFull { .. }), "{mode:?}: {err:?}");
+            assert!(
+                matches!(err, Error::Journal(JournalError::DiskFull { .. })),
+                "{mode:?}: {err:?}"
+            );
             assert_eq!(journal.state().poisoned, None, "{mode:?}: poisoned");
             // The rotation synced the full segment before failing: everything is visible.
             assert_holds(&journal, 1, &written, &format!("{mode:?} while full"));
@@ -175,7 +179,7 @@ fn batched_and_buffered_modes_report_disk_full_too() {
     }
 }
 
-/// `Error::DiskFull` promises "nothing was lost: the journal is unchanged" and tells the caller
+/// `JournalError::DiskFull` promises "nothing was lost: the journal is unchanged" and tells the caller
 /// to free space and retry. A batch whose later record needs a rotation that fails must then
 /// not have appended its first records: a retry would store them twice.
 #[test]
@@ -199,7 +203,7 @@ fn batch_refused_with_disk_full_leaves_the_journal_unchanged() {
         assert!(
             matches!(
                 journal.append_batch(&too_big),
-                Err(Error::BatchTooLarge { .. })
+                Err(Error::Journal(JournalError::BatchTooLarge { .. }))
             ),
             "a batch that no segment can hold must be refused up front"
         );
@@ -323,7 +327,7 @@ fn real_tmpfs_scenario(jdir: &Path) {
             assert!(written.len() < 2000, "1 MiB tmpfs never filled up");
         };
         assert!(
-            matches!(err, Error::DiskFull { .. }),
+            matches!(err, Error::Journal(JournalError::DiskFull { .. })),
             "a full tmpfs at rotation must give DiskFull, got {err:?}"
         );
         assert!(

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use syncjournal::error::{JournalError, TargetError};
 
 use rusqlite::Connection;
 use syncjournal::fault::{FaultPlan, IoOp};
@@ -240,12 +241,12 @@ fn enospc_while_rotating_fault_plan() {
         };
         let text = err.to_string();
         match &err {
-            Error::DiskFull {
+            Error::Journal(JournalError::DiskFull {
                 op,
                 path,
                 bytes,
                 source,
-            } => {
+            }) => {
                 assert_eq!(*bytes, SEG, "DiskFull names the bytes the segment needs");
                 assert_eq!(source.raw_os_error(), Some(ENOSPC), "the OS error");
                 assert_eq!(
@@ -267,7 +268,10 @@ fn enospc_while_rotating_fault_plan() {
             j.append(&payload(999, 1000)).map(|_| ()),
             j.append_batch([payload(998, 1000)]).map(|_| ()),
         ] {
-            assert!(matches!(r, Err(Error::DiskFull { .. })), "{r:?}");
+            assert!(
+                matches!(r, Err(Error::Journal(JournalError::DiskFull { .. }))),
+                "{r:?}"
+            );
         }
         let st = j.state();
         assert_eq!(st.poisoned, None, "DiskFull must not poison");
@@ -330,7 +334,7 @@ fn enospc_on_a_real_full_tmpfs() {
                 assert!(written.len() < 1000, "the 1 MiB tmpfs never filled up");
             };
             match &err {
-                Error::DiskFull { source, path, .. } => {
+                Error::Journal(JournalError::DiskFull { source, path, .. }) => {
                     assert_eq!(source.raw_os_error(), Some(ENOSPC), "{err}");
                     assert!(path.starts_with(&jdir), "{}", path.display());
                 }
@@ -350,7 +354,10 @@ fn enospc_on_a_real_full_tmpfs() {
                 "DiskFull (ENOSPC from the kernel after {} records)",
                 written.len()
             ),
-            lost + u64::from(!matches!(err, Error::DiskFull { .. })),
+            lost + u64::from(!matches!(
+                err,
+                Error::Journal(JournalError::DiskFull { .. })
+            )),
         )
     });
 }
@@ -382,7 +389,7 @@ fn eio_on_sync_poisons_the_journal() {
         let failed = payload(20, 300);
         let err = j.append(&failed).expect_err("the sync fails");
         match &err {
-            Error::Io { op, source, path } => {
+            Error::Journal(JournalError::Io { op, source, path }) => {
                 assert_eq!(source.raw_os_error(), Some(EIO), "{err}");
                 assert!(op.contains("msync"), "op: {op}");
                 assert_eq!(
@@ -395,7 +402,7 @@ fn eio_on_sync_poisons_the_journal() {
         }
         // The fault was one-shot: whatever fails now fails because the journal is poisoned.
         let poisoned = |r: syncjournal::Result<()>, what: &str| match r {
-            Err(Error::Poisoned { reason }) => assert!(
+            Err(Error::Journal(JournalError::Poisoned { reason })) => assert!(
                 reason.contains("os error 5") && reason.contains("msync"),
                 "{what}: reason {reason}"
             ),
@@ -484,12 +491,12 @@ fn read_only_target() {
             .as_ref()
             .expect("a read-only target cannot be synced");
         let message = match err {
-            Error::Target {
+            Error::Target(TargetError::Unavailable {
                 transient: true,
                 message,
                 path,
                 ..
-            } => {
+            }) => {
                 assert_eq!(path, &target);
                 message.clone()
             }
@@ -615,16 +622,12 @@ fn target_locked_by_another_process_for_30_s() {
                 .as_ref()
                 .unwrap_or_else(|| panic!("attempt {attempts}: synced through the lock: {rep}"));
             match err {
-                Error::Target {
+                Error::Target(TargetError::Unavailable {
                     transient: true,
                     message,
-                    source: Some(rusqlite::Error::SqliteFailure(f, _)),
+                    source: Some(sqlite),
                     ..
-                } if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) =>
-                {
+                }) if sqlite.is_busy() => {
                     assert!(
                         message.contains("database is locked")
                             && message.contains("another process holds the database lock"),
@@ -728,11 +731,11 @@ fn schema_mismatch_on_the_target() {
             let rep = store.sync_now();
             match &rep.error {
                 Some(
-                    e @ Error::EntryRejected {
+                    e @ Error::Target(TargetError::EntryRejected {
                         lsn: 1,
                         entry,
                         reason,
-                    },
+                    }),
                 ) => {
                     assert!(entry.contains("hosts"), "{entry}");
                     for n in named {
@@ -778,12 +781,12 @@ fn schema_mismatch_on_the_target() {
         let rep = store.sync_now();
         match &rep.error {
             Some(
-                e @ Error::SchemaMismatch {
+                e @ Error::Target(TargetError::SchemaMismatch {
                     table,
                     detail,
                     path,
                     ..
-                },
+                }),
             ) => {
                 assert_eq!(table, "syncjournal_progress");
                 assert_eq!(path, &target);
@@ -865,9 +868,9 @@ fn foreign_journal_directory() {
         let before = listing(&foreign);
         for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Salvage] {
             match Journal::open(&foreign, JournalOptions::new().recovery_mode(mode)) {
-                Err(e @ Error::ForeignDirectory { .. }) => {
+                Err(e @ Error::Journal(JournalError::ForeignDirectory { .. })) => {
                     let text = e.to_string();
-                    let Error::ForeignDirectory { dir, example } = e else {
+                    let Error::Journal(JournalError::ForeignDirectory { dir, example }) = e else {
                         unreachable!()
                     };
                     assert_eq!(dir, foreign);
@@ -893,7 +896,7 @@ fn foreign_journal_directory() {
         std::fs::write(&intruder, b"#!/bin/sh\necho definitely not a segment\n").unwrap();
         for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Salvage] {
             match Journal::open(&a, JournalOptions::new().recovery_mode(mode)) {
-                Err(Error::ForeignFile { path, found }) => {
+                Err(Error::Journal(JournalError::ForeignFile { path, found })) => {
                     assert_eq!(path, intruder);
                     assert_eq!(found, b"#!/bin/s".to_vec());
                 }
@@ -912,13 +915,13 @@ fn foreign_journal_directory() {
         std::fs::copy(b.join(&stray), a.join(&stray)).unwrap();
         for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Salvage] {
             match Journal::open(&a, JournalOptions::new().recovery_mode(mode)) {
-                Err(e @ Error::ForeignSegment { .. }) => {
+                Err(e @ Error::Journal(JournalError::ForeignSegment { .. })) => {
                     let text = e.to_string();
-                    let Error::ForeignSegment {
+                    let Error::Journal(JournalError::ForeignSegment {
                         path,
                         expected,
                         found,
-                    } = e
+                    }) = e
                     else {
                         unreachable!()
                     };
@@ -994,9 +997,9 @@ fn a_second_process_opening_the_journal_is_locked_out() {
                 .map(|_| ())
             };
             match r {
-                Err(e @ Error::Locked { .. }) => {
+                Err(e @ Error::Journal(JournalError::Locked { .. })) => {
                     let text = e.to_string();
-                    let Error::Locked { dir, holder_pid } = e else {
+                    let Error::Journal(JournalError::Locked { dir, holder_pid }) = e else {
                         unreachable!()
                     };
                     assert_eq!(dir, jdir, "{what}");
@@ -1052,7 +1055,7 @@ fn a_segment_truncated_while_closed() {
             RecoveryMode::AbsoluteConsistency,
         ] {
             match Journal::open(&jdir, JournalOptions::new().recovery_mode(mode)) {
-                Err(Error::Corrupt(c)) => {
+                Err(Error::Journal(JournalError::Corrupt(c))) => {
                     assert_eq!(c.segment, seg1, "{mode:?}: names the file");
                     assert_eq!(
                         c.kind,
@@ -1062,7 +1065,7 @@ fn a_segment_truncated_while_closed() {
                         },
                         "{mode:?}"
                     );
-                    let text = Error::Corrupt(c).to_string();
+                    let text = Error::Journal(JournalError::Corrupt(c)).to_string();
                     assert!(
                         text.contains("0000000000000001.sjl")
                             && text.contains("truncated or extended by someone else"),

@@ -3,6 +3,7 @@
 //! owner's own replayer.
 
 use std::sync::Arc;
+use syncjournal::error::JournalError;
 
 use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::{
@@ -145,7 +146,10 @@ fn a_follower_of_a_journal_without_head_says_why_it_cannot_follow() {
     let report = follower.sync_now();
     assert_eq!(report.applied, 0);
     assert!(
-        matches!(report.error, Some(syncjournal::Error::NoHead { .. })),
+        matches!(
+            report.error,
+            Some(syncjournal::Error::Journal(JournalError::NoHead { .. }))
+        ),
         "{report}"
     );
 }

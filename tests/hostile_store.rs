@@ -7,7 +7,7 @@
 //!   NaN as NULL: the cache and the target would pick different rowids); NaN elsewhere is
 //!   NULL on both sides;
 //! * an `apply` that fails after the journal write reports the outcome as in doubt
-//!   (`Error::AppliedInDoubt` with the LSN), never as a plain failure: an EIO from `msync`
+//!   (`CacheError::AppliedInDoubt` with the LSN), never as a plain failure: an EIO from `msync`
 //!   (durability unknown), `SQLITE_FULL` at the cache commit (durable, cache not updated);
 //!   `status()` works on the poisoned store and `poisoned()` says why;
 //! * `ApplyContext::lsn` is the entry's LSN at the cache (apply, catch-up) and the target;
@@ -23,6 +23,7 @@
 mod store_common;
 
 use std::sync::Arc;
+use syncjournal::error::{CacheError, JournalError, TargetError};
 
 use store_common::{
     Paths, SCHEMA, SMALL_SEGMENT, dump_cache, dump_target, item, item_ids, now_ms, open, open_ro,
@@ -104,7 +105,7 @@ fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more
 
     let over = change_set_of_payload_bytes(max + 1);
     match store.apply(&over) {
-        Err(Error::EventTooLarge { kind, len, max: m }) => {
+        Err(Error::Cache(CacheError::EventTooLarge { kind, len, max: m })) => {
             assert_eq!((kind, len, m), (KIND_CHANGESET, max + 1, max));
         }
         other => panic!("one byte over the limit: {other:?}"),
@@ -139,11 +140,11 @@ fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no
         (at, cs.clone())
     );
     match encode_event_within(at, &cs, 4999) {
-        Err(Error::EventTooLarge {
+        Err(Error::Cache(CacheError::EventTooLarge {
             len: 5000,
             max: 4999,
             ..
-        }) => {}
+        })) => {}
         other => panic!("{other:?}"),
     }
     // A journal configured with a larger record limit holds larger payloads: they decode too.
@@ -168,7 +169,7 @@ fn a_nan_key_is_refused_naming_the_column_and_nothing_is_journaled() {
         ),
     ] {
         match store.apply(&cs) {
-            Err(Error::Rejected { reason }) => {
+            Err(Error::Cache(CacheError::ChangeRefused { reason })) => {
                 assert!(reason.contains("is NaN"), "{reason}");
                 assert!(
                     reason.contains("key column items.id") || reason.contains("key column pairs.b"),
@@ -237,7 +238,7 @@ fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_tar
         );
         let report = replayer.sync_now();
         match report.error {
-            Some(Error::EntryRejected { lsn: 2, reason, .. }) => {
+            Some(Error::Target(TargetError::EntryRejected { lsn: 2, reason, .. })) => {
                 assert!(reason.contains("key column items.id"), "{reason}")
             }
             other => panic!("{key:?}: {other:?}"),
@@ -266,7 +267,9 @@ fn nan_outside_the_key_is_null_at_the_cache_and_at_the_target_and_infinities_are
         .unwrap();
     // A NOT NULL column refuses NaN as it refuses NULL.
     match store.apply(&tag("t", f64::NAN)) {
-        Err(Error::Rejected { reason }) => assert!(reason.contains("NOT NULL"), "{reason}"),
+        Err(Error::Cache(CacheError::ChangeRefused { reason })) => {
+            assert!(reason.contains("NOT NULL"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(store.sync_now().error.is_none());
@@ -306,13 +309,17 @@ fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_s
     plan.fail(IoOp::SyncData, 0, Some(1), EIO);
     let e = store.apply(&item(2)).unwrap_err();
     match &e {
-        Error::AppliedInDoubt {
+        Error::Cache(CacheError::AppliedInDoubt {
             lsn: 2,
             durable: false,
             cause,
-        } => {
+        }) => {
             assert!(
-                matches!(**cause, Error::Io { .. } | Error::Poisoned { .. }),
+                matches!(
+                    **cause,
+                    Error::Journal(JournalError::Io { .. })
+                        | Error::Journal(JournalError::Poisoned { .. })
+                ),
                 "{cause:?}"
             )
         }
@@ -329,7 +336,10 @@ fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_s
     let status = store.status().expect("status of a poisoned store");
     assert_eq!(status.cache_applied_lsn, Some(1));
     assert_eq!((status.head_lsn, status.pending_entries), (1, 1));
-    assert!(matches!(store.apply(&item(3)), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        store.apply(&item(3)),
+        Err(Error::Journal(JournalError::Poisoned { .. }))
+    ));
     drop(store);
 
     // What the error says to do: reopen, and look at the durable LSN.
@@ -354,18 +364,15 @@ fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_tar
     plan.fail(IoOp::CacheCommit, 0, Some(1), ENOSPC);
     let e = store.apply(&item(2)).unwrap_err();
     match &e {
-        Error::AppliedInDoubt {
+        Error::Cache(CacheError::AppliedInDoubt {
             lsn: 2,
             durable: true,
             cause,
-        } => {
-            let Error::Cache { source, .. } = &**cause else {
+        }) => {
+            let Error::Cache(CacheError::Sqlite { source, .. }) = &**cause else {
                 panic!("{cause:?}")
             };
-            assert_eq!(
-                source.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DiskFull)
-            );
+            assert_eq!(source.code(), Some(rusqlite::ffi::SQLITE_FULL));
         }
         other => panic!("{other:?}"),
     }
@@ -429,10 +436,10 @@ fn under_four_threads_every_journaled_event_is_reported_as_applied_or_in_doubt()
             let present = in_cache.contains(id);
             match r {
                 Ok(_) => assert!(present, "{op:?}: item {id} acknowledged but missing"),
-                Err(Error::AppliedInDoubt { durable: true, .. }) => {
+                Err(Error::Cache(CacheError::AppliedInDoubt { durable: true, .. })) => {
                     assert!(present, "{op:?}: item {id} durable but missing")
                 }
-                Err(Error::AppliedInDoubt { .. }) => {}
+                Err(Error::Cache(CacheError::AppliedInDoubt { .. })) => {}
                 Err(e) => assert!(!present, "{op:?}: item {id} failed plainly ({e}) but is in"),
             }
         }
@@ -524,7 +531,7 @@ fn apply_context_lsn_is_the_journal_lsn_at_the_cache_on_catch_up_and_at_the_targ
 
 fn unguarded_table(r: syncjournal::Result<Store>) -> (Option<String>, String) {
     match r {
-        Err(Error::CacheUnguarded { table, detail, .. }) => (table, detail),
+        Err(Error::Cache(CacheError::Unguarded { table, detail, .. })) => (table, detail),
         other => panic!("expected CacheUnguarded, got {other:?}"),
     }
 }
@@ -604,7 +611,9 @@ fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_e
     }
     // Rows written around the journal: refused at the next apply, nothing journaled…
     match store.apply(&item(3)) {
-        Err(Error::CacheUnguarded { table, .. }) => assert_eq!(table.as_deref(), Some("sneaky")),
+        Err(Error::Cache(CacheError::Unguarded { table, .. })) => {
+            assert_eq!(table.as_deref(), Some("sneaky"))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(store.journal_state().durable_lsn, 2);
@@ -641,7 +650,7 @@ fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() 
         .unwrap();
     }
     match store.apply(&item(4)) {
-        Err(Error::CacheUnguarded { detail, .. }) => {
+        Err(Error::Cache(CacheError::Unguarded { detail, .. })) => {
             assert!(
                 detail.contains("rewritten under the open store"),
                 "{detail}"
@@ -665,7 +674,7 @@ fn a_cache_file_renamed_over_the_open_cache_is_noticed() {
     store_common::copy_db(&paths.cache, &copy);
     std::fs::rename(&copy, &paths.cache).unwrap();
     match store.apply(&item(2)) {
-        Err(Error::CacheUnguarded { detail, .. }) => {
+        Err(Error::Cache(CacheError::Unguarded { detail, .. })) => {
             assert!(detail.contains("replaced"), "{detail}")
         }
         other => panic!("{other:?}"),

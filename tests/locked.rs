@@ -1,11 +1,12 @@
 //! Only one opener at a time: a second `Journal::open` (same process or another one) fails with
-//! `Error::Locked` naming the holder's pid, and succeeds once the holder is gone.
+//! `JournalError::Locked` naming the holder's pid, and succeeds once the holder is gone.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use syncjournal::error::JournalError;
 
 use support::{child_test_command, read_all, with_timeout};
 use syncjournal::{Error, Journal, JournalOptions};
@@ -42,8 +43,8 @@ fn locked_child() {
         mode.as_str(),
         Journal::open(&dir, opts().lock_wait_ms(wait)),
     ) {
-        ("probe", Err(e @ Error::Locked { .. })) => {
-            let Error::Locked { holder_pid, .. } = &e else {
+        ("probe", Err(e @ Error::Journal(JournalError::Locked { .. }))) => {
+            let Error::Journal(JournalError::Locked { holder_pid, .. }) = &e else {
                 unreachable!()
             };
             let pid = holder_pid.map_or("none".to_owned(), |p| p.to_string());
@@ -118,9 +119,9 @@ fn second_open_in_the_same_process_is_locked() {
         let me = std::process::id();
         for _ in 0..2 {
             match Journal::open(&jdir, opts()) {
-                Err(e @ Error::Locked { .. }) => {
+                Err(e @ Error::Journal(JournalError::Locked { .. })) => {
                     let text = e.to_string();
-                    let Error::Locked { dir, holder_pid } = e else {
+                    let Error::Journal(JournalError::Locked { dir, holder_pid }) = e else {
                         unreachable!()
                     };
                     assert_eq!(dir, jdir);
@@ -138,7 +139,10 @@ fn second_open_in_the_same_process_is_locked() {
         let mut reader = first.reader(1).unwrap();
         drop(first);
         assert!(
-            matches!(Journal::open(&jdir, opts()), Err(Error::Locked { .. })),
+            matches!(
+                Journal::open(&jdir, opts()),
+                Err(Error::Journal(JournalError::Locked { .. }))
+            ),
             "the lock must be held while a reader of the journal exists"
         );
         assert_eq!(reader.next_record().unwrap().unwrap().payload, b"one");
@@ -209,7 +213,7 @@ fn another_process_holding_the_journal_locks_us_out_until_it_exits_or_dies() {
         let mut child = spawn_child(&jdir, "hold");
         assert_eq!(first_report(&mut child), "HOLDING");
         match Journal::open(&jdir, opts()) {
-            Err(Error::Locked { holder_pid, .. }) => {
+            Err(Error::Journal(JournalError::Locked { holder_pid, .. })) => {
                 assert_eq!(holder_pid, Some(child.id()), "holder pid")
             }
             other => panic!("expected Locked while the child holds the journal, got {other:?}"),
@@ -226,7 +230,7 @@ fn another_process_holding_the_journal_locks_us_out_until_it_exits_or_dies() {
         assert_eq!(first_report(&mut child), "HOLDING");
         assert!(matches!(
             Journal::open(&jdir, opts()),
-            Err(Error::Locked { holder_pid: Some(p), .. }) if p == child.id()
+            Err(Error::Journal(JournalError::Locked { holder_pid: Some(p), .. })) if p == child.id()
         ));
         child.kill().unwrap();
         child.wait().unwrap();

@@ -4,7 +4,7 @@
 //! schema checks of `src/apply.rs`:
 //!
 //! * after every step the cache equals the model;
-//! * a change set the model refuses is refused by `Store::apply` with `Error::Rejected` and
+//! * a change set the model refuses is refused by `Store::apply` with `CacheError::ChangeRefused` and
 //!   leaves no trace (not in the cache, not in the journal: the head does not move), even when
 //!   valid mutations precede the invalid one;
 //! * an accepted change set gets the next LSN;
@@ -20,6 +20,7 @@ mod store_common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use syncjournal::error::CacheError;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
@@ -542,7 +543,7 @@ fn run_case(ops: &[Op], cov: &Coverage) -> Result<(), TestCaseError> {
                         model = next;
                         bump(&cov.accepted);
                     }
-                    (Err(_), Err(Error::Rejected { .. })) => {
+                    (Err(_), Err(Error::Cache(CacheError::ChangeRefused { .. }))) => {
                         bump(&cov.rejected);
                         if let Some(first) = cs.mutations.first()
                             && model.apply(&ChangeSet::new().push(first.clone())).is_ok()
@@ -562,7 +563,7 @@ fn run_case(ops: &[Op], cov: &Coverage) -> Result<(), TestCaseError> {
                     }
                     (Err(why), Err(e)) => {
                         return Err(TestCaseError::fail(format!(
-                            "step {step}: an invalid change set ({why}) must fail with Error::Rejected, got {e:?}"
+                            "step {step}: an invalid change set ({why}) must fail with Error::Cache(CacheError::ChangeRefused), got {e:?}"
                         )));
                     }
                 }

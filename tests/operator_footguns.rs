@@ -6,6 +6,7 @@ mod store_common;
 
 use std::path::Path;
 use std::sync::Arc;
+use syncjournal::error::TargetError;
 
 use store_common::{Paths, SCHEMA, item, open};
 use syncjournal::{
@@ -206,7 +207,7 @@ fn a_target_that_is_no_database_is_a_configuration_error_not_an_outage() {
         let mut r = replayer(&paths, target, ReplayOptions::new());
         let rep = r.sync_now();
         match &rep.error {
-            Some(e @ Error::TargetUnusable { reason, .. }) => {
+            Some(e @ Error::Target(TargetError::Unusable { reason, .. })) => {
                 assert!(reason.contains(says), "{target:?}: {reason}");
                 assert!(!e.is_transient(), "{e}");
                 assert!(!e.to_string().contains("offline"), "{e}");

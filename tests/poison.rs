@@ -1,5 +1,5 @@
 //! A failed sync poisons the journal: the call that hit it fails, and every later call (and
-//! every concurrent waiter) fails with `Error::Poisoned` until the journal is reopened. Records
+//! every concurrent waiter) fails with `JournalError::Poisoned` until the journal is reopened. Records
 //! acknowledged durable before the failure survive the reopen. A failed acknowledgement write
 //! poisons too.
 
@@ -9,6 +9,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::Duration;
+use syncjournal::error::JournalError;
 
 use support::{parse_payload, payload, read_all, with_timeout};
 use syncjournal::fault::{FaultInjector, FaultPlan, IoOp};
@@ -26,22 +27,22 @@ fn opts(mode: PersistMode, segment_bytes: u64, plan: &Arc<FaultPlan>) -> Journal
 /// The call that hit the failed sync: the I/O error itself (EIO), or `Poisoned`.
 fn assert_sync_failure(e: &Error, what: &str) {
     match e {
-        Error::Io { source, .. } => assert_eq!(
+        Error::Journal(JournalError::Io { source, .. }) => assert_eq!(
             source.raw_os_error(),
             Some(EIO),
             "{what}: unexpected I/O error {e}"
         ),
-        Error::Poisoned { .. } => {}
+        Error::Journal(JournalError::Poisoned { .. }) => {}
         other => panic!("{what}: expected the EIO of the failed sync, got {other:?}"),
     }
 }
 
 fn assert_poisoned<T: std::fmt::Debug>(r: syncjournal::Result<T>, what: &str) {
     match r {
-        Err(Error::Poisoned { reason }) => {
+        Err(Error::Journal(JournalError::Poisoned { reason })) => {
             assert!(!reason.is_empty(), "{what}: Poisoned without a reason")
         }
-        other => panic!("{what}: expected Error::Poisoned, got {other:?}"),
+        other => panic!("{what}: expected Error::Journal(JournalError::Poisoned), got {other:?}"),
     }
 }
 
@@ -228,11 +229,11 @@ fn concurrent_appenders_and_followers_all_fail_none_hangs() {
         for h in appenders {
             let (ok, err) = h.join().expect("appender panicked");
             match &err {
-                Error::Io { .. } => {
+                Error::Journal(JournalError::Io { .. }) => {
                     io_errors += 1;
                     assert_sync_failure(&err, "appender");
                 }
-                Error::Poisoned { .. } => {}
+                Error::Journal(JournalError::Poisoned { .. }) => {}
                 other => panic!("appender: expected Poisoned or the EIO, got {other:?}"),
             }
             durable.extend(ok);
@@ -243,7 +244,7 @@ fn concurrent_appenders_and_followers_all_fail_none_hangs() {
         );
         let (seen, err) = follower.join().expect("follower panicked");
         assert!(
-            matches!(err, Error::Poisoned { .. }),
+            matches!(err, Error::Journal(JournalError::Poisoned { .. })),
             "follower: expected Poisoned, got {err:?}"
         );
 
@@ -336,7 +337,7 @@ fn failed_background_sync_poisons_batched_mode() {
             std::thread::sleep(Duration::from_millis(1));
         };
         assert!(
-            matches!(err, Error::Poisoned { .. }),
+            matches!(err, Error::Journal(JournalError::Poisoned { .. })),
             "after a failed background sync: expected Poisoned, got {err:?}"
         );
         // Waiting for a record that the failed sync should have covered fails, never hangs.
@@ -519,7 +520,7 @@ fn rotation_inside_a_batch_after_poisoning_does_not_declare_failed_records_durab
 }
 
 /// A sync that fails with ENOSPC poisons like any failed sync (section 8). It must then not be
-/// reported as `Error::DiskFull`, whose contract is "nothing was lost: the journal is unchanged
+/// reported as `JournalError::DiskFull`, whose contract is "nothing was lost: the journal is unchanged
 /// and consistent ... free some space and retry": the journal is poisoned, and what the failed
 /// sync covered may be lost.
 #[test]
@@ -539,7 +540,7 @@ fn enospc_from_a_sync_poisons_and_is_not_a_retryable_disk_full() {
         assert!(journal.state().poisoned.is_some(), "a failed sync poisons");
         assert_everything_poisoned(&journal, &mut old_reader, "an ENOSPC sync failure");
         assert!(
-            !matches!(err, Error::DiskFull { .. }),
+            !matches!(err, Error::Journal(JournalError::DiskFull { .. })),
             "a failed sync that poisoned the journal was reported as DiskFull (\"{err}\"), \
              which promises the journal is unchanged and a retry will work"
         );

@@ -52,6 +52,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
+use syncjournal::error::JournalError;
 
 use syncjournal::format::{FRAME_LSN_OFFSET, SEGMENT_DATA_OFFSET, le_u64};
 use syncjournal::segment::parse_segment_file_name;
@@ -582,7 +583,7 @@ fn run_case(
     if mode == RecoveryMode::AbsoluteConsistency {
         tally.strict += 1;
         match Journal::open(case_dir, opts(PersistMode::Sync, mode)) {
-            Err(Error::Corrupt(c)) if ex.cut => {
+            Err(Error::Journal(JournalError::Corrupt(c))) if ex.cut => {
                 assert!(c.torn_tail, "{ctx}: strict: refused as a torn tail: {c}");
                 assert_eq!(c.segment, active_path, "{ctx}: strict: names the segment");
                 assert_eq!(c.offset as usize, ex.prefix_end, "{ctx}: strict: offset");

@@ -7,6 +7,7 @@ mod support;
 
 use std::path::Path;
 use std::sync::Arc;
+use syncjournal::error::JournalError;
 
 use support::{payload, read_from, segment_files, segments_with_first_lsn, with_timeout};
 use syncjournal::fault::{FaultPlan, IoOp};
@@ -60,10 +61,10 @@ fn assert_readable_from(journal: &Journal, first: Lsn) {
 
 fn assert_retired<T: std::fmt::Debug>(r: syncjournal::Result<T>, lsn: Lsn, first: Lsn) {
     match r {
-        Err(Error::Retired {
+        Err(Error::Journal(JournalError::Retired {
             lsn: l,
             first_retained,
-        }) => {
+        })) => {
             assert_eq!(l, lsn, "Retired names the LSN asked for");
             assert_eq!(
                 first_retained, first,
@@ -218,7 +219,7 @@ fn ack_beyond_durable_is_refused() {
         // Buffered: written, not durable.
         for lsn in [1, 10, 11] {
             match journal.ack(lsn) {
-                Err(Error::AckBeyondDurable { lsn: l, durable }) => {
+                Err(Error::Journal(JournalError::AckBeyondDurable { lsn: l, durable })) => {
                     assert_eq!((l, durable), (lsn, 0));
                 }
                 other => panic!("ack({lsn}) of a non-durable LSN: {other:?}"),
@@ -228,10 +229,10 @@ fn ack_beyond_durable_is_refused() {
         journal.sync().unwrap();
         journal.ack(10).unwrap();
         match journal.ack(11) {
-            Err(Error::AckBeyondDurable {
+            Err(Error::Journal(JournalError::AckBeyondDurable {
                 lsn: 11,
                 durable: 10,
-            }) => {}
+            })) => {}
             other => panic!("ack(11) beyond durable 10: {other:?}"),
         }
         assert_eq!(journal.state().acked_lsn, 10);
@@ -346,7 +347,7 @@ fn failed_segment_removal_is_retried_later() {
         let ack = segs[3].1 - 1; // segments 1..=3 fully acknowledged
         let r = journal.ack(ack);
         assert!(
-            matches!(r, Err(Error::Io { .. }) | Ok(())),
+            matches!(r, Err(Error::Journal(JournalError::Io { .. })) | Ok(())),
             "ack with a failed removal: {r:?}"
         );
         let state = journal.state();

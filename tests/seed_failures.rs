@@ -13,6 +13,7 @@ mod replay_common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use syncjournal::error::{CacheError, TargetError};
 
 use replay_common::{
     Faults, INVENTORY_SCHEMA, Plan, Rng, dump_inventory, open_target, replay_opts,
@@ -333,7 +334,7 @@ fn force_sync_never_reports_zero_applied_without_saying_why() {
         assert_eq!(r.applied, 0);
         assert_eq!(r.pending, pending, "{r}");
         assert!(
-            matches!(r.error, Some(Error::TargetMissing { .. })),
+            matches!(r.error, Some(Error::Target(TargetError::Missing { .. }))),
             "the report must say why nothing was applied: {r}"
         );
         assert_eq!(r.retries, 2, "TargetMissing is transient: retried: {r}");
@@ -359,7 +360,10 @@ fn force_sync_never_reports_zero_applied_without_saying_why() {
         let r = bare.sync_now();
         check_report(&r);
         assert_eq!(r.pending, pending);
-        assert!(matches!(r.error, Some(Error::NoTarget)), "{r}");
+        assert!(
+            matches!(r.error, Some(Error::Target(TargetError::NoTarget))),
+            "{r}"
+        );
         drop(bare);
 
         // The share comes back: everything is applied, and the error is cleared.
@@ -601,7 +605,7 @@ fn random_op(store: &Store, rng: &mut Rng) -> Option<Lsn> {
     };
     match store.apply(&cs) {
         Ok(lsn) => Some(lsn),
-        Err(Error::Rejected { .. }) => None,
+        Err(Error::Cache(CacheError::ChangeRefused { .. })) => None,
         Err(e) => panic!("apply: {e}"),
     }
 }

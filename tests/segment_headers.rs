@@ -8,6 +8,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use syncjournal::error::JournalError;
 
 use common::*;
 use syncjournal::format::{
@@ -80,7 +81,7 @@ fn assert_names(e: &Error, path: &Path) {
 
 fn header_corruption(e: Error, mode: RecoveryMode) -> syncjournal::Corruption {
     match e {
-        Error::Corrupt(c) => *c,
+        Error::Journal(JournalError::Corrupt(c)) => *c,
         other => panic!("{mode:?}: expected Corrupt, got {other:?}"),
     }
 }
@@ -95,7 +96,7 @@ fn wrong_magic_is_a_foreign_file() {
     refused_in_every_mode(&dir, |mode, e| {
         assert_names(&e, &seg);
         match e {
-            Error::ForeignFile { path, found } => {
+            Error::Journal(JournalError::ForeignFile { path, found }) => {
                 assert_eq!(path, seg, "{mode:?}");
                 assert_eq!(found, b"NOTAJRNL", "{mode:?}");
             }
@@ -104,7 +105,7 @@ fn wrong_magic_is_a_foreign_file() {
     });
     assert!(matches!(
         syncjournal::inspect::inspect(&dir),
-        Err(Error::ForeignFile { .. })
+        Err(Error::Journal(JournalError::ForeignFile { .. }))
     ));
 }
 
@@ -116,7 +117,7 @@ fn an_unrelated_file_named_like_a_segment_is_a_foreign_file() {
     refused_in_every_mode(&dir, |mode, e| {
         assert_names(&e, &seg2);
         match e {
-            Error::ForeignFile { path, found } => {
+            Error::Journal(JournalError::ForeignFile { path, found }) => {
                 assert_eq!(path, seg2, "{mode:?}");
                 assert_eq!(found, b"these ar", "{mode:?}");
             }
@@ -138,11 +139,11 @@ fn older_and_newer_format_versions_are_unsupported() {
             assert_names(&e, &seg);
             let text = e.to_string();
             match e {
-                Error::UnsupportedVersion {
+                Error::Journal(JournalError::UnsupportedVersion {
                     path,
                     found,
                     supported,
-                } => {
+                }) => {
                     assert_eq!(path, seg, "{mode:?}");
                     assert_eq!(found, version, "{mode:?}");
                     assert_eq!(supported, 1, "{mode:?}");
@@ -412,11 +413,11 @@ fn a_segment_of_another_journal_is_refused() {
     refused_in_every_mode(&dir1, |mode, e| {
         assert_names(&e, &seg2);
         match e {
-            Error::ForeignSegment {
+            Error::Journal(JournalError::ForeignSegment {
                 path,
                 expected,
                 found,
-            } => {
+            }) => {
                 assert_eq!(path, seg2, "{mode:?}");
                 assert_eq!(expected, id1, "{mode:?}");
                 assert_eq!(found, id2, "{mode:?}");
@@ -432,11 +433,11 @@ fn a_segment_of_another_journal_is_refused() {
     refused_in_every_mode(&dir1, |mode, e| {
         assert_names(&e, &seg1);
         match e {
-            Error::ForeignSegment {
+            Error::Journal(JournalError::ForeignSegment {
                 path,
                 expected,
                 found,
-            } => {
+            }) => {
                 assert_eq!(path, seg1, "{mode:?}");
                 assert_eq!(expected, id1, "{mode:?}");
                 assert_eq!(found, id2, "{mode:?}");
@@ -455,12 +456,12 @@ fn a_missing_middle_segment_is_refused() {
         assert_names(&e, &dir);
         assert!(e.to_string().contains('2'), "{e}");
         match e {
-            Error::MissingSegment {
+            Error::Journal(JournalError::MissingSegment {
                 dir: d,
                 seq,
                 before,
                 after,
-            } => {
+            }) => {
                 assert_eq!(d, dir, "{mode:?}");
                 assert_eq!((seq, before, after), (2, 1, 3), "{mode:?}");
             }
@@ -469,7 +470,7 @@ fn a_missing_middle_segment_is_refused() {
     });
     assert!(matches!(
         syncjournal::inspect::inspect(&dir),
-        Err(Error::MissingSegment { seq: 2, .. })
+        Err(Error::Journal(JournalError::MissingSegment { seq: 2, .. }))
     ));
 }
 
@@ -489,7 +490,7 @@ fn a_directory_of_unrelated_files_is_not_turned_into_a_journal() {
         let e = expect_open_error(open_with_mode(dir, mode), "foreign directory");
         assert_names(&e, dir);
         match &e {
-            Error::ForeignDirectory { dir: d, example } => {
+            Error::Journal(JournalError::ForeignDirectory { dir: d, example }) => {
                 assert_eq!(d, dir);
                 assert!(
                     entries_before.contains(example),
@@ -510,7 +511,7 @@ fn a_directory_of_unrelated_files_is_not_turned_into_a_journal() {
     }
     assert!(matches!(
         syncjournal::inspect::inspect(dir),
-        Err(Error::ForeignDirectory { .. })
+        Err(Error::Journal(JournalError::ForeignDirectory { .. }))
     ));
     let mut entries: Vec<_> = fs::read_dir(dir)
         .unwrap()

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use syncjournal::error::TargetError;
 
 use rusqlite::Connection;
 use store_common::{
@@ -214,7 +215,10 @@ fn pending_bytes_span_segments() {
     // The target takes the first three, then stops at the tag.
     let report = store.sync_now();
     assert!(
-        matches!(report.error, Some(Error::EntryRejected { lsn: 4, .. })),
+        matches!(
+            report.error,
+            Some(Error::Target(TargetError::EntryRejected { lsn: 4, .. }))
+        ),
         "{report}"
     );
     let st = status(&store);
@@ -266,7 +270,10 @@ fn last_error_from_a_missing_target_survives_restart_and_only_success_clears_it(
     store.apply(&item(1)).unwrap();
     let report = store.sync_now();
     assert!(
-        matches!(report.error, Some(Error::TargetMissing { .. })),
+        matches!(
+            report.error,
+            Some(Error::Target(TargetError::Missing { .. }))
+        ),
         "{report}"
     );
     assert_eq!(report.pending, 1);
@@ -412,7 +419,7 @@ fn stop_policy_case(batch_entries_max: usize) {
     }
     let check_stopped = |store: &Store, report: syncjournal::SyncReport| {
         match &report.error {
-            Some(Error::EntryRejected { lsn, entry, reason }) => {
+            Some(Error::Target(TargetError::EntryRejected { lsn, entry, reason })) => {
                 assert_eq!(*lsn, 3);
                 assert_eq!(entry, &refused.describe());
                 assert!(reason.contains("no table"), "{reason}");
@@ -664,7 +671,7 @@ fn quarantine_policy_records_refused_entries_and_continues() {
 
     // Retrying before the cause is fixed fails and keeps the entry.
     match store.retry_quarantined(2) {
-        Err(Error::EntryRejected { lsn: 2, reason, .. }) => {
+        Err(Error::Target(TargetError::EntryRejected { lsn: 2, reason, .. })) => {
             assert!(reason.contains("no table"), "{reason}")
         }
         other => panic!("expected EntryRejected, got {other:?}"),
@@ -760,10 +767,19 @@ fn no_target_is_reported() {
         Store::open(&paths.journal, &paths.cache, store_common::local_opts()).unwrap();
     store.apply(&item(1)).unwrap();
     let report = store.sync_now();
-    assert!(matches!(report.error, Some(Error::NoTarget)), "{report}");
+    assert!(
+        matches!(report.error, Some(Error::Target(TargetError::NoTarget))),
+        "{report}"
+    );
     assert_eq!(report.pending, 1);
-    assert!(matches!(store.quarantined(), Err(Error::NoTarget)));
-    assert!(matches!(store.retry_quarantined(1), Err(Error::NoTarget)));
+    assert!(matches!(
+        store.quarantined(),
+        Err(Error::Target(TargetError::NoTarget))
+    ));
+    assert!(matches!(
+        store.retry_quarantined(1),
+        Err(Error::Target(TargetError::NoTarget))
+    ));
     let st = status(&store);
     assert_eq!(
         (st.head_lsn, st.cache_applied_lsn, st.pending_entries),

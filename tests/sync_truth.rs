@@ -5,6 +5,7 @@
 mod store_common;
 
 use std::path::Path;
+use syncjournal::error::{JournalError, TargetError};
 
 use store_common::{Paths, SCHEMA, item, local_opts, open, target_watermark};
 use syncjournal::{ReplayOptions, Replayer, TargetOptions};
@@ -191,7 +192,10 @@ fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
     );
     let rep = r.sync_now();
     assert!(
-        matches!(rep.error, Some(Error::EntryRejected { lsn: 4, .. })),
+        matches!(
+            rep.error,
+            Some(Error::Target(TargetError::EntryRejected { lsn: 4, .. }))
+        ),
         "{rep}"
     );
     assert_eq!((rep.applied, rep.target_lsn), (3, Some(3)));
@@ -359,7 +363,7 @@ fn read_offline(dir: &Path) -> (Vec<Lsn>, Option<Error>) {
 
 fn corrupt_kind(e: &Option<Error>) -> DamageKind {
     match e {
-        Some(Error::Corrupt(c)) => c.kind.clone(),
+        Some(Error::Journal(JournalError::Corrupt(c))) => c.kind.clone(),
         other => panic!("expected damage, got {other:?}"),
     }
 }
@@ -467,7 +471,7 @@ fn a_torn_last_record_is_named_a_torn_tail_by_the_offline_reader() {
     let (lsns, e) = read_offline(&paths.journal);
     assert_eq!(lsns.len(), 9);
     match e {
-        Some(Error::Corrupt(c)) => {
+        Some(Error::Journal(JournalError::Corrupt(c))) => {
             assert!(c.torn_tail, "{c:?}");
             assert!(c.to_string().starts_with("torn tail"), "{c}");
         }
@@ -527,7 +531,9 @@ fn an_acknowledgement_beyond_the_records_is_refused_and_nothing_is_retired() {
         "the head is the last record, not the ACK"
     );
     match Journal::open(&paths.journal, JournalOptions::new()) {
-        Err(Error::Corrupt(c)) => assert!(matches!(c.kind, DamageKind::MissingDurable { .. })),
+        Err(Error::Journal(JournalError::Corrupt(c))) => {
+            assert!(matches!(c.kind, DamageKind::MissingDurable { .. }))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -609,7 +615,7 @@ fn a_damaged_record_that_head_published_as_durable_is_not_cut_as_a_torn_tail() {
         .write_all_at(&[b ^ 1], (f.offset + 40) as u64)
         .unwrap();
     match Journal::open(&jdir, JournalOptions::new()) {
-        Err(Error::Corrupt(c)) => assert!(!c.torn_tail, "{c}"),
+        Err(Error::Journal(JournalError::Corrupt(c))) => assert!(!c.torn_tail, "{c}"),
         Ok(j) => panic!("records 5..=20 were cut: {}", j.recovery_report()),
         Err(e) => panic!("{e}"),
     }
@@ -642,7 +648,7 @@ fn a_damaged_last_record_the_target_holds_is_not_cut_and_its_lsn_never_reused() 
         &paths.cache,
         store_opts(&paths.target, RejectPolicy::Stop),
     ) {
-        Err(Error::Corrupt(c)) => assert!(!c.torn_tail, "{c}"),
+        Err(Error::Journal(JournalError::Corrupt(c))) => assert!(!c.torn_tail, "{c}"),
         Ok(s) => panic!("opened; next LSN {}", s.journal_state().next_lsn),
         Err(e) => panic!("{e}"),
     }
@@ -750,7 +756,7 @@ fn a_directory_named_replay_json_is_refused_by_name_instead_of_swallowing_errors
         &paths.cache,
         store_opts(&paths.target, RejectPolicy::Stop),
     ) {
-        Err(Error::UnsafeFile { path, reason }) => {
+        Err(Error::Journal(JournalError::UnsafeFile { path, reason })) => {
             assert!(path.ends_with("replay.json"), "{path:?}");
             assert!(reason.contains("directory"), "{reason}");
         }

@@ -20,6 +20,7 @@ mod replay_common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use syncjournal::error::TargetError;
 
 use replay_common::{
     COUNTER_SCHEMA, INVENTORY_SCHEMA, Increment, Ledger, Rig, assert_target_is_fold, create_target,
@@ -50,7 +51,7 @@ fn a_wal_target_is_refused_until_its_operator_switches_it() {
         let mut r = rig.replayer(replay_opts().retry_attempts_max(2));
         let rep = r.sync_now();
         match &rep.error {
-            Some(Error::TargetWal { path, mode }) => {
+            Some(Error::Target(TargetError::Wal { path, mode })) => {
                 assert_eq!(path, &rig.target);
                 assert!(mode.eq_ignore_ascii_case("wal"), "{mode}");
             }
@@ -68,7 +69,10 @@ fn a_wal_target_is_refused_until_its_operator_switches_it() {
         // visible); it keeps refusing, with the command to run.
         drop(other);
         let rep = r.sync_now();
-        assert!(matches!(rep.error, Some(Error::TargetWal { .. })), "{rep}");
+        assert!(
+            matches!(rep.error, Some(Error::Target(TargetError::Wal { .. }))),
+            "{rep}"
+        );
         assert!(
             rep.error
                 .as_ref()
@@ -166,7 +170,7 @@ fn an_entry_for_a_table_missing_on_the_target_stops_replay() {
         for attempt in 0..2 {
             let rep = store.sync_now();
             match &rep.error {
-                Some(Error::EntryRejected { lsn, entry, reason }) => {
+                Some(Error::Target(TargetError::EntryRejected { lsn, entry, reason })) => {
                     assert_eq!(*lsn, bad, "attempt {attempt}");
                     assert!(entry.contains("domains"), "{entry}");
                     assert!(
@@ -267,9 +271,9 @@ fn syncjournal_tables_with_wrong_columns_are_a_schema_mismatch() {
             let rep = r.sync_now();
             match &rep.error {
                 Some(
-                    e @ Error::SchemaMismatch {
+                    e @ Error::Target(TargetError::SchemaMismatch {
                         table: t, detail, ..
-                    },
+                    }),
                 ) => {
                     assert_eq!(t, table);
                     assert!(detail.contains(missing), "{detail}");
@@ -493,9 +497,14 @@ fn a_tampered_journal_cannot_inject_sql() {
             );
             let rep = r.sync_now();
             match (&rep.error, rec) {
-                (Some(Error::EntryRejected { lsn, .. }), _) => assert_eq!(*lsn, evil, "{what}"),
+                (Some(Error::Target(TargetError::EntryRejected { lsn, .. })), _) => {
+                    assert_eq!(*lsn, evil, "{what}")
+                }
                 // A kind this replayer does not apply stops it too, but it is no refusal.
-                (Some(Error::UnknownKind { lsn, .. }), Tampered::OtherKind) => {
+                (
+                    Some(Error::Target(TargetError::UnknownKind { lsn, .. })),
+                    Tampered::OtherKind,
+                ) => {
                     assert_eq!(*lsn, evil, "{what}")
                 }
                 (other, _) => panic!("{what}: expected EntryRejected, got {other:?} ({rep})"),
@@ -654,9 +663,9 @@ fn a_target_watermark_beyond_the_journal_head_is_refused() {
         let rep = r.sync_now();
         match &rep.error {
             Some(
-                e @ Error::TargetAhead {
+                e @ Error::Target(TargetError::Ahead {
                     target_lsn, head, ..
-                },
+                }),
             ) => {
                 assert_eq!((*target_lsn, *head), (11, 8));
                 assert!(!e.is_transient());
@@ -741,11 +750,11 @@ fn a_target_restored_after_its_entries_were_retired_is_a_replay_gap() {
         let rep = r.sync_now();
         match &rep.error {
             Some(
-                e @ Error::ReplayGap {
+                e @ Error::Target(TargetError::ReplayGap {
                     target_lsn,
                     first_retained,
                     ..
-                },
+                }),
             ) => {
                 assert_eq!((*target_lsn, *first_retained), (1500, first));
                 let msg = e.to_string();

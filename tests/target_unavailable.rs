@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
+use syncjournal::error::TargetError;
 
 use replay_common::{
     INVENTORY_SCHEMA, ReadOnly, Rig, create_target, dump_inventory, open_target, replay_opts,
@@ -288,7 +289,7 @@ fn the_share_gone_and_back_before_the_first_connection() {
 
         let rep = store.sync_now();
         assert!(
-            matches!(rep.error, Some(Error::TargetMissing { .. })),
+            matches!(rep.error, Some(Error::Target(TargetError::Missing { .. }))),
             "the share is gone: {rep}"
         );
         assert!(rep.error.as_ref().unwrap().is_transient());
@@ -330,7 +331,7 @@ fn the_share_gone_and_back_while_connected() {
         let st = store.status().unwrap();
         let moved = away.join("inventory.db");
         assert!(
-            matches!(rep.error, Some(Error::TargetMissing { .. })),
+            matches!(rep.error, Some(Error::Target(TargetError::Missing { .. }))),
             "the share is gone, yet the sync reported {rep}; the moved-away file now has watermark {} (acknowledged {})",
             target_watermark(&moved, st.journal_id),
             st.acked_lsn
@@ -363,7 +364,7 @@ fn a_missing_target_is_never_created_without_create_if_missing() {
             for _ in 0..2 {
                 let rep = store.sync_now();
                 assert!(
-                    matches!(rep.error, Some(Error::TargetMissing { .. })),
+                    matches!(rep.error, Some(Error::Target(TargetError::Missing { .. }))),
                     "{what}: {rep}"
                 );
                 assert_eq!(rep.pending, pending);
@@ -388,11 +389,11 @@ fn a_missing_target_is_never_created_without_create_if_missing() {
             );
             assert!(matches!(
                 r.target_watermark(),
-                Err(Error::TargetMissing { .. })
+                Err(Error::Target(TargetError::Missing { .. }))
             ));
             assert!(matches!(
                 r.sync_now().error,
-                Some(Error::TargetMissing { .. })
+                Some(Error::Target(TargetError::Missing { .. }))
             ));
             assert!(!inv.target.exists(), "{what}: the target was created");
         }

@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
+use syncjournal::error::JournalError;
 
 use common::*;
 use syncjournal::{Journal, PersistMode, RecoveryMode};
@@ -86,7 +87,7 @@ fn check_torn_image(t: &Template, image: &[u8], keep_cut_bytes: bool, ctx: &str)
                 "{ctx}: AbsoluteConsistency refused a clean image: {e}"
             );
             let text = e.to_string();
-            let syncjournal::Error::Corrupt(c) = e else {
+            let syncjournal::Error::Journal(JournalError::Corrupt(c)) = e else {
                 panic!("{ctx}: expected Corrupt, got {e:?}");
             };
             assert!(

@@ -14,6 +14,7 @@
 //! The `encode` methods write the same format, for the seed corpus generator.
 
 use std::path::Path;
+use syncjournal::error::JournalError;
 
 use syncjournal::format::{
     ACK_FILE_BYTES, ACK_MAGIC, ACK_SLOT_BYTES, ACK_SLOT_OFFSETS, AckSlot, AckSlotError,
@@ -1627,11 +1628,11 @@ fn open_and_check(
             assert!(
                 !matches!(
                     e,
-                    Error::Io { .. }
-                        | Error::DiskFull { .. }
-                        | Error::Locked { .. }
+                    Error::Journal(JournalError::Io { .. })
+                        | Error::Journal(JournalError::DiskFull { .. })
+                        | Error::Journal(JournalError::Locked { .. })
                         | Error::InvalidOption { .. }
-                        | Error::Poisoned { .. }
+                        | Error::Journal(JournalError::Poisoned { .. })
                 ),
                 "{mode:?} open failed with an operational error: {e}"
             );
@@ -1708,7 +1709,7 @@ fn open_and_check(
     let appended = again.append(APPENDED);
     if state.next_lsn > LSN_MAX {
         assert!(
-            matches!(appended, Err(Error::LimitReached(_))),
+            matches!(appended, Err(Error::Journal(JournalError::LimitReached(_)))),
             "append at LSN {} after {mode:?} recovery: {appended:?}",
             state.next_lsn
         );

@@ -59,6 +59,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use syncjournal::error::{JournalError, TargetError};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -134,7 +135,7 @@ impl JournalEvent for FzEvent {
 
     fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError> {
         if self.reject {
-            return Err(ApplyError::rejected(format!(
+            return Err(ApplyError::permanent(format!(
                 "event {} refuses to apply",
                 self.tag
             )));
@@ -688,16 +689,16 @@ fn io_error_name(e: &IoEvent) -> &'static str {
 
 fn error_name(e: &Error) -> &'static str {
     match e {
-        Error::ReservedKind { .. } => "ReservedKind",
-        Error::EmptyRecord => "EmptyRecord",
-        Error::RecordTooLarge { .. } => "RecordTooLarge",
-        Error::BatchTooLarge { .. } => "BatchTooLarge",
-        Error::Poisoned { .. } => "Poisoned",
-        Error::DiskFull { .. } => "DiskFull",
-        Error::Io { .. } => "Io",
-        Error::AckBeyondDurable { .. } => "AckBeyondDurable",
-        Error::ReplayGap { .. } => "ReplayGap",
-        Error::EntryRejected { .. } => "EntryRejected",
+        Error::Journal(JournalError::ReservedKind { .. }) => "ReservedKind",
+        Error::Journal(JournalError::EmptyRecord) => "EmptyRecord",
+        Error::Journal(JournalError::RecordTooLarge { .. }) => "RecordTooLarge",
+        Error::Journal(JournalError::BatchTooLarge { .. }) => "BatchTooLarge",
+        Error::Journal(JournalError::Poisoned { .. }) => "Poisoned",
+        Error::Journal(JournalError::DiskFull { .. }) => "DiskFull",
+        Error::Journal(JournalError::Io { .. }) => "Io",
+        Error::Journal(JournalError::AckBeyondDurable { .. }) => "AckBeyondDurable",
+        Error::Target(TargetError::ReplayGap { .. }) => "ReplayGap",
+        Error::Target(TargetError::EntryRejected { .. }) => "EntryRejected",
         _ => "other",
     }
 }
@@ -958,7 +959,10 @@ impl Rig {
                     .unwrap_or_else(|e| panic!("{what}: wait_durable of a durable LSN: {e}"));
             }
             assert!(
-                matches!(j.reader(st.first_lsn), Err(Error::Poisoned { .. })),
+                matches!(
+                    j.reader(st.first_lsn),
+                    Err(Error::Journal(JournalError::Poisoned { .. }))
+                ),
                 "{what}: a poisoned journal creates readers"
             );
             return;
@@ -1245,7 +1249,7 @@ impl Rig {
         let n = recs.len() as Lsn;
         if self.m.poisoned {
             assert!(
-                matches!(r, Err(Error::Poisoned { .. })),
+                matches!(r, Err(Error::Journal(JournalError::Poisoned { .. }))),
                 "{what}: a poisoned journal accepted an append: {r:?}"
             );
             self.stats.poisoned_calls += 1;
@@ -1293,7 +1297,11 @@ impl Rig {
                 );
                 if sync_poison {
                     assert!(
-                        matches!(e, Error::Io { .. } | Error::Poisoned { .. }),
+                        matches!(
+                            e,
+                            Error::Journal(JournalError::Io { .. })
+                                | Error::Journal(JournalError::Poisoned { .. })
+                        ),
                         "{what}: a failed sync reported as {e:?}"
                     );
                 } else {
@@ -1375,7 +1383,10 @@ impl Rig {
         let r = j.sync();
         let log = self.faults.take_log();
         if self.m.poisoned {
-            assert!(matches!(r, Err(Error::Poisoned { .. })), "{what}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::Journal(JournalError::Poisoned { .. }))),
+                "{what}: {r:?}"
+            );
             self.stats.poisoned_calls += 1;
             return;
         }
@@ -1390,7 +1401,10 @@ impl Rig {
             }
             Err(e) => {
                 assert!(poison, "{what}: failed without a failed sync: {e}");
-                assert!(matches!(e, Error::Io { .. }), "{what}: {e:?}");
+                assert!(
+                    matches!(e, Error::Journal(JournalError::Io { .. })),
+                    "{what}: {e:?}"
+                );
                 self.m.poisoned = true;
                 self.stats.poisonings += 1;
             }
@@ -1410,13 +1424,19 @@ impl Rig {
         let r = j.ack(x);
         let log = self.faults.take_log();
         if self.m.poisoned {
-            assert!(matches!(r, Err(Error::Poisoned { .. })), "{what}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::Journal(JournalError::Poisoned { .. }))),
+                "{what}: {r:?}"
+            );
             self.stats.poisoned_calls += 1;
             return;
         }
         if x > self.m.durable {
             assert!(
-                matches!(r, Err(Error::AckBeyondDurable { .. })),
+                matches!(
+                    r,
+                    Err(Error::Journal(JournalError::AckBeyondDurable { .. }))
+                ),
                 "{what}: ack({x}) beyond the durable LSN {}: {r:?}",
                 self.m.durable
             );
@@ -1515,7 +1535,11 @@ impl Rig {
                     "{what}: open failed without an injected fault: {e}"
                 );
                 assert!(
-                    matches!(e, Error::Io { .. } | Error::DiskFull { .. }),
+                    matches!(
+                        e,
+                        Error::Journal(JournalError::Io { .. })
+                            | Error::Journal(JournalError::DiskFull { .. })
+                    ),
                     "{what}: an injected I/O fault failed the open as {e:?}"
                 );
                 self.faults.plan.clear();
@@ -1787,7 +1811,10 @@ impl Rig {
             && !self.m.poisoned;
         if quiet && gap {
             assert!(
-                matches!(report.error, Some(Error::ReplayGap { .. })),
+                matches!(
+                    report.error,
+                    Some(Error::Target(TargetError::ReplayGap { .. }))
+                ),
                 "{ctx}: expected ReplayGap"
             );
         } else if quiet {
@@ -1801,9 +1828,9 @@ impl Rig {
                     let foreign = self.m.recs[l as usize - 1].effect == Effect::Foreign;
                     assert!(
                         if foreign {
-                            matches!(&report.error, Some(Error::UnknownKind { lsn, .. }) if *lsn == l)
+                            matches!(&report.error, Some(Error::Target(TargetError::UnknownKind { lsn, .. })) if *lsn == l)
                         } else {
-                            matches!(&report.error, Some(Error::EntryRejected { lsn, .. }) if *lsn == l)
+                            matches!(&report.error, Some(Error::Target(TargetError::EntryRejected { lsn, .. })) if *lsn == l)
                         },
                         "{ctx}: expected {} at {l}",
                         if foreign {
@@ -1822,8 +1849,11 @@ impl Rig {
         self.stats.in_doubt_commits += commit_hits as u64;
         self.stats.quarantined += report.quarantined;
         match report.error {
-            Some(Error::ReplayGap { .. }) => self.stats.gaps += 1,
-            Some(Error::EntryRejected { .. } | Error::UnknownKind { .. }) => self.stats.stops += 1,
+            Some(Error::Target(TargetError::ReplayGap { .. })) => self.stats.gaps += 1,
+            Some(
+                Error::Target(TargetError::EntryRejected { .. })
+                | Error::Target(TargetError::UnknownKind { .. }),
+            ) => self.stats.stops += 1,
             _ => {}
         }
         let st = self.journal().state();

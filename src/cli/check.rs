@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use syncjournal::error::TargetError;
 
 use serde_json::json;
 
@@ -19,7 +20,7 @@ const UNUSABLE: u8 = 2;
 pub fn check_target_cmd(out: &mut dyn Write, db: &Path, json_out: bool) -> Outcome {
     let check = match check_target(db) {
         Ok(c) => c,
-        Err(Error::TargetMissing { path }) => {
+        Err(Error::Target(TargetError::Missing { path })) => {
             return Err(Failure::Msg(format!(
                 "target {} does not exist: an unmounted share looks like this (the mount point is there, the file is not) — is the share mounted, is the path right? check-target never creates it",
                 path.display()

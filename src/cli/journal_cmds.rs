@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
+use syncjournal::error::JournalError;
 
 use serde_json::json;
 
@@ -145,7 +146,9 @@ pub fn dump(
 fn is_journal_damage(e: &Error) -> bool {
     matches!(
         e,
-        Error::Corrupt(_) | Error::MissingSegment { .. } | Error::Discontinuity { .. }
+        Error::Journal(JournalError::Corrupt(_))
+            | Error::Journal(JournalError::MissingSegment { .. })
+            | Error::Journal(JournalError::Discontinuity { .. })
     )
 }
 
@@ -187,7 +190,10 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
         // Damage that stops the examination itself (a damaged header, a truncated or missing
         // segment, a segment of another journal) is still damage found.
         // (Files that are not this journal's are refused instead: exit 2.)
-        Err(e @ (Error::Corrupt(_) | Error::MissingSegment { .. })) => {
+        Err(
+            e @ (Error::Journal(JournalError::Corrupt(_))
+            | Error::Journal(JournalError::MissingSegment { .. })),
+        ) => {
             say!(out, "journal {}", dir.display())?;
             say!(out, "DAMAGE: {e}")?;
             say!(
@@ -271,9 +277,9 @@ pub fn verify(out: &mut dyn Write, dir: &Path) -> Outcome {
 /// `recover`
 pub fn recover(out: &mut dyn Write, dir: &Path, mode: RecoverMode) -> Outcome {
     if !dir.is_dir() {
-        return Err(Error::NotFound {
+        return Err(Error::Journal(JournalError::NotFound {
             dir: dir.to_path_buf(),
-        }
+        })
         .into());
     }
     let opts = JournalOptions::new()

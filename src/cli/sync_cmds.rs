@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use syncjournal::error::JournalError;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -42,9 +43,9 @@ pub fn sync(out: &mut dyn Write, dir: &Path, target: &Path, flags: SyncFlags) ->
         adopt_target,
     } = flags;
     if !dir.is_dir() {
-        return Err(Error::NotFound {
+        return Err(Error::Journal(JournalError::NotFound {
             dir: dir.to_path_buf(),
-        }
+        })
         .into());
     }
     let replay = ReplayOptions::new()

@@ -1,6 +1,7 @@
 //! Appending: the single writer of the active segment — LSN assignment, the frame encoded in
 //! place into the map, the sparse index — and the checks every payload passes first.
 
+use crate::error::JournalError;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -31,7 +32,9 @@ impl Writer {
         let lsn = self.next_lsn;
         // Before rotating: a new segment must never start at an LSN no record can have.
         if lsn > crate::format::LSN_MAX {
-            return Err(Error::LimitReached("LSNs are exhausted"));
+            return Err(Error::Journal(JournalError::LimitReached(
+                "LSNs are exhausted",
+            )));
         }
         if self.map.remaining() < fb {
             self.rotate(shared)?;
@@ -60,17 +63,17 @@ impl Writer {
 
 pub(crate) fn check_kind(kind: u8) -> Result<()> {
     if kind == 0 || kind >= KIND_RESERVED_MIN {
-        return Err(Error::ReservedKind { kind });
+        return Err(Error::Journal(JournalError::ReservedKind { kind }));
     }
     Ok(())
 }
 
 pub(crate) fn check_len(len: usize, max: usize) -> Result<()> {
     if len == 0 {
-        return Err(Error::EmptyRecord);
+        return Err(Error::Journal(JournalError::EmptyRecord));
     }
     if len > max {
-        return Err(Error::RecordTooLarge { len, max });
+        return Err(Error::Journal(JournalError::RecordTooLarge { len, max }));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! overlap and a failed one is seen, and poisons the journal, before a later one could report
 //! a false success. Also the background flusher of `PersistMode::Batched`.
 
+use crate::error::JournalError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -61,7 +62,7 @@ impl Shared {
             self.check()?;
             let written = self.written_lsn.load(Ordering::Acquire);
             if lsn > written {
-                return Err(Error::NotWritten { lsn, written });
+                return Err(Error::Journal(JournalError::NotWritten { lsn, written }));
             }
         }
         loop {

@@ -11,6 +11,7 @@
 //! * Lock order: `writer` → `sync` → (`segments`). A leader never holds `sync` while taking
 //!   `writer`.
 
+use crate::error::JournalError;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::Path;
@@ -87,9 +88,9 @@ impl Journal {
     ///
     /// # Errors
     ///
-    /// [`Error::Locked`] if another process (or handle) has the journal open; corruption
-    /// errors as the recovery mode dictates ([`Error::Corrupt`] names segment, offset and
-    /// kind); [`Error::ForeignFile`], [`Error::ForeignSegment`], [`Error::UnsupportedVersion`]
+    /// [`JournalError::Locked`] if another process (or handle) has the journal open; corruption
+    /// errors as the recovery mode dictates ([`JournalError::Corrupt`] names segment, offset and
+    /// kind); [`JournalError::ForeignFile`], [`JournalError::ForeignSegment`], [`JournalError::UnsupportedVersion`]
     /// for files that are not this journal's; I/O errors.
     pub fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Journal> {
         opts.validate()?;
@@ -105,7 +106,7 @@ impl Journal {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !opts.create_if_missing {
-                    return Err(Error::NotFound { dir });
+                    return Err(Error::Journal(JournalError::NotFound { dir }));
                 }
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| Error::io("create journal directory", &dir, e))?;
@@ -118,13 +119,13 @@ impl Journal {
         let listing = crate::journal::listing::list(&dir)?;
         if listing.segments.is_empty() && !listing.has_ack {
             if let Some(foreign) = listing.foreign {
-                return Err(Error::ForeignDirectory {
+                return Err(Error::Journal(JournalError::ForeignDirectory {
                     dir,
                     example: foreign,
-                });
+                }));
             }
             if !opts.create_if_missing {
-                return Err(Error::NoJournal { dir });
+                return Err(Error::Journal(JournalError::NoJournal { dir }));
             }
         }
         let lock = DirLock::acquire(&dir, Duration::from_millis(opts.lock_wait_ms))?;
@@ -266,8 +267,8 @@ impl Journal {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyRecord`], [`Error::RecordTooLarge`], [`Error::Poisoned`],
-    /// [`Error::DiskFull`] when a new segment cannot be reserved (nothing is written; the
+    /// [`JournalError::EmptyRecord`], [`JournalError::RecordTooLarge`], [`JournalError::Poisoned`],
+    /// [`JournalError::DiskFull`] when a new segment cannot be reserved (nothing is written; the
     /// journal stays consistent), I/O errors of the sync (which poison the journal).
     pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
         self.append_kind(KIND_DATA, payload)
@@ -312,10 +313,10 @@ impl Journal {
         }
         let capacity = self.shared.opts.segment_bytes_max as usize - SEGMENT_DATA_OFFSET;
         if bytes > capacity {
-            return Err(Error::BatchTooLarge {
+            return Err(Error::Journal(JournalError::BatchTooLarge {
                 bytes,
                 max: capacity,
-            });
+            }));
         }
         let range = {
             let mut w = lock(&self.writer);
@@ -374,13 +375,16 @@ impl Journal {
     ///
     /// # Errors
     ///
-    /// [`Error::AckBeyondDurable`] if `lsn` is not durable yet; I/O errors (a failed sync of the
+    /// [`JournalError::AckBeyondDurable`] if `lsn` is not durable yet; I/O errors (a failed sync of the
     /// acknowledgement file poisons the journal).
     pub fn ack(&self, lsn: Lsn) -> Result<()> {
         self.shared.check()?;
         let durable = self.shared.durable_lsn.load(Ordering::Acquire);
         if lsn > durable {
-            return Err(Error::AckBeyondDurable { lsn, durable });
+            return Err(Error::Journal(JournalError::AckBeyondDurable {
+                lsn,
+                durable,
+            }));
         }
         {
             let mut ack = lock(&self.shared.ack);

@@ -2,6 +2,7 @@
 //! type without following links), and each segment's header read and verified once when the
 //! segment is opened. Recovery, the offline reader and `inspect` all start here.
 
+use crate::error::JournalError;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -66,7 +67,7 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
             .map_err(|e| Error::io("list journal directory", dir, e))?;
         let ok = if want_dir { t.is_dir() } else { t.is_file() };
         if !ok {
-            return Err(Error::UnsafeFile {
+            return Err(Error::Journal(JournalError::UnsafeFile {
                 path: entry.path(),
                 reason: format!(
                     "is {}, not {}",
@@ -77,7 +78,7 @@ pub(crate) fn list(dir: &Path) -> Result<Listing> {
                         "a regular file"
                     }
                 ),
-            });
+            }));
         }
         if let Some(seq) = parse_segment_file_name(name) {
             listing.segments.push((seq, entry.path()));
@@ -129,11 +130,11 @@ impl SegmentFile {
         if let Some(id) = expected_id
             && header.journal_id != id
         {
-            return Err(Error::ForeignSegment {
+            return Err(Error::Journal(JournalError::ForeignSegment {
                 path: path.to_path_buf(),
                 expected: id,
                 found: header.journal_id,
-            });
+            }));
         }
         Ok(SegmentFile {
             seq,
@@ -228,10 +229,10 @@ fn header_error(path: &Path, e: HeaderError) -> Error {
         HeaderError::TooShort { len } => {
             Error::corrupt(path, 0, DamageKind::HeaderTruncated { len: len as u64 })
         }
-        HeaderError::BadMagic { found } => Error::ForeignFile {
+        HeaderError::BadMagic { found } => Error::Journal(JournalError::ForeignFile {
             path: path.to_path_buf(),
             found: found.to_vec(),
-        },
+        }),
         HeaderError::BadHeaderLen { found } => Error::corrupt(
             path,
             0,
@@ -244,11 +245,13 @@ fn header_error(path: &Path, e: HeaderError) -> Error {
         HeaderError::Checksum { stored, computed } => {
             Error::corrupt(path, 0, DamageKind::HeaderChecksum { stored, computed })
         }
-        HeaderError::UnsupportedVersion { found } => Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found,
-            supported: FORMAT_VERSION,
-        },
+        HeaderError::UnsupportedVersion { found } => {
+            Error::Journal(JournalError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            })
+        }
         HeaderError::Field {
             field,
             found,

@@ -14,6 +14,7 @@
 //! the owner has since written records and rotated, and a reader that took those zeros for
 //! the end of the segment would skip the records (`journal-format.md` §6.1).
 
+use crate::error::JournalError;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -144,13 +145,13 @@ pub fn journal_id_of(dir: &Path) -> Result<Uuid> {
     let listing = listing::list(dir)?;
     let Some((seq, path)) = listing.segments.first() else {
         return Err(match listing.foreign {
-            Some(example) => Error::ForeignDirectory {
+            Some(example) => Error::Journal(JournalError::ForeignDirectory {
                 dir: dir.to_path_buf(),
                 example,
-            },
-            None => Error::NoJournal {
+            }),
+            None => Error::Journal(JournalError::NoJournal {
                 dir: dir.to_path_buf(),
-            },
+            }),
         });
     };
     Ok(SegmentFile::open(*seq, path, None, Access::Read)?
@@ -170,7 +171,8 @@ pub fn first_retained(dir: &Path, journal_id: Uuid) -> Result<Lsn> {
         match SegmentFile::open(*seq, path, Some(journal_id), Access::Read) {
             Ok(s) => return Ok(s.header.first_lsn),
             // Retired between the listing and the open: list again.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(Error::Journal(JournalError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
@@ -192,7 +194,7 @@ impl OfflineReader {
     pub fn open(dir: impl AsRef<Path>, lsn: Lsn, until: Until) -> Result<OfflineReader> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
-            return Err(Error::NotFound { dir });
+            return Err(Error::Journal(JournalError::NotFound { dir }));
         }
         let journal_id = journal_id_of(&dir)?;
         let acked = AckFile::peek(&dir)?.map_or(0, |a| a.acked_lsn);
@@ -283,7 +285,9 @@ impl OfflineReader {
         for _ in 0..3 {
             match self.try_locate() {
                 // Retired between the listing and the open: list again.
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::Journal(JournalError::Io { source, .. }))
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
                     self.relist()?;
                 }
                 other => return other,
@@ -298,10 +302,10 @@ impl OfflineReader {
         }
         let first = self.first_lsn_of(0)?;
         if self.next_lsn < first {
-            return Err(Error::Retired {
+            return Err(Error::Journal(JournalError::Retired {
                 lsn: self.next_lsn,
                 first_retained: first,
-            });
+            }));
         }
         // The last segment whose first LSN is at or below `next_lsn`.
         let (mut lo, mut hi) = (0, self.segs.len());
@@ -481,12 +485,12 @@ impl OfflineReader {
             .position(|s| s.0 > seq)
             .expect("a next segment is listed");
         if self.segs[i].0 != seq + 1 {
-            return Err(Error::MissingSegment {
+            return Err(Error::Journal(JournalError::MissingSegment {
                 dir: self.dir.clone(),
                 seq: seq + 1,
                 before: seq,
                 after: self.segs[i].0,
-            });
+            }));
         }
         let seg = self.open_seg(i)?;
         if seg.header.first_lsn != expected {
@@ -531,12 +535,12 @@ impl OfflineReader {
                     .is_some_and(|r| !r.proven_durable());
             }
         }
-        Error::Corrupt(Box::new(Corruption {
+        Error::Journal(JournalError::Corrupt(Box::new(Corruption {
             segment: cur.seg.path.clone(),
             offset,
             kind,
             torn_tail,
-        }))
+        })))
     }
 
     /// The next record, borrowed; `Ok(None)` when there is none (yet) within the bound. Gap
@@ -544,9 +548,9 @@ impl OfflineReader {
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] for damage (a torn tail is named as such), with the segment and the
-    /// offset; [`Error::Discontinuity`] if a record the owner published as durable is not
-    /// there; [`Error::MissingSegment`], [`Error::Retired`], foreign and unsafe files, I/O.
+    /// [`JournalError::Corrupt`] for damage (a torn tail is named as such), with the segment and the
+    /// offset; [`JournalError::Discontinuity`] if a record the owner published as durable is not
+    /// there; [`JournalError::MissingSegment`], [`JournalError::Retired`], foreign and unsafe files, I/O.
     pub fn next_ref(&mut self) -> Result<Option<RecordRef<'_>>> {
         loop {
             if let Until::Durable(l) = self.until
@@ -607,11 +611,13 @@ impl OfflineReader {
                             Ok(None)
                         }
                         // HEAD says the record is durable, yet it is not there.
-                        Until::Durable(l) if expected <= l => Err(Error::Discontinuity {
-                            dir: self.dir.clone(),
-                            expected,
-                            found: None,
-                        }),
+                        Until::Durable(l) if expected <= l => {
+                            Err(Error::Journal(JournalError::Discontinuity {
+                                dir: self.dir.clone(),
+                                expected,
+                                found: None,
+                            }))
+                        }
                         Until::Durable(_) => Ok(None),
                     };
                 }

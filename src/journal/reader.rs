@@ -4,6 +4,7 @@
 //! has completed. So a downstream consumer can never act on a record that a power loss could
 //! still take back (and whose LSN a later append could then reuse).
 
+use crate::error::JournalError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -164,10 +165,10 @@ impl Reader {
             return Ok(None);
         };
         if lsn < first.first_lsn {
-            return Err(Error::Retired {
+            return Err(Error::Journal(JournalError::Retired {
                 lsn,
                 first_retained: first.first_lsn,
-            });
+            }));
         }
         let i = segs.partition_point(|e| e.first_lsn <= lsn) - 1;
         let e = &segs[i];
@@ -207,10 +208,10 @@ impl Reader {
             .unwrap_or_else(|e| e.into_inner());
         let Some(e) = segs.iter().find(|e| e.seq == seq) else {
             return match segs.front() {
-                Some(first) if first.seq > seq => Err(Error::Retired {
+                Some(first) if first.seq > seq => Err(Error::Journal(JournalError::Retired {
                     lsn: self.next_lsn,
                     first_retained: first.first_lsn,
-                }),
+                })),
                 _ => Ok(None),
             };
         };
@@ -369,10 +370,10 @@ fn open_sealed(path: &std::path::Path, lsn: Lsn, after: Lsn) -> Result<SegmentBy
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Retired {
+            return Err(Error::Journal(JournalError::Retired {
                 lsn,
                 first_retained: after,
-            });
+            }));
         }
         Err(e) => return Err(Error::io("open segment", path, e)),
     };

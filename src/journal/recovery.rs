@@ -3,6 +3,7 @@
 //!
 //! The same examination, without repairs, serves `verify` ([`crate::inspect`]).
 
+use crate::error::JournalError;
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
@@ -307,12 +308,12 @@ pub(crate) struct Finding {
 
 impl Finding {
     pub(crate) fn to_error(&self, path: &Path) -> Error {
-        Error::Corrupt(Box::new(Corruption {
+        Error::Journal(JournalError::Corrupt(Box::new(Corruption {
             segment: path.to_path_buf(),
             offset: self.region.offset as u64,
             kind: self.region.kind.clone(),
             torn_tail: self.torn_tail,
-        }))
+        })))
     }
 }
 
@@ -357,12 +358,12 @@ pub(crate) fn classify(dir: &Path, segs: &[Examined], evidence: Evidence) -> Res
     for (w_index, w) in segs.windows(2).enumerate() {
         let (a, b) = (&w[0], &w[1]);
         if b.seq != a.seq + 1 {
-            return Err(Error::MissingSegment {
+            return Err(Error::Journal(JournalError::MissingSegment {
                 dir: dir.to_path_buf(),
                 seq: a.seq + 1,
                 before: a.seq,
                 after: b.seq,
-            });
+            }));
         }
         let trailing = a
             .scan
@@ -756,12 +757,12 @@ fn create_fresh(
     let faults = opts.faults.as_deref();
     let ack = match ack {
         Some(a) if a.current().acked_lsn > 0 => {
-            return Err(Error::MissingSegment {
+            return Err(Error::Journal(JournalError::MissingSegment {
                 dir: dir.to_path_buf(),
                 seq: 0,
                 before: 0,
                 after: 0,
-            });
+            }));
         }
         Some(a) => a,
         None => AckFile::create(dir, Uuid::new_v4(), 0, faults)?,
@@ -824,9 +825,11 @@ fn save_cut(
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("create forensics directory", &fdir, e)),
     }
-    let unsafe_dir = |reason: &str| Error::UnsafeFile {
-        path: fdir.clone(),
-        reason: reason.into(),
+    let unsafe_dir = |reason: &str| {
+        Error::Journal(JournalError::UnsafeFile {
+            path: fdir.clone(),
+            reason: reason.into(),
+        })
     };
     let dfd = rustix::fs::open(
         &fdir,

@@ -1,6 +1,7 @@
 //! Rotation: sealing the active segment (synced whole, under the sync role) and switching to a
 //! new one, created complete and allocated before it is mapped.
 
+use crate::error::JournalError;
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
@@ -24,9 +25,9 @@ impl Writer {
         shared.release_sync_role();
         sealed?;
         if self.seq >= SEGMENT_SEQ_MAX {
-            return Err(Error::LimitReached(
+            return Err(Error::Journal(JournalError::LimitReached(
                 "segment sequence numbers are exhausted",
-            ));
+            )));
         }
         let header = SegmentHeader {
             journal_id: shared.id,

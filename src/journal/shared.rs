@@ -2,6 +2,7 @@
 //! list, the sync role, poisoning. One struct, so that neither the writer nor the reader module
 //! needs the other.
 
+use crate::error::JournalError;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -96,9 +97,9 @@ impl Shared {
     /// Fails if the journal is poisoned.
     pub(crate) fn check(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned {
+            return Err(Error::Journal(JournalError::Poisoned {
                 reason: self.poison_reason().unwrap_or_default(),
-            });
+            }));
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! the mode is read from the file's header, because a rollback journal mode (`DELETE`,
 //! `TRUNCATE`) is chosen by each connection and not stored in the file.
 
+use crate::error::TargetError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -134,23 +135,25 @@ pub struct JournalSeen {
 ///
 /// # Errors
 ///
-/// [`Error::TargetMissing`] if there is no file at `path` (an unmounted share looks like
-/// this); [`Error::Target`] if it is not a regular file, is not an SQLite database, cannot be
+/// [`TargetError::Missing`] if there is no file at `path` (an unmounted share looks like
+/// this); [`TargetError::Unavailable`] if it is not a regular file, is not an SQLite database, cannot be
 /// read (busy past a timeout, I/O error, a hot rollback journal that a read-only connection
 /// cannot roll back).
 pub fn check_target(path: &Path) -> Result<TargetCheck> {
-    let fail = |message: String, transient: bool| Error::Target {
-        path: path.to_path_buf(),
-        message,
-        transient,
-        source: None,
+    let fail = |message: String, transient: bool| {
+        Error::Target(TargetError::Unavailable {
+            path: path.to_path_buf(),
+            message,
+            transient,
+            source: None,
+        })
     };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::TargetMissing {
+            return Err(Error::Target(TargetError::Missing {
                 path: path.to_path_buf(),
-            });
+            }));
         }
         Err(e) => {
             return Err(fail(
@@ -277,8 +280,8 @@ pub fn check_target(path: &Path) -> Result<TargetCheck> {
 ///
 /// # Errors
 ///
-/// [`Error::TargetMissing`], [`Error::Target`] if the target cannot be read,
-/// [`Error::SchemaMismatch`] if the stored watermark is not an LSN.
+/// [`TargetError::Missing`], [`TargetError::Unavailable`] if the target cannot be read,
+/// [`TargetError::SchemaMismatch`] if the stored watermark is not an LSN.
 pub fn read_target_watermark(path: &Path, journal_id: Uuid) -> Result<Lsn> {
     crate::replay::sqlite::peek(path, journal_id).map(|(wm, _)| wm)
 }
@@ -427,12 +430,12 @@ fn not_a_database(path: &Path, e: rusqlite::Error) -> std::result::Result<Error,
         }
         _ => return Err(e),
     };
-    Ok(Error::Target {
+    Ok(Error::Target(TargetError::Unavailable {
         path: path.to_path_buf(),
         message,
         transient: false,
-        source: Some(e),
-    })
+        source: Some(e.into()),
+    }))
 }
 
 #[cfg(test)]

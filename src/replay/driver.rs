@@ -13,6 +13,7 @@
 //! * a commit that reports an error may have landed (seen on real shares): the connection is
 //!   discarded and the watermark read again through a new one; nothing is guessed.
 
+use crate::error::{JournalError, TargetError};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -266,7 +267,10 @@ impl<E: JournalEvent> Replayer<E> {
         }
         // What is left, measured on the target: read its watermark if this sync never could.
         if self.obs.seen_in_sync.is_none()
-            && !matches!(report.error, Some(Error::TargetDamaged { .. }))
+            && !matches!(
+                report.error,
+                Some(Error::Target(TargetError::Damaged { .. }))
+            )
             && let Ok(wm) = self.target_watermark()
         {
             let path = self.target.path().to_path_buf();
@@ -366,7 +370,7 @@ impl<E: JournalEvent> Replayer<E> {
     }
 
     /// Runs an integrity check through a fresh connection; records the target as damaged (and
-    /// fails with [`Error::TargetDamaged`]) if it does not pass, clears that record if it does.
+    /// fails with [`TargetError::Damaged`]) if it does not pass, clears that record if it does.
     fn check_integrity(&mut self, why: &str) -> Result<()> {
         let path = self.target.path().to_path_buf();
         match crate::replay::sqlite::quick_check(&path) {
@@ -381,10 +385,10 @@ impl<E: JournalEvent> Replayer<E> {
                 tracing::error!(target = %path.display(), %detail, "TARGET DAMAGED: the replayer will not write into it");
                 let d = detail.clone();
                 self.obs.watch.update(|s| s.target_damaged = Some(d));
-                Err(Error::TargetDamaged {
+                Err(Error::Target(TargetError::Damaged {
                     path,
                     detail: format!("{detail} (after: {why})"),
-                })
+                }))
             }
             // Cannot even check: an outage, retried like one.
             Err(e) => Err(e),
@@ -433,18 +437,18 @@ impl<E: JournalEvent> Replayer<E> {
             return Ok(Step::CaughtUp);
         }
         if wm > head {
-            return Err(BatchError::Failed(Error::TargetAhead {
+            return Err(BatchError::Failed(Error::Target(TargetError::Ahead {
                 path,
                 target_lsn: wm,
                 head,
-            }));
+            })));
         }
         if wm < head && wm + 1 < first_retained {
-            return Err(BatchError::Failed(Error::ReplayGap {
+            return Err(BatchError::Failed(Error::Target(TargetError::ReplayGap {
                 path,
                 target_lsn: wm,
                 first_retained,
-            }));
+            })));
         }
         if wm == head {
             let _ = conn.execute_batch("ROLLBACK");
@@ -479,11 +483,11 @@ impl<E: JournalEvent> Replayer<E> {
                 let Some(rec) = reader.next_ref()? else {
                     if last < head {
                         // The journal's durable head says more records exist.
-                        return Err(Error::Discontinuity {
+                        return Err(Error::Journal(JournalError::Discontinuity {
                             dir: journal_dir.clone(),
                             expected: last + 1,
                             found: None,
-                        });
+                        }));
                     }
                     break;
                 };
@@ -491,20 +495,20 @@ impl<E: JournalEvent> Replayer<E> {
                 // Only the entry right after the watermark may be applied: never one that
                 // would leave a hole under the new watermark.
                 if lsn != last + 1 {
-                    return Err(Error::Discontinuity {
+                    return Err(Error::Journal(JournalError::Discontinuity {
                         dir: journal_dir.clone(),
                         expected: last + 1,
                         found: Some(lsn),
-                    });
+                    }));
                 }
                 bytes += rec.payload.len();
                 let _span = tracing::trace_span!("entry", lsn).entered();
                 if let Some(gap) = rec.gap() {
                     if policy == RejectPolicy::Stop {
-                        stopped = Some(Error::JournalGap {
+                        stopped = Some(Error::Target(TargetError::JournalGap {
                             from: gap.start,
                             to: gap.end,
-                        });
+                        }));
                         break;
                     }
                     quarantine(
@@ -526,15 +530,15 @@ impl<E: JournalEvent> Replayer<E> {
                     // Not the target's refusal but this program's ignorance: stop before it
                     // whatever the policy (quarantining it would move the watermark past an
                     // entry nobody applied); the application's own replayer applies it.
-                    stopped = Some(Error::UnknownKind {
+                    stopped = Some(Error::Target(TargetError::UnknownKind {
                         lsn,
                         kind: rec.kind,
                         expected: E::KIND,
-                    });
+                    }));
                     break;
                 }
                 let decoded = decode_event::<E>(rec.payload).map_err(|reason| {
-                    ApplyError::rejected(format!("undecodable payload: {reason}"))
+                    ApplyError::permanent(format!("undecodable payload: {reason}"))
                 });
                 let summary = match &decoded {
                     Ok((_, e)) => e.describe(),
@@ -555,9 +559,13 @@ impl<E: JournalEvent> Replayer<E> {
                         hooked.exec(conn, &mut ix, "release", "RELEASE sj_entry")?;
                     }
                     Err(ApplyError::Transient(e)) => {
-                        return Err(target_error(&path, &format!("apply LSN {lsn}"), e));
+                        return Err(target_error(
+                            &path,
+                            &format!("apply LSN {lsn}"),
+                            e.into_inner(),
+                        ));
                     }
-                    Err(ApplyError::Rejected { reason }) => {
+                    Err(ApplyError::Permanent { reason }) => {
                         hooked.exec(
                             conn,
                             &mut ix,
@@ -565,11 +573,11 @@ impl<E: JournalEvent> Replayer<E> {
                             "ROLLBACK TO sj_entry; RELEASE sj_entry",
                         )?;
                         if policy == RejectPolicy::Stop {
-                            stopped = Some(Error::EntryRejected {
+                            stopped = Some(Error::Target(TargetError::EntryRejected {
                                 lsn,
                                 entry: summary,
                                 reason,
-                            });
+                            }));
                             break;
                         }
                         tracing::warn!(lsn, entry = %summary, %reason, "entry quarantined");
@@ -670,14 +678,14 @@ impl<E: JournalEvent> Replayer<E> {
             Ok(wm) => wm,
             Err(e) => {
                 self.discard_target();
-                return Err(Error::Target {
+                return Err(Error::Target(TargetError::Unavailable {
                     path: self.target.path().to_path_buf(),
                     message: format!(
                         "commit outcome unknown ({cause}); the target cannot be reached to verify it ({e}); the next attempt reads the watermark again"
                     ),
                     transient: true,
                     source: None,
-                });
+                }));
             }
         };
         let path = self.target.path().to_path_buf();
@@ -692,12 +700,12 @@ impl<E: JournalEvent> Replayer<E> {
                 stopped: acked.err(),
             });
         }
-        Err(Error::Target {
+        Err(Error::Target(TargetError::Unavailable {
             path: self.target.path().to_path_buf(),
             message: format!("commit failed and did not land (watermark {wm}): {cause}"),
             transient: true,
             source: None,
-        })
+        }))
     }
 
     /// Acknowledges `lsn` in the journal (owner only), recording this target as the one the
@@ -775,7 +783,7 @@ impl<E: JournalEvent> Replayer<E> {
 
     /// Applies a quarantined entry again (out of order: after everything already applied) and
     /// removes it from quarantine if it now applies; otherwise records the new error and
-    /// returns [`Error::EntryRejected`].
+    /// returns [`TargetError::EntryRejected`].
     pub fn retry_quarantined(&mut self, lsn: Lsn) -> Result<()> {
         let id = self.source.id().to_string();
         let path = self.target.path().to_path_buf();
@@ -797,18 +805,18 @@ impl<E: JournalEvent> Replayer<E> {
                 .map_err(|e| target_error(&path, "read quarantine", e))?;
             let Some((kind, payload, summary)) = row else {
                 let _ = conn.execute_batch("ROLLBACK");
-                return Err(Error::EntryRejected {
+                return Err(Error::Target(TargetError::EntryRejected {
                     lsn,
                     entry: "(none)".into(),
                     reason: "no quarantined entry has this LSN".into(),
-                });
+                }));
             };
             let applied = if kind as u8 == E::KIND {
                 decode_event::<E>(&payload)
-                    .map_err(|r| ApplyError::rejected(format!("undecodable payload: {r}")))
+                    .map_err(|r| ApplyError::permanent(format!("undecodable payload: {r}")))
                     .and_then(|(_, ev)| ev.apply(&mut ApplyContext::new(conn, schema, lsn)))
             } else {
-                Err(ApplyError::rejected(format!(
+                Err(ApplyError::permanent(format!(
                     "kind {kind:#04x} cannot be applied by this program"
                 )))
             };
@@ -823,18 +831,18 @@ impl<E: JournalEvent> Replayer<E> {
                     tracing::info!(lsn, entry = %summary, "quarantined entry applied on retry");
                     Ok(())
                 }
-                Err(ApplyError::Transient(e)) => Err(target_error(&path, "retry", e)),
-                Err(ApplyError::Rejected { reason }) => {
+                Err(ApplyError::Transient(e)) => Err(target_error(&path, "retry", e.into_inner())),
+                Err(ApplyError::Permanent { reason }) => {
                     let _ = conn.execute_batch("ROLLBACK");
                     let _ = conn.execute(
                         "UPDATE syncjournal_rejected SET error = ?3, rejected_at = ?4 WHERE journal_id = ?1 AND lsn = ?2",
                         (&id, lsn as i64, &reason, now_ms() as i64),
                     );
-                    Err(Error::EntryRejected {
+                    Err(Error::Target(TargetError::EntryRejected {
                         lsn,
                         entry: summary,
                         reason,
-                    })
+                    }))
                 }
             }
         })();
@@ -941,13 +949,11 @@ impl From<Error> for BatchError {
 }
 
 fn is_corrupt(e: &Error) -> bool {
-    matches!(e, Error::Target { source: Some(rusqlite::Error::SqliteFailure(f, _)), .. }
-        if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+    e.sqlite().is_some_and(|s| s.is_corrupt())
 }
 
 fn is_busy(e: &Error) -> bool {
-    matches!(e, Error::Target { source: Some(rusqlite::Error::SqliteFailure(f, _)), .. }
-        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    e.sqlite().is_some_and(|s| s.is_busy())
 }
 
 /// Statements run through the target's test hook, counted.

@@ -2,6 +2,7 @@
 //! own it): positions from `HEAD`/`ACK` and the records on disk, the target's watermark read
 //! now if a target is named — and what `replay.json` says only as information.
 
+use crate::error::JournalError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,9 +59,9 @@ pub fn offline_status(
     stalled_after: Duration,
 ) -> Result<OfflineStatus> {
     if !dir.is_dir() {
-        return Err(Error::NotFound {
+        return Err(Error::Journal(JournalError::NotFound {
             dir: dir.to_path_buf(),
-        });
+        }));
     }
     let id = journal_id_of(dir)?;
     let owner = owner_of(dir)?;
@@ -130,10 +131,11 @@ pub fn offline_status(
             Ok(None) => break,
             // Damage: the head is the last readable record, and the status says so.
             Err(
-                e
-                @ (Error::Corrupt(_) | Error::MissingSegment { .. } | Error::Discontinuity { .. }),
+                e @ (Error::Journal(JournalError::Corrupt(_))
+                | Error::Journal(JournalError::MissingSegment { .. })
+                | Error::Journal(JournalError::Discontinuity { .. })),
             ) => {
-                if let Error::Corrupt(c) = &e
+                if let Error::Journal(JournalError::Corrupt(c)) = &e
                     && let DamageKind::MissingDurable { next_lsn, .. } = c.kind
                 {
                     head = next_lsn - 1;

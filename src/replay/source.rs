@@ -2,6 +2,7 @@
 //! lock), or a journal owned by another process, followed read-only up to the durable LSN the
 //! owner publishes in `HEAD`.
 
+use crate::error::JournalError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -68,7 +69,7 @@ impl Source {
             }
             Source::Follower { dir, id } => Ok(Positions {
                 durable: read_head(dir, *id)
-                    .ok_or_else(|| Error::NoHead { dir: dir.clone() })?
+                    .ok_or_else(|| Error::Journal(JournalError::NoHead { dir: dir.clone() }))?
                     .durable_lsn,
                 first: first_retained(dir, *id)?,
                 acked: AckFile::peek(dir)?.map_or(0, |a| a.acked_lsn),

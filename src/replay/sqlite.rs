@@ -1,6 +1,7 @@
 //! The SQLite target on a network share: how it is opened (never created by accident, never
 //! in WAL), its progress and quarantine tables, and reconnecting when the share misbehaves.
 
+use crate::error::TargetError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ pub(crate) struct SqliteTarget {
     identity: Option<(u64, u64)>,
 }
 
-/// Maps an SQLite error on the target to [`Error::Target`].
+/// Maps an SQLite error on the target to [`TargetError::Unavailable`].
 pub(crate) fn target_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
     let transient = is_transient(&e);
     let cannot_open = matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen);
@@ -83,12 +84,12 @@ pub(crate) fn target_error(path: &Path, what: &str, e: rusqlite::Error) -> Error
         },
         _ => "",
     };
-    Error::Target {
+    Error::Target(TargetError::Unavailable {
         path: path.to_path_buf(),
         message: format!("{what}: {e}{hint}"),
         transient,
-        source: Some(e),
-    }
+        source: Some(e.into()),
+    })
 }
 
 impl SqliteTarget {
@@ -159,16 +160,16 @@ impl SqliteTarget {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
-                return Err(Error::Target {
+                return Err(Error::Target(TargetError::Unavailable {
                     path: path.clone(),
                     message: format!("cannot reach the target file: {e} (is the share mounted?)"),
                     transient: true,
                     source: None,
-                });
+                }));
             }
         };
         if !exists && !self.opts.create_if_missing {
-            return Err(Error::TargetMissing { path: path.clone() });
+            return Err(Error::Target(TargetError::Missing { path: path.clone() }));
         }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if !exists {
@@ -184,20 +185,20 @@ impl SqliteTarget {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .map_err(|e| target_error(path, "read journal_mode", e))?;
         if current.eq_ignore_ascii_case("wal") {
-            return Err(Error::TargetWal {
+            return Err(Error::Target(TargetError::Wal {
                 path: path.clone(),
                 mode: current,
-            });
+            }));
         }
         let wanted = self.opts.journal_mode.pragma();
         let mode: String = conn
             .query_row(&format!("PRAGMA journal_mode={wanted}"), [], |r| r.get(0))
             .map_err(|e| target_error(path, "set journal_mode", e))?;
         if mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::TargetWal {
+            return Err(Error::Target(TargetError::Wal {
                 path: path.clone(),
                 mode,
-            });
+            }));
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| target_error(path, "set synchronous=FULL", e))?;
@@ -205,12 +206,12 @@ impl SqliteTarget {
             .is_readonly(MAIN_DB)
             .map_err(|e| target_error(path, "check read-only", e))?
         {
-            return Err(Error::Target {
+            return Err(Error::Target(TargetError::Unavailable {
                 path: path.clone(),
                 message: "the target opened read-only: the file or its directory is not writable (will retry)".into(),
                 transient: true,
                 source: None,
-            });
+            }));
         }
         if !exists && let Some(sql) = &self.opts.create_schema {
             conn.execute_batch(sql)
@@ -264,11 +265,11 @@ impl SqliteTarget {
                 .filter(|w| !found.iter().any(|f| f.eq_ignore_ascii_case(w)))
                 .collect();
             if !missing.is_empty() {
-                return Err(Error::SchemaMismatch {
+                return Err(Error::Target(TargetError::SchemaMismatch {
                     path: self.path.clone(),
                     table: table.into(),
                     detail: format!("missing {}", missing.join(", ")),
-                });
+                }));
             }
         }
         Ok(())
@@ -315,9 +316,11 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// device or any other non-regular file, or a file that is not an SQLite database: the path is
 /// wrong, not the share offline.
 fn check_database_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
-    let unusable = |reason: String| Error::TargetUnusable {
-        path: path.to_path_buf(),
-        reason,
+    let unusable = |reason: String| {
+        Error::Target(TargetError::Unusable {
+            path: path.to_path_buf(),
+            reason,
+        })
     };
     if !meta.is_file() {
         let what = crate::segment::file_type_name(&meta.file_type());
@@ -332,11 +335,13 @@ fn check_database_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
             use std::os::unix::fs::FileExt;
             f.read_at(&mut head, 0)
         })
-        .map_err(|e| Error::Target {
-            path: path.to_path_buf(),
-            message: format!("cannot read the target file: {e} (is the share mounted?)"),
-            transient: true,
-            source: None,
+        .map_err(|e| {
+            Error::Target(TargetError::Unavailable {
+                path: path.to_path_buf(),
+                message: format!("cannot read the target file: {e} (is the share mounted?)"),
+                transient: true,
+                source: None,
+            })
         })?;
     if n < head.len() || &head != SQLITE_MAGIC {
         return Err(unusable(format!(
@@ -358,9 +363,9 @@ fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
 /// is not changed, and not created; a missing bookkeeping table counts as none).
 pub(crate) fn peek(path: &Path, journal_id: Uuid) -> Result<(Lsn, u64)> {
     if !path.exists() {
-        return Err(Error::TargetMissing {
+        return Err(Error::Target(TargetError::Missing {
             path: path.to_path_buf(),
-        });
+        }));
     }
     let err = |e: rusqlite::Error| target_error(path, "read", e);
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
@@ -406,14 +411,14 @@ pub(crate) fn watermark_value(path: &Path, lsn: Option<i64>) -> Result<Lsn> {
     match lsn {
         None => Ok(0),
         Some(l) if (0..=crate::format::LSN_MAX as i64).contains(&l) => Ok(l as Lsn),
-        Some(l) => Err(Error::SchemaMismatch {
+        Some(l) => Err(Error::Target(TargetError::SchemaMismatch {
             path: path.to_path_buf(),
             table: PROGRESS_TABLE.into(),
             detail: format!(
                 "watermark {l} is not an LSN (0 to {})",
                 crate::format::LSN_MAX
             ),
-        }),
+        })),
     }
 }
 

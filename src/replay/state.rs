@@ -3,6 +3,7 @@
 //! watermark as last read, lost writes seen. The file is informational: it is read back with
 //! a size bound and never makes a figure look better than the durable positions do.
 
+use crate::error::{JournalError, TargetError};
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -131,12 +132,14 @@ impl ReplayState {
     /// Records a failure.
     pub(crate) fn failed(&mut self, e: &Error) {
         let (lsn, entry) = match e {
-            Error::EntryRejected { lsn, entry, .. } => (Some(*lsn), Some(entry.clone())),
-            Error::JournalGap { from, .. } => (Some(*from), None),
-            Error::UnknownKind { lsn, kind, .. } => {
+            Error::Target(TargetError::EntryRejected { lsn, entry, .. }) => {
+                (Some(*lsn), Some(entry.clone()))
+            }
+            Error::Target(TargetError::JournalGap { from, .. }) => (Some(*from), None),
+            Error::Target(TargetError::UnknownKind { lsn, kind, .. }) => {
                 (Some(*lsn), Some(format!("a record of kind {kind:#04x}")))
             }
-            Error::Discontinuity { expected, .. } => (Some(*expected), None),
+            Error::Journal(JournalError::Discontinuity { expected, .. }) => (Some(*expected), None),
             _ => (None, None),
         };
         let now = now_ms();

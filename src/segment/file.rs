@@ -1,6 +1,7 @@
 //! Segment files on disk: names, creation with reserved space, directory syncs, removal, and
 //! the journal directory's lock file.
 
+use crate::error::JournalError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -86,8 +87,8 @@ pub(crate) enum Access {
 ///
 /// # Errors
 ///
-/// [`Error::UnsafeFile`] for a symbolic link, a file that is not regular, or a writable file
-/// with several links; [`Error::Io`] otherwise (`NotFound` included: callers match on it).
+/// [`JournalError::UnsafeFile`] for a symbolic link, a file that is not regular, or a writable file
+/// with several links; [`JournalError::Io`] otherwise (`NotFound` included: callers match on it).
 pub(crate) fn open_journal_file(path: &Path, access: Access, what: &'static str) -> Result<File> {
     use rustix::fs::OFlags;
     let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32;
@@ -107,32 +108,32 @@ pub(crate) fn open_journal_file(path: &Path, access: Access, what: &'static str)
     }
     let file = o.open(path).map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-            Error::UnsafeFile {
+            Error::Journal(JournalError::UnsafeFile {
                 path: path.to_path_buf(),
                 reason: "is a symbolic link".into(),
-            }
+            })
         } else {
             Error::io(what, path, e)
         }
     })?;
     let meta = file.metadata().map_err(|e| Error::io(what, path, e))?;
     if !meta.file_type().is_file() {
-        return Err(Error::UnsafeFile {
+        return Err(Error::Journal(JournalError::UnsafeFile {
             path: path.to_path_buf(),
             reason: format!(
                 "is {}, not a regular file",
                 file_type_name(&meta.file_type())
             ),
-        });
+        }));
     }
     if access != Access::Read && meta.nlink() > 1 {
-        return Err(Error::UnsafeFile {
+        return Err(Error::Journal(JournalError::UnsafeFile {
             path: path.to_path_buf(),
             reason: format!(
                 "has {} hard links (syncjournal never writes a file that is also elsewhere)",
                 meta.nlink()
             ),
-        });
+        }));
     }
     Ok(file)
 }
@@ -223,12 +224,12 @@ pub(crate) fn create_segment(
             .and_then(|()| allocate(&file, header.segment_bytes))
             .map_err(|e| {
                 if is_disk_full(&e) {
-                    Error::DiskFull {
+                    Error::Journal(JournalError::DiskFull {
                         op: "reserving a new segment",
                         path: tmp.clone(),
                         bytes: header.segment_bytes,
                         source: e,
-                    }
+                    })
                 } else {
                     Error::io("allocate segment", &tmp, e)
                 }
@@ -291,7 +292,7 @@ impl Drop for DirLock {
 
 impl DirLock {
     /// Takes the lock on `dir` (creating `dir/LOCK`), waiting up to `wait` for a holder to
-    /// release it, or fails with [`Error::Locked`].
+    /// release it, or fails with [`JournalError::Locked`].
     ///
     /// An `flock` belongs to an open file description, which a `fork`ed child shares until
     /// it `exec`s: a process that forks (e.g. spawns a command) while a journal is open keeps
@@ -304,11 +305,11 @@ impl DirLock {
         let fork_wait = std::time::Duration::from_millis(FORK_HANDOVER_WAIT_MS);
         loop {
             match Self::try_acquire(dir) {
-                Err(Error::Locked { holder_pid, dir }) => {
+                Err(Error::Journal(JournalError::Locked { holder_pid, dir })) => {
                     let handover = holder_pid == Some(std::process::id()) && !Self::held_here(&dir);
                     let limit = if handover { wait.max(fork_wait) } else { wait };
                     if start.elapsed() >= limit {
-                        return Err(Error::Locked { holder_pid, dir });
+                        return Err(Error::Journal(JournalError::Locked { holder_pid, dir }));
                     }
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
@@ -335,10 +336,10 @@ impl DirLock {
             Err(fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                return Err(Error::Locked {
+                return Err(Error::Journal(JournalError::Locked {
                     dir: dir.to_path_buf(),
                     holder_pid: text.trim().parse().ok(),
-                });
+                }));
             }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
         }
@@ -362,7 +363,9 @@ impl DirLock {
         let path = dir.join(LOCK_FILE);
         let mut file = match open_journal_file(&path, Access::Read, "open lock file") {
             Ok(f) => f,
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(Error::Journal(JournalError::Io { source, .. }))
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -428,7 +431,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _held = DirLock::acquire(dir.path(), std::time::Duration::ZERO).unwrap();
         match DirLock::acquire(dir.path(), std::time::Duration::from_millis(30)) {
-            Err(Error::Locked { holder_pid, .. }) => {
+            Err(Error::Journal(JournalError::Locked { holder_pid, .. })) => {
                 assert_eq!(holder_pid, Some(std::process::id()))
             }
             other => panic!("{other:?}"),
@@ -453,7 +456,7 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(matches!(
             DirLock::acquire(dir.path(), std::time::Duration::ZERO),
-            Err(Error::Locked { .. })
+            Err(Error::Journal(JournalError::Locked { .. }))
         ));
         assert!(t.elapsed() < std::time::Duration::from_millis(FORK_HANDOVER_WAIT_MS / 2));
     }

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use syncjournal::error::JournalError;
 
 use syncjournal::format::{
     FrameCheck, HEADER_CRC_OFFSET, JOURNAL_ID_OFFSET, KIND_GAP, SEGMENT_DATA_OFFSET, Seed,
@@ -232,13 +233,13 @@ pub fn reseal_segment_header(image: &mut [u8]) {
     image[HEADER_CRC_OFFSET..HEADER_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// The `Corruption` of an `Error::Corrupt`, or a panic naming what came instead.
+/// The `Corruption` of an `JournalError::Corrupt`, or a panic naming what came instead.
 pub fn expect_corrupt(r: syncjournal::Result<Journal>, ctx: &str) -> Corruption {
     match r {
-        Err(Error::Corrupt(c)) => *c,
-        Err(e) => panic!("{ctx}: expected Error::Corrupt, got error {e:?}"),
+        Err(Error::Journal(JournalError::Corrupt(c))) => *c,
+        Err(e) => panic!("{ctx}: expected Error::Journal(JournalError::Corrupt), got error {e:?}"),
         Ok(j) => panic!(
-            "{ctx}: expected Error::Corrupt, but the journal opened: {:?}",
+            "{ctx}: expected Error::Journal(JournalError::Corrupt), but the journal opened: {:?}",
             j.recovery_report()
         ),
     }

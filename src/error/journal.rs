@@ -1,21 +1,17 @@
-//! The crate's error types: what went wrong, where (which file, which offset), and what to do.
-//!
-//! Corruption is structured ([`Corruption`] with a [`DamageKind`]), never a bare string, so
-//! that callers and the CLI can act on it.
+//! Errors of the journal layer: its files, its lock, its limits, and the damage it finds
+//! (structured: [`Corruption`] with a [`DamageKind`], naming file, offset and what to run).
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::error::text::locked_text;
 use crate::format::Lsn;
 
-/// A `Result` whose error is the crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Everything that can go wrong in syncjournal.
+/// What can go wrong in the journal layer. Converts into [`crate::Error`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum JournalError {
     /// An operating-system call failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
@@ -131,7 +127,7 @@ pub enum Error {
 
     /// Damage was found in the journal. See [`Corruption`].
     #[error(transparent)]
-    Corrupt(#[from] Box<Corruption>),
+    Corrupt(Box<Corruption>),
 
     /// A segment in the middle of the journal is missing.
     #[error("segment {seq} is missing from {} (segments {before} and {after} exist); the journal cannot be read past it", dir.display())]
@@ -153,47 +149,6 @@ pub enum Error {
         len: usize,
         /// The limit.
         max: usize,
-    },
-
-    /// `Store::apply` wrote the event to the journal as LSN `lsn`, then failed: the outcome is
-    /// in doubt, not a plain failure. With `durable`, the event is durable in the journal and
-    /// reaches the cache when the store is reopened (and the target at the next sync); without,
-    /// its durability is unknown (the sync failed and poisoned the journal): after a reopen,
-    /// `journal_state().durable_lsn >= lsn` says whether the journal kept it. Do not apply it
-    /// again before checking. The store is poisoned until reopened.
-    #[error("{}", in_doubt_text(*lsn, *durable, cause))]
-    AppliedInDoubt {
-        /// The LSN the event was journaled as.
-        lsn: Lsn,
-        /// True if the event is known to be durable in the journal.
-        durable: bool,
-        /// The failure that followed the journal write.
-        #[source]
-        cause: Box<Error>,
-    },
-
-    /// An event encodes to more bytes than the journal's record limit. Nothing was written.
-    #[error(
-        "event of kind {kind:#04x} encodes to {len} bytes, over the journal's record limit of {max} bytes (JournalOptions::record_bytes_max, at most what one segment holds); nothing was written: split it into smaller events, or raise record_bytes_max (and segment_bytes_max)"
-    )]
-    EventTooLarge {
-        /// The event's record kind.
-        kind: u8,
-        /// Its encoded length.
-        len: usize,
-        /// The journal's record limit.
-        max: usize,
-    },
-
-    /// An event cannot be encoded, or its encoding would not decode again (for example a
-    /// sequence of elements that encode to nothing, longer than the rest of the payload, or
-    /// containers nested deeper than [`crate::event::DEPTH_MAX`]). Nothing was written.
-    #[error("event of kind {kind:#04x} cannot be journaled: {reason}; nothing was written")]
-    EventUnencodable {
-        /// The event's record kind.
-        kind: u8,
-        /// What serde or the decoder said.
-        reason: String,
     },
 
     /// A batch is larger than what one segment can hold (a batch is written into one segment).
@@ -245,208 +200,9 @@ pub enum Error {
         first_retained: Lsn,
     },
 
-    /// An option has a value outside its allowed range.
-    #[error("invalid option {name}: {reason}")]
-    InvalidOption {
-        /// The option's name.
-        name: &'static str,
-        /// Why it was refused.
-        reason: String,
-    },
-
     /// A limit of the format was reached (for example the largest segment sequence number).
     #[error("journal limit reached: {0}")]
     LimitReached(&'static str),
-
-    /// An SQLite error on the local cache.
-    #[error("cache {}: {source}", path.display())]
-    Cache {
-        /// The cache database.
-        path: PathBuf,
-        /// The SQLite error.
-        #[source]
-        source: rusqlite::Error,
-    },
-
-    /// The cache was built from another journal.
-    #[error("cache {} was built from journal {found}, but the journal directory holds journal {expected}; use the cache that belongs to this journal, or delete it to rebuild", path.display())]
-    CacheMismatch {
-        /// The cache database.
-        path: PathBuf,
-        /// This journal's UUID.
-        expected: uuid::Uuid,
-        /// The journal UUID recorded in the cache.
-        found: String,
-    },
-
-    /// The cache has applied entries the journal does not hold: possible only after a power
-    /// loss with `PersistMode::Batched` or `Buffered`, which can lose the journal's last records.
-    #[error("cache {} has applied up to LSN {cache_lsn}, but the journal ends at LSN {journal_lsn}: the cache holds effects of entries lost with the power; delete the cache and reseed it from the target", path.display())]
-    CacheAhead {
-        /// The cache database.
-        path: PathBuf,
-        /// The cache's applied LSN.
-        cache_lsn: Lsn,
-        /// The journal's last LSN.
-        journal_lsn: Lsn,
-    },
-
-    /// The cache is older than what the journal still holds (for example an old copy of the
-    /// cache file): it cannot be brought up to date from the journal alone.
-    #[error("cache {} has applied up to LSN {cache_lsn}, but the journal only retains LSNs from {first_retained} on; delete the cache and reseed it from the target", path.display())]
-    CacheBehind {
-        /// The cache database.
-        path: PathBuf,
-        /// The cache's applied LSN.
-        cache_lsn: Lsn,
-        /// The oldest LSN in the journal.
-        first_retained: Lsn,
-    },
-
-    /// The cache cannot be guarded against writes around the journal, or was written around
-    /// it: a virtual table (no triggers can be put on it), DML in `cache_schema`, a table that
-    /// holds rows without the store's guards (created and written by another connection),
-    /// or a cache replaced or rewritten under the open store (a restore). Nothing was
-    /// journaled.
-    #[error("cache {}: {detail}", path.display())]
-    CacheUnguarded {
-        /// The cache database.
-        path: PathBuf,
-        /// The table concerned, if one is.
-        table: Option<String>,
-        /// What was found and what to do.
-        detail: String,
-    },
-
-    /// The change was refused by the cache (constraint, missing table or column, type
-    /// mismatch, no such row). Nothing was journaled and nothing changed.
-    #[error("change refused, nothing was written: {reason}")]
-    Rejected {
-        /// What is wrong.
-        reason: String,
-    },
-
-    /// A record's payload could not be encoded or decoded.
-    #[error("record at LSN {lsn} (kind {kind:#04x}) could not be decoded: {reason}")]
-    Decode {
-        /// The record's LSN (0 while encoding).
-        lsn: Lsn,
-        /// The record's kind.
-        kind: u8,
-        /// What went wrong.
-        reason: String,
-    },
-
-    /// A record's kind is not the one this replayer applies.
-    #[error(
-        "record at LSN {lsn} has kind {kind:#04x}, which this program does not apply (it expects {expected:#04x}); replay it with the application that wrote it"
-    )]
-    UnknownKind {
-        /// The record's LSN.
-        lsn: Lsn,
-        /// Its kind.
-        kind: u8,
-        /// The kind this replayer applies.
-        expected: u8,
-    },
-
-    /// The target database could not be used; `transient` errors are retried.
-    #[error("target {}: {message}", path.display())]
-    Target {
-        /// The target database.
-        path: PathBuf,
-        /// What happened.
-        message: String,
-        /// True if retrying later may succeed (busy, locked, offline, I/O error, read-only).
-        transient: bool,
-        /// The SQLite error, if any.
-        #[source]
-        source: Option<rusqlite::Error>,
-    },
-
-    /// The target failed an integrity check through a fresh connection: the replayer does not
-    /// write into it until a check passes again.
-    #[error("target {} is damaged: {detail}; syncjournal will not write into it — run `syncjournal check-target {}`, then restore it from a backup (the journal re-applies what it still holds) or repair it", path.display(), path.display())]
-    TargetDamaged {
-        /// The target database.
-        path: PathBuf,
-        /// What the integrity check reported.
-        detail: String,
-    },
-
-    /// The target database file does not exist.
-    #[error("target {} does not exist; if it is on a network share, is the share mounted? (syncjournal refuses to create it there unless asked to: SQLite would create an empty local file under an unmounted mount point)", path.display())]
-    TargetMissing {
-        /// The target path.
-        path: PathBuf,
-    },
-
-    /// The target path names something that cannot be the target database: a directory, a
-    /// device, a file that is not an SQLite database. A configuration error: retrying cannot
-    /// help.
-    #[error("target {} {reason}; check the target path: it must name the SQLite database file itself (on the share)", path.display())]
-    TargetUnusable {
-        /// The target path.
-        path: PathBuf,
-        /// What it is.
-        reason: String,
-    },
-
-    /// The target uses WAL, which does not work on network file systems.
-    #[error("target {} is in journal_mode={mode}; WAL does not work on network file systems (its shared memory is local to each machine); switch it to DELETE or TRUNCATE (`PRAGMA journal_mode=TRUNCATE`) while no one uses it", path.display())]
-    TargetWal {
-        /// The target database.
-        path: PathBuf,
-        /// The journal mode found.
-        mode: String,
-    },
-
-    /// The target's schema for syncjournal's own tables is not the expected one.
-    #[error("target {}: table {table} does not have the expected columns ({detail})", path.display())]
-    SchemaMismatch {
-        /// The target database.
-        path: PathBuf,
-        /// The table.
-        table: String,
-        /// What differs.
-        detail: String,
-    },
-
-    /// The target permanently refused an entry and the reject policy is `Stop`.
-    #[error(
-        "entry at LSN {lsn} ({entry}) was rejected by the target: {reason}; fix the target or the entry, or use the Quarantine policy"
-    )]
-    EntryRejected {
-        /// The entry's LSN.
-        lsn: Lsn,
-        /// A one-line description of the entry.
-        entry: String,
-        /// Why it was rejected.
-        reason: String,
-    },
-
-    /// The target is behind what the journal still holds (restored from an old backup after
-    /// the entries were retired).
-    #[error("target {} has applied up to LSN {target_lsn}, but the journal only retains LSNs from {first_retained} on: LSNs {}..{first_retained} cannot be replayed; restore a newer backup of the target or re-seed it", path.display(), target_lsn + 1)]
-    ReplayGap {
-        /// The target database.
-        path: PathBuf,
-        /// The target's watermark.
-        target_lsn: Lsn,
-        /// The oldest LSN in the journal.
-        first_retained: Lsn,
-    },
-
-    /// The target has applied entries beyond the end of this journal.
-    #[error("target {} has applied up to LSN {target_lsn} of this journal, beyond its last durable LSN {head}: the journal directory is not the one that fed this target, or it lost records", path.display())]
-    TargetAhead {
-        /// The target database.
-        path: PathBuf,
-        /// The target's watermark.
-        target_lsn: Lsn,
-        /// The journal's last durable LSN.
-        head: Lsn,
-    },
 
     /// A follower cannot learn how far the journal is durable: its owner publishes no `HEAD`.
     #[error("journal {} has no valid HEAD: its owner does not publish how far it is durable, so following it could replay records a power loss may still take back; stop the owner and sync as the owner", dir.display())]
@@ -466,122 +222,6 @@ pub enum Error {
         /// What came instead (`None`: nothing).
         found: Option<Lsn>,
     },
-
-    /// A sync was asked of a store that has no target configured.
-    #[error("no target database is configured for this store (StoreOptions::target)")]
-    NoTarget,
-
-    /// The journal lost LSNs to damage (a gap record left by salvage).
-    #[error(
-        "journal {} lost to damage (see the salvage report); replay stops before them unless the Quarantine policy records the loss", lsn_span(&(*from..*to))
-    )]
-    JournalGap {
-        /// First lost LSN.
-        from: Lsn,
-        /// First LSN after the gap.
-        to: Lsn,
-    },
-}
-
-/// A range of LSNs `[start, end)` in words: `LSN 10` for one, `LSNs 10 to 12` for several.
-pub fn lsn_span(range: &std::ops::Range<Lsn>) -> String {
-    if range.end <= range.start.saturating_add(1) {
-        format!("LSN {}", range.start)
-    } else {
-        format!("LSNs {} to {}", range.start, range.end - 1)
-    }
-}
-
-fn in_doubt_text(lsn: Lsn, durable: bool, cause: &Error) -> String {
-    if durable {
-        format!(
-            "the event was journaled durably as LSN {lsn}, but the cache was not updated ({cause}); it is not lost: reopen the store, which applies it to the cache, and it reaches the target — do not apply it again"
-        )
-    } else {
-        format!(
-            "the event was journaled as LSN {lsn}, but whether it is durable is unknown ({cause}); reopen the store: if journal_state().durable_lsn is then at least {lsn}, the journal kept it (it is in the cache and reaches the target), otherwise it was lost — do not apply it again before checking"
-        )
-    }
-}
-
-fn locked_text(dir: &std::path::Path, pid: Option<u32>) -> String {
-    match pid {
-        Some(pid) if pid == std::process::id() => format!(
-            "journal {} is already open in this process (pid {pid}); open it once and share the handle (`Arc<Journal>`, or one `Store`)",
-            dir.display()
-        ),
-        Some(pid) => format!(
-            "journal {} is locked by pid {pid}; only one process may open a journal at a time (wait for it to close, or pass lock_wait_ms to wait)",
-            dir.display()
-        ),
-        None => format!(
-            "journal {} is locked by another process; only one process may open a journal at a time",
-            dir.display()
-        ),
-    }
-}
-
-impl Error {
-    /// Wraps an I/O error, turning `ENOSPC`/`EDQUOT` into [`Error::DiskFull`].
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        let path = path.into();
-        if is_disk_full(&source) {
-            return Error::DiskFull {
-                op,
-                path,
-                bytes: 0,
-                source,
-            };
-        }
-        Error::Io { op, path, source }
-    }
-
-    /// Wraps an I/O error as [`Error::Io`] without turning `ENOSPC` into
-    /// [`Error::DiskFull`]: for failed syncs, after which the journal is poisoned, not
-    /// unchanged.
-    pub(crate) fn io_unmapped(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-        source: io::Error,
-    ) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
-    }
-
-    /// Builds an [`Error::Corrupt`].
-    pub(crate) fn corrupt(segment: impl Into<PathBuf>, offset: u64, kind: DamageKind) -> Self {
-        Error::Corrupt(Box::new(Corruption {
-            segment: segment.into(),
-            offset,
-            kind,
-            torn_tail: false,
-        }))
-    }
-
-    /// True if retrying later may succeed: the target or the share is busy, locked, offline,
-    /// read-only or reporting I/O errors, or the disk is full.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Target { transient, .. } => *transient,
-            Error::TargetMissing { .. } | Error::DiskFull { .. } => true,
-            _ => false,
-        }
-    }
-
-    /// True when this error means the data on disk is damaged.
-    pub fn is_corruption(&self) -> bool {
-        matches!(
-            self,
-            Error::Corrupt(_)
-                | Error::ForeignFile { .. }
-                | Error::ForeignSegment { .. }
-                | Error::ForeignDirectory { .. }
-                | Error::MissingSegment { .. }
-        )
-    }
 }
 
 /// True for "no space left on device" and "disk quota exceeded".
