@@ -1,12 +1,13 @@
-//! A fault-injection seam: named I/O operations that tests can make fail on purpose.
+//! Fault injection for tests and fuzzing: named I/O operations of the journal, and statements
+//! of the replayer's target transactions, that a test can make fail on purpose.
 //!
-//! Production code passes through [`FaultInjector::check`] before every operation that can
-//! fail in a way that matters (syncs, allocation, directory syncs, acknowledgement writes). With
-//! no injector configured this is a branch on `None`.
+//! Public only with the cargo feature `fault-injection` (the crate's own tests and fuzzers turn
+//! it on); without it the seams stay a branch on `None` and nothing here is in the API.
 
 use std::fmt;
 use std::io;
 use std::path::Path;
+#[cfg(feature = "fault-injection")]
 use std::sync::Mutex;
 
 /// An I/O operation a [`FaultInjector`] may fail.
@@ -36,12 +37,14 @@ pub trait FaultInjector: Send + Sync + fmt::Debug {
     fn check(&self, op: IoOp, path: &Path) -> io::Result<()>;
 }
 
+#[cfg(feature = "fault-injection")]
 /// A simple [`FaultInjector`]: fail the `n`-th and later calls of an operation with an errno.
 #[derive(Debug, Default)]
 pub struct FaultPlan {
     rules: Mutex<Vec<Rule>>,
 }
 
+#[cfg(feature = "fault-injection")]
 #[derive(Debug)]
 struct Rule {
     op: IoOp,
@@ -50,6 +53,7 @@ struct Rule {
     errno: i32,
 }
 
+#[cfg(feature = "fault-injection")]
 impl FaultPlan {
     /// An empty plan: nothing fails.
     pub fn new() -> Self {
@@ -77,6 +81,7 @@ impl FaultPlan {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl FaultInjector for FaultPlan {
     fn check(&self, op: IoOp, _path: &Path) -> io::Result<()> {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,3 +100,19 @@ impl FaultInjector for FaultPlan {
         Ok(())
     }
 }
+
+/// A test seam: fail chosen statements of the replayer's target transactions.
+pub trait TargetFaults: Send + Sync {
+    /// Called before each statement the replayer runs on the target, with the statement's
+    /// index within the current transaction (`BEGIN` is 0) and a short label; an error makes
+    /// the statement fail with it. Statements inside an application event's `apply` count as
+    /// one, labelled `event`.
+    fn before_statement(&self, index: usize, label: &str) -> rusqlite::Result<()>;
+
+    /// Called after a `COMMIT` succeeded; an error simulates an in-doubt commit: the batch
+    /// landed but the replayer is told it failed.
+    fn after_commit(&self) -> rusqlite::Result<()> {
+        Ok(())
+    }
+}
+

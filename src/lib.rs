@@ -25,7 +25,10 @@
 pub mod apply;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fault-injection")]
 pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) mod fault;
 pub mod format;
 pub mod inspect;
 pub mod journal;

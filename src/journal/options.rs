@@ -214,7 +214,9 @@ impl JournalOptions {
         self
     }
 
-    /// Test seam: an injector that can make chosen I/O operations fail. Default: none.
+    /// Test seam (feature `fault-injection`): an injector that can make chosen I/O operations
+    /// fail. Default: none.
+    #[cfg(feature = "fault-injection")]
     pub fn fault_injector(mut self, faults: Arc<dyn FaultInjector>) -> Self {
         self.faults = Some(faults);
         self

@@ -18,7 +18,9 @@ pub use check::{
 };
 pub use driver::{QuarantinedEntry, Replayer};
 pub use offline_status::{LastSeen, OfflineStatus, offline_status};
-pub use options::{RejectPolicy, ReplayOptions, TargetFaults, TargetJournalMode, TargetOptions};
+pub use options::{RejectPolicy, ReplayOptions, TargetJournalMode, TargetOptions};
+#[cfg(feature = "fault-injection")]
+pub use crate::fault::TargetFaults;
 pub use report::{SyncProgress, SyncReport};
 pub use sqlite::{PROGRESS_TABLE, REJECTED_TABLE};
 pub use state::{LostWrites, REPLAY_STATE_BYTES_MAX, ReplayState, SyncError};

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::fault::TargetFaults;
+
 /// What the replayer does with an entry the target permanently refuses (constraint violation,
 /// missing table or column, type mismatch, no such row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,21 +36,6 @@ impl TargetJournalMode {
             TargetJournalMode::Delete => "DELETE",
             TargetJournalMode::Truncate => "TRUNCATE",
         }
-    }
-}
-
-/// A test seam: fail chosen statements of the replayer's target transactions.
-pub trait TargetFaults: Send + Sync {
-    /// Called before each statement the replayer runs on the target, with the statement's
-    /// index within the current transaction (`BEGIN` is 0) and a short label; an error makes
-    /// the statement fail with it. Statements inside an application event's `apply` count as
-    /// one, labelled `event`.
-    fn before_statement(&self, index: usize, label: &str) -> rusqlite::Result<()>;
-
-    /// Called after a `COMMIT` succeeded; an error simulates an in-doubt commit: the batch
-    /// landed but the replayer is told it failed.
-    fn after_commit(&self) -> rusqlite::Result<()> {
-        Ok(())
     }
 }
 
@@ -118,7 +105,8 @@ impl TargetOptions {
         self
     }
 
-    /// Test seam: fail chosen statements. Default: none.
+    /// Test seam (feature `fault-injection`): fail chosen statements. Default: none.
+    #[cfg(feature = "fault-injection")]
     pub fn faults(mut self, faults: Arc<dyn TargetFaults>) -> Self {
         self.faults = Some(faults);
         self
