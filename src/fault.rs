@@ -115,4 +115,3 @@ pub trait TargetFaults: Send + Sync {
         Ok(())
     }
 }
-

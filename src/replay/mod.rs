@@ -12,6 +12,8 @@ mod state;
 mod status;
 pub(crate) mod watch;
 
+#[cfg(feature = "fault-injection")]
+pub use crate::fault::TargetFaults;
 pub use check::{
     INTEGRITY_LINES_MAX, Integrity, JOURNALS_LISTED_MAX, JournalSeen, TableCheck, TargetCheck,
     check_target, read_target_watermark,
@@ -19,8 +21,6 @@ pub use check::{
 pub use driver::{QuarantinedEntry, Replayer};
 pub use offline_status::{LastSeen, OfflineStatus, offline_status};
 pub use options::{RejectPolicy, ReplayOptions, TargetJournalMode, TargetOptions};
-#[cfg(feature = "fault-injection")]
-pub use crate::fault::TargetFaults;
 pub use report::{SyncProgress, SyncReport};
 pub use sqlite::{PROGRESS_TABLE, REJECTED_TABLE};
 pub use state::{LostWrites, REPLAY_STATE_BYTES_MAX, ReplayState, SyncError};
