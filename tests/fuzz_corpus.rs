@@ -1,7 +1,6 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and the crash regressions
 //! (`fuzz/regressions/<target>/`) through the very same checks the libFuzzer targets run
-//! (`fuzz/src/checks.rs`, and `fuzz/src/model.rs` for `journal_model`), on stable, as part of
-//! `cargo test`.
+//! (`fuzz/src/checks/`, one module per target), on stable, as part of `cargo test`.
 //!
 //! The seed corpus is written by the ignored test `generate_seed_corpus`:
 //!
@@ -12,19 +11,19 @@
 //! See `fuzz/README.md` for fuzzing itself.
 
 #[allow(dead_code)]
-#[path = "../fuzz/src/checks.rs"]
+#[path = "../fuzz/src/checks/mod.rs"]
 mod checks;
-#[allow(dead_code)]
-#[path = "../fuzz/src/model.rs"]
-mod model;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use checks::{
-    AckSpec, BuiltSegment, FrameSpec, Mutation, RecoverCase, RecoverLayout, ScanCase, SegSpec,
+use checks::common::{fuzz_id, fuzz_seed};
+use checks::journal_model::{self as model, ModelCase, ModelStats, Op};
+use checks::recover_open::{AckSpec, RecoverCase, RecoverLayout};
+use checks::scan_segment::ScanCase;
+use checks::segments::{
+    BuiltSegment, FUZZ_SEGMENT_BYTES, FrameSpec, Mutation, SegSpec, segment_header,
 };
-use model::{ModelCase, ModelStats, Op};
 use syncjournal::format::{
     ACK_FILE_BYTES, ACK_SLOT_BYTES, AckSlot, FRAME_CRC_OFFSET, FRAME_FLAGS_OFFSET,
     FRAME_KIND_OFFSET, FRAME_LEN_OFFSET, FRAME_LSN_OFFSET, HEADER_CRC_OFFSET, HEADER_FLAGS_OFFSET,
@@ -36,9 +35,9 @@ use uuid::Uuid;
 type Check = fn(&[u8]);
 
 const TARGETS: [(&str, Check); 4] = [
-    ("decode_record", checks::check_decode_record),
-    ("scan_segment", checks::check_scan_segment),
-    ("recover_open", checks::check_recover_open),
+    ("decode_record", checks::decode_record::check_decode_record),
+    ("scan_segment", checks::scan_segment::check_scan_segment),
+    ("recover_open", checks::recover_open::check_recover_open),
     ("journal_model", model::check_journal_model),
 ];
 
@@ -288,7 +287,7 @@ fn recover_seeds_hit_their_cases() {
     ];
     for (name, want) in expect {
         let case = &cases.iter().find(|(n, _)| n == name).unwrap().1;
-        let got = checks::recover_open_outcomes(&case.encode());
+        let got = checks::recover_open::recover_open_outcomes(&case.encode());
         let got = got.map(|o| o.expect("mode ran").ok().map(|r| r.len()));
         assert_eq!(&got, want, "{name}");
     }
@@ -351,7 +350,7 @@ fn crc(data: &[u8]) -> u32 {
 }
 
 fn decode_cases() -> Vec<(String, Vec<u8>)> {
-    let seed = checks::fuzz_seed(1);
+    let seed = fuzz_seed(1);
     let mut v: Vec<(String, Vec<u8>)> = Vec::new();
     let mut add = |name: &str, data: Vec<u8>| v.push((name.to_owned(), data));
     let valid = frame(seed, 7, 1, b"hello, journal");
@@ -393,7 +392,7 @@ fn decode_cases() -> Vec<(String, Vec<u8>)> {
     ));
     add("frame-derived-seed", d);
     // Segment headers.
-    let header = checks::segment_header(3, 1000, 1 << 20).encode();
+    let header = segment_header(3, 1000, 1 << 20).encode();
     add("header-valid", header.to_vec());
     let mut h = header.to_vec();
     h.extend_from_slice(&[0u8; 64]);
@@ -423,7 +422,7 @@ fn decode_cases() -> Vec<(String, Vec<u8>)> {
     add("header-bad-crc", h.to_vec());
     // Acknowledgement slots and files.
     let slot = |generation, acked_lsn| AckSlot {
-        journal_id: checks::fuzz_id(),
+        journal_id: fuzz_id(),
         generation,
         acked_lsn,
         acked_at_ms: 1_700_000_000_000,
@@ -677,7 +676,7 @@ fn recover_cases() -> Vec<(String, RecoverCase)> {
         ));
     }
     let spec = SegSpec::new(1, data_frames(5, 20));
-    let big = BuiltSegment::build(&spec, 1, 1, Some(checks::FUZZ_SEGMENT_BYTES));
+    let big = BuiltSegment::build(&spec, 1, 1, Some(FUZZ_SEGMENT_BYTES));
     let body = big.clean[SEGMENT_DATA_OFFSET..big.data_end].to_vec();
     let five = BuiltSegment::build(&spec, 1, 1, None);
     v.push((
