@@ -1,11 +1,15 @@
 //! What every fuzz target shares: the fuzzing journal's id and checksum seeds, the reader of
-//! the fuzzer's bytes ([`Bytes`]) and its writers, and fresh temporary directories.
+//! the fuzzer's bytes ([`Bytes`]) and its writers, fresh temporary directories, and reading a
+//! recovered journal back with its LSNs checked.
 
 use std::path::Path;
 
 use syncjournal::format::Seed;
+use syncjournal::{Journal, Lsn, Record, RecoveryMode};
 use uuid::Uuid;
 
+/// Safety net against a reader that never reaches the end.
+pub const MAX_RECORDS_READ: usize = 100_000;
 /// The journal id of every generated segment and acknowledgement file.
 pub const FUZZ_JOURNAL_ID: [u8; 16] = *b"syncjournal-fuzz";
 
@@ -97,4 +101,41 @@ pub fn fresh_dir() -> tempfile::TempDir {
         .prefix("syncjournal-fuzz-")
         .tempdir()
         .expect("create a temporary directory")
+}
+
+/// All records from the first retained one.
+pub fn read_all(journal: &Journal, mode: RecoveryMode) -> Vec<Record> {
+    let first = journal.state().first_lsn;
+    let reader = journal
+        .reader(first)
+        .unwrap_or_else(|e| panic!("{mode:?}: reader({first}) of a recovered journal: {e}"));
+    let mut out = Vec::new();
+    for r in reader {
+        out.push(r.unwrap_or_else(|e| panic!("{mode:?}: reading a recovered journal: {e}")));
+        assert!(
+            out.len() <= MAX_RECORDS_READ,
+            "{mode:?}: the reader does not stop"
+        );
+    }
+    out
+}
+
+/// LSNs are contiguous from `first` to `next`: each record continues the previous one, and a
+/// gap record stands for the LSNs it names.
+pub fn check_lsn_sequence(records: &[Record], first: Lsn, next: Lsn, mode: RecoveryMode) {
+    let mut expect = first;
+    for r in records {
+        assert_eq!(
+            r.lsn, expect,
+            "{mode:?}: LSNs of the recovered journal are not contiguous"
+        );
+        expect = match r.gap() {
+            Some(g) => {
+                assert!(g.end > g.start, "{mode:?}: empty gap record returned");
+                g.end
+            }
+            None => r.lsn.saturating_add(1),
+        };
+    }
+    assert_eq!(expect, next, "{mode:?}: records end before the next LSN");
 }

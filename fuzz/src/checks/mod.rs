@@ -18,6 +18,8 @@
 
 pub mod common;
 pub mod decode_record;
+pub mod dirs;
+pub mod journal_dir;
 pub mod journal_model;
 pub mod recover_open;
 pub mod scan_segment;

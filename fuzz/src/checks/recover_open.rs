@@ -4,79 +4,21 @@
 use std::path::Path;
 
 use syncjournal::error::JournalError;
-use syncjournal::format::{ACK_FILE_BYTES, ACK_SLOT_BYTES, AckSlot, LSN_MAX, SegmentHeader};
+use syncjournal::format::{LSN_MAX, SegmentHeader};
 use syncjournal::segment::{ACK_FILE, segment_file_name};
 use syncjournal::{Error, Journal, JournalOptions, Lsn, Record, RecoveryMode};
-use uuid::Uuid;
 
-use crate::checks::common::{Bytes, fresh_dir, fuzz_id, put_u64};
+use crate::checks::common::{Bytes, check_lsn_sequence, fresh_dir, fuzz_id, put_u64, read_all};
 use crate::checks::segments::{
-    BuiltFrame, BuiltSegment, FUZZ_SEGMENT_BYTES, SegSpec, cap_lsn, expected_records,
+    AckSpec, BuiltFrame, BuiltSegment, FUZZ_SEGMENT_BYTES, SegSpec, expected_records,
     header_plus_body,
 };
 
 /// `recover_open` skips `Salvage` for a file whose header asks to be re-extended beyond this:
 /// salvage would allocate (up to 1 GiB) of tmpfs for every such input.
 pub const MAX_SALVAGE_EXTEND: u64 = 4 * FUZZ_SEGMENT_BYTES as u64;
-/// Safety net against a reader that never reaches the end.
-const MAX_RECORDS_READ: usize = 100_000;
 /// Payload appended to every successfully recovered journal.
 const APPENDED: &[u8] = b"appended after recovery";
-
-/// The acknowledgement file of a `recover_open` case: `sel % 6` chooses 0 none; 1 valid,
-/// acknowledged up to the LSN before the first segment; 2 valid, acknowledged up to `val`;
-/// 3 two valid slots, the newer one `val % 16` further; 4 like 1 with bit `val >> 13 & 7` of byte
-/// `val % 8192` flipped; 5 like 1 but for another journal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckSpec {
-    /// Selector.
-    pub sel: u8,
-    /// Operand.
-    pub val: u64,
-}
-
-impl AckSpec {
-    /// The `ACK` file bytes, if any, for a journal whose first LSN is `first_lsn`.
-    pub fn file(&self, journal_id: Uuid, first_lsn: Lsn) -> Option<Vec<u8>> {
-        let base = first_lsn.saturating_sub(1);
-        let slot = |generation: u64, acked_lsn: Lsn, journal_id: Uuid| AckSlot {
-            journal_id,
-            generation,
-            acked_lsn,
-            acked_at_ms: 1_700_000_000_000,
-        };
-        let slots = match self.sel % 6 {
-            0 => return None,
-            1 | 4 => vec![slot(1, base, journal_id)],
-            2 => vec![slot(1, cap_lsn(self.val), journal_id)],
-            3 => vec![
-                slot(1, base, journal_id),
-                slot(2, base.saturating_add(self.val % 16), journal_id),
-            ],
-            _ => vec![slot(1, base, Uuid::from_u128(0xf0_4e16))],
-        };
-        let mut file = vec![0u8; ACK_FILE_BYTES];
-        for s in slots {
-            file[s.offset()..s.offset() + ACK_SLOT_BYTES].copy_from_slice(&s.encode());
-        }
-        if self.sel % 6 == 4 {
-            file[(self.val % ACK_FILE_BYTES as u64) as usize] ^= 1 << ((self.val >> 13) & 7);
-        }
-        Some(file)
-    }
-
-    /// The acknowledged LSN, if the file is valid and of this journal.
-    fn acked(&self, first_lsn: Lsn) -> Option<Lsn> {
-        let base = first_lsn.saturating_sub(1);
-        match self.sel % 6 {
-            0 => Some(0),
-            1 => Some(base),
-            2 => Some(cap_lsn(self.val)),
-            3 => Some(base.saturating_add(self.val % 16)),
-            _ => None,
-        }
-    }
-}
 
 /// The files of a `recover_open` case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,41 +382,4 @@ fn open_and_check(
     assert_eq!(got, want, "records after {mode:?} recovery and an append");
     drop(last);
     Ok(records)
-}
-
-/// All records from the first retained one.
-fn read_all(journal: &Journal, mode: RecoveryMode) -> Vec<Record> {
-    let first = journal.state().first_lsn;
-    let reader = journal
-        .reader(first)
-        .unwrap_or_else(|e| panic!("{mode:?}: reader({first}) of a recovered journal: {e}"));
-    let mut out = Vec::new();
-    for r in reader {
-        out.push(r.unwrap_or_else(|e| panic!("{mode:?}: reading a recovered journal: {e}")));
-        assert!(
-            out.len() <= MAX_RECORDS_READ,
-            "{mode:?}: the reader does not stop"
-        );
-    }
-    out
-}
-
-/// LSNs are contiguous from `first` to `next`: each record continues the previous one, and a
-/// gap record stands for the LSNs it names.
-fn check_lsn_sequence(records: &[Record], first: Lsn, next: Lsn, mode: RecoveryMode) {
-    let mut expect = first;
-    for r in records {
-        assert_eq!(
-            r.lsn, expect,
-            "{mode:?}: LSNs of the recovered journal are not contiguous"
-        );
-        expect = match r.gap() {
-            Some(g) => {
-                assert!(g.end > g.start, "{mode:?}: empty gap record returned");
-                g.end
-            }
-            None => r.lsn.saturating_add(1),
-        };
-    }
-    assert_eq!(expect, next, "{mode:?}: records end before the next LSN");
 }

@@ -1,13 +1,16 @@
-//! Generated segments: a [`SegSpec`] (first LSN, records, mutations) read from the fuzzer's
-//! bytes and built into a segment file with valid checksums ([`BuiltSegment`]), with what is
-//! known about it (its records, where the first mutated byte is).
+//! Generated journal files: a [`SegSpec`] (first LSN, records, mutations) read from the
+//! fuzzer's bytes and built into a segment file with valid checksums ([`BuiltSegment`]), with
+//! what is known about it (its records, where the first mutated byte is); and acknowledgement
+//! files ([`AckSpec`]).
 
 use syncjournal::format::{
-    FRAME_CRC_OFFSET, FRAME_HEADER_BYTES, KIND_GAP, LSN_MAX, SEGMENT_DATA_OFFSET,
-    SEGMENT_HEADER_BYTES, SegmentHeader, frame_bytes, le_u32, seal_frame,
+    ACK_FILE_BYTES, ACK_SLOT_BYTES, AckSlot, FRAME_CRC_OFFSET, FRAME_HEADER_BYTES, KIND_GAP,
+    LSN_MAX, SEGMENT_DATA_OFFSET, SEGMENT_HEADER_BYTES, SegmentHeader, frame_bytes, le_u32,
+    seal_frame,
 };
 use syncjournal::journal::scan::ScanInput;
 use syncjournal::{Lsn, Record};
+use uuid::Uuid;
 
 use crate::checks::common::{Bytes, fuzz_id, fuzz_seed, put_u16, put_u32, put_u64};
 
@@ -43,6 +46,10 @@ pub fn cap_lsn(lsn: Lsn) -> Lsn {
         lsn
     }
 }
+
+/// Chooses a data record's kind and payload from its spec and LSN (see
+/// [`BuiltSegment::build_with`]).
+pub type RecordHook = dyn Fn(&FrameSpec, Lsn) -> Option<(u8, Vec<u8>)>;
 
 /// One generated record: 5 input bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +360,19 @@ impl BuiltSegment {
     /// file has exactly that length (records that do not fit are dropped); otherwise it ends
     /// `spec.tail % 4096` bytes after the last record.
     pub fn build(spec: &SegSpec, seq: u64, first_lsn: Lsn, len: Option<usize>) -> Self {
+        Self::build_with(spec, seq, first_lsn, len, &|_, _| None)
+    }
+
+    /// Like [`BuiltSegment::build`], with the kind and payload of each data record chosen by
+    /// `record(frame, lsn)` (`None`, or an empty payload: the spec's kind and pattern). Gap
+    /// records are never replaced.
+    pub fn build_with(
+        spec: &SegSpec,
+        seq: u64,
+        first_lsn: Lsn,
+        len: Option<usize>,
+        record: &RecordHook,
+    ) -> Self {
         let max_len = len.unwrap_or(usize::MAX);
         // Pass 1: lay the records out (the header checksum, which the first record chains to,
         // covers the file length, so it is known only afterwards).
@@ -365,19 +385,26 @@ impl BuiltSegment {
         for f in &spec.frames {
             let Some(lsn) = next else { break };
             let gap = f.kind == KIND_GAP;
-            let kind = if f.kind == 0 { 1 } else { f.kind };
-            let plen = if gap {
-                f.payload_len().max(8)
+            let chosen = if gap {
+                None
             } else {
-                f.payload_len()
+                record(f, lsn).filter(|(_, p)| !p.is_empty())
             };
-            let fb = frame_bytes(plen);
+            let (kind, mut payload) = chosen.unwrap_or_else(|| {
+                let plen = if gap {
+                    f.payload_len().max(8)
+                } else {
+                    f.payload_len()
+                };
+                let pattern = (0..plen)
+                    .map(|i| f.fill.wrapping_add((i as u8).wrapping_mul(29)) ^ (i >> 8) as u8)
+                    .collect();
+                (if f.kind == 0 { 1 } else { f.kind }, pattern)
+            });
+            let fb = frame_bytes(payload.len());
             if pos + fb > max_len {
                 break;
             }
-            let mut payload: Vec<u8> = (0..plen)
-                .map(|i| f.fill.wrapping_add((i as u8).wrapping_mul(29)) ^ (i >> 8) as u8)
-                .collect();
             let lag = u64::from(f.aux & 15);
             let (synced, gap_end) = if gap {
                 let end = lsn.saturating_add(u64::from(f.fill % 4));
@@ -528,4 +555,59 @@ pub fn header_plus_body(seq: u64, first_lsn: Lsn, body: &[u8], len: usize) -> Ve
     let n = body.len().min(len - SEGMENT_DATA_OFFSET);
     file[SEGMENT_DATA_OFFSET..SEGMENT_DATA_OFFSET + n].copy_from_slice(&body[..n]);
     file
+}
+
+/// A generated acknowledgement file (`recover_open`, `journal_dir`): `sel % 6` chooses 0 none; 1 valid,
+/// acknowledged up to the LSN before the first segment; 2 valid, acknowledged up to `val`;
+/// 3 two valid slots, the newer one `val % 16` further; 4 like 1 with bit `val >> 13 & 7` of byte
+/// `val % 8192` flipped; 5 like 1 but for another journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckSpec {
+    /// Selector.
+    pub sel: u8,
+    /// Operand.
+    pub val: u64,
+}
+
+impl AckSpec {
+    /// The `ACK` file bytes, if any, for a journal whose first LSN is `first_lsn`.
+    pub fn file(&self, journal_id: Uuid, first_lsn: Lsn) -> Option<Vec<u8>> {
+        let base = first_lsn.saturating_sub(1);
+        let slot = |generation: u64, acked_lsn: Lsn, journal_id: Uuid| AckSlot {
+            journal_id,
+            generation,
+            acked_lsn,
+            acked_at_ms: 1_700_000_000_000,
+        };
+        let slots = match self.sel % 6 {
+            0 => return None,
+            1 | 4 => vec![slot(1, base, journal_id)],
+            2 => vec![slot(1, cap_lsn(self.val), journal_id)],
+            3 => vec![
+                slot(1, base, journal_id),
+                slot(2, base.saturating_add(self.val % 16), journal_id),
+            ],
+            _ => vec![slot(1, base, Uuid::from_u128(0xf0_4e16))],
+        };
+        let mut file = vec![0u8; ACK_FILE_BYTES];
+        for s in slots {
+            file[s.offset()..s.offset() + ACK_SLOT_BYTES].copy_from_slice(&s.encode());
+        }
+        if self.sel % 6 == 4 {
+            file[(self.val % ACK_FILE_BYTES as u64) as usize] ^= 1 << ((self.val >> 13) & 7);
+        }
+        Some(file)
+    }
+
+    /// The acknowledged LSN, if the file is valid and of this journal.
+    pub fn acked(&self, first_lsn: Lsn) -> Option<Lsn> {
+        let base = first_lsn.saturating_sub(1);
+        match self.sel % 6 {
+            0 => Some(0),
+            1 => Some(base),
+            2 => Some(cap_lsn(self.val)),
+            3 => Some(base.saturating_add(self.val % 16)),
+            _ => None,
+        }
+    }
 }
