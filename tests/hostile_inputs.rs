@@ -1918,3 +1918,172 @@ fn every_hostile_input_gets_a_specific_error() {
         "bad inputs: {tried} tried, {specific} specific errors, {panics} panics, {hangs} hangs, {lost} lost (the cases are listed above)"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Open library bugs: each test states the right behaviour and fails today
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `cmd` on `c` and panics unless it was refused (exit 2) naming every fragment, without
+/// a panic, a hang, or a change to the journal's files and the files outside.
+fn assert_refused(c: &Crafted, cmd: Cmd, says: &[&str]) {
+    let b = before(c);
+    let args = args_of(cmd, c);
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let run = sj(&args);
+    if run.hung {
+        unblock_fifos(&c.dir);
+    }
+    assert!(!run.hung, "{cmd:?} did not return within {CASE_TIMEOUT:?}");
+    let out = format!("{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.code != 101 && !run.stderr.contains("panicked"),
+        "{cmd:?} panicked: {out}"
+    );
+    assert_eq!(run.code, 2, "{cmd:?}: {out}");
+    for f in says {
+        assert!(
+            out.contains(f),
+            "{cmd:?}: the output does not name {f:?}: {out}"
+        );
+    }
+    if let Err(Miss::Lost(m) | Miss::Vague(m)) = check_unchanged(c, &b) {
+        panic!("{cmd:?}: {m}");
+    }
+}
+
+#[test]
+#[ignore = "bug: AckFile::peek (src/journal/ack.rs, `File::open`) opens ACK without the journal-file checks: `status` and `dump` (journal_id_of) block forever on a FIFO named ACK"]
+fn a_fifo_named_ack_is_refused_by_every_command_without_hanging() {
+    for &cmd in ALL {
+        let c = Crafted::new();
+        mkfifo(&c.dir.join("ACK"));
+        assert_refused(&c, cmd, &["ACK is a FIFO, not a regular file"]);
+    }
+}
+
+#[test]
+#[ignore = "bug: AckFile::peek (src/journal/ack.rs, `File::open`) opens ACK without the journal-file checks: a directory named ACK is `read acknowledgement file …: Is a directory`, a socket `No such device or address` (I/O errors, not the unsafe file)"]
+fn a_directory_or_socket_named_ack_is_an_unsafe_file_for_every_command() {
+    for &cmd in ALL {
+        let c = Crafted::new();
+        mkdir(&c.dir.join("ACK"));
+        assert_refused(&c, cmd, &["ACK is a directory, not a regular file"]);
+        let c = Crafted::new();
+        mksocket(&c.dir.join("ACK"));
+        assert_refused(&c, cmd, &["ACK is a socket, not a regular file"]);
+    }
+}
+
+#[test]
+#[ignore = "bug: AckFile::open (src/journal/ack.rs, plain `OpenOptions` read-write) opens ACK without O_NOFOLLOW or the link-count check of open_journal_file: a hard link named ACK is written through, and the file it shares outside the directory changes"]
+fn a_hard_linked_ack_is_never_written_through() {
+    // The harm: a sync acknowledges, and the acknowledgement lands in the file outside.
+    let c = Crafted::new();
+    hard_link(&c, "ACK");
+    let outside = snapshot(&c.outside());
+    let args = args_of(Cmd::Sync, &c);
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let run = sj(&args);
+    assert_eq!(
+        snapshot(&c.outside()),
+        outside,
+        "sync (exit {}) wrote into the file outside the journal directory through the hard link named ACK",
+        run.code
+    );
+    // The answer: refused, naming the link.
+    for &cmd in WRITERS {
+        let c = Crafted::new();
+        hard_link(&c, "ACK");
+        assert_refused(&c, cmd, &["ACK has 2 hard links"]);
+    }
+}
+
+#[test]
+#[ignore = "bug: open_journal_file (src/segment/file.rs) turns only ELOOP into UnsafeFile: opening a socket fails with ENXIO first, reported as `open lock file …: No such device or address`; verify, dump, status and sync open LOCK (DirLock::is_held) before the listing that would name it"]
+fn a_socket_named_lock_is_an_unsafe_file_for_every_command() {
+    for &cmd in ALL {
+        let c = Crafted::new();
+        mksocket(&c.dir.join("LOCK"));
+        assert_refused(&c, cmd, &["LOCK is a socket, not a regular file"]);
+    }
+}
+
+#[test]
+#[ignore = "bug: `dump` (src/cli/journal_cmds.rs) calls journal_id_of before checking the directory exists: `list journal directory …: No such file or directory (os error 2)` instead of `journal directory … does not exist` as every other command says"]
+fn dump_of_a_missing_directory_says_it_does_not_exist() {
+    let c = Crafted::new();
+    fs::remove_dir_all(&c.dir).unwrap();
+    assert_refused(&c, Cmd::Dump, &["journal directory", "does not exist"]);
+}
+
+#[test]
+#[ignore = "bug: every command checks `dir.is_dir()` and reports JournalError::NotFound (`journal directory … does not exist`) for a path that exists as a regular file; `dump` says `open acknowledgement file …/ACK: Not a directory`"]
+fn a_journal_path_that_is_a_regular_file_is_named_as_such() {
+    for &cmd in ALL {
+        let c = Crafted::new();
+        fs::remove_dir_all(&c.dir).unwrap();
+        fs::write(&c.dir, b"precious").unwrap();
+        assert_refused(&c, cmd, &["is not a directory"]);
+        assert_eq!(
+            fs::read(&c.dir).unwrap(),
+            b"precious",
+            "{cmd:?} changed the file"
+        );
+    }
+}
+
+#[test]
+#[ignore = "bug: Mutation's Display (src/mutation.rs) writes table and column names raw, and CacheError::ChangeRefused's message begins with it: an application logging the error prints the newlines and escape codes of a hostile name (the CLI escapes its own output; the library's Display does not)"]
+fn refusals_of_hostile_names_carry_no_control_characters() {
+    let fx = Fixture::new();
+    for name in [
+        "ite\nms",
+        "\u{1b}]0;owned\u{7}",
+        "items\r\nLSN 5  forged",
+        "x\0y",
+    ] {
+        let cs = ChangeSet::new().insert(name, [("id", 7)], [("name", "x")]);
+        let e = fx
+            .store
+            .apply(&cs)
+            .expect_err("a table that does not exist")
+            .to_string();
+        assert!(
+            !e.chars().any(|c| c.is_control()),
+            "the error for table {name:?} holds control characters: {e:?}"
+        );
+        let cs = ChangeSet::new().insert("items", [("id", 7)], [(name, Value::Integer(1))]);
+        let e = fx
+            .store
+            .apply(&cs)
+            .expect_err("a column that does not exist")
+            .to_string();
+        assert!(
+            !e.chars().any(|c| c.is_control()),
+            "the error for column {name:?} holds control characters: {e:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "bug: read_slot (src/journal/ack.rs) maps every slot error to DamageKind::AckFile: an ACK written by a newer format version (valid checksum, version 2) is reported as damage with the advice to salvage, which would recreate it, contrary to §3.1's rule for newer versions (segments get `unsupported version`)"]
+fn an_ack_of_a_newer_version_is_unsupported_not_damaged() {
+    for &cmd in ALL {
+        let c = Crafted::new();
+        edit(&c.dir.join("ACK"), |b| {
+            for &at in &ACK_SLOT_OFFSETS {
+                if b[at..at + 8] == syncjournal::format::ACK_MAGIC {
+                    put(
+                        b,
+                        at + syncjournal::format::ACK_VERSION_OFFSET,
+                        &2u16.to_le_bytes(),
+                    );
+                    let crc_at = at + syncjournal::format::ACK_CRC_OFFSET;
+                    let crc = crc32fast::hash(&b[at..crc_at]);
+                    put(b, crc_at, &crc.to_le_bytes());
+                }
+            }
+        });
+        assert_refused(&c, cmd, &["version 2"]);
+    }
+}
