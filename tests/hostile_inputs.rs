@@ -2087,3 +2087,42 @@ fn an_ack_of_a_newer_version_is_unsupported_not_damaged() {
         assert_refused(&c, cmd, &["version 2"]);
     }
 }
+
+#[test]
+#[ignore = "bug: an ACK acknowledging LSN 40 with no segment file beside it (segments deleted): inspect (src/inspect.rs) and offline_status take it for a journal — verify says OK (exit 0), status IN SYNC with head 40 (first_retained is 1 without segments), dump prints nothing — though the acknowledgement proves records that are gone; recover refuses it as `segment 0 is missing … (segments 0 and 0 exist)` (src/journal/recovery.rs create_fresh)"]
+fn an_ack_without_segments_is_reported_as_lost_records() {
+    let c = Crafted::new();
+    let id = c.id();
+    let slot = AckSlot {
+        journal_id: id,
+        generation: 2,
+        acked_lsn: 40,
+        acked_at_ms: 1,
+    };
+    let mut f = vec![0u8; ACK_FILE_BYTES];
+    put(&mut f, slot.offset(), &slot.encode());
+    fs::write(c.dir.join("ACK"), f).unwrap();
+    for p in c.segments() {
+        fs::remove_file(p).unwrap();
+    }
+    for &cmd in &[Cmd::Verify, Cmd::Dump, Cmd::Status] {
+        let args = args_of(cmd, &c);
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let run = sj(&args);
+        let out = format!("{}\n{}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 1,
+            "{cmd:?} does not report the lost records: {out}"
+        );
+        assert!(
+            out.contains("40"),
+            "{cmd:?} does not name the acknowledged LSN: {out}"
+        );
+    }
+    let run = sj(&[OsStr::new("recover"), c.dir.as_os_str()]);
+    assert!(
+        !run.stderr.contains("segment 0 is missing"),
+        "recover names a segment 0: {}",
+        run.stderr
+    );
+}
