@@ -68,7 +68,9 @@ use syncjournal::{
 };
 
 use crate::checks::common::{MAX_RECORDS_READ, check_lsn_sequence, read_all};
-use crate::checks::dirs::{Copy, DirCase, Entry, Plan, materialize, snapshot, unblock_fifos};
+use crate::checks::dirs::{
+    Copy, DirCase, Entry, Plan, avoid_known_bugs, materialize, snapshot, unblock_fifos,
+};
 use crate::checks::segments::FUZZ_SEGMENT_BYTES;
 
 /// Every input's calls together must return within this.
@@ -489,11 +491,13 @@ fn check_closed_status(plan: &Plan, st: &OfflineStatus, offline: &Offline) {
         return;
     };
     let last = last_lsn(records, first);
-    assert!(
-        s.head_lsn >= last,
-        "status says head {} but LSN {last} was read",
-        s.head_lsn
-    );
+    if !records.is_empty() {
+        assert!(
+            s.head_lsn >= last,
+            "status says head {} but LSN {last} was read",
+            s.head_lsn
+        );
+    }
     let beyond: Vec<&Record> = records.iter().filter(|r| r.lsn > s.acked_lsn).collect();
     let pending: u64 = beyond
         .iter()
@@ -513,7 +517,10 @@ fn check_closed_status(plan: &Plan, st: &OfflineStatus, offline: &Offline) {
         "status says {} bytes pending, but {bytes} were read after the acknowledgement",
         s.pending_bytes
     );
-    if err.is_none() {
+    // Known bug (see `avoid_known_bugs`): the reader and verify do not check that the first
+    // retained segment starts at most one past the acknowledgement.
+    let removed_beyond_ack = ack.is_some() && first > s.acked_lsn.saturating_add(1);
+    if err.is_none() && !(avoid_known_bugs() && removed_beyond_ack) {
         assert_eq!(
             st.journal_error, None,
             "status reports damage the reader did not find"
