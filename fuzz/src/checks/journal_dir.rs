@@ -552,10 +552,20 @@ fn check_inspection(ins: &Inspection, offline: &Offline) {
     let first = offline.first.unwrap_or(1);
     let last = last_lsn(records, first);
     if err.is_none() {
+        // The reader starts at the segment holding the first retained LSN: an earlier segment
+        // without records (which holds no LSN) is not read, and damage in it is verify's only.
+        let last_seg = ins.segments.last().map(|s| s.path.clone());
+        let read_by_dump = |d: &&syncjournal::inspect::Damage| {
+            Some(&d.segment) == last_seg.as_ref()
+                || ins
+                    .segments
+                    .iter()
+                    .any(|s| s.path == d.segment && s.records > 0)
+        };
+        let missed: Vec<_> = ins.damage.iter().filter(read_by_dump).collect();
         assert!(
-            ins.is_clean(),
-            "verify finds damage the reader did not: {:?}",
-            ins.damage
+            missed.is_empty(),
+            "verify finds damage the reader did not: {missed:?}"
         );
         assert_eq!(
             ins.next_lsn,
