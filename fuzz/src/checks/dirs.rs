@@ -497,7 +497,10 @@ impl DirCase {
         let base = first_lsn - 1;
         let head_file = match self.head % 6 {
             0 => None,
-            1 => Some(file(head(fuzz_id(), base + self.head_val % (lsns + 3)))),
+            1 => Some(file(head(
+                fuzz_id(),
+                base.saturating_add(self.head_val % lsns.saturating_add(3)),
+            ))),
             2 => Some(file(head(Uuid::from_u128(0xf0_4e16), next_lsn))),
             3 => Some(file(pattern(self.head_val, HEAD_FILE_BYTES))),
             4 => Some(file(head(fuzz_id(), self.head_val))),
