@@ -36,6 +36,7 @@ pub mod mutation;
 pub mod replay;
 pub mod segment;
 pub mod store;
+pub mod target;
 
 pub use apply::{ApplyContext, ApplyError};
 pub use error::{
@@ -51,6 +52,7 @@ pub use replay::{
     RejectPolicy, ReplayOptions, Replayer, SyncReport, SyncStatus, TargetJournalMode, TargetOptions,
 };
 pub use store::{Store, StoreOptions};
+pub use target::TargetSpec;
 
 /// The SQLite binding of the public API (`Store::read`'s connection, `ApplyContext::conn`):
 /// use this one, whatever version your own dependencies pull in.

@@ -136,4 +136,18 @@ pub enum TargetError {
         /// The kind this replayer applies.
         expected: u8,
     },
+    /// The event type has no apply for this kind of target (an application event replayed
+    /// to PostgreSQL that implements only `JournalEvent::apply`): replay stops before it.
+    #[error(
+        "record at LSN {lsn} (kind {kind:#04x}) cannot be applied to a {backend} target: its event type gives no apply for {backend} (implement `JournalEvent::{}`)",
+        if *backend == "PostgreSQL" { "apply_postgres" } else { "apply" }
+    )]
+    NoApply {
+        /// The record's LSN.
+        lsn: Lsn,
+        /// Its kind.
+        kind: u8,
+        /// The kind of target: `"SQLite"` or `"PostgreSQL"`.
+        backend: &'static str,
+    },
 }

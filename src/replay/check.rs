@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::format::Lsn;
-use crate::replay::sqlite::{
-    PROGRESS_COLUMNS, PROGRESS_TABLE, REJECTED_COLUMNS, REJECTED_TABLE, column_names,
-    integrity_lines, progress_rows, table_exists, target_error,
+use crate::target::sqlite::{
+    column_names, integrity_lines, progress_rows, table_exists, target_error,
 };
+use crate::target::{PROGRESS_COLUMNS, PROGRESS_TABLE, REJECTED_COLUMNS, REJECTED_TABLE};
 
 /// Most lines of `PRAGMA integrity_check` kept: SQLite stops after this many problems.
 pub const INTEGRITY_LINES_MAX: usize = 10;
@@ -283,7 +283,7 @@ pub fn check_target(path: &Path) -> Result<TargetCheck> {
 /// [`TargetError::Missing`], [`TargetError::Unavailable`] if the target cannot be read,
 /// [`TargetError::SchemaMismatch`] if the stored watermark is not an LSN.
 pub fn read_target_watermark(path: &Path, journal_id: Uuid) -> Result<Lsn> {
-    crate::replay::sqlite::peek(path, journal_id).map(|(wm, _)| wm)
+    crate::target::sqlite::peek(path, journal_id).map(|(wm, _)| wm)
 }
 
 impl TableCheck {
@@ -320,7 +320,7 @@ impl TableCheck {
 }
 
 impl JournalSeen {
-    fn from_row(row: &crate::replay::sqlite::ProgressRow) -> JournalSeen {
+    fn from_row(row: &crate::target::sqlite::ProgressRow) -> JournalSeen {
         let as_u64 = |v: &SqlValue, max: u64| match v {
             SqlValue::Integer(i) if *i >= 0 && *i as u64 <= max => Some(*i as u64),
             _ => None,

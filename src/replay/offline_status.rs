@@ -81,7 +81,7 @@ pub fn offline_status(
         at_ms: state.target_read_at_ms,
     };
     if let Some(t) = target {
-        match crate::replay::sqlite::peek(t, id) {
+        match crate::target::sqlite::peek(t, id) {
             Ok((wm, q)) => {
                 observed = Some((wm, now_ms()));
                 state.quarantined = q;

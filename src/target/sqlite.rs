@@ -1,5 +1,6 @@
 //! The SQLite target on a network share: how it is opened (never created by accident, never
-//! in WAL), its progress and quarantine tables, and reconnecting when the share misbehaves.
+//! in WAL), its progress and quarantine tables, the protocol's statements (`BEGIN IMMEDIATE`
+//! takes the file's write lock), and reconnecting when the share misbehaves.
 
 use crate::error::TargetError;
 use std::path::{Path, PathBuf};
@@ -8,16 +9,14 @@ use std::time::Duration;
 use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension};
 use uuid::Uuid;
 
-use crate::apply::is_transient;
+use crate::apply::{ApplyContext, ApplyError, SchemaCache, is_transient};
 use crate::error::{Error, Result};
 use crate::format::Lsn;
-use crate::replay::options::TargetOptions;
-
-/// Progress table: one row per journal, updated in the same transaction as the entries it
-/// covers. The target's copy of "how far this journal has been applied" is the truth.
-pub const PROGRESS_TABLE: &str = "syncjournal_progress";
-/// Quarantine table: entries the target refused under the `Quarantine` policy.
-pub const REJECTED_TABLE: &str = "syncjournal_rejected";
+use crate::journal::ack::now_ms;
+use crate::target::{
+    Applied, Commit, EventDb, PROGRESS_TABLE, QuarantineRow, REJECTED_TABLE, Rejected, Target,
+    TargetOptions,
+};
 
 const CREATE_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS syncjournal_progress (
@@ -42,6 +41,9 @@ pub(crate) struct SqliteTarget {
     path: PathBuf,
     opts: TargetOptions,
     conn: Option<Connection>,
+    /// What the connection's database looks like, for checking row mutations; forgotten with
+    /// the connection.
+    schema: SchemaCache,
     /// Device and inode of the file the connection has open: if the path comes to name another
     /// file (a backup renamed into place), the connection is replaced.
     identity: Option<(u64, u64)>,
@@ -98,17 +100,15 @@ impl SqliteTarget {
             path,
             opts,
             conn: None,
+            schema: SchemaCache::new(),
             identity: None,
         }
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Drops the connection. The next use reconnects.
-    pub(crate) fn discard(&mut self) {
+    pub(crate) fn drop_connection(&mut self) {
         self.identity = None;
+        self.schema.clear();
         if self.conn.take().is_some() {
             tracing::debug!(target = %self.path.display(), "target connection discarded");
         }
@@ -116,7 +116,7 @@ impl SqliteTarget {
 
     /// Opens the connection if there is none. Returns true if a new connection was opened
     /// (whatever was cached about the schema must then be forgotten).
-    pub(crate) fn connect(&mut self) -> Result<bool> {
+    pub(crate) fn open_connection(&mut self) -> Result<bool> {
         if self.conn.is_some() {
             // The path may name another file now (replaced by a restore or a rename, or the
             // share was remounted): then this connection writes to a file nobody reads.
@@ -127,7 +127,7 @@ impl SqliteTarget {
                 }
                 Err(_) => {}
             }
-            self.discard();
+            self.drop_connection();
         }
         let conn = self.open()?;
         self.identity = file_identity(&self.path).ok();
@@ -135,20 +135,35 @@ impl SqliteTarget {
         Ok(true)
     }
 
-    /// True if a connection is open.
-    pub(crate) fn is_connected(&self) -> bool {
-        self.conn.is_some()
-    }
-
-    /// The open connection. Call [`SqliteTarget::connect`] first.
-    pub(crate) fn connection(&self) -> &Connection {
-        self.conn.as_ref().expect("connect() before connection()")
-    }
-
     /// The connection, opening it if needed.
-    pub(crate) fn conn(&mut self) -> Result<&Connection> {
-        self.connect()?;
-        Ok(self.connection())
+    fn conn(&mut self) -> Result<&Connection> {
+        self.open_connection()?;
+        self.in_batch()
+    }
+
+    /// The open connection (of the batch in progress).
+    fn in_batch(&self) -> Result<&Connection> {
+        self.conn.as_ref().ok_or_else(|| {
+            Error::Target(TargetError::Unavailable {
+                path: self.path.clone(),
+                message: "no connection: the batch was ended".into(),
+                transient: true,
+                source: None,
+            })
+        })
+    }
+
+    /// Runs one statement of the batch (single statements through the statement cache: no
+    /// parsing per entry).
+    fn exec(&self, what: &str, sql: &str) -> Result<()> {
+        let conn = self.in_batch()?;
+        let r = if sql.contains(';') {
+            conn.execute_batch(sql)
+        } else {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.execute([]).map(|_| ()))
+        };
+        r.map_err(|e| target_error(&self.path, what, e))
     }
 
     fn open(&self) -> Result<Connection> {
@@ -275,25 +290,9 @@ impl SqliteTarget {
         Ok(())
     }
 
-    /// Runs the test hook for statement `index`.
-    pub(crate) fn hook(&self, index: usize, label: &str) -> rusqlite::Result<()> {
-        match &self.opts.faults {
-            Some(f) => f.before_statement(index, label),
-            None => Ok(()),
-        }
-    }
-
-    /// Runs the after-commit test hook.
-    pub(crate) fn after_commit_hook(&self) -> rusqlite::Result<()> {
-        match &self.opts.faults {
-            Some(f) => f.after_commit(),
-            None => Ok(()),
-        }
-    }
-
     /// The target's watermark for `journal_id`, read through a fresh query (0: nothing
     /// applied yet).
-    pub(crate) fn watermark(&mut self, journal_id: Uuid) -> Result<Lsn> {
+    fn read_now(&mut self, journal_id: Uuid) -> Result<Lsn> {
         let path = self.path.clone();
         let conn = self.conn()?;
         let raw = read_watermark(conn, journal_id)
@@ -446,22 +445,222 @@ pub(crate) fn quick_check(path: &Path) -> Result<Option<String>> {
     }
 }
 
+impl Target for SqliteTarget {
+    fn connect(&mut self) -> Result<bool> {
+        self.open_connection()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    fn discard(&mut self) {
+        self.drop_connection();
+    }
+
+    fn begin(&mut self, _journal: Uuid) -> Result<()> {
+        self.open_connection()?;
+        // The file's write lock, for the whole batch: no other writer (of any journal) can
+        // move this journal's watermark until it ends.
+        self.exec("BEGIN", "BEGIN IMMEDIATE")
+    }
+
+    fn read_watermark(&mut self, journal: Uuid) -> Result<Lsn> {
+        let raw = read_watermark(self.in_batch()?, journal)
+            .map_err(|e| target_error(&self.path, "read watermark", e))?;
+        watermark_value(&self.path, raw)
+    }
+
+    fn savepoint(&mut self) -> Result<()> {
+        self.exec("savepoint", "SAVEPOINT sj_entry")
+    }
+
+    fn apply(
+        &mut self,
+        lsn: Lsn,
+        f: &mut dyn FnMut(EventDb<'_, '_>) -> std::result::Result<(), ApplyError>,
+    ) -> Result<Applied> {
+        let path = self.path.clone();
+        let conn = self.conn.as_ref().ok_or_else(|| {
+            Error::Target(TargetError::Unavailable {
+                path: path.clone(),
+                message: "no connection: the batch was ended".into(),
+                transient: true,
+                source: None,
+            })
+        })?;
+        let mut ctx = ApplyContext::new(conn, &mut self.schema, lsn);
+        match f(EventDb::Sqlite(&mut ctx)) {
+            Ok(()) => Ok(Applied::Done),
+            Err(ApplyError::Permanent { reason }) => Ok(Applied::Refused(reason)),
+            Err(ApplyError::Unsupported { backend }) => Ok(Applied::Unsupported(backend)),
+            Err(ApplyError::Transient(e)) => Err(target_error(
+                &path,
+                &format!("apply LSN {lsn}"),
+                e.into_inner(),
+            )),
+            #[cfg(feature = "postgres")]
+            Err(e @ ApplyError::Server(_)) => Err(Error::Target(TargetError::Unavailable {
+                path,
+                message: format!("apply LSN {lsn}: {e}"),
+                transient: true,
+                source: None,
+            })),
+        }
+    }
+
+    fn release(&mut self) -> Result<()> {
+        self.exec("release", "RELEASE sj_entry")
+    }
+
+    fn rollback_to(&mut self) -> Result<()> {
+        self.exec("rollback to", "ROLLBACK TO sj_entry; RELEASE sj_entry")
+    }
+
+    fn quarantine(&mut self, journal: Uuid, entry: &Rejected<'_>) -> Result<()> {
+        self.in_batch()?
+            .prepare_cached(
+                "INSERT OR REPLACE INTO syncjournal_rejected
+                 (journal_id, lsn, kind, payload, summary, error, rejected_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute((
+                    journal.to_string(),
+                    entry.lsn as i64,
+                    i64::from(entry.kind),
+                    entry.payload,
+                    entry.summary,
+                    entry.reason,
+                    now_ms() as i64,
+                ))
+            })
+            .map(|_| ())
+            .map_err(|e| target_error(&self.path, "quarantine", e))
+    }
+
+    fn set_watermark(&mut self, journal: Uuid, lsn: Lsn) -> Result<()> {
+        self.in_batch()?
+            .prepare_cached(
+                "INSERT INTO syncjournal_progress (journal_id, lsn, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (journal_id) DO UPDATE SET lsn = excluded.lsn, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute((journal.to_string(), lsn as i64, now_ms() as i64)))
+            .map(|_| ())
+            .map_err(|e| target_error(&self.path, "update watermark", e))
+    }
+
+    fn commit(&mut self) -> Commit {
+        // On a share, a COMMIT that reports an error may still have landed: always in doubt.
+        match self.exec("commit", "COMMIT") {
+            Ok(()) => Commit::Landed,
+            Err(e) => Commit::InDoubt(e),
+        }
+    }
+
+    fn rollback(&mut self) {
+        if let Some(c) = &self.conn
+            && !c.is_autocommit()
+        {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn watermark(&mut self, journal: Uuid) -> Result<Lsn> {
+        let r = self.read_now(journal);
+        if r.is_err() {
+            self.drop_connection();
+        }
+        r
+    }
+
+    fn keeps_connection(&self, e: &Error) -> bool {
+        e.sqlite().is_some_and(|s| s.is_busy())
+    }
+
+    fn is_damage(&self, e: &Error) -> bool {
+        e.sqlite().is_some_and(|s| s.is_corrupt())
+    }
+
+    fn integrity(&mut self) -> Result<Option<String>> {
+        quick_check(&self.path)
+    }
+
+    fn quarantined(&mut self, journal: Uuid) -> Result<Vec<QuarantineRow>> {
+        let path = self.path.clone();
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT lsn, kind, payload, summary, error, rejected_at FROM syncjournal_rejected
+                 WHERE journal_id = ?1 ORDER BY lsn",
+            )
+            .map_err(|e| target_error(&path, "list quarantine", e))?;
+        stmt.query_map([journal.to_string()], quarantine_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| target_error(&path, "list quarantine", e))
+    }
+
+    fn quarantined_entry(&mut self, journal: Uuid, lsn: Lsn) -> Result<Option<QuarantineRow>> {
+        self.in_batch()?
+            .query_row(
+                "SELECT lsn, kind, payload, summary, error, rejected_at FROM syncjournal_rejected
+                 WHERE journal_id = ?1 AND lsn = ?2",
+                (journal.to_string(), lsn as i64),
+                quarantine_row,
+            )
+            .optional()
+            .map_err(|e| target_error(&self.path, "read quarantine", e))
+    }
+
+    fn remove_quarantined(&mut self, journal: Uuid, lsn: Lsn) -> Result<u64> {
+        let path = self.path.clone();
+        let conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM syncjournal_rejected WHERE journal_id = ?1 AND lsn = ?2",
+            (journal.to_string(), lsn as i64),
+        )
+        .map(|n| n as u64)
+        .map_err(|e| target_error(&path, "remove quarantined entry", e))
+    }
+
+    fn note_refused_again(&mut self, journal: Uuid, lsn: Lsn, reason: &str) -> Result<()> {
+        let path = self.path.clone();
+        self.conn()?
+            .execute(
+                "UPDATE syncjournal_rejected SET error = ?3, rejected_at = ?4 WHERE journal_id = ?1 AND lsn = ?2",
+                (journal.to_string(), lsn as i64, reason, now_ms() as i64),
+            )
+            .map(|_| ())
+            .map_err(|e| target_error(&path, "record the new refusal", e))
+    }
+
+    fn quarantine_count(&mut self, journal: Uuid) -> Result<u64> {
+        let path = self.path.clone();
+        self.conn()?
+            .query_row(
+                "SELECT count(*) FROM syncjournal_rejected WHERE journal_id = ?1",
+                [journal.to_string()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| target_error(&path, "count quarantine", e))
+    }
+}
+
+fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineRow> {
+    Ok(QuarantineRow {
+        lsn: r.get::<_, i64>(0)? as Lsn,
+        kind: r.get::<_, i64>(1)? as u8,
+        payload: r.get(2)?,
+        summary: r.get(3)?,
+        error: r.get(4)?,
+        rejected_at_ms: r.get::<_, i64>(5)? as u64,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Read-only inspection of a target (`check_target`): queries only, on a connection the caller
 // opened read-only.
-
-/// The columns syncjournal requires of [`PROGRESS_TABLE`] (as `ensure_tables` checks them).
-pub(crate) const PROGRESS_COLUMNS: [&str; 3] = ["journal_id", "lsn", "updated_at"];
-/// The columns syncjournal requires of [`REJECTED_TABLE`] (as `ensure_tables` checks them).
-pub(crate) const REJECTED_COLUMNS: [&str; 7] = [
-    "journal_id",
-    "lsn",
-    "kind",
-    "payload",
-    "summary",
-    "error",
-    "rejected_at",
-];
 
 /// The lines of `PRAGMA integrity_check(lines_max)`: `["ok"]` when the file passes; SQLite
 /// stops after `lines_max` problems.
