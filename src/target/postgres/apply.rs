@@ -112,19 +112,34 @@ impl PgApplyContext<'_> {
     /// Applies row mutations (a [`ChangeSet`](crate::ChangeSet)'s) after checking their
     /// tables, keys, columns and values against the catalog: one message to the server.
     pub fn apply_changes(&mut self, mutations: &[Mutation]) -> Result<(), ApplyError> {
-        let mut sql = std::mem::take(self.pending);
-        let mut expect = vec![Expect::Anything; count_statements(&sql)];
+        // Rendered first: a refusal found here leaves the pending savepoint in place.
+        let mut body = String::new();
+        let mut checks = Vec::with_capacity(mutations.len());
         for m in mutations {
-            let t = self.table(m.table())?;
-            let stmt = render(&t, m)?;
-            sql.push_str(&stmt);
-            sql.push(';');
-            expect.push(if matches!(m, Mutation::Update { .. }) {
+            let (t, cached) = self.table(m.table())?;
+            let stmt = match render(&t, m) {
+                Ok(s) => s,
+                // The schema may have changed under us (a migration): look again before
+                // calling the entry permanently wrong.
+                Err(ApplyError::Permanent { .. }) if cached => {
+                    self.catalog.tables.remove(m.table());
+                    let (t, _) = self.table(m.table())?;
+                    render(&t, m)?
+                }
+                Err(e) => return Err(e),
+            };
+            body.push_str(&stmt);
+            body.push(';');
+            checks.push(if matches!(m, Mutation::Update { .. }) {
                 Expect::Changes(format!("{m}: no row in {} has this key", t.name))
             } else {
                 Expect::Anything
             });
         }
+        let mut sql = std::mem::take(self.pending);
+        let mut expect = vec![Expect::Anything; count_statements(&sql)];
+        expect.extend(checks);
+        sql.push_str(&body);
         if sql.is_empty() {
             return Ok(());
         }
@@ -143,14 +158,15 @@ impl PgApplyContext<'_> {
         Ok(())
     }
 
-    /// The table `name` of the configured schema, from the catalog (cached per connection).
-    fn table(&mut self, name: &str) -> Result<PgTable, ApplyError> {
+    /// The table `name` of the configured schema, from the catalog (cached per connection;
+    /// true if it came from the cache).
+    fn table(&mut self, name: &str) -> Result<(PgTable, bool), ApplyError> {
         if let Some(t) = self.catalog.tables.get(name) {
-            return Ok(t.clone());
+            return Ok((t.clone(), true));
         }
         let t = lookup(self.client, self.schema, name)?;
         self.catalog.tables.insert(name.to_string(), t.clone());
-        Ok(t)
+        Ok((t, false))
     }
 }
 

@@ -45,6 +45,9 @@ pub(crate) struct PgTarget {
     rejected: String,
 }
 
+/// The advisory-lock key that serialises creating the bookkeeping tables ("syncjou").
+const TABLES_LOCK_KEY: i64 = 0x0073_796e_636a_6f75;
+
 /// The advisory-lock key of a journal: its id's first 8 bytes.
 fn lock_key(journal: Uuid) -> i64 {
     let b = journal.as_bytes();
@@ -144,8 +147,11 @@ impl PgTarget {
         let mut progress = columns(client, PROGRESS_TABLE)?;
         let mut rejected = columns(client, REJECTED_TABLE)?;
         if progress.is_empty() || rejected.is_empty() {
+            // Serialised across replayers (concurrent CREATE TABLE IF NOT EXISTS can collide
+            // in the catalog).
             let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {} (
+                "BEGIN; SELECT pg_advisory_xact_lock({TABLES_LOCK_KEY});
+                 CREATE TABLE IF NOT EXISTS {} (
                     journal_id TEXT PRIMARY KEY,
                     lsn BIGINT NOT NULL,
                     updated_at BIGINT NOT NULL
@@ -159,12 +165,14 @@ impl PgTarget {
                     error TEXT NOT NULL,
                     rejected_at BIGINT NOT NULL,
                     PRIMARY KEY (journal_id, lsn)
-                 )",
+                 );
+                 COMMIT",
                 self.progress, self.rejected
             );
-            client
-                .batch_execute(&sql)
-                .map_err(|e| self.err("create syncjournal tables", e))?;
+            if let Err(e) = client.batch_execute(&sql) {
+                let _ = client.batch_execute("ROLLBACK");
+                return Err(self.err("create syncjournal tables", e));
+            }
             progress = columns(client, PROGRESS_TABLE)?;
             rejected = columns(client, REJECTED_TABLE)?;
         }
