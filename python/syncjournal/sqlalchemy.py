@@ -46,7 +46,6 @@ calls for it (``_register_persistent``, ``_remove_newly_deleted``); tested with 
 
 from __future__ import annotations
 
-import inspect as _pyinspect
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import sqlalchemy as sa
@@ -57,7 +56,47 @@ from sqlalchemy.orm.interfaces import MANYTOONE, ONETOMANY
 from . import _native
 from ._store import Store
 
-__all__ = ["JournaledSession", "sessionmaker", "cache_engine"]
+__all__ = ["JournaledSession", "sessionmaker", "cache_engine", "schema_sql"]
+
+
+def schema_sql(metadata: sa.MetaData) -> str:
+    """The DDL of ``metadata``'s tables and indexes for SQLite, idempotent (``IF NOT
+    EXISTS``): pass it as ``Store(..., schema=...)`` (and as ``target_schema``).
+
+    Date and time columns are declared ``DATETIME TEXT``, ``DATE TEXT``, ``TIME TEXT``:
+    SQLAlchemy stores them in SQLite as ISO text, and syncjournal accepts text only in columns
+    of text affinity (a plain ``DATETIME`` has numeric affinity)."""
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    dialect = sqlite.dialect()
+    copy = sa.MetaData()
+    for table in metadata.sorted_tables:
+        table.to_metadata(copy)
+    for table in copy.tables.values():
+        for column in table.columns:
+            for kind, name in ((sa.DateTime, "DATETIME"), (sa.Date, "DATE"), (sa.Time, "TIME")):
+                if isinstance(column.type, kind):
+                    column.type = _TextAffinity(name)
+                    break
+    parts = []
+    for table in copy.sorted_tables:
+        parts.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip())
+        for index in table.indexes:
+            parts.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)).strip())
+    return ";\n".join(parts) + ";\n"
+
+
+class _TextAffinity(sa.types.UserDefinedType):
+    """A column type declared ``<NAME> TEXT`` (text affinity), for DDL only."""
+
+    cache_ok = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return f"{self.name} TEXT"
 
 
 def cache_engine(store: Store, **kwargs: Any) -> sa.engine.Engine:
@@ -92,6 +131,7 @@ class JournaledSession(orm.Session):
             raise TypeError(f"store must be a syncjournal.Store, not {type(store).__name__}")
         self.store = store
         self.last_lsn = None
+        self._committing = False
         self._processors: Dict[Any, Any] = {}
 
     def flush(self, objects: Optional[Sequence[Any]] = None) -> None:
@@ -104,21 +144,41 @@ class JournaledSession(orm.Session):
         if not (self.new or self.deleted or self.dirty):
             return
         self._flushing = True
+        failed = False
         try:
+            # A subtransaction, as SQLAlchemy's own flush opens: on failure it rolls back the
+            # session's transaction (and commit(), if committing, finishes the rollback).
+            flush_tx = self._autobegin_t()._begin()
             try:
                 with self.no_autoflush:
                     plan = _Plan(self)
                     changes = plan.change_set()
                 lsn = self.store.apply(changes) if len(changes) else None
+                _mark_flushed(self, plan.saved, plan.deleted, plan.unloaded)
             except BaseException:
-                self._flushing = False
-                self.rollback()
-                raise
-            _mark_flushed(self, plan.saved, plan.deleted, plan.unloaded)
+                failed = True
+                with sa.util.safe_reraise():
+                    flush_tx.rollback(_capture_exception=True)
+            flush_tx.commit()
             if lsn is not None:
                 self.last_lsn = lsn
         finally:
             self._flushing = False
+            if failed and not self._committing:
+                self.rollback()
+
+    def commit(self) -> None:
+        """Flushes what is pending (one change set) and ends the session's transaction."""
+        self._committing = True
+        try:
+            super().commit()
+        except BaseException:
+            self._committing = False
+            if self.in_transaction():
+                self.rollback()
+            raise
+        finally:
+            self._committing = False
 
     def _db_value(self, column: sa.Column, value: Any) -> Any:
         """``value`` as SQLAlchemy would bind it for ``column`` on SQLite."""
@@ -128,7 +188,8 @@ class JournaledSession(orm.Session):
         try:
             proc = self._processors[key]
         except (KeyError, TypeError):
-            proc = column.type.bind_processor(self.get_bind().dialect)
+            dialect = self.get_bind().dialect
+            proc = column.type.dialect_impl(dialect).bind_processor(dialect)
             try:
                 self._processors[key] = proc
             except TypeError:
@@ -141,12 +202,9 @@ def _call_default(default: Any) -> Any:
     if default.is_scalar:
         return default.arg
     if default.is_callable:
-        fn = default.arg
-        try:
-            n = len(_pyinspect.signature(fn).parameters)
-        except (TypeError, ValueError):
-            n = 1
-        return fn(None) if n else fn()
+        # SQLAlchemy wraps a callable of no argument into one taking the execution context;
+        # there is none here (no statement runs).
+        return default.arg(None)
     return _NO_VALUE  # server-side (sequence, SQL expression): left to the database
 
 
