@@ -18,5 +18,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<changes::ChangeSet>()?;
     m.add_class::<store::Store>()?;
     m.add("CRATE_VERSION", env!("CARGO_PKG_VERSION"))?;
+    // The SQLite the crate runs (bundled), not the one of Python's sqlite3 module.
+    m.add("SQLITE_VERSION", syncjournal::rusqlite::version())?;
     Ok(())
 }

@@ -96,6 +96,42 @@ fn bind(
     Ok(())
 }
 
+type Rows = Vec<Vec<Value>>;
+
+/// Runs one statement on the cache's read-only connection: its column names and rows.
+fn run_query(
+    conn: &syncjournal::rusqlite::Connection,
+    sql: &str,
+    params: &Params,
+) -> syncjournal::rusqlite::Result<(Vec<String>, Rows)> {
+    let mut stmt = conn.prepare(sql)?;
+    bind(&mut stmt, params)?;
+    let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+    let n = names.len();
+    let mut rows = stmt.raw_query();
+    let mut out: Rows = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(
+            (0..n)
+                .map(|i| row.get::<_, Value>(i))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    Ok((names, out))
+}
+
+fn rows_to_py<'py>(py: Python<'py>, rows: Rows) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for row in rows {
+        let items = row
+            .iter()
+            .map(|v| to_py(py, v))
+            .collect::<PyResult<Vec<_>>>()?;
+        list.append(PyTuple::new(py, items)?)?;
+    }
+    Ok(list)
+}
+
 enum Params {
     Positional(Vec<Value>),
     Named(Vec<(String, Value)>),
@@ -221,34 +257,29 @@ impl Store {
             _ => Params::Positional(Vec::new()),
         };
         let store = self.get(py)?;
-        let rows = py
-            .detach(move || {
-                store.read(|conn| {
-                    let mut stmt = conn.prepare(&sql)?;
-                    bind(&mut stmt, &params)?;
-                    let n = stmt.column_count();
-                    let mut rows = stmt.raw_query();
-                    let mut out: Vec<Vec<Value>> = Vec::new();
-                    while let Some(row) = rows.next()? {
-                        out.push(
-                            (0..n)
-                                .map(|i| row.get::<_, Value>(i))
-                                .collect::<Result<_, _>>()?,
-                        );
-                    }
-                    Ok(out)
-                })
-            })
+        let (_, rows) = py
+            .detach(move || store.read(|conn| run_query(conn, &sql, &params)))
             .map_err(|e| to_pyerr(py, &e))?;
-        let list = PyList::empty(py);
-        for row in rows {
-            let items = row
-                .iter()
-                .map(|v| to_py(py, v))
-                .collect::<PyResult<Vec<_>>>()?;
-            list.append(PyTuple::new(py, items)?)?;
-        }
-        Ok(list)
+        rows_to_py(py, rows)
+    }
+
+    /// Like ``read``, and also returns the result's column names: ``(names, rows)``.
+    #[pyo3(signature = (sql, params = None))]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        sql: String,
+        params: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Vec<String>, Bound<'py, PyList>)> {
+        let params = match params {
+            Some(p) if !p.is_none() => params_from_py(p)?,
+            _ => Params::Positional(Vec::new()),
+        };
+        let store = self.get(py)?;
+        let (names, rows) = py
+            .detach(move || store.read(|conn| run_query(conn, &sql, &params)))
+            .map_err(|e| to_pyerr(py, &e))?;
+        Ok((names, rows_to_py(py, rows)?))
     }
 
     /// Force sync: applies every durable entry to the target now. Returns the report as a dict.

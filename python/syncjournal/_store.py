@@ -78,7 +78,13 @@ class Store(_native.Store):
         """A new read-only ``sqlite3`` connection to the cache, for code that wants one (a
         report, pandas). Writes through it fail (the file is opened read-only, and the cache's
         guards refuse writes from any connection but the store's). ``kwargs`` go to
-        ``sqlite3.connect``."""
+        ``sqlite3.connect``.
+
+        Caution: ``sqlite3`` runs another copy of SQLite than the store, and in one process the
+        two do not see each other's locks; a long read can then overlap a checkpoint of the
+        store's writer, and closing the connection drops the store's locks on the file. Keep
+        such connections short-lived, or read through ``read()`` or
+        :mod:`syncjournal.dbapi`, which use the store's own connection."""
         path = os.path.abspath(self.cache_path)
         uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, **kwargs)

@@ -11,7 +11,7 @@ its guard triggers stay, and a plain ``sessionmaker`` on the cache file fails to
 
     from syncjournal.sqlalchemy import sessionmaker
 
-    Session = sessionmaker(store)                 # an engine on store.cache_path
+    Session = sessionmaker(store)                 # reads through the store's connection
     with Session() as session:
         session.add(Host(id=7, name="web-7"))
         session.commit()                          # one change set, durable
@@ -38,7 +38,12 @@ What a flush maps, and how:
   from the cache).
 
 ORM-enabled bulk statements (``session.execute(update(Host)...)``, ``bulk_save_objects``) emit
-SQL to the cache and are refused by its guards: use objects, or ``store.apply``.
+SQL, which the cache refuses: use objects, or ``store.apply``.
+
+Reads run on the store's own read-only connection (:func:`cache_engine`, through
+:mod:`syncjournal.dbapi`): in the store's process, a ``sqlite3`` connection to the cache is a
+second copy of SQLite whose locks the store's cannot see (see :mod:`syncjournal.dbapi`). One
+statement reads at a time; ``REGEXP`` is not available.
 
 The finalisation of a flush uses the two ``Session`` methods that SQLAlchemy's own unit of work
 calls for it (``_register_persistent``, ``_remove_newly_deleted``); tested with SQLAlchemy 2.1.
@@ -53,7 +58,7 @@ from sqlalchemy import orm
 from sqlalchemy.orm import exc as orm_exc
 from sqlalchemy.orm.interfaces import MANYTOONE, ONETOMANY
 
-from . import _native
+from . import _native, dbapi
 from ._store import Store
 
 __all__ = ["JournaledSession", "sessionmaker", "cache_engine", "schema_sql"]
@@ -100,9 +105,17 @@ class _TextAffinity(sa.types.UserDefinedType):
 
 
 def cache_engine(store: Store, **kwargs: Any) -> sa.engine.Engine:
-    """An engine on the store's cache database, for reading (and for the sessions of
-    :func:`sessionmaker`). ``kwargs`` go to ``sqlalchemy.create_engine``."""
-    return sa.create_engine(sa.engine.URL.create("sqlite", database=store.cache_path), **kwargs)
+    """An engine that reads the store's cache through the store's own read-only connection
+    (:mod:`syncjournal.dbapi`; not through Python's ``sqlite3``, whose copy of SQLite would not
+    see the store's locks), for the sessions of :func:`sessionmaker` and for reading. Writes
+    through it fail. ``kwargs`` go to ``sqlalchemy.create_engine``."""
+    kwargs.setdefault("poolclass", sa.pool.NullPool)
+    return sa.create_engine(
+        sa.engine.URL.create("sqlite", database=store.cache_path),
+        module=dbapi,
+        creator=lambda: dbapi.connect(store),
+        **kwargs,
+    )
 
 
 def sessionmaker(
@@ -194,7 +207,9 @@ class JournaledSession(orm.Session):
                 self._processors[key] = proc
             except TypeError:
                 pass
-        return proc(value) if proc is not None else value
+        value = proc(value) if proc is not None else value
+        # LargeBinary binds a memoryview (sqlite3.Binary): the store takes bytes.
+        return bytes(value) if isinstance(value, memoryview) else value
 
 
 def _call_default(default: Any) -> Any:

@@ -61,6 +61,7 @@ class Ticket(Base):
     id: Mapped[int] = mapped_column(primary_key=True, default=lambda: next(_next))
     title: Mapped[str]
     updated: Mapped[Optional[str]] = mapped_column(onupdate=lambda: "edited")
+    data: Mapped[Optional[bytes]]
 
 
 SCHEMA = schema_sql(Base.metadata)
@@ -207,14 +208,14 @@ def test_a_new_object_needs_its_key(store, Session):
 
 def test_python_defaults_and_onupdate(store, Session):
     with Session() as s:
-        t = Ticket(title="a")
+        t = Ticket(title="a", data=b"\x00\xff")
         s.add(t)
         s.commit()
         assert t.id >= 1000 and t.updated is None
         t.title = "b"
         s.commit()
-        assert t.updated == "edited"
-    assert store.read("SELECT title, updated FROM tickets") == [("b", "edited")]
+        assert t.updated == "edited" and t.data == b"\x00\xff"
+    assert store.read("SELECT title, updated, data FROM tickets") == [("b", "edited", b"\x00\xff")]
 
 
 def test_composite_keys(store, Session, paths):
