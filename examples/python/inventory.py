@@ -127,7 +127,10 @@ def main() -> int:
         print(f"force sync: {report}")
         report.raise_for_error()
 
-        # The share now holds exactly what the cache holds (read by the share's own reader).
+        # The share now holds exactly what the cache holds. (Python's sqlite3 is another copy
+        # of SQLite than the store's: its locks and the store's do not see each other in one
+        # process, so this read happens while no sync runs; a real application reads the
+        # share from another process, or not at all.)
         target = sqlite3.connect(f"file:{share}?mode=ro", uri=True)
         for table in ("hosts", "domains", "certificates"):
             cache_rows = dump(store.read(f"SELECT * FROM {table}"))
