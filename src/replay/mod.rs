@@ -20,10 +20,10 @@ pub use crate::target::{PROGRESS_TABLE, REJECTED_TABLE};
 pub use crate::target::{TargetJournalMode, TargetOptions};
 pub use check::{
     INTEGRITY_LINES_MAX, Integrity, JOURNALS_LISTED_MAX, JournalSeen, TableCheck, TargetCheck,
-    check_target, read_target_watermark,
+    check_target, check_target_spec, read_target_watermark,
 };
 pub use driver::Replayer;
-pub use offline_status::{LastSeen, OfflineStatus, offline_status};
+pub use offline_status::{LastSeen, OfflineStatus, offline_status, offline_status_of};
 pub use options::{RejectPolicy, ReplayOptions};
 pub use quarantine::QuarantinedEntry;
 pub use report::{SyncProgress, SyncReport};

@@ -27,6 +27,8 @@ pub use options::{TargetJournalMode, TargetOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::PgApplyContext;
 pub use spec::{ConnString, TargetSpec};
+#[cfg(not(feature = "postgres"))]
+pub(crate) use unsupported::no_postgres;
 
 /// Progress table: one row per journal, updated in the same transaction as the entries it
 /// covers. The target's copy of "how far this journal has been applied" is the truth.

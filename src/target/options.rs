@@ -62,7 +62,7 @@ impl Default for TargetOptions {
             create_if_missing: false,
             create_schema: None,
             faults: None,
-            schema: "public".into(),
+            schema: String::new(),
             connect_timeout_ms: 10_000,
             statement_timeout_ms: 30_000,
         }
@@ -71,7 +71,7 @@ impl Default for TargetOptions {
 
 impl TargetOptions {
     /// Defaults: TRUNCATE journal mode, 5 s busy timeout, never create the target; on a
-    /// PostgreSQL server schema `public`, 10 s connect timeout, 30 s statement timeout.
+    /// PostgreSQL server the session's current schema, 10 s connect timeout, 30 s statement timeout.
     pub fn new() -> Self {
         Self::default()
     }
@@ -113,7 +113,10 @@ impl TargetOptions {
 impl TargetOptions {
     /// PostgreSQL: the schema whose tables entries may change, and where syncjournal keeps its
     /// bookkeeping tables. Identifiers in entries are checked against this schema's catalog.
-    /// Default: `public`. (SQLite targets ignore it.)
+    /// Default: the session's current schema — `public`, unless the role's `search_path` or
+    /// the connection string (`options=-csearch_path=inventory`) says otherwise, so that every
+    /// command given the same connection string sees the same tables. (SQLite targets ignore
+    /// it.)
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
         self

@@ -785,3 +785,79 @@ fn passwords_come_from_the_url_pgpassword_or_the_password_file_and_never_show() 
     assert!(rep.error.is_none(), "{:?}", rep.error);
     assert_eq!(state(&c, "pw").1, 4);
 }
+
+fn sj(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncjournal"))
+        .args(args)
+        .output()
+        .expect("run syncjournal");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_syncs_shows_status_lists_quarantine_and_checks_a_server_in_a_schema_of_its_own() {
+    let Some(c) = Cluster::start() else { return };
+    c.database(
+        "cli",
+        "CREATE SCHEMA inv; CREATE TABLE inv.hosts (id BIGINT PRIMARY KEY, name TEXT NOT NULL);",
+    );
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{}/cli?options=-csearch_path%3Dinv",
+        c.port
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    {
+        let j = journal(&dir);
+        for i in 1..=30i64 {
+            let cs = if i == 7 {
+                ChangeSet::new().insert("hosts", [("id", i)], [("nope", "x")])
+            } else {
+                ChangeSet::new().insert("hosts", [("id", i)], [("name", format!("h{i}"))])
+            };
+            let payload = syncjournal::event::encode_event(0, &cs).unwrap();
+            j.append_kind(syncjournal::event::KIND_CHANGESET, &payload)
+                .unwrap();
+        }
+        j.sync().unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    // Fresh processes each time: nothing is connected before the command's first query.
+    let (code, out, err) = sj(&["quarantine", "list", d, "--target", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no quarantined entries"), "{out}");
+    let (code, out, err) = sj(&["sync", d, "--target", &url, "--quarantine"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("applied 29 entries"), "{out}");
+    let (code, out, err) = sj(&["status", d, "--target", &url]);
+    assert!(
+        out.contains("target LSN    30") && out.contains("IN SYNC"),
+        "{code} {out}{err}"
+    );
+    let (code, out, err) = sj(&["quarantine", "list", d, "--target", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains('7') && out.contains("nope"), "{out}");
+    let (code, out, err) = sj(&["check-target", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("watermark 30") && out.contains("quarantined 1"),
+        "{out}"
+    );
+    assert_eq!(
+        pg_rows(&c, "cli", "SELECT count(*) FROM inv.hosts"),
+        vec![vec!["29".to_string()]]
+    );
+    // Nothing went to public.
+    assert_eq!(
+        pg_rows(
+            &c,
+            "cli",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        vec![vec!["0".to_string()]]
+    );
+}

@@ -40,9 +40,30 @@ pub(crate) struct PgTarget {
     /// A statement of the open transaction failed and was not rolled back to a savepoint:
     /// the transaction can only roll back.
     aborted: bool,
-    /// The bookkeeping tables, schema-qualified and quoted.
+    /// The schema (resolved at connect) and the bookkeeping tables in it, qualified and
+    /// quoted.
+    schema: String,
     progress: String,
     rejected: String,
+}
+
+/// The schema `opts` names, or the session's current one.
+fn resolve_schema(client: &mut Client, opts: &TargetOptions, name: &str) -> Result<String> {
+    if !opts.schema.is_empty() {
+        return Ok(opts.schema.clone());
+    }
+    let row = client
+        .query_one("SELECT current_schema()::text", &[])
+        .map_err(|e| pg_error(name, "read the current schema", e))?;
+    row.get::<_, Option<String>>(0).ok_or_else(|| {
+        Error::Target(TargetError::Server {
+            target: name.to_string(),
+            message: "the session has no current schema (its search_path names no existing schema): set TargetOptions::schema or the connection string's options=-csearch_path=…".into(),
+            sqlstate: Some("3F000".into()),
+            transient: false,
+            source: None,
+        })
+    })
 }
 
 /// The advisory-lock key that serialises creating the bookkeeping tables ("syncjou").
@@ -56,10 +77,10 @@ fn lock_key(journal: Uuid) -> i64 {
 
 impl PgTarget {
     pub(crate) fn new(conn: ConnString, opts: TargetOptions) -> Self {
-        let schema = quote_ident(&opts.schema);
         PgTarget {
-            progress: format!("{schema}.{}", quote_ident(PROGRESS_TABLE)),
-            rejected: format!("{schema}.{}", quote_ident(REJECTED_TABLE)),
+            schema: String::new(),
+            progress: String::new(),
+            rejected: String::new(),
             conn,
             opts,
             client: None,
@@ -102,10 +123,14 @@ impl PgTarget {
                 self.opts.statement_timeout_ms
             ))
             .map_err(|e| err("configure the session", e))?;
+        self.schema = resolve_schema(&mut client, &self.opts, &name)?;
+        let q = quote_ident(&self.schema);
+        self.progress = format!("{q}.{}", quote_ident(PROGRESS_TABLE));
+        self.rejected = format!("{q}.{}", quote_ident(REJECTED_TABLE));
         let schema_exists = client
             .query_opt(
                 "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
-                &[&self.opts.schema],
+                &[&self.schema],
             )
             .map_err(|e| err("read the catalog", e))?
             .is_some();
@@ -113,8 +138,8 @@ impl PgTarget {
             return Err(Error::Target(TargetError::Server {
                 target: name,
                 message: format!(
-                    "schema {:?} does not exist (TargetOptions::schema, default public)",
-                    self.opts.schema
+                    "schema {:?} does not exist (TargetOptions::schema, default the session's current schema)",
+                    self.schema
                 ),
                 sqlstate: Some("3F000".into()),
                 transient: false,
@@ -139,7 +164,7 @@ impl PgTarget {
                      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                      WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-                    &[&self.opts.schema, &table],
+                    &[&self.schema, &table],
                 )
                 .map(|rows| rows.iter().map(|r| r.get(0)).collect())
                 .map_err(|e| self.err("read the catalog", e))
@@ -279,7 +304,7 @@ impl Target for PgTarget {
         let mut ctx = PgApplyContext {
             client,
             catalog: &mut self.catalog,
-            schema: &self.opts.schema,
+            schema: &self.schema,
             pending: &mut self.pending,
             lsn,
         };
@@ -409,6 +434,8 @@ impl Target for PgTarget {
     }
 
     fn watermark(&mut self, journal: Uuid) -> Result<Lsn> {
+        // The table names are the schema's, known once connected.
+        Target::connect(self)?;
         let sql = format!("SELECT lsn FROM {} WHERE journal_id = $1", self.progress);
         let id = journal.to_string();
         let r = match self.client() {
@@ -457,6 +484,8 @@ impl Target for PgTarget {
     }
 
     fn quarantined(&mut self, journal: Uuid) -> Result<Vec<QuarantineRow>> {
+        // The table names are the schema's, known once connected.
+        Target::connect(self)?;
         let sql = format!(
             "SELECT lsn, kind, payload, summary, error, rejected_at FROM {} WHERE journal_id = $1 ORDER BY lsn",
             self.rejected
@@ -479,6 +508,8 @@ impl Target for PgTarget {
     }
 
     fn remove_quarantined(&mut self, journal: Uuid, lsn: Lsn) -> Result<u64> {
+        // The table names are the schema's, known once connected.
+        Target::connect(self)?;
         let pending = std::mem::take(&mut self.pending);
         if !pending.is_empty() {
             self.send("remove quarantined entry", &pending)?;
@@ -493,6 +524,8 @@ impl Target for PgTarget {
     }
 
     fn note_refused_again(&mut self, journal: Uuid, lsn: Lsn, reason: &str) -> Result<()> {
+        // The table names are the schema's, known once connected.
+        Target::connect(self)?;
         let sql = format!(
             "UPDATE {} SET error = $3, rejected_at = $4 WHERE journal_id = $1 AND lsn = $2",
             self.rejected
@@ -504,6 +537,8 @@ impl Target for PgTarget {
     }
 
     fn quarantine_count(&mut self, journal: Uuid) -> Result<u64> {
+        // The table names are the schema's, known once connected.
+        Target::connect(self)?;
         let sql = format!(
             "SELECT count(*) FROM {} WHERE journal_id = $1",
             self.rejected
@@ -545,8 +580,8 @@ pub(crate) fn peek(conn: &ConnString, journal: Uuid) -> Result<(Lsn, u64)> {
     let opts = TargetOptions::default().connect_timeout_ms(2000);
     let mut client = connect::connect(conn, &opts)?;
     let err = |what: &str, e| pg_error(conn.redacted(), what, e);
-    let schema = &opts.schema;
     let _ = client.batch_execute("SET statement_timeout = 5000");
+    let schema = &resolve_schema(&mut client, &opts, conn.redacted())?;
     let exists = |client: &mut Client, t: &str| -> Result<bool> {
         client
             .query_one(
@@ -591,4 +626,90 @@ pub(crate) fn peek(conn: &ConnString, journal: Uuid) -> Result<(Lsn, u64)> {
         0
     };
     Ok((wm, q))
+}
+
+/// What a read-only look at a server finds (for `check-target`).
+pub(crate) struct PgInspection {
+    /// The database's size in bytes.
+    pub db_bytes: u64,
+    /// The columns of the progress table (`None`: no such table).
+    pub progress_columns: Option<Vec<String>>,
+    /// The columns of the quarantine table (`None`: no such table).
+    pub rejected_columns: Option<Vec<String>>,
+    /// Rows of the progress table: journal id, watermark, updated at, quarantined.
+    pub journals: Vec<(String, i64, i64, i64)>,
+    /// How many rows the progress table holds.
+    pub journals_total: u64,
+}
+
+/// Looks at the server `conn` names without changing it (in a read-only transaction).
+pub(crate) fn inspect(conn: &ConnString, rows_max: usize) -> Result<PgInspection> {
+    let opts = TargetOptions::default().connect_timeout_ms(5000);
+    let mut client = connect::connect(conn, &opts)?;
+    let name = conn.redacted().to_string();
+    let err = |what: &str, e| pg_error(&name, what, e);
+    client
+        .batch_execute("SET statement_timeout = 30000; BEGIN READ ONLY")
+        .map_err(|e| err("begin", e))?;
+    let schema = resolve_schema(&mut client, &opts, &name)?;
+    let db_bytes = client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .map(|r| r.get::<_, i64>(0).max(0) as u64)
+        .map_err(|e| err("read the database size", e))?;
+    let mut columns = |t: &str| -> Result<Option<Vec<String>>> {
+        let rows = client
+            .query(
+                "SELECT a.attname FROM pg_catalog.pg_attribute a
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&schema, &t],
+            )
+            .map_err(|e| err("read the catalog", e))?;
+        Ok((!rows.is_empty()).then(|| rows.iter().map(|r| r.get(0)).collect()))
+    };
+    let progress_columns = columns(PROGRESS_TABLE)?;
+    let rejected_columns = columns(REJECTED_TABLE)?;
+    let has = |cols: &Option<Vec<String>>, want: &[&str]| {
+        cols.as_ref()
+            .is_some_and(|c| want.iter().all(|w| c.iter().any(|x| x == w)))
+    };
+    let (mut journals, mut journals_total) = (Vec::new(), 0);
+    if has(&progress_columns, &PROGRESS_COLUMNS) {
+        let schema = quote_ident(&schema);
+        let quarantined = if has(&rejected_columns, &REJECTED_COLUMNS) {
+            format!(
+                "(SELECT count(*) FROM {schema}.{} r WHERE r.journal_id = p.journal_id)",
+                quote_ident(REJECTED_TABLE)
+            )
+        } else {
+            "0::bigint".into()
+        };
+        let progress = format!("{schema}.{}", quote_ident(PROGRESS_TABLE));
+        journals_total = client
+            .query_one(&format!("SELECT count(*) FROM {progress}"), &[])
+            .map(|r| r.get::<_, i64>(0).max(0) as u64)
+            .map_err(|e| err("count journals", e))?;
+        journals = client
+            .query(
+                &format!(
+                    "SELECT p.journal_id, p.lsn, p.updated_at, {quarantined} FROM {progress} p ORDER BY p.journal_id LIMIT $1"
+                ),
+                &[&(rows_max as i64)],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect()
+            })
+            .map_err(|e| err("list journals", e))?;
+    }
+    let _ = client.batch_execute("ROLLBACK");
+    Ok(PgInspection {
+        db_bytes,
+        progress_columns,
+        rejected_columns,
+        journals,
+        journals_total,
+    })
 }
