@@ -10,7 +10,7 @@
 //!   files of interrupted creations are removed and `ACK` is read (`recover`);
 //! * [`examine`] — each segment's header verified, its bytes mapped and scanned (salvage
 //!   re-extends a truncated segment first);
-//! * [`classify`] — the segments checked against each other, the evidence of durability
+//! * [`classify`](mod@classify) — the segments checked against each other, the evidence of durability
 //!   gathered, each damaged region named a torn tail or damage in the middle;
 //! * [`repair`] — the mode's decision (refuse, cut, or replace by a gap record), the bytes
 //!   saved to `forensics/`, the repairs written and examined again;
