@@ -1,40 +1,24 @@
-//! Reading a journal without owning it (from another process, or while it is closed):
-//! segment files are read with `pread` through a bounded window — never mapped, because the
-//! owner may be writing them — and every frame passes the same checks as recovery's (checksum,
-//! LSN continuity, chain, zeros after the end of a complete segment, segment length), so a
-//! record is returned only if it is the one that must come next.
-//!
-//! # Reading a live journal
-//!
-//! While an owner has the journal open, only records it has published as durable (`HEAD`)
-//! are complete: bytes after them may be a write in progress. So the reader stops at that
-//! LSN ([`Until::Durable`]), and it trusts a byte only if it read it *after* learning that
-//! the record covering it was durable or that its segment was complete (a later segment
-//! exists): a window read earlier is read again. A stale read can otherwise show zeros where
-//! the owner has since written records and rotated, and a reader that took those zeros for
-//! the end of the segment would skip the records (`journal-format.md` §6.1).
+//! The offline reader: records of a journal directory in LSN order without taking its lock,
+//! each one checked as recovery checks it (checksum, LSN continuity, chain, zeros after the end
+//! of a complete segment, segment length) and returned only if it is the one that must come
+//! next; damage is named a torn tail only where recovery would name it so.
 
-use crate::error::JournalError;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::error::{Corruption, DamageKind, Error, Result};
-use crate::format::Lsn;
+use crate::error::{Corruption, DamageKind, Error, JournalError, Result};
 use crate::format::{
-    FRAME_ALIGN, FRAME_HEADER_BYTES, FrameCheck, SEGMENT_DATA_OFFSET, Seed, align_frame,
-    check_frame, parse_frame_header,
+    FRAME_ALIGN, FRAME_HEADER_BYTES, FrameCheck, Lsn, align_frame, check_frame, parse_frame_header,
 };
 use crate::journal::ack::AckFile;
 use crate::journal::listing::{self, SegmentFile, read_full_at};
+use crate::journal::offline::facts::journal_id_of;
+use crate::journal::offline::window::{Stream, WINDOW_BYTES};
 use crate::journal::reader::{Record, RecordRef};
 use crate::journal::recovery::Evidence;
-use crate::journal::scan::{Chain, Link, fault_kind, scan_segment};
-use crate::segment::{Access, DirLock};
-
-/// Bytes read from a segment file at a time (a frame larger than this is verified in pieces of
-/// this size before it is read whole).
-const WINDOW_BYTES: usize = 1 << 20;
+use crate::journal::scan::{Link, ScanInput, fault_kind, scan_segment};
+use crate::segment::Access;
 
 /// How far an [`OfflineReader`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,58 +29,6 @@ pub enum Until {
     /// To the end of a journal that nobody has open: every byte is checked, including the
     /// zeros after the last record.
     End,
-}
-
-/// The segment being read.
-struct Stream {
-    seg: SegmentFile,
-    seed: Seed,
-    chain: Chain,
-    /// Offset of the next frame.
-    pos: u64,
-    win: Vec<u8>,
-    win_at: u64,
-    /// Frames with LSNs up to this one may be taken from the window: it was read after they
-    /// were durable (or the segment was complete). Past it, the bytes are read again.
-    win_trusted: Lsn,
-}
-
-impl Stream {
-    fn new(seg: SegmentFile) -> Stream {
-        Stream {
-            seed: Seed::new(seg.header.journal_id, seg.seq),
-            chain: Chain::start(seg.header.first_lsn, seg.header_crc),
-            seg,
-            pos: SEGMENT_DATA_OFFSET as u64,
-            win: Vec::new(),
-            win_at: 0,
-            win_trusted: 0,
-        }
-    }
-
-    /// `[at, at + n)` (fewer bytes at the end of the file), from the window if it holds them,
-    /// else read now; a fresh read is trusted for records up to `trusted`.
-    fn load(&mut self, at: u64, n: usize, trusted: Lsn) -> Result<&[u8]> {
-        let end = (at + n as u64).min(self.seg.len);
-        let covered = self.win_at <= at && end <= self.win_at + self.win.len() as u64;
-        if !covered {
-            let want = ((end - at) as usize).max(WINDOW_BYTES.min((self.seg.len - at) as usize));
-            self.win.resize(want, 0);
-            let got = read_full_at(&self.seg.file, &mut self.win, at)
-                .map_err(|e| Error::io("read segment", &self.seg.path, e))?;
-            self.win.truncate(got);
-            self.win_at = at;
-            self.win_trusted = trusted;
-        }
-        let from = (at - self.win_at) as usize;
-        let to = ((end - self.win_at) as usize).min(self.win.len());
-        Ok(&self.win[from.min(to)..to])
-    }
-
-    fn forget_window(&mut self) {
-        self.win.clear();
-        self.win_at = 0;
-    }
 }
 
 /// What lies at the reader's position.
@@ -135,57 +67,6 @@ impl std::fmt::Debug for OfflineReader {
             .field("until", &self.until)
             .finish_non_exhaustive()
     }
-}
-
-/// The journal's identity as found on disk: from `ACK`, else from the first segment.
-pub fn journal_id_of(dir: &Path) -> Result<Uuid> {
-    if let Some(slot) = AckFile::peek(dir)? {
-        return Ok(slot.journal_id);
-    }
-    let listing = listing::list(dir)?;
-    let Some((seq, path)) = listing.segments.first() else {
-        return Err(match listing.foreign {
-            Some(example) => Error::Journal(JournalError::ForeignDirectory {
-                dir: dir.to_path_buf(),
-                example,
-            }),
-            None => Error::Journal(JournalError::NoJournal {
-                dir: dir.to_path_buf(),
-            }),
-        });
-    };
-    Ok(SegmentFile::open(*seq, path, None, Access::Read)?
-        .header
-        .journal_id)
-}
-
-pub use crate::journal::head::read_head;
-
-/// The oldest retained LSN: the first segment's first LSN (1 for a journal without segments).
-pub fn first_retained(dir: &Path, journal_id: Uuid) -> Result<Lsn> {
-    for _ in 0..3 {
-        let listing = listing::list(dir)?;
-        let Some((seq, path)) = listing.segments.first() else {
-            return Ok(1);
-        };
-        match SegmentFile::open(*seq, path, Some(journal_id), Access::Read) {
-            Ok(s) => return Ok(s.header.first_lsn),
-            // Retired between the listing and the open: list again.
-            Err(Error::Journal(JournalError::Io { source, .. }))
-                if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Error::io(
-        "read the first segment",
-        dir,
-        std::io::Error::other("segments keep disappearing (retention running?)"),
-    ))
-}
-
-/// True if a process holds the journal open now (the pid it recorded, when readable).
-pub fn owner_of(dir: &Path) -> Result<Option<Option<u32>>> {
-    DirLock::is_held(dir)
 }
 
 impl OfflineReader {
@@ -371,7 +252,7 @@ impl OfflineReader {
             }
         };
         let fb = align_frame(FRAME_HEADER_BYTES + header.payload_len as usize).min(avail);
-        if fb > WINDOW_BYTES && !Self::verify_in_pieces(cur, fb, trust)? {
+        if fb > WINDOW_BYTES && !cur.verify_in_pieces(fb, trust)? {
             // A large frame that does not verify: report it without reading it whole.
             return Ok(Here::Damage {
                 offset: pos,
@@ -414,53 +295,12 @@ impl OfflineReader {
         }
     }
 
-    /// Verifies the checksum and padding of a frame of `fb` bytes at the position, reading it
-    /// in window-sized pieces (so that a length claimed on disk never sizes an allocation
-    /// before the frame is known to be valid).
-    fn verify_in_pieces(cur: &mut Stream, fb: usize, trust: Lsn) -> Result<bool> {
-        let pos = cur.pos;
-        let head = cur.load(pos, FRAME_HEADER_BYTES, trust)?.to_vec();
-        let payload_len = crate::format::le_u32(&head, crate::format::FRAME_LEN_OFFSET) as usize;
-        let end = FRAME_HEADER_BYTES + payload_len;
-        let mut hasher = cur.seed.hasher();
-        hasher.update(&head[crate::format::FRAME_LEN_OFFSET..]);
-        let mut at = FRAME_HEADER_BYTES;
-        while at < fb {
-            let n = (fb - at).min(WINDOW_BYTES);
-            let piece = cur.load(pos + at as u64, n, trust)?;
-            if piece.len() < n {
-                return Ok(false);
-            }
-            let payload_part = end.saturating_sub(at).min(n);
-            hasher.update(&piece[..payload_part]);
-            if piece[payload_part..].iter().any(|&b| b != 0) {
-                return Ok(false);
-            }
-            at += n;
-        }
-        Ok(hasher.finalize() == crate::format::le_u32(&head, crate::format::FRAME_CRC_OFFSET))
-    }
-
     /// The current segment ended at the position: every byte after it must be zero.
     fn check_zeros_to_end(&mut self) -> Result<()> {
         let cur = self.cur.as_mut().expect("positioned");
-        let from = cur.pos;
-        let mut first = None;
-        let mut last_end = 0u64;
-        let mut at = from;
-        while at < cur.seg.len {
-            let n = ((cur.seg.len - at) as usize).min(WINDOW_BYTES);
-            let piece = cur.load(at, n, Lsn::MAX)?;
-            if let Some(i) = piece.iter().position(|&b| b != 0) {
-                first.get_or_insert(at + i as u64);
-                let j = piece.iter().rposition(|&b| b != 0).expect("non-zero found");
-                last_end = at + j as u64 + 1;
-            }
-            at += n as u64;
-        }
-        match first {
+        match cur.nonzero_to_end()? {
             None => Ok(()),
-            Some(first) => {
+            Some((first, last_end)) => {
                 let offset = first & !(FRAME_ALIGN as u64 - 1);
                 Err(self.damage(
                     offset,
@@ -522,7 +362,7 @@ impl OfflineReader {
             if read_full_at(&cur.seg.file, &mut bytes, 0).is_ok() {
                 let scan = scan_segment(
                     &bytes,
-                    crate::journal::scan::ScanInput {
+                    ScanInput {
                         seed: cur.seed,
                         header_crc: cur.seg.header_crc,
                         first_lsn: cur.seg.header.first_lsn,
