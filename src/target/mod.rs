@@ -1,5 +1,5 @@
 //! Targets: the databases the replayer applies journal entries to, behind one seam
-//! ([`Target`]) that carries the exactly-once protocol's steps. Every SQL string of a target
+//! (`Target`) that carries the exactly-once protocol's steps. Every SQL string of a target
 //! lives in that target's module; the replay driver (`replay/driver.rs`) holds only the
 //! protocol.
 //!

@@ -713,3 +713,29 @@ pub(crate) fn inspect(conn: &ConnString, rows_max: usize) -> Result<PgInspection
         journals_total,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_keys_are_the_ones_journal_format_md_states() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/journal-format.md"))
+                .expect("journal-format.md");
+        assert!(
+            doc.contains(&format!("`{TABLES_LOCK_KEY:#018x}`")),
+            "{TABLES_LOCK_KEY:#018x}"
+        );
+        assert!(doc.contains("first 8 bytes read as a little-endian `i64`"));
+        let id = Uuid::from_bytes([1, 2, 3, 4, 5, 6, 7, 0x88, 9, 9, 9, 9, 9, 9, 9, 9]);
+        assert_eq!(
+            lock_key(id),
+            i64::from_le_bytes([1, 2, 3, 4, 5, 6, 7, 0x88])
+        );
+        assert!(
+            lock_key(id) < 0,
+            "the high bit of byte 7 makes it negative: an i64, not a u64"
+        );
+    }
+}
