@@ -73,11 +73,6 @@ def test_kill9_of_a_python_writer_loses_no_acknowledged_change(paths):
     print(f"kill -9 x{CYCLES}: {len(acknowledged)} acknowledged changes, none lost; target equals cache ({len(cache_rows)} rows)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crate: the target's create_schema runs only when the file did not exist, so a "
-    "crash after SQLite created the (empty) file leaves a target without tables for good",
-)
 def test_a_target_left_empty_by_a_crash_during_its_creation_gets_its_schema(paths):
     paths.target.touch()  # what a writer killed right after opening the new target leaves
     with sj.Store(str(paths.journal), str(paths.cache), schema=SCHEMA, target=str(paths.target),

@@ -228,9 +228,34 @@ impl SqliteTarget {
                 source: None,
             }));
         }
-        if !exists && let Some(sql) = &self.opts.create_schema {
-            conn.execute_batch(sql)
-                .map_err(|e| target_error(path, "create schema", e))?;
+        if self.opts.create_if_missing
+            && let Some(sql) = &self.opts.create_schema
+        {
+            // Run whenever the target holds no table yet, not only when this open created the
+            // file: a process killed after SQLite created the empty file (before the schema
+            // was in) must not leave a target without tables for good. One transaction, so
+            // the schema is all there or not at all.
+            let err = |e| target_error(path, "create schema", e);
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+            let tables: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            let created = if tables == 0 {
+                conn.execute_batch(sql)
+            } else {
+                Ok(())
+            };
+            match created.and_then(|()| conn.execute_batch("COMMIT")) {
+                Ok(()) => {}
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(err(e));
+                }
+            }
         }
         self.ensure_tables(&conn)?;
         tracing::debug!(target = %path.display(), journal_mode = %mode, "target connected");
