@@ -1,7 +1,6 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and the crash regressions
 //! (`fuzz/regressions/<target>/`) through the very same checks the libFuzzer targets run
-//! (`fuzz/src/checks.rs`, and `fuzz/src/model.rs` for `journal_model`), on stable, as part of
-//! `cargo test`.
+//! (`fuzz/src/checks/`, one module per target), on stable, as part of `cargo test`.
 //!
 //! The seed corpus is written by the ignored test `generate_seed_corpus`:
 //!
@@ -12,19 +11,22 @@
 //! See `fuzz/README.md` for fuzzing itself.
 
 #[allow(dead_code)]
-#[path = "../fuzz/src/checks.rs"]
+#[path = "../fuzz/src/checks/mod.rs"]
 mod checks;
-#[allow(dead_code)]
-#[path = "../fuzz/src/model.rs"]
-mod model;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use checks::{
-    AckSpec, BuiltSegment, FrameSpec, Mutation, RecoverCase, RecoverLayout, ScanCase, SegSpec,
+use checks::common::{fuzz_id, fuzz_seed};
+use checks::dirs::{DirCase, DirSegment, Stray, change_set_record};
+use checks::journal_dir::DirStats;
+use checks::journal_model::{self as model, ModelCase, ModelStats, Op};
+use checks::recover_open::{RecoverCase, RecoverLayout};
+use checks::scan_segment::ScanCase;
+use checks::segments::{
+    AckSpec, BuiltSegment, FUZZ_SEGMENT_BYTES, FrameSpec, Mutation, SegSpec, segment_header,
 };
-use model::{ModelCase, ModelStats, Op};
+use syncjournal::event::KIND_CHANGESET;
 use syncjournal::format::{
     ACK_FILE_BYTES, ACK_SLOT_BYTES, AckSlot, FRAME_CRC_OFFSET, FRAME_FLAGS_OFFSET,
     FRAME_KIND_OFFSET, FRAME_LEN_OFFSET, FRAME_LSN_OFFSET, HEADER_CRC_OFFSET, HEADER_FLAGS_OFFSET,
@@ -35,11 +37,12 @@ use uuid::Uuid;
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 4] = [
-    ("decode_record", checks::check_decode_record),
-    ("scan_segment", checks::check_scan_segment),
-    ("recover_open", checks::check_recover_open),
+const TARGETS: [(&str, Check); 5] = [
+    ("decode_record", checks::decode_record::check_decode_record),
+    ("scan_segment", checks::scan_segment::check_scan_segment),
+    ("recover_open", checks::recover_open::check_recover_open),
     ("journal_model", model::check_journal_model),
+    ("journal_dir", checks::journal_dir::check_journal_dir),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -63,8 +66,55 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 /// green while they are open and tells whoever fixes one to move it to the fixed ones (delete
 /// its line here and update the table in `fuzz/README.md`).
 const OPEN_REGRESSIONS: &[(&str, &str, &str)] = &[
-    // None open. Example of an entry:
-    // ("journal_model", "rotation-dir-fsync-fails-then-smaller-append", "segment starts at LSN"),
+    // `AckFile::peek` (src/journal/ack.rs) opens `ACK` with `File::open`, not through the
+    // journal-file checks: a FIFO named ACK blocks `journal_id_of` (status, dump, sync
+    // --follow) forever, a directory or socket named ACK is an I/O error.
+    (
+        "journal_dir",
+        "fifo-named-ack",
+        "`journal_id_of` did not return",
+    ),
+    ("journal_dir", "directory-named-ack", "Is a directory"),
+    (
+        "journal_dir",
+        "socket-named-ack",
+        "No such device or address",
+    ),
+    // `AckFile::open` (src/journal/ack.rs) opens `ACK` read-write with plain `OpenOptions`: a
+    // hard link named ACK is written through, changing the linked file outside.
+    (
+        "journal_dir",
+        "hard-linked-ack",
+        "a file outside the journal directory was changed",
+    ),
+    // `open_journal_file` (src/segment/file.rs) turns only ELOOP into UnsafeFile: a socket
+    // named LOCK fails to open with ENXIO, an I/O error (`DirLock::is_held` opens LOCK before
+    // the listing that names it).
+    (
+        "journal_dir",
+        "socket-named-lock",
+        "No such device or address",
+    ),
+    // Found by journal_dir: an ACK acknowledging LSN 50 and no segment file. `inspect`
+    // (src/inspect.rs) and `offline_status` take it for a journal: verify says OK, status
+    // says IN SYNC with head 50 (first_retained is 1 without segments, the head the
+    // acknowledgement), though no record exists; `Journal::open` refuses it, as
+    // `MissingSegment { seq: 0, before: 0, after: 0 }` (src/journal/recovery.rs create_fresh).
+    (
+        "journal_dir",
+        "ack-without-segments",
+        "status of an undamaged journal: head",
+    ),
+    // Found by journal_dir: the first retained segment starts at LSN 1000, the ACK
+    // acknowledges 5: records 6..999 were removed unacknowledged. Status reports it (and
+    // `Journal::open` refuses it), but the offline reader (src/journal/offline.rs, dump) and
+    // `inspect` (src/inspect.rs, verify) do not check the first segment against the
+    // acknowledgement: dump prints 1000.. and verify says OK.
+    (
+        "journal_dir",
+        "segments-removed-beyond-ack",
+        "status reports damage the reader did not find",
+    ),
 ];
 
 /// Runs `check` on every file of `fuzz/<kind>/<target>/`, reporting every failing file (and
@@ -81,15 +131,7 @@ fn replay(kind: &str, target: &str, check: Check) -> usize {
             .iter()
             .find(|(t, f, _)| kind == "regressions" && *t == target && *f == name);
         let outcome = catch_unwind(AssertUnwindSafe(|| check(&data)));
-        let msg = match &outcome {
-            Ok(()) => None,
-            Err(e) => Some(
-                e.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default(),
-            ),
-        };
+        let msg = outcome.err().map(|e| panic_message(&*e));
         match (open, msg) {
             (None, None) => {}
             (None, Some(msg)) => failures.push(format!("{}: {msg}", path.display())),
@@ -112,6 +154,14 @@ fn replay(kind: &str, target: &str, check: Check) -> usize {
         failures.join("\n")
     );
     inputs.len()
+}
+
+/// The message of a caught panic.
+fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 fn corpus(target: &str) {
@@ -146,6 +196,11 @@ fn journal_model_corpus() {
 }
 
 #[test]
+fn journal_dir_corpus() {
+    corpus("journal_dir");
+}
+
+#[test]
 fn decode_record_regressions() {
     regressions("decode_record");
 }
@@ -163,6 +218,11 @@ fn recover_open_regressions() {
 #[test]
 fn journal_model_regressions() {
     regressions("journal_model");
+}
+
+#[test]
+fn journal_dir_regressions() {
+    regressions("journal_dir");
 }
 
 #[test]
@@ -188,6 +248,10 @@ fn input_formats_round_trip() {
     for case in model_cases() {
         let bytes = case.1.encode();
         assert_eq!(ModelCase::decode(&bytes), case.1, "{}", case.0);
+    }
+    for case in dir_cases() {
+        let bytes = case.1.encode();
+        assert_eq!(DirCase::decode(&bytes), case.1, "{}", case.0);
     }
 }
 
@@ -288,10 +352,113 @@ fn recover_seeds_hit_their_cases() {
     ];
     for (name, want) in expect {
         let case = &cases.iter().find(|(n, _)| n == name).unwrap().1;
-        let got = checks::recover_open_outcomes(&case.encode());
+        let got = checks::recover_open::recover_open_outcomes(&case.encode());
         let got = got.map(|o| o.expect("mode ran").ok().map(|r| r.len()));
         assert_eq!(&got, want, "{name}");
     }
+}
+
+/// The `journal_dir` seeds exercise what they are named after: which modes open them, what
+/// the read-only paths and the sync found.
+#[test]
+fn dir_seeds_hit_their_cases() {
+    type Want = fn(&DirStats) -> bool;
+    fn opened_all(s: &DirStats) -> bool {
+        s.opened == [true, true, true]
+    }
+    fn refused(s: &DirStats) -> bool {
+        s.opened == [false, false, false] && s.unsafe_refused
+    }
+    let expect: &[(&str, Want)] = &[
+        ("empty-directory", |s| {
+            s.opened == [false; 3] && !s.status_ok
+        }),
+        ("clean-two-segments", |s| {
+            s.clean
+                && opened_all(s)
+                && s.verified_clean
+                && s.status_ok
+                && s.offline_records == 12
+                && s.applied == 12
+        }),
+        ("clean-harmless-strays", |s| {
+            s.clean && opened_all(s) && s.applied == 5
+        }),
+        ("quarantine-and-unknown-kind", |s| {
+            opened_all(s) && s.applied == 2 && s.quarantined == 2
+        }),
+        ("first-lsn-1000-replay-gap", |s| {
+            opened_all(s) && s.applied == 0
+        }),
+        ("torn-tail", |s| {
+            s.opened == [false, true, true] && s.offline_damage && s.applied == 4
+        }),
+        ("damage-in-the-middle", |s| {
+            s.opened == [false, false, true] && s.offline_damage && s.offline_records == 7
+        }),
+        ("missing-segment", |s| {
+            s.opened == [false; 3] && s.offline_records == 5
+        }),
+        ("ack-beyond-records", |s| s.opened == [false, false, true]),
+        ("header-claims-1gib", |s| s.opened == [false; 3]),
+        ("header-claims-64-bytes", |s| s.opened == [false; 3]),
+        ("header-version-2", |s| {
+            s.opened == [false; 3] && !s.status_ok
+        }),
+        ("header-foreign-journal", |s| s.opened == [false; 3]),
+        ("reserved-header-byte", |s| {
+            s.opened == [false; 3] && !s.verified_clean
+        }),
+        ("segment-truncated-after-data", |s| {
+            s.opened == [false, false, true]
+        }),
+        ("segment-sparse-4mib", |s| {
+            s.opened[2] || s.opened == [false; 3]
+        }),
+        ("sparse-lock-head-replay-1gib", |s| s.clean && opened_all(s)),
+        ("hostile-replay-json", |s| s.clean && opened_all(s)),
+        ("fifo-named-like-a-segment", refused),
+        ("fifo-named-lock", refused),
+        ("fifo-named-head", refused),
+        ("directory-named-like-a-segment", refused),
+        ("symlink-named-lock", refused),
+        ("symlink-named-like-a-segment", refused),
+        ("socket-named-like-a-segment", refused),
+        ("file-named-forensics", refused),
+        ("hard-linked-lock", |s| s.opened == [false; 3]),
+        ("symlink-named-ack", refused),
+        ("hard-linked-segment", |s| s.opened == [false; 3]),
+    ];
+    let cases = dir_cases();
+    // Every seed has an expectation, or is the regression of an open bug.
+    for (name, _) in &cases {
+        assert!(
+            expect.iter().any(|(n, _)| n == name)
+                || OPEN_REGRESSIONS
+                    .iter()
+                    .any(|(t, f, _)| *t == "journal_dir" && f == name),
+            "seed {name} has no expectation"
+        );
+    }
+    let mut failed = Vec::new();
+    for (name, want) in expect {
+        let case = &cases
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no seed {name}"))
+            .1;
+        let data = case.encode();
+        match catch_unwind(|| checks::journal_dir::run_journal_dir(&data, None)) {
+            Ok(stats) if want(&stats) => {}
+            Ok(stats) => failed.push(format!("{name}: {stats:?}")),
+            Err(e) => failed.push(format!("{name}: {}", panic_message(&*e))),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "seeds that miss their case:\n{}",
+        failed.join("\n")
+    );
 }
 
 /// Writes the seed corpus into `fuzz/corpus/<target>/seed-*`. Run it after changing an input
@@ -315,6 +482,19 @@ fn generate_seed_corpus() {
     }
     for (name, case) in model_cases() {
         write("journal_model", &name, &case.encode());
+    }
+    for (name, case) in dir_cases() {
+        // Seeds that hit an open bug are regressions, not corpus.
+        if OPEN_REGRESSIONS
+            .iter()
+            .any(|(t, f, _)| *t == "journal_dir" && *f == name)
+        {
+            let dir = fuzz_dir().join("regressions").join("journal_dir");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(&name), case.encode()).unwrap();
+        } else {
+            write("journal_dir", &name, &case.encode());
+        }
     }
 }
 
@@ -351,7 +531,7 @@ fn crc(data: &[u8]) -> u32 {
 }
 
 fn decode_cases() -> Vec<(String, Vec<u8>)> {
-    let seed = checks::fuzz_seed(1);
+    let seed = fuzz_seed(1);
     let mut v: Vec<(String, Vec<u8>)> = Vec::new();
     let mut add = |name: &str, data: Vec<u8>| v.push((name.to_owned(), data));
     let valid = frame(seed, 7, 1, b"hello, journal");
@@ -393,7 +573,7 @@ fn decode_cases() -> Vec<(String, Vec<u8>)> {
     ));
     add("frame-derived-seed", d);
     // Segment headers.
-    let header = checks::segment_header(3, 1000, 1 << 20).encode();
+    let header = segment_header(3, 1000, 1 << 20).encode();
     add("header-valid", header.to_vec());
     let mut h = header.to_vec();
     h.extend_from_slice(&[0u8; 64]);
@@ -423,7 +603,7 @@ fn decode_cases() -> Vec<(String, Vec<u8>)> {
     add("header-bad-crc", h.to_vec());
     // Acknowledgement slots and files.
     let slot = |generation, acked_lsn| AckSlot {
-        journal_id: checks::fuzz_id(),
+        journal_id: fuzz_id(),
         generation,
         acked_lsn,
         acked_at_ms: 1_700_000_000_000,
@@ -677,7 +857,7 @@ fn recover_cases() -> Vec<(String, RecoverCase)> {
         ));
     }
     let spec = SegSpec::new(1, data_frames(5, 20));
-    let big = BuiltSegment::build(&spec, 1, 1, Some(checks::FUZZ_SEGMENT_BYTES));
+    let big = BuiltSegment::build(&spec, 1, 1, Some(FUZZ_SEGMENT_BYTES));
     let body = big.clean[SEGMENT_DATA_OFFSET..big.data_end].to_vec();
     let five = BuiltSegment::build(&spec, 1, 1, None);
     v.push((
@@ -1037,5 +1217,193 @@ fn model_cases() -> Vec<(String, ModelCase)> {
             ],
         ),
     ));
+    v.into_iter().map(|(n, c)| (n.to_owned(), c)).collect()
+}
+
+// journal_dir seeds. Records of kind `KIND_CHANGESET` are change sets inserting a row into
+// `t` (fill % 8: 6 a table the target lacks, 7 undecodable); other kinds are raw records.
+
+fn change_sets(n: usize) -> Vec<FrameSpec> {
+    (0..n)
+        .map(|i| FrameSpec {
+            kind: KIND_CHANGESET,
+            ..FrameSpec::data(40, (i % 6) as u8)
+        })
+        .collect()
+}
+
+fn dir_seg(spec: SegSpec) -> DirSegment {
+    DirSegment {
+        name: 0,
+        name_val: 0,
+        header: 0,
+        header_val: 0,
+        len: 0,
+        spec,
+    }
+}
+
+fn dir_case(segments: Vec<DirSegment>) -> DirCase {
+    DirCase {
+        ack: 1,
+        ack_val: 0,
+        head: 1,
+        head_val: 0,
+        replay: 0,
+        replay_val: 0,
+        strays: Vec::new(),
+        segments,
+    }
+}
+
+fn dir_cases() -> Vec<(String, DirCase)> {
+    let five = || dir_seg(SegSpec::new(1, change_sets(5)));
+    let two = || vec![five(), dir_seg(SegSpec::new(1, change_sets(7)))];
+    let with = |mut c: DirCase, f: &dyn Fn(&mut DirCase)| {
+        f(&mut c);
+        c
+    };
+    let stray = |kind: u8, arg: u16| Stray { kind, arg };
+    let header = |sel: u8, val: u64| {
+        let mut s = five();
+        s.header = sel;
+        s.header_val = val;
+        dir_case(vec![s])
+    };
+    let one_stray =
+        |kind: u8, arg: u16| with(dir_case(two()), &|c| c.strays = vec![stray(kind, arg)]);
+    let mut v: Vec<(&str, DirCase)> = vec![
+        (
+            "empty-directory",
+            with(dir_case(Vec::new()), &|c| c.ack = 0),
+        ),
+        ("clean-two-segments", dir_case(two())),
+        (
+            "clean-harmless-strays",
+            with(dir_case(vec![five()]), &|c| {
+                c.strays = vec![
+                    stray(0, 7),
+                    stray(1, 3),
+                    stray(2, 0),
+                    stray(3, 1),
+                    stray(13, 0),
+                ]
+            }),
+        ),
+    ];
+    // 2 change sets, one into a missing table, one undecodable, then a raw record (kind 0x22).
+    let mut mixed = change_sets(2);
+    mixed.push(FrameSpec {
+        kind: KIND_CHANGESET,
+        ..FrameSpec::data(40, 6)
+    });
+    mixed.push(FrameSpec {
+        kind: KIND_CHANGESET,
+        ..FrameSpec::data(40, 7)
+    });
+    mixed.push(FrameSpec {
+        kind: 0x22,
+        ..FrameSpec::data(40, 1)
+    });
+    mixed.extend(change_sets(2));
+    v.push((
+        "quarantine-and-unknown-kind",
+        dir_case(vec![dir_seg(SegSpec::new(1, mixed))]),
+    ));
+    v.push((
+        "first-lsn-1000-replay-gap",
+        dir_case(vec![dir_seg(SegSpec::new(1000, change_sets(4)))]),
+    ));
+    // Where record `i` of a segment of change sets starts.
+    let frame_at = |spec: &SegSpec, i: usize| {
+        BuiltSegment::build_with(spec, 1, 1, Some(FUZZ_SEGMENT_BYTES), &change_set_record).frames[i]
+            .offset
+    };
+    // The last record (5) overwritten from its middle on; nothing claims it durable.
+    let torn = with(dir_case(vec![five()]), &|c| {
+        let spec = &mut c.segments[0].spec;
+        spec.policy = 1;
+        let at = frame_at(spec, 4) + 36;
+        spec.mutations = vec![Mutation::fill(at, 8, 0x77)];
+    });
+    v.push(("torn-tail", torn));
+    // A bit of record 3 of the second segment flipped; the records after it claim it durable.
+    let middle = with(dir_case(two()), &|c| {
+        let spec = &mut c.segments[1].spec;
+        let at = frame_at(spec, 2) + 36;
+        spec.mutations = vec![Mutation::flip(at, 3)];
+    });
+    v.push(("damage-in-the-middle", middle));
+    v.push((
+        "missing-segment",
+        with(dir_case(two()), &|c| c.segments[1].name = 1),
+    ));
+    // Segments removed that the acknowledgement does not cover: LSNs 6..1000 are gone.
+    v.push((
+        "segments-removed-beyond-ack",
+        with(
+            dir_case(vec![dir_seg(SegSpec::new(1000, change_sets(4)))]),
+            &|c| {
+                c.ack = 2;
+                c.ack_val = 5;
+            },
+        ),
+    ));
+    v.push((
+        "ack-beyond-records",
+        with(dir_case(vec![five()]), &|c| {
+            c.ack = 2;
+            c.ack_val = 50;
+        }),
+    ));
+    v.push(("header-claims-1gib", header(1, 5)));
+    v.push(("header-claims-64-bytes", header(1, 0)));
+    v.push(("header-version-2", header(2, 0)));
+    v.push(("header-foreign-journal", header(6, 7)));
+    v.push(("reserved-header-byte", header(11, 100)));
+    v.push((
+        "segment-truncated-after-data",
+        with(dir_case(vec![five()]), &|c| c.segments[0].len = 1),
+    ));
+    v.push((
+        "segment-sparse-4mib",
+        with(dir_case(vec![five()]), &|c| c.segments[0].len = 5),
+    ));
+    v.push((
+        "sparse-lock-head-replay-1gib",
+        with(dir_case(vec![five()]), &|c| {
+            c.head = 5;
+            c.replay = 4;
+            c.strays = vec![stray(14, 0)];
+        }),
+    ));
+    v.push((
+        "hostile-replay-json",
+        with(dir_case(vec![five()]), &|c| {
+            c.replay = 1;
+            c.replay_val = 1 << 40;
+            c.strays = vec![stray(0, 0)];
+        }),
+    ));
+    for (name, kind, arg) in [
+        ("fifo-named-like-a-segment", 5, 3),
+        ("fifo-named-lock", 6, 2),
+        ("fifo-named-head", 6, 1),
+        ("fifo-named-ack", 6, 0),
+        ("directory-named-like-a-segment", 4, 3),
+        ("directory-named-ack", 7, 0),
+        ("symlink-named-lock", 8, 2),
+        ("symlink-named-ack", 8, 0),
+        ("symlink-named-like-a-segment", 9, 3),
+        ("socket-named-like-a-segment", 11, 3),
+        ("socket-named-ack", 11, 2),
+        ("socket-named-lock", 11, 1),
+        ("file-named-forensics", 10, 0),
+        ("hard-linked-ack", 12, 0),
+        ("hard-linked-lock", 12, 2),
+        ("hard-linked-segment", 12, 14),
+    ] {
+        v.push((name, one_stray(kind, arg)));
+    }
     v.into_iter().map(|(n, c)| (n.to_owned(), c)).collect()
 }

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    syncjournal_fuzz::checks::check_decode_record(data);
+    syncjournal_fuzz::checks::decode_record::check_decode_record(data);
 });

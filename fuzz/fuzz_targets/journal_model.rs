@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    syncjournal_fuzz::model::check_journal_model(data);
+    syncjournal_fuzz::checks::journal_model::check_journal_model(data);
 });

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    syncjournal_fuzz::checks::check_recover_open(data);
+    syncjournal_fuzz::checks::recover_open::check_recover_open(data);
 });

@@ -73,7 +73,7 @@ use syncjournal::{
     PersistMode, RecoveryMode, RejectPolicy, ReplayOptions, Replayer, SyncReport, TargetOptions,
 };
 
-use crate::checks::{Bytes, fresh_dir};
+use crate::checks::common::{Bytes, fresh_dir};
 
 /// Segment size of the model's journals (the smallest the format allows).
 pub const MODEL_SEGMENT_BYTES: u64 = 65536;

@@ -1,0 +1,7 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    syncjournal_fuzz::checks::journal_dir::check_journal_dir_bounded(data);
+});
