@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use support::{
-    Rng, child_test_command, digest, parse_payload, payload, read_from, segment_files, varied_len,
-    with_timeout,
-};
+use support::journal::{digest, parse_payload, payload, read_from, segment_files, varied_len};
+use support::process::{child_test_command, with_timeout};
+use support::rng::Rng;
 use syncjournal::{Journal, JournalOptions, Lsn, PersistMode};
 
 const ENV_DIR: &str = "SYNCJOURNAL_KILL9_DIR";

@@ -31,8 +31,7 @@
 
 mod replay_common;
 
-#[path = "netshare/mod.rs"]
-mod harness;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,9 +39,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use harness::{Fault, Healer, Share, say, skip_or_fail};
 use replay_common::{COUNTER_SCHEMA, Increment, Ledger, counter_for, create_target};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use support::netshare::{Fault, Healer, Share};
+use support::process::{skip_or_fail, summary as say};
 use syncjournal::replay::TargetFaults;
 use syncjournal::{Lsn, ReplayOptions, Store, StoreOptions, SyncReport, TargetOptions};
 
@@ -738,7 +738,7 @@ fn replay_to_a_real_network_share() {
     let share = match Share::up() {
         Ok(s) => Arc::new(s),
         Err(reason) => {
-            skip_or_fail(&reason);
+            skip_or_fail("netshare", &reason);
             return;
         }
     };

@@ -7,15 +7,16 @@
 //! fault guard [`Healer`] heals when dropped (also while a panic unwinds). A process blocked
 //! on a dead FUSE mount can be unkillable: [`Share::abort_fuse`] (and `down.sh`) abort the
 //! FUSE connection through fusectl so that it gets an error instead.
-#![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use super::process::{is_root, summary};
 
 /// The apt-get line that installs what the harness needs (Debian 12).
 pub const APT_PACKAGES: &str = "sshfs fuse3 openssh-server openssh-sftp-server iptables";
@@ -63,32 +64,13 @@ pub struct Share {
     _run_lock: File,
 }
 
-/// Writes a line to the real stderr (not captured by the test harness).
-pub fn say(line: &str) {
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "{line}");
-    let _ = e.flush();
-}
-
 /// The scripts' directory.
 pub fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netshare")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/netshare")
 }
 
 fn instance_name() -> String {
     std::env::var("SJNS_NAME").unwrap_or_else(|_| "sjtest".into())
-}
-
-/// True if this process runs as root (uid 0), read from `/proc/self/status`.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Runs `bash script args…` with a timeout; returns stdout, or an error with the output.
@@ -200,7 +182,7 @@ impl Share {
             Err(e) => {
                 // Leave nothing half built behind.
                 if let Err(d) = run_script(&scripts.join("down.sh"), &[], Duration::from_secs(60)) {
-                    say(&format!("netshare: down.sh after a failed up.sh: {d}"));
+                    summary(&format!("netshare: down.sh after a failed up.sh: {d}"));
                 }
                 return Err(format!("the share cannot come up: {e}"));
             }
@@ -323,8 +305,8 @@ impl Share {
                 .status();
         }
         match std::fs::write(ctl.join(&conn).join("abort"), "1") {
-            Ok(()) => say(&format!("netshare: aborted the FUSE connection of {mnt}")),
-            Err(e) => say(&format!(
+            Ok(()) => summary(&format!("netshare: aborted the FUSE connection of {mnt}")),
+            Err(e) => summary(&format!(
                 "netshare: could not abort the FUSE connection {conn}: {e}"
             )),
         }
@@ -336,14 +318,14 @@ impl Share {
             return;
         }
         if std::env::var_os("SJNS_KEEP").is_some() {
-            say(&format!(
+            summary(&format!(
                 "netshare: SJNS_KEEP is set: leaving the share up at {}",
                 self.mnt.display()
             ));
             return;
         }
         if let Err(e) = self.script("down.sh", &[], Duration::from_secs(60)) {
-            say(&format!("netshare: down.sh failed: {e}"));
+            summary(&format!("netshare: down.sh failed: {e}"));
             // Last resort: abort the FUSE connection, so nothing stays blocked on it.
             self.abort_fuse();
         }
@@ -380,16 +362,7 @@ impl<'a> Healer<'a> {
 impl Drop for Healer<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.share.heal() {
-            say(&format!("netshare: heal failed: {e}"));
+            summary(&format!("netshare: heal failed: {e}"));
         }
     }
-}
-
-/// Reports that the share cannot be had: a LOUD skip, or a failure when `CI` is set.
-pub fn skip_or_fail(reason: &str) {
-    let line = format!("SKIPPED netshare: {reason}");
-    if std::env::var_os("CI").is_some() {
-        panic!("{line} (CI is set: failing instead of skipping)");
-    }
-    say(&format!("!!!!!!!! {line} !!!!!!!!"));
 }

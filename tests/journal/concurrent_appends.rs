@@ -3,12 +3,12 @@
 //! LSN its appender was given, each thread's records keep its order, and all of it survives a
 //! reopen.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Rng, parse_payload, payload, read_all, segment_files, varied_len, with_timeout};
+use crate::support::journal::{parse_payload, payload, read_all, segment_files, varied_len};
+use crate::support::process::with_timeout;
+use crate::support::rng::Rng;
 use syncjournal::{Journal, JournalOptions, KIND_DATA, Lsn, PersistMode};
 
 const THREADS: u32 = 8;

@@ -3,12 +3,12 @@
 //! `PersistMode::Buffered`, not before `sync()`); `read(lsn)` and `seek` find records in sealed
 //! and active segments, before and after a reopen.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Rng, payload, segments_with_first_lsn, varied_len, with_timeout};
+use crate::support::journal::{assert_contiguous, payload, segments_with_first_lsn, varied_len};
+use crate::support::process::with_timeout;
+use crate::support::rng::Rng;
 use syncjournal::{Journal, JournalOptions, Lsn, PersistMode};
 
 const SEGMENT_BYTES: u64 = 64 << 10;
@@ -300,5 +300,5 @@ fn check_lookups(journal: &Journal, n: u32, segs: &[(u64, Lsn)], what: &str) {
         .collect::<syncjournal::Result<Vec<_>>>()
         .unwrap();
     assert_eq!(all.len() as u64, n, "{what}: iterator");
-    support::assert_contiguous(&all, 1);
+    assert_contiguous(&all, 1);
 }

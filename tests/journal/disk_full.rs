@@ -2,15 +2,13 @@
 //! lost, the journal is not poisoned, and appends continue once space is available again.
 //! Once through the fault seam, once on a real 1 MiB tmpfs (root only).
 
-mod support;
+use std::path::Path;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use syncjournal::error::JournalError;
 
-use support::{payload, segment_files, tmp_files, with_timeout};
+use crate::support::journal::{assert_contiguous, payload, read_from, segment_files, tmp_files};
+use crate::support::process::{TmpfsMount, skip_or_fail, with_timeout};
 use syncjournal::fault::{FaultPlan, IoOp};
 use syncjournal::{Error, Journal, JournalOptions, Lsn, PersistMode};
 
@@ -25,7 +23,7 @@ fn assert_disk_full<T: std::fmt::Debug>(r: syncjournal::Result<T>, what: &str) -
 
 /// Checks that the journal holds exactly `expected` (payloads of LSNs first.., in order).
 fn assert_holds(journal: &Journal, first: Lsn, expected: &[Vec<u8>], what: &str) {
-    let records = support::read_from(journal, first);
+    let records = read_from(journal, first);
     assert_eq!(records.len(), expected.len(), "{what}: number of records");
     for (i, (r, p)) in records.iter().zip(expected).enumerate() {
         assert_eq!(r.lsn, first + i as u64, "{what}: LSNs not contiguous");
@@ -244,58 +242,17 @@ fn batch_refused_with_disk_full_leaves_the_journal_unchanged() {
     });
 }
 
-/// Unmounts on drop (lazily if something still holds the file system).
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-fn mount_tmpfs(at: &Path, size: &str) -> Result<Mounted, String> {
-    if !support::is_root() {
-        return Err("not root".into());
-    }
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(at)
-        .output()
-        .map_err(|e| format!("mount: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "mount failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(Mounted(at.to_path_buf()))
-}
-
 #[test]
 fn real_full_tmpfs_gives_disk_full_not_sigbus() {
     let dir = tempfile::tempdir().unwrap();
-    let mount = match mount_tmpfs(dir.path(), "1m") {
+    let mount = match TmpfsMount::mount(dir.path(), "1m") {
         Ok(m) => m,
         Err(why) => {
-            // Written to the real stderr so that it shows without --nocapture.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: disk_full real tmpfs (needs root) [{why}]"
-            );
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set: the real tmpfs disk-full test must run (as root), not skip ({why})"
-            );
+            skip_or_fail("disk_full real tmpfs", &why);
             return;
         }
     };
-    let mount_path = mount.0.clone();
+    let mount_path = mount.path.clone();
     let result = std::panic::catch_unwind(move || {
         with_timeout(60, move || real_tmpfs_scenario(&mount_path.join("j")))
     });
@@ -390,7 +347,7 @@ fn real_tmpfs_scenario(jdir: &Path) {
 
 fn read_all_from_first(journal: &Journal) -> Vec<syncjournal::Record> {
     let first = journal.state().first_lsn;
-    let records = support::read_from(journal, first);
-    support::assert_contiguous(&records, first);
+    let records = read_from(journal, first);
+    assert_contiguous(&records, first);
     records
 }

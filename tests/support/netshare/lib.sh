@@ -50,6 +50,13 @@ sj_lock() {
     flock -w "${1:-60}" 9 || sj_die "another netshare script holds /tmp/$SJNS_NAME-netshare.lock"
 }
 
+# What every script that acts on a running share does first: root, the lock, the share up.
+sj_need_up() {
+    sj_need_root
+    sj_lock 30
+    [ -f "$SJNS_STATE/up" ] || sj_die "not up (run up.sh)"
+}
+
 # Kills the process in pid file $1: TERM, up to 3 s, then KILL.
 sj_kill_pidfile() {
     local f=$1 pid

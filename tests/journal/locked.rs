@@ -1,14 +1,13 @@
 //! Only one opener at a time: a second `Journal::open` (same process or another one) fails with
 //! `JournalError::Locked` naming the holder's pid, and succeeds once the holder is gone.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use syncjournal::error::JournalError;
 
-use support::{child_test_command, read_all, with_timeout};
+use crate::support::journal::read_all;
+use crate::support::process::{child_test_command, test_path, with_timeout};
 use syncjournal::{Error, Journal, JournalOptions};
 
 const ENV_DIR: &str = "SYNCJOURNAL_LOCKED_DIR";
@@ -68,7 +67,7 @@ fn locked_child() {
 }
 
 fn spawn_child(dir: &Path, mode: &str) -> Child {
-    child_test_command("locked_child", ENV_DIR, dir)
+    child_test_command(&test_path(module_path!(), "locked_child"), ENV_DIR, dir)
         .env(ENV_MODE, mode)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -3,13 +3,12 @@
 //! `retain_acked_segments` of them); it is monotonic, refused beyond the durable LSN, survives a
 //! reopen, and a torn newest `ACK` slot falls back to the previous acknowledgement.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use syncjournal::error::JournalError;
 
-use support::{payload, read_from, segment_files, segments_with_first_lsn, with_timeout};
+use crate::support::journal::{payload, read_from, segment_files, segments_with_first_lsn};
+use crate::support::process::with_timeout;
 use syncjournal::fault::{FaultPlan, IoOp};
 use syncjournal::format::{ACK_ACKED_LSN_OFFSET, ACK_GENERATION_OFFSET, ACK_SLOT_OFFSETS};
 use syncjournal::{Error, Journal, JournalOptions, Lsn, PersistMode};

@@ -2,12 +2,10 @@
 //! options, a missing directory with `create_if_missing(false)`, and a record of exactly the
 //! largest size.
 
-mod support;
-
 use std::time::Duration;
 use syncjournal::error::JournalError;
 
-use support::read_all;
+use crate::support::journal::read_all;
 use syncjournal::{Error, Journal, JournalOptions, KIND_DATA, PersistMode};
 
 const SEGMENT_BYTES: u64 = 64 << 10;

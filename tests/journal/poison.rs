@@ -3,15 +3,14 @@
 //! acknowledged durable before the failure survive the reopen. A failed acknowledgement write
 //! poisons too.
 
-mod support;
-
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::Duration;
 use syncjournal::error::JournalError;
 
-use support::{parse_payload, payload, read_all, with_timeout};
+use crate::support::journal::{assert_contiguous, parse_payload, payload, read_all};
+use crate::support::process::with_timeout;
 use syncjournal::fault::{FaultInjector, FaultPlan, IoOp};
 use syncjournal::{Error, Journal, JournalOptions, KIND_DATA, Lsn, PersistMode, Reader};
 
@@ -102,7 +101,7 @@ fn reopen_and_check(jdir: &std::path::Path, durable: &[(Lsn, Vec<u8>)]) -> Journ
     let state = journal.state();
     assert_eq!(state.poisoned, None, "a reopened journal is not poisoned");
     let records = read_all(&journal);
-    support::assert_contiguous(&records, 1);
+    assert_contiguous(&records, 1);
     for r in &records {
         parse_payload(r.lsn, &r.payload);
     }

@@ -4,13 +4,11 @@
 //! refused in every recovery mode (except that salvage re-extends a truncated segment), with
 //! an error that names the file, and without modifying anything.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use syncjournal::error::JournalError;
 
-use common::*;
+use crate::support::journal::*;
 use syncjournal::format::{
     HEADER_CRC_OFFSET, HEADER_FLAGS_OFFSET, JOURNAL_ID_OFFSET, SEGMENT_FIRST_LSN_OFFSET,
     SEGMENT_SEQ_OFFSET, VERSION_OFFSET,
@@ -35,35 +33,15 @@ fn journal_id_in(segment: &Path) -> uuid::Uuid {
     uuid::Uuid::from_slice(&b[JOURNAL_ID_OFFSET..JOURNAL_ID_OFFSET + 16]).unwrap()
 }
 
-/// Every file under `dir` (recursively) with its bytes.
-fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                out.push((p.clone(), Vec::new()));
-                stack.push(p);
-            } else if p.file_name().unwrap() != "LOCK" {
-                let b = fs::read(&p).unwrap();
-                out.push((p, b));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Opens `dir` in every mode; each must fail, and `check` sees each error. The journal's files
 /// must be unchanged afterwards.
 fn refused_in_every_mode(dir: &Path, check: impl Fn(RecoveryMode, Error)) {
-    let before = tree(dir);
+    let before = snapshot(dir, false);
     for mode in ALL_MODES {
         let e = expect_open_error(open_with_mode(dir, mode), &format!("{mode:?}"));
         check(mode, e);
         assert_eq!(
-            tree(dir),
+            snapshot(dir, false),
             before,
             "{mode:?}: a refused open modified the journal"
         );
@@ -292,7 +270,7 @@ fn a_segment_truncated_after_its_data_is_refused_and_salvage_re_extends_it() {
     assert_eq!(fs::metadata(&seg).unwrap().len(), SEG_BYTES, "re-extended");
     let r = j.recovery_report();
     assert!(r.cuts.is_empty() && r.skipped.is_empty(), "{r:?}");
-    assert_data_prefix(&read_all_records(&j), &payloads, 10, "after re-extension");
+    assert_data_prefix(&read_all(&j), &payloads, 10, "after re-extension");
     drop(j);
     assert_eq!(fs::read(&seg).unwrap(), original);
     let j = open_with_mode(&dir, RecoveryMode::AbsoluteConsistency).unwrap();
@@ -323,19 +301,14 @@ fn salvage_of_a_last_segment_truncated_through_its_data_cuts_the_torn_part() {
     assert!(r.cuts[0].torn_tail);
     assert_eq!(r.cuts[0].offset, f30.offset as u64);
     assert_eq!(r.next_lsn, 30);
-    assert_data_prefix(
-        &read_all_records(&j),
-        &payloads,
-        29,
-        "truncated last segment",
-    );
+    assert_data_prefix(&read_all(&j), &payloads, 29, "truncated last segment");
     assert_eq!(j.append(b"30").unwrap(), 30);
 }
 
 /// A 3-segment journal whose sealed segment 1 is truncated at `cut_at(frames of segment 1)`.
 fn truncated_sealed_segment(cut_at: impl Fn(&[FrameLoc]) -> (usize, u64)) {
     let (_t, dir, payloads) = journal(250, 500);
-    assert_eq!(segment_files(&dir).len(), 3);
+    assert_eq!(segment_paths(&dir).len(), 3);
     let seg1 = segment_path(&dir, 1);
     let frames = frames_of_segment(&fs::read(&seg1).unwrap(), 1);
     let next_first = frames.last().unwrap().lsn + 1;
@@ -361,11 +334,7 @@ fn truncated_sealed_segment(cut_at: impl Fn(&[FrameLoc]) -> (usize, u64)) {
     let r = j.recovery_report().clone();
     // The lost records of a sealed segment show up as a gap up to the next segment.
     assert_eq!(r.skipped, vec![first_lost..next_first], "{r:?}");
-    assert_records_with_gaps(
-        &read_all_records(&j),
-        &payloads,
-        &[(first_lost, next_first)],
-    );
+    assert_records_with_gaps(&read_all(&j), &payloads, &[(first_lost, next_first)]);
     assert_eq!(j.append(b"251").unwrap(), 251);
     drop(j);
     let j = open_with_mode(&dir, RecoveryMode::AbsoluteConsistency).unwrap();
@@ -402,7 +371,7 @@ fn salvage_of_a_sealed_segment_truncated_at_a_frame_boundary_leaves_a_gap() {
 fn a_segment_of_another_journal_is_refused() {
     let (_t1, dir1, _) = journal(5, 100);
     let (_t2, dir2, _) = journal(150, 500); // two segments
-    assert_eq!(segment_files(&dir2).len(), 2);
+    assert_eq!(segment_paths(&dir2).len(), 2);
     let id1 = journal_id_in(&segment_path(&dir1, 1));
     let id2 = journal_id_in(&segment_path(&dir2, 1));
     assert_ne!(id1, id2);
@@ -450,7 +419,7 @@ fn a_segment_of_another_journal_is_refused() {
 #[test]
 fn a_missing_middle_segment_is_refused() {
     let (_t, dir, _) = journal(250, 500);
-    assert_eq!(segment_files(&dir).len(), 3);
+    assert_eq!(segment_paths(&dir).len(), 3);
     fs::remove_file(segment_path(&dir, 2)).unwrap();
     refused_in_every_mode(&dir, |mode, e| {
         assert_names(&e, &dir);
@@ -480,7 +449,7 @@ fn a_directory_of_unrelated_files_is_not_turned_into_a_journal() {
     let dir = tmp.path();
     fs::write(dir.join("notes.txt"), "mine").unwrap();
     fs::write(dir.join("data.bin"), [1u8, 2, 3]).unwrap();
-    let before = tree(dir);
+    let before = snapshot(dir, false);
     let mut entries_before: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -507,7 +476,7 @@ fn a_directory_of_unrelated_files_is_not_turned_into_a_journal() {
             .collect();
         entries.sort();
         assert_eq!(entries, entries_before, "{mode:?}: something was created");
-        assert_eq!(tree(dir), before);
+        assert_eq!(snapshot(dir, false), before);
     }
     assert!(matches!(
         syncjournal::inspect::inspect(dir),

@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::support::journal::copy_dir;
+use crate::support::targets::dump_table;
 use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event};
 use syncjournal::{
     ChangeSet, Journal, JournalOptions, Mutation, ReplayOptions, Replayer, TargetOptions, Value,
@@ -126,27 +128,6 @@ fn expected_rows() -> Vec<(&'static str, Vec<Vec<Value>>)> {
     ]
 }
 
-fn rows(conn: &rusqlite::Connection, table: &str) -> Vec<Vec<Value>> {
-    let mut s = conn
-        .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
-        .unwrap();
-    let n = s.column_count();
-    s.query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() && e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn fixture_v1_decodes_to_the_same_change_sets() {
     let tmp = tempfile::tempdir().unwrap();
@@ -213,7 +194,11 @@ fn fixture_v1_replays_to_the_same_target_state() {
     assert_eq!(report.applied, change_sets().len() as u64);
     let conn = rusqlite::Connection::open(&target).unwrap();
     for (table, want) in expected_rows() {
-        assert_eq!(rows(&conn, table), want, "table {table}");
+        assert_eq!(
+            dump_table(&conn, table, "1, 2").unwrap(),
+            want,
+            "table {table}"
+        );
     }
 }
 

@@ -9,9 +9,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
-sj_need_root
-sj_lock 30
-[ -f "$SJNS_STATE/up" ] || sj_die "not up (run up.sh)"
+sj_need_up
 mode=${1:-link}
 case "$mode" in
     link)   ip -n "$NS_SRV" link set "$VETH_S" down ;;

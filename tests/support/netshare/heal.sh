@@ -4,9 +4,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
-sj_need_root
-sj_lock 30
-[ -f "$SJNS_STATE/up" ] || sj_die "not up (run up.sh)"
+sj_need_up
 ip -n "$NS_SRV" link set "$VETH_S" up
 sj_srv iptables -F SJ_PART
 sj_kill_netns_procs "$NS_SRV" CONT

@@ -4,12 +4,11 @@
 //! `TolerateTornTail` and refused by `AbsoluteConsistency`; leftover `.tmp` files are removed
 //! and reported.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::*;
+use crate::support::journal::*;
+use crate::support::rng::Rng;
 use syncjournal::{DamageKind, Journal, PersistMode, RecoveryMode};
 
 const PAYLOAD: usize = 100; // 136-byte frames
@@ -145,7 +144,7 @@ fn check_unsynced_hole(
         &holed[first_hit.offset..data_end],
         "the cut bytes, including the valid frames after the hole, are kept"
     );
-    let records = read_all_records(&j);
+    let records = read_all(&j);
     assert_data_prefix(&records, payloads, survivors as usize, "after the cut");
     // Every record written before the last explicit sync() survived.
     assert!(records.iter().filter(|r| r.lsn <= SYNCED).count() == SYNCED as usize);
@@ -178,7 +177,7 @@ fn salvage_treats_an_unsynced_hole_as_a_torn_tail_too() {
     assert!(r.cuts[0].torn_tail);
     assert_eq!(r.next_lsn, first_hit.lsn);
     assert_data_prefix(
-        &read_all_records(&j),
+        &read_all(&j),
         &payloads,
         first_hit.lsn as usize - 1,
         "salvage",
@@ -208,7 +207,7 @@ fn a_hole_in_synced_data_is_damage_in_the_middle() {
     }
     let j = open_with_mode(dir, RecoveryMode::Salvage).unwrap();
     assert_eq!(j.recovery_report().skipped, vec![10..12]);
-    assert_records_with_gaps(&read_all_records(&j), &payloads, &[(10, 12)]);
+    assert_records_with_gaps(&read_all(&j), &payloads, &[(10, 12)]);
 }
 
 #[test]
@@ -222,7 +221,7 @@ fn losing_the_whole_unsynced_tail_keeps_every_synced_record() {
     fs::write(segment_path(dir, 1), &lost).unwrap();
     let j = open_with_mode(dir, RecoveryMode::AbsoluteConsistency).unwrap();
     assert!(j.recovery_report().cuts.is_empty());
-    assert_data_prefix(&read_all_records(&j), &payloads, SYNCED as usize, "synced");
+    assert_data_prefix(&read_all(&j), &payloads, SYNCED as usize, "synced");
     assert_eq!(j.append(b"x").unwrap(), SYNCED + 1);
 }
 
@@ -242,7 +241,7 @@ fn trailing_garbage_is_cut_by_default_and_refused_when_strict() {
             data_end + garbage_at
         };
         let mut dirty = image.clone();
-        let mut rng = TestRng::new(5);
+        let mut rng = Rng::mixed(5);
         rng.fill(&mut dirty[at..at + len]);
         dirty[at + len - 1] |= 1; // the last garbage byte is non-zero
         dirty[at] |= 0x80;
@@ -289,7 +288,7 @@ fn trailing_garbage_is_cut_by_default_and_refused_when_strict() {
         );
         assert_eq!(r.records, 10, "{ctx}: every record survives");
         assert_eq!(r.next_lsn, 11);
-        assert_data_prefix(&read_all_records(&j), &payloads, 10, &ctx);
+        assert_data_prefix(&read_all(&j), &payloads, 10, &ctx);
         assert_eq!(
             fs::read(&seg).unwrap(),
             image,
@@ -328,7 +327,7 @@ fn leftover_tmp_files_are_removed_on_open_and_reported() {
     assert!(!ack_tmp.exists(), "ACK.tmp left behind");
     assert!(r.cuts.is_empty());
     assert_eq!(r.segments, 1);
-    assert_data_prefix(&read_all_records(&j), &payloads, 5, "after tmp removal");
+    assert_data_prefix(&read_all(&j), &payloads, 5, "after tmp removal");
     assert_eq!(j.append(b"6").unwrap(), 6);
     drop(j);
 

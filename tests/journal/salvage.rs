@@ -3,13 +3,12 @@
 //! is a valid journal (`AbsoluteConsistency` accepts it), appends continue after the last LSN,
 //! and salvaging again changes nothing.
 
-mod common;
-
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::support::journal::*;
+use crate::support::rng::Rng;
 use syncjournal::{Lsn, PersistMode, RecoveryMode};
 
 const PAYLOAD: usize = 500; // 536-byte frames, 114 per 64 KiB segment
@@ -25,7 +24,7 @@ fn journal_of(records: u64) -> Journal4 {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("j");
     let payloads = write_journal_records(&dir, records, PAYLOAD, PersistMode::Sync);
-    let frames = segment_files(&dir)
+    let frames = segment_paths(&dir)
         .iter()
         .enumerate()
         .map(|(i, p)| frames_of_segment(&fs::read(p).unwrap(), i as u64 + 1))
@@ -62,7 +61,7 @@ fn damage_segment(dir: &Path, seq: u64, damage: impl FnOnce(&mut Vec<u8>)) {
 }
 
 fn all_segment_bytes(dir: &Path) -> Vec<Vec<u8>> {
-    segment_files(dir)
+    segment_paths(dir)
         .iter()
         .map(|p| fs::read(p).unwrap())
         .collect()
@@ -73,7 +72,7 @@ fn salvage_replaces_each_damaged_region_with_one_gap_across_segments() {
     let j = journal_of(400);
     assert_eq!(j.frames.len(), 4, "four segments");
     let dir = &j.dir;
-    let mut rng = TestRng::new(42);
+    let mut rng = Rng::mixed(42);
     assert_eq!(j.last_of(1).lsn, 114);
     assert_eq!(j.last_of(2).lsn, 228);
 
@@ -179,7 +178,7 @@ fn salvage_replaces_each_damaged_region_with_one_gap_across_segments() {
     sides.sort();
     assert_eq!(forensic_files(dir), sides);
 
-    let records = read_all_records(&jr);
+    let records = read_all(&jr);
     let gaps: Vec<(Lsn, Lsn)> = lost.iter().map(|r| (r.start, r.end)).collect();
     assert_records_with_gaps(&records, &j.payloads, &gaps);
     // Reading from inside the journal after a gap works too.
@@ -204,7 +203,7 @@ fn salvage_replaces_each_damaged_region_with_one_gap_across_segments() {
     assert_eq!(r.gaps, lost);
     assert_eq!(r.records, 402 - lost_count);
     assert_eq!(r.next_lsn, 403);
-    let records = read_all_records(&ja);
+    let records = read_all(&ja);
     assert_eq!(records.last().unwrap().payload, b"second after salvage");
     drop(ja);
     let salvaged = all_segment_bytes(dir);
@@ -249,7 +248,7 @@ fn salvage_of_the_last_records_of_a_sealed_segment_joins_the_next_segment() {
     let jr = open_with_mode(dir, RecoveryMode::Salvage).unwrap();
     let r = jr.recovery_report().clone();
     assert_eq!(r.skipped, vec![last1.lsn..last1.lsn + 1]);
-    let records = read_all_records(&jr);
+    let records = read_all(&jr);
     assert_records_with_gaps(&records, &j.payloads, &[(last1.lsn, last1.lsn + 1)]);
     assert_eq!(jr.append(b"x").unwrap(), 251);
     drop(jr);
@@ -281,7 +280,7 @@ fn salvage_cuts_a_torn_tail_and_gaps_durable_damage_in_the_same_segment() {
     assert!(r.cuts[1].torn_tail);
     assert_eq!(r.cuts[1].offset, f60.offset as u64);
     assert_eq!(r.next_lsn, 60, "the torn record's LSN is reused");
-    let records = read_all_records(&jr);
+    let records = read_all(&jr);
     assert_records_with_gaps(&records, &j.payloads[..59], &[(20, 21)]);
     assert_eq!(jr.append(b"reused").unwrap(), 60);
     drop(jr);
@@ -331,7 +330,7 @@ fn garbage_after_the_end_of_a_sealed_segment_is_damage_salvage_clears() {
         cut.offset as usize <= end1 + 77 && (cut.offset + cut.len) as usize > 65_530,
         "cut {cut:?} does not cover the garbage"
     );
-    assert_data_prefix(&read_all_records(&jr), &j.payloads, 130, "after salvage");
+    assert_data_prefix(&read_all(&jr), &j.payloads, 130, "after salvage");
     drop(jr);
     let seg1 = fs::read(segment_path(dir, 1)).unwrap();
     assert!(
@@ -383,7 +382,7 @@ fn a_torn_gap_record_is_salvaged_again() {
         let r = jr.recovery_report().clone();
         assert_eq!(r.skipped, vec![20..21], "{name}");
         assert_eq!(r.gaps, vec![20..21], "{name}");
-        assert_records_with_gaps(&read_all_records(&jr), &j.payloads, &[(20, 21)]);
+        assert_records_with_gaps(&read_all(&jr), &j.payloads, &[(20, 21)]);
         drop(jr);
         let ja = open_with_mode(dir, RecoveryMode::AbsoluteConsistency).unwrap();
         assert_eq!(ja.recovery_report().gaps, vec![20..21], "{name}");

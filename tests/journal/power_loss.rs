@@ -46,20 +46,19 @@
 //! Set `SYNCJOURNAL_POWER_LOSS_SEED` to replay a run; `SYNCJOURNAL_POWER_LOSS_CASES` for more
 //! cases (default 1200).
 
-mod torture_common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 use syncjournal::error::JournalError;
 
+use crate::support::process::{shm_tempdir, summary, with_timeout};
+use crate::support::rng::Rng;
 use syncjournal::format::{FRAME_LSN_OFFSET, SEGMENT_DATA_OFFSET, le_u64};
 use syncjournal::segment::parse_segment_file_name;
 use syncjournal::{
     Error, Journal, JournalOptions, KIND_DATA, Lsn, PersistMode, RecoveryMode, RecoveryReport,
 };
-use torture_common::{Rng, shm_tempdir, summary, with_timeout};
 
 const SEG: usize = 64 << 10;
 const PAGE: usize = 4096;

@@ -3,13 +3,12 @@
 //! it, cuts the torn bytes (keeping them in `forensics/`), reuses the LSN, and leaves a journal
 //! that `AbsoluteConsistency` accepts. `AbsoluteConsistency` refuses the torn image itself.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use syncjournal::error::JournalError;
 
-use common::*;
+use crate::support::journal::*;
+use crate::support::rng::Rng;
 use syncjournal::{Journal, PersistMode, RecoveryMode};
 
 const RECORDS: u64 = 6;
@@ -28,7 +27,7 @@ fn template() -> Template {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("j");
     let payloads = write_journal_records(&dir, RECORDS, PAYLOAD, PersistMode::Sync);
-    assert_eq!(segment_files(&dir).len(), 1);
+    assert_eq!(segment_paths(&dir).len(), 1);
     let image = fs::read(segment_path(&dir, 1)).unwrap();
     let frames = frames_of_segment(&image, 1);
     assert_eq!(frames.len(), RECORDS as usize);
@@ -173,7 +172,7 @@ fn check_torn_image(t: &Template, image: &[u8], keep_cut_bytes: bool, ctx: &str)
         on_disk[end..].iter().all(|&b| b == 0),
         "{ctx}: bytes after the surviving records are not zero"
     );
-    let records = read_all_records(&j);
+    let records = read_all(&j);
     assert_data_prefix(&records, &t.payloads, survivors as usize, ctx);
 
     // The next append reuses the first cut LSN.
@@ -187,7 +186,7 @@ fn check_torn_image(t: &Template, image: &[u8], keep_cut_bytes: bool, ctx: &str)
     let r = j.recovery_report();
     assert!(r.cuts.is_empty() && r.skipped.is_empty(), "{ctx}: {r:?}");
     assert_eq!(r.records, survivors + 1, "{ctx}");
-    let records = read_all_records(&j);
+    let records = read_all(&j);
     assert_data_prefix(
         &records[..survivors as usize],
         &t.payloads,
@@ -223,7 +222,7 @@ fn every_torn_prefix_of_the_last_frame_is_cut_and_the_rest_recovered() {
 fn garbage_in_the_last_frame_is_cut_like_a_torn_write() {
     let t = template();
     let last = *t.frames.last().unwrap();
-    let mut rng = TestRng::new(7);
+    let mut rng = Rng::mixed(7);
     let prefixes = [0, 1, 4, 8, 16, 24, 31, 32, 33, 40, 64, 100, 131, 132, 135];
     for (i, &k) in prefixes.iter().enumerate() {
         for extend_past_frame in [0usize, 200] {

@@ -7,12 +7,11 @@
 //! Records are appended from one thread in `PersistMode::Sync`, so every record's synced-LSN
 //! hint names its predecessor: only the last record of the journal is unproven.
 
-mod common;
-
 use std::fs;
 use std::path::PathBuf;
 
-use common::*;
+use crate::support::journal::*;
+use crate::support::rng::Rng;
 use syncjournal::format::{
     FRAME_CRC_OFFSET, FRAME_FLAGS_OFFSET, FRAME_HEADER_BYTES, FRAME_KIND_OFFSET, FRAME_LEN_OFFSET,
     FRAME_LSN_OFFSET, FRAME_PREV_CRC_OFFSET, FRAME_RESERVED_OFFSET, FRAME_SYNCED_LSN_OFFSET,
@@ -38,7 +37,7 @@ impl Template {
         let payloads = write_journal_records(&dir, records, payload, PersistMode::Sync);
         let mut images = Vec::new();
         let mut frames = Vec::new();
-        for (i, path) in segment_files(&dir).iter().enumerate() {
+        for (i, path) in segment_paths(&dir).iter().enumerate() {
             let image = fs::read(path).unwrap();
             frames.push(frames_of_segment(&image, i as u64 + 1));
             images.push(image);
@@ -82,21 +81,6 @@ impl Template {
     }
 }
 
-/// Reads every file of a journal directory (to prove an operation modified nothing).
-fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && p.file_name().unwrap() != "LOCK")
-        .map(|p| {
-            let b = fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// Flips bit `bit` of byte `at` of segment `seq` (inside the frame of a record other than the
 /// last) and checks detection in every mode.
 fn check_flip(t: &Template, seq: u64, at: usize, bit: u32) {
@@ -120,7 +104,7 @@ fn check_flip(t: &Template, seq: u64, at: usize, bit: u32) {
     copy_journal_files(&t.dir, dir);
     let seg = segment_path(dir, seq);
     fs::write(&seg, &image).unwrap();
-    let before = snapshot(dir);
+    let before = snapshot(dir, false);
 
     // inspect(): reported as damage in the middle, losing exactly this LSN; nothing changes.
     let ins = syncjournal::inspect::inspect(dir).unwrap_or_else(|e| panic!("{ctx}: {e}"));
@@ -130,7 +114,11 @@ fn check_flip(t: &Template, seq: u64, at: usize, bit: u32) {
     assert_eq!(d.offset, f.offset as u64, "{ctx}: inspect offset");
     assert!(!d.torn_tail, "{ctx}: inspect calls it a torn tail");
     assert_eq!(d.lost, lsn..lsn + 1, "{ctx}: inspect lost range");
-    assert_eq!(snapshot(dir), before, "{ctx}: inspect modified the journal");
+    assert_eq!(
+        snapshot(dir, false),
+        before,
+        "{ctx}: inspect modified the journal"
+    );
 
     // AbsoluteConsistency and TolerateTornTail: the same error, nothing changed.
     for mode in [
@@ -145,7 +133,7 @@ fn check_flip(t: &Template, seq: u64, at: usize, bit: u32) {
         assert_eq!(c.segment, seg, "{ctx}, {mode:?}");
         assert_eq!(c.offset, f.offset as u64, "{ctx}, {mode:?}: offset");
         assert_eq!(
-            snapshot(dir),
+            snapshot(dir, false),
             before,
             "{ctx}, {mode:?}: refused open modified"
         );
@@ -183,7 +171,7 @@ fn check_flip(t: &Template, seq: u64, at: usize, bit: u32) {
         &image[f.offset..f.offset + cut.len as usize],
         "{ctx}: side file"
     );
-    let records = read_all_records(&j);
+    let records = read_all(&j);
     assert_records_with_gaps(&records, &t.payloads, &[(lsn, lsn + 1)]);
     let gap = records.iter().find(|r| r.kind == KIND_GAP).unwrap();
     assert_eq!(gap.lsn, lsn, "{ctx}");
@@ -216,7 +204,7 @@ fn check_flip(t: &Template, seq: u64, at: usize, bit: u32) {
 
 /// Byte offsets (within a frame) covering every header field, the first and last payload
 /// bytes, `payload_samples` payload bytes between, and the padding.
-fn frame_positions(f: &FrameLoc, rng: &mut TestRng, payload_samples: usize) -> Vec<usize> {
+fn frame_positions(f: &FrameLoc, rng: &mut Rng, payload_samples: usize) -> Vec<usize> {
     let mut v: Vec<usize> = (0..FRAME_HEADER_BYTES).collect();
     v.push(FRAME_HEADER_BYTES);
     v.push(FRAME_HEADER_BYTES + f.payload_len - 1);
@@ -271,7 +259,7 @@ fn every_bit_of_every_header_field_is_protected() {
 #[test]
 fn flips_sampled_across_the_data_area_are_detected() {
     let t = Template::new(40, 45);
-    let mut rng = TestRng::new(11);
+    let mut rng = Rng::mixed(11);
     let frames = &t.frames[0];
     let last = frames.last().unwrap();
     let start = frames[0].offset;
@@ -290,7 +278,7 @@ fn flips_in_sealed_segments_are_damage_in_the_middle() {
     assert_eq!(t.images.len(), 3);
     let first_of = |seq: usize| t.frames[seq - 1].first().unwrap().lsn;
     let last_of = |seq: usize| t.frames[seq - 1].last().unwrap().lsn;
-    let mut rng = TestRng::new(3);
+    let mut rng = Rng::mixed(3);
     let lsns = [
         first_of(1),
         (first_of(1) + last_of(1)) / 2,

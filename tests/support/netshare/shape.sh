@@ -6,9 +6,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
-sj_need_root
-sj_lock 30
-[ -f "$SJNS_STATE/up" ] || sj_die "not up (run up.sh)"
+sj_need_up
 case "${1:---show}" in
     --delay) awk -v d="${2:-}" 'BEGIN{exit !(d ~ /^[0-9]+(\.[0-9]+)?$/)}' || sj_die "--delay needs MS"
              echo "$2" > "$SJNS_STATE/delay.tmp" && mv "$SJNS_STATE/delay.tmp" "$SJNS_STATE/delay"

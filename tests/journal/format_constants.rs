@@ -4,9 +4,6 @@
 //! prose (the `HEAD` page, gap frames, damaged regions, resynchronisation, side-file names,
 //! `ACK` outside its slots, varints) are checked below against files the crate itself writes.
 
-mod cli_support;
-use cli_support::common;
-
 use std::collections::BTreeMap;
 
 use syncjournal::JournalOptions;
@@ -308,9 +305,9 @@ fn change_set_examples_in_the_document_are_what_the_store_writes() {
 
 use std::path::Path;
 
-use common::{
-    FrameLoc, frames_of_segment, open_with_mode, opts_with_mode, payload_for_lsn, read_all_records,
-    segment_path, write_journal_records,
+use crate::support::journal::{
+    frames, open_with_mode, opts_with_mode, payload_for_lsn, read_all, segment_path,
+    write_journal_records,
 };
 use syncjournal::journal::scan::{DamagedRegion, ScanInput, scan_segment};
 use syncjournal::{DamageKind, Journal, PersistMode, RecoveryMode};
@@ -320,10 +317,6 @@ const PAYLOAD: usize = 100;
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn frames_of(dir: &Path, seq: u64) -> Vec<FrameLoc> {
-    frames_of_segment(&read(&segment_path(dir, seq)), seq)
 }
 
 /// A segment image built with the crate's own encoders, for feeding the scanner directly.
@@ -460,8 +453,8 @@ fn a_gap_frame_fills_its_damaged_region_exactly_chains_to_its_predecessor_and_en
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("j");
     write_journal_records(&dir, 500, PAYLOAD, PersistMode::Sync);
-    let seg1 = frames_of(&dir, 1);
-    let seg2_first = frames_of(&dir, 2)[0].lsn;
+    let seg1 = frames(&segment_path(&dir, 1));
+    let seg2_first = frames(&segment_path(&dir, 2))[0].lsn;
     let last = *seg1.last().unwrap();
     assert_eq!(seg2_first, last.lsn + 1);
     // LSN 300: its end LSN 301 needs more than one varint byte (`fb 2d 01`).
@@ -568,7 +561,7 @@ fn a_torn_tail_cut_starts_at_the_end_of_data_ends_8_aligned_and_is_kept_under_a_
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("j");
     write_journal_records(&dir, 10, PAYLOAD, PersistMode::Sync);
-    let frames = frames_of(&dir, 1);
+    let frames = frames(&segment_path(&dir, 1));
     let end = frames[9].offset + frames[9].len;
     let stray = end + 1003; // not a multiple of 8
     let path = segment_path(&dir, 1);
@@ -708,7 +701,7 @@ fn valid_frames_after_a_torn_tail_that_claim_nothing_durable_are_dropped() {
     let dir = tmp.path().join("j");
     // Buffered: every frame was written before any sync, so each claims synced_lsn 0.
     let payloads = write_journal_records(&dir, 10, PAYLOAD, PersistMode::Buffered);
-    let frames = frames_of(&dir, 1);
+    let frames = frames(&segment_path(&dir, 1));
     assert!(frames.iter().all(|f| f.synced_lsn == 0));
     let path = segment_path(&dir, 1);
     let mut image = read(&path);
@@ -732,7 +725,7 @@ fn valid_frames_after_a_torn_tail_that_claim_nothing_durable_are_dropped() {
         cut.records_dropped, 5,
         "LSNs 6..=10 verified but were dropped"
     );
-    let records = read_all_records(&j);
+    let records = read_all(&j);
     assert_eq!(records.len(), 4);
     assert_eq!(records[3].payload, payloads[3]);
     assert_eq!(j.state().next_lsn, 5);
@@ -757,7 +750,7 @@ fn a_missing_ack_is_recreated_in_slot_1_at_the_first_retained_lsn_minus_1() {
     );
 
     // Retire segment 1: the first retained LSN is now above 1.
-    let last_of_1 = frames_of(&dir, 1).last().unwrap().lsn;
+    let last_of_1 = frames(&segment_path(&dir, 1)).last().unwrap().lsn;
     j.ack(last_of_1).unwrap();
     assert!(!segment_path(&dir, 1).exists());
     j.close().unwrap();
@@ -815,7 +808,7 @@ fn recover_also_retires_acknowledged_segments() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("j");
     write_journal_records(&dir, 600, PAYLOAD, PersistMode::Sync);
-    let last_of_1 = frames_of(&dir, 1).last().unwrap().lsn;
+    let last_of_1 = frames(&segment_path(&dir, 1)).last().unwrap().lsn;
     let j = Journal::open(
         &dir,
         opts_with_mode(RecoveryMode::TolerateTornTail).retain_acked_segments(1),
@@ -826,11 +819,11 @@ fn recover_also_retires_acknowledged_segments() {
     assert!(segment_path(&dir, 1).exists(), "kept for re-replay");
     // `recover` runs retention with the default policy: what was acknowledged less than an
     // hour ago stays ...
-    cli_support::sj(&[std::ffi::OsStr::new("recover"), dir.as_os_str()]).code(0);
+    crate::support::cli::sj(&[std::ffi::OsStr::new("recover"), dir.as_os_str()]).code(0);
     assert!(segment_path(&dir, 1).exists(), "acknowledged a moment ago");
     // ... what was acknowledged two hours ago goes.
     age_acknowledgement(&dir, 2 * 3600 * 1000);
-    cli_support::sj(&[std::ffi::OsStr::new("recover"), dir.as_os_str()]).code(0);
+    crate::support::cli::sj(&[std::ffi::OsStr::new("recover"), dir.as_os_str()]).code(0);
     assert!(!segment_path(&dir, 1).exists(), "retired by `recover`");
     assert!(segment_path(&dir, 2).exists());
 }

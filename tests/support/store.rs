@@ -1,0 +1,139 @@
+//! The store tests' application: its schema (three tables, one of each key shape), the file
+//! names of a test directory, store options without background sync, change sets of it, and
+//! dumps of its tables on the cache and on the target.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+use syncjournal::{
+    ChangeSet, JournalOptions, RejectPolicy, ReplayOptions, Store, StoreOptions, TargetOptions,
+    Value,
+};
+
+use super::journal::SEG_BYTES;
+use super::targets::{dump_table, open_ro};
+
+/// The application schema of the cache (and, unless a test says otherwise, of the target).
+///
+/// * `items`: integer key (a rowid alias), one column of each declared type;
+/// * `pairs`: composite key (text, integer), an untyped column (takes any value as is);
+/// * `tags`: text key and a `NOT NULL` column without a default (inserts must give it).
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, data BLOB);
+CREATE TABLE IF NOT EXISTS pairs (a TEXT NOT NULL, b INTEGER NOT NULL, v, note TEXT, PRIMARY KEY (a, b));
+CREATE TABLE IF NOT EXISTS tags (tag TEXT PRIMARY KEY, weight REAL NOT NULL, raw BLOB);
+";
+
+/// The application tables and the `ORDER BY` that sorts each by its primary key.
+pub const TABLES: [(&str, &str); 3] = [("items", "id"), ("pairs", "a, b"), ("tags", "tag")];
+
+/// File names used inside a test directory.
+pub struct Paths {
+    pub journal: PathBuf,
+    pub cache: PathBuf,
+    pub target: PathBuf,
+}
+
+impl Paths {
+    pub fn in_dir(dir: &Path) -> Paths {
+        Paths {
+            journal: dir.join("journal"),
+            cache: dir.join("cache.db"),
+            target: dir.join("target.db"),
+        }
+    }
+}
+
+/// Store options: the shared schema, small segments, a target created on first use with the
+/// same schema, no background sync, no retries (a failed `sync_now` returns at once).
+pub fn store_opts(target: &Path, policy: RejectPolicy) -> StoreOptions {
+    store_opts_with_target_schema(target, policy, SCHEMA)
+}
+
+/// Like [`store_opts`], with another schema for the target (created on first use).
+pub fn store_opts_with_target_schema(
+    target: &Path,
+    policy: RejectPolicy,
+    target_schema: &str,
+) -> StoreOptions {
+    store_opts_full(
+        target,
+        TargetOptions::new()
+            .create_if_missing(true)
+            .create_schema(target_schema),
+        ReplayOptions::new()
+            .reject_policy(policy)
+            .retry_attempts_max(0),
+    )
+}
+
+/// The shared cache schema, small segments, no background sync, and the given target and
+/// replay options.
+pub fn store_opts_full(target: &Path, topts: TargetOptions, replay: ReplayOptions) -> StoreOptions {
+    local_opts().target(target, topts).replay(replay)
+}
+
+/// Store options without a target: the shared cache schema, small segments, acknowledged
+/// segments removed at once, no background sync.
+pub fn local_opts() -> StoreOptions {
+    StoreOptions::new()
+        .journal(
+            JournalOptions::new()
+                .segment_bytes_max(SEG_BYTES)
+                .retain_acked_ms(0),
+        )
+        .cache_schema(SCHEMA)
+        .background_sync(false)
+}
+
+/// Opens a `Store<ChangeSet>`.
+pub fn open(paths: &Paths, opts: StoreOptions) -> Store {
+    Store::open(&paths.journal, &paths.cache, opts).expect("open store")
+}
+
+/// Every application table (see [`TABLES`]).
+pub fn dump_all(conn: &Connection) -> rusqlite::Result<Vec<Vec<Vec<Value>>>> {
+    TABLES
+        .iter()
+        .map(|(t, order)| dump_table(conn, t, order))
+        .collect()
+}
+
+/// The application tables of the store's cache, read through the store.
+pub fn dump_cache(store: &Store) -> Vec<Vec<Vec<Value>>> {
+    store.read(dump_all).expect("read cache")
+}
+
+/// The application tables of the target.
+pub fn dump_target(path: &Path) -> Vec<Vec<Vec<Value>>> {
+    dump_all(&open_ro(path)).expect("read target")
+}
+
+/// A change set that inserts item `id` with a name, a quantity, a price and some bytes.
+pub fn item(id: i64) -> ChangeSet {
+    ChangeSet::new().insert(
+        "items",
+        [("id", id)],
+        [
+            ("name", Value::from(format!("item-{id}"))),
+            ("qty", Value::Integer(id * 10)),
+            ("price", Value::Real(id as f64 + 0.25)),
+            ("data", Value::Blob(vec![id as u8; 3])),
+        ],
+    )
+}
+
+/// A change set that upserts tag `tag` with a weight.
+pub fn tag(tag: &str, weight: f64) -> ChangeSet {
+    ChangeSet::new().upsert("tags", [("tag", tag)], [("weight", weight)])
+}
+
+/// The ids present in `items` of a database.
+pub fn item_ids(conn: &Connection) -> Vec<i64> {
+    conn.prepare("SELECT id FROM items ORDER BY id")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()
+        })
+        .expect("read items")
+}
