@@ -26,21 +26,19 @@
 //! 200 cycles by default; soak with `SYNCJOURNAL_SOAK_CYCLES=10000`. Replay a run with
 //! `SYNCJOURNAL_PIPELINE_SEED`.
 
-mod torture_common;
-
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use syncjournal::replay::TargetFaults;
+use crate::support::events::{Bump, COUNTER_SCHEMA, counters_of, fold, logged_seqs};
+use crate::support::faults::SlowTarget;
+use crate::support::process::{ChildLines, child_test_command, summary, test_path, with_timeout};
+use crate::support::rng::Rng;
+use crate::support::targets::{create_target, integrity, open_target, watermark_of};
 use syncjournal::{
     Journal, JournalEvent, JournalOptions, Lsn, ReplayOptions, Store, StoreOptions, TargetOptions,
-};
-use torture_common::{
-    Bump, COUNTER_SCHEMA, ChildLines, Rng, child_test_command, counters_of, create_target, fold,
-    integrity, logged_seqs, open_target, summary, target_watermark, with_timeout,
 };
 
 const ENV_DIR: &str = "SYNCJOURNAL_PIPELINE_DIR";
@@ -74,22 +72,6 @@ fn journal_opts() -> JournalOptions {
         .retain_acked_segments(usize::MAX)
 }
 
-/// The child's target: slow statements, and a line on stdout after each commit.
-struct SlowTarget;
-
-impl TargetFaults for SlowTarget {
-    fn before_statement(&self, _index: usize, _label: &str) -> rusqlite::Result<()> {
-        std::thread::sleep(STATEMENT_SLEEP);
-        Ok(())
-    }
-
-    fn after_commit(&self) -> rusqlite::Result<()> {
-        println!("COMMITTED");
-        std::thread::sleep(AFTER_COMMIT_SLEEP);
-        Ok(())
-    }
-}
-
 /// The child: applies until killed. Does nothing unless started by `pipeline_kill9_cycles`.
 #[test]
 #[ignore = "child process of pipeline_kill9_cycles"]
@@ -110,7 +92,10 @@ fn pipeline_kill9_child() {
                 &target,
                 TargetOptions::new()
                     .busy_timeout_ms(5_000)
-                    .faults(Arc::new(SlowTarget)),
+                    .faults(Arc::new(SlowTarget {
+                        statement_sleep: STATEMENT_SLEEP,
+                        after_commit_sleep: AFTER_COMMIT_SLEEP,
+                    })),
             )
             .replay(
                 ReplayOptions::new()
@@ -177,7 +162,7 @@ fn parse(line: &str, out: &mut ChildReport) {
 fn run_child(dir: &Path, cycle: u64, batch: usize, kill_at: KillAt) -> ChildReport {
     let stderr_path = dir.join("child.stderr");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut cmd = child_test_command(CHILD_TEST, ENV_DIR, dir);
+    let mut cmd = child_test_command(&test_path(module_path!(), CHILD_TEST), ENV_DIR, dir);
     cmd.env(ENV_CYCLE, cycle.to_string())
         .env(ENV_BATCH, batch.to_string())
         .stdin(Stdio::null())
@@ -271,7 +256,7 @@ fn check_cycle(
         .unwrap_or_else(|e| panic!("reopen the journal: {e}"));
     t.cuts += journal.recovery_report().cuts.len();
     let st = journal.state();
-    let w = target_watermark(&tc, st.journal_id);
+    let w = watermark_of(&tc, st.journal_id);
     if st.first_lsn != 1 {
         failures.push(format!(
             "first retained LSN {} (retention is off)",
@@ -467,11 +452,7 @@ fn run_round(first_cycle: u64, cycles: u64, rng: &mut Rng, seed: u64, t: &mut To
     let cache_counters = store.read(|c| Ok(counters_of(c))).unwrap();
     store.close().unwrap();
     let tc = open_target(&target);
-    assert_eq!(
-        target_watermark(&tc, st.journal_id),
-        head,
-        "final watermark"
-    );
+    assert_eq!(watermark_of(&tc, st.journal_id), head, "final watermark");
     assert_eq!(integrity(&tc), "ok");
     let logged = logged_seqs(&tc);
     t.duplicated += duplicates(&logged);

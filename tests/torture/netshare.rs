@@ -1,11 +1,11 @@
 //! Replay to a target database on a REAL network share, with real faults.
 //!
-//! The harness in `tests/netshare/` brings up, for this test only, an sshd (internal-sftp
+//! The harness in `tests/support/netshare/` brings up, for this test only, an sshd (internal-sftp
 //! only) in a network namespace of its own behind a veth pair, an sshfs mount of its export
 //! (soft profile: keepalive every second, EIO after about 3-4 s of outage, reconnect on the
 //! next access), a userspace relay that adds 1 ms of latency in each direction, and faults
 //! (link down, server killed), and tears it all down at the end. Each scenario writes
-//! NON-IDEMPOTENT `Increment` events through a [`Store`] (a duplicate application shows in a
+//! NON-IDEMPOTENT `Bump` events through a [`Store`] (a duplicate application shows in a
 //! counter and in the log table) to a fresh target database on the share, and checks it
 //! against a reference model ([`Ledger`]) through a fresh connection on the mount and
 //! directly in the server's export directory:
@@ -26,23 +26,21 @@
 //! The scenarios run in sequence in one test function (faults are global to the share). It
 //! needs root and `apt-get install sshfs fuse3 openssh-server openssh-sftp-server iptables`;
 //! without them it prints `SKIPPED netshare: <reason>` and passes, unless `CI` is set, when it
-//! fails. `SJNS_KEEP=1` leaves the share up afterwards (for debugging; `tests/netshare/down.sh`
+//! fails. `SJNS_KEEP=1` leaves the share up afterwards (for debugging; `tests/support/netshare/down.sh`
 //! removes it).
 
-mod replay_common;
-
-mod support;
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use replay_common::{COUNTER_SCHEMA, Increment, Ledger, counter_for, create_target};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use support::netshare::{Fault, Healer, Share};
-use support::process::{skip_or_fail, summary as say};
+use crate::support::events::{Bump, COUNTER_SCHEMA, Ledger, counters_of};
+use crate::support::faults::ioerr;
+use crate::support::netshare::{Fault, Healer, Share};
+use crate::support::process::{skip_or_fail, summary};
+use crate::support::targets::{create_target, integrity, open_ro, open_target, watermark_of};
+use rusqlite::Connection;
 use syncjournal::replay::TargetFaults;
 use syncjournal::{Lsn, ReplayOptions, Store, StoreOptions, SyncReport, TargetOptions};
 
@@ -110,7 +108,7 @@ impl TargetFaults for Hook {
         if let Some(f) = self.on_commit.lock().unwrap().as_mut()
             && f()
         {
-            return Err(replay_common::ioerr());
+            return Err(ioerr());
         }
         Ok(())
     }
@@ -121,7 +119,7 @@ impl TargetFaults for Hook {
 
 struct Rig {
     _dir: tempfile::TempDir,
-    store: Store<Increment>,
+    store: Store<Bump>,
     /// The target through the mount.
     target: PathBuf,
     /// The same file in the server's export directory.
@@ -141,7 +139,7 @@ impl Rig {
         create_target(&target, COUNTER_SCHEMA);
         assert!(server_file.exists(), "the target was created on the server");
         let hook = Arc::new(Hook::default());
-        let store: Store<Increment> = Store::open(
+        let store: Store<Bump> = Store::open(
             dir.path().join("journal"),
             dir.path().join("cache.db"),
             StoreOptions::new()
@@ -172,12 +170,9 @@ impl Rig {
     fn append(&mut self, n: u64) -> Lsn {
         for _ in 0..n {
             let seq = self.ledger.head() + 1;
-            let ev = Increment {
-                id: counter_for(seq),
-                seq,
-            };
+            let ev = Bump::new(seq as i64);
             let lsn = self.store.apply(&ev).unwrap();
-            self.ledger.note(lsn, Some(ev.id));
+            self.ledger.note(lsn, Some(ev.counter));
         }
         self.ledger.head()
     }
@@ -232,15 +227,12 @@ impl Rig {
         assert!(st.last_success_ms.is_some(), "{what}: last_success: {st:?}");
         assert_eq!(st.target_lsn, Some(head), "{what}: target_lsn: {st:?}");
         assert_eq!(st.cache_applied_lsn, Some(head), "{what}: cache: {st:?}");
-        let mount = tally(&open_rw(&self.target), self.journal_id, &self.ledger);
+        let mount = tally(&open_target(&self.target), self.journal_id, &self.ledger);
         mount.assert_exact(&format!("{what} (fresh connection on the mount)"), head);
         let server = tally(&open_ro(&self.server_file), self.journal_id, &self.ledger);
         server.assert_exact(&format!("{what} (server's export directory)"), head);
         // The cache folds the same entries.
-        let cache = self
-            .store
-            .read(|c| Ok(replay_common::counters_of(c)))
-            .unwrap();
+        let cache = self.store.read(|c| Ok(counters_of(c))).unwrap();
         assert_eq!(cache, self.ledger.fold(head), "{what}: cache");
         mount
     }
@@ -261,26 +253,6 @@ impl Rig {
     }
 }
 
-fn open_rw(path: &Path) -> Connection {
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    c.busy_timeout(Duration::from_secs(10)).unwrap();
-    c
-}
-
-fn open_ro(path: &Path) -> Connection {
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .unwrap_or_else(|e| panic!("open {} read-only: {e}", path.display()));
-    c.busy_timeout(Duration::from_secs(10)).unwrap();
-    c
-}
-
 /// What a target holds, compared with the model.
 #[derive(Debug)]
 struct Tally {
@@ -298,16 +270,8 @@ struct Tally {
 }
 
 fn tally(c: &Connection, journal_id: uuid::Uuid, ledger: &Ledger) -> Tally {
-    let integrity = replay_common::integrity(c);
-    let watermark = c
-        .query_row(
-            "SELECT lsn FROM syncjournal_progress WHERE journal_id = ?1",
-            [journal_id.to_string()],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()
-        .unwrap()
-        .map_or(0, |l| l as Lsn);
+    let integrity = integrity(c);
+    let watermark = watermark_of(c, journal_id);
     let (rows, distinct_upto, beyond): (i64, i64, i64) = c
         .query_row(
             "SELECT count(*), count(DISTINCT CASE WHEN seq <= ?1 THEN seq END),
@@ -322,7 +286,7 @@ fn tally(c: &Connection, journal_id: uuid::Uuid, ledger: &Ledger) -> Tally {
     Tally {
         integrity,
         watermark,
-        counters: replay_common::counters_of(c),
+        counters: counters_of(c),
         expected: ledger.fold(watermark),
         lost: (watermark as i64 - distinct_upto).max(0) as u64,
         duplicated: (rows - distinct) as u64,
@@ -742,7 +706,7 @@ fn replay_to_a_real_network_share() {
             return;
         }
     };
-    say(&format!(
+    summary(&format!(
         "netshare: up in {} (mount {}, export {})",
         secs(t0.elapsed()),
         share.mnt.display(),
@@ -758,21 +722,21 @@ fn replay_to_a_real_network_share() {
         let t = Instant::now();
         // Heals whatever a previous scenario left, clears the latency, rebuilds a dead mount.
         if let Err(e) = share.reset() {
-            say(&format!("netshare {name}: FAILED: reset: {e}"));
+            summary(&format!("netshare {name}: FAILED: reset: {e}"));
             failures.push(format!("{name}: reset: {e}"));
             continue;
         }
         match run_scenario(&share, name, Duration::from_secs(timeout), f) {
-            Ok(line) => say(&format!("{line} [{}]", secs(t.elapsed()))),
+            Ok(line) => summary(&format!("{line} [{}]", secs(t.elapsed()))),
             Err(e) => {
-                say(&format!("netshare {name}: FAILED: {e}"));
+                summary(&format!("netshare {name}: FAILED: {e}"));
                 failures.push(format!("{name}: {e}"));
             }
         }
     }
     let t = Instant::now();
     share.down();
-    say(&format!(
+    summary(&format!(
         "netshare: down in {}; total {}",
         secs(t.elapsed()),
         secs(t0.elapsed())

@@ -1,5 +1,5 @@
 //! Exactly once under `kill -9` of the replaying process. The parent prepares a journal of
-//! NON-IDEMPOTENT `Increment` events and a target; each cycle it starts a child (this test
+//! NON-IDEMPOTENT `Bump` events and a target; each cycle it starts a child (this test
 //! binary re-executed to run only the ignored test `replay_kill9_child`) that opens the
 //! journal and replays it with big batches to a slow target (every statement sleeps a little,
 //! so that most of the time is spent inside target transactions), and kills it with SIGKILL at
@@ -9,23 +9,20 @@
 //! partial batch, never a duplicate — and the journal's acknowledgement is never ahead of the
 //! watermark. At the end a final sync completes and every counter equals all its increments.
 
-mod replay_common;
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-use replay_common::{
-    COUNTER_SCHEMA, Increment, Ledger, Rng, counters_of, create_target, integrity, log_stats,
-    open_target, target_watermark,
-};
-use syncjournal::replay::TargetFaults;
-use syncjournal::{Journal, JournalOptions, Lsn, ReplayOptions, Replayer, TargetOptions};
+use crate::support::events::{Bump, COUNTER_SCHEMA, Ledger, counters_of, log_stats};
+use crate::support::faults::SlowTarget;
+use crate::support::process::{ChildLines, child_test_command, test_path};
+use crate::support::rng::Rng;
+use crate::support::targets::{TargetKind, TestTarget, integrity};
+use syncjournal::{Journal, JournalOptions, Lsn, ReplayOptions, Replayer};
 
 const ENV_DIR: &str = "SYNCJOURNAL_REPLAY_KILL9_DIR";
+const ENV_KIND: &str = "SYNCJOURNAL_REPLAY_KILL9_TARGET_KIND";
 const CHILD_TEST: &str = "replay_kill9_child";
 const CYCLES: usize = 40;
 /// Entries per target transaction in the child.
@@ -48,26 +45,12 @@ fn journal_opts() -> JournalOptions {
     JournalOptions::new().segment_bytes_max(256 << 10)
 }
 
-fn paths(dir: &Path) -> (PathBuf, PathBuf) {
-    (dir.join("journal"), dir.join("share").join("target.db"))
-}
-
-/// The child's target: slow statements, and a line on stdout after each commit.
-struct SlowTarget;
-
-impl TargetFaults for SlowTarget {
-    fn before_statement(&self, _index: usize, _label: &str) -> rusqlite::Result<()> {
-        std::thread::sleep(STATEMENT_SLEEP);
-        Ok(())
-    }
-
-    fn after_commit(&self) -> rusqlite::Result<()> {
-        println!("COMMITTED");
-        // Widen the window between the commit and the local acknowledgement, so that some
-        // kills land there too.
-        std::thread::sleep(AFTER_COMMIT_SLEEP);
-        Ok(())
-    }
+/// The journal and the target (of `kind`) of the test directory `dir`.
+fn paths(dir: &Path, kind: TargetKind) -> (PathBuf, TestTarget) {
+    (
+        dir.join("journal"),
+        TestTarget::named(kind, &dir.join("share"), "target.db"),
+    )
 }
 
 /// The child: replays until killed. Does nothing unless started by `replay_kill9_cycles`.
@@ -77,14 +60,20 @@ fn replay_kill9_child() {
     let Some(dir) = std::env::var_os(ENV_DIR) else {
         return;
     };
-    let (jdir, target) = paths(Path::new(&dir));
+    let kind = std::env::var(ENV_KIND).expect("target kind");
+    let kind = TargetKind::from_name(&kind).expect("a known target kind");
+    let (jdir, target) = paths(Path::new(&dir), kind);
     let journal = Arc::new(Journal::open(jdir, journal_opts()).expect("child: open journal"));
-    let mut replayer: Replayer<Increment> = Replayer::new(
+    let mut replayer: Replayer<Bump> = Replayer::new(
         journal,
-        target,
-        TargetOptions::new()
+        target.spec(),
+        target
+            .options()
             .busy_timeout_ms(5000)
-            .faults(Arc::new(SlowTarget)),
+            .faults(Arc::new(SlowTarget {
+                statement_sleep: STATEMENT_SLEEP,
+                after_commit_sleep: AFTER_COMMIT_SLEEP,
+            })),
         ReplayOptions::new()
             .batch_entries_max(BATCH)
             .retry_attempts_max(3)
@@ -114,53 +103,18 @@ struct ChildOutput {
     caught_up: bool,
 }
 
-fn run_and_kill(dir: &Path, rng: &mut Rng) -> ChildOutput {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            CHILD_TEST,
-            "--nocapture",
-            "--ignored",
-            "--test-threads",
-            "1",
-        ])
-        .env(ENV_DIR, dir)
-        .env("RUST_BACKTRACE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+fn run_and_kill(dir: &Path, kind: TargetKind, rng: &mut Rng) -> ChildOutput {
+    let mut cmd = child_test_command(&test_path(module_path!(), CHILD_TEST), ENV_DIR, dir);
+    cmd.env(ENV_KIND, kind.name()).stderr(Stdio::inherit());
+    let mut child = ChildLines::spawn(cmd);
     // Wait for READY (hang guard only). The test harness may print "test <name> ... " in
     // front of the child's first line.
-    let deadline = std::time::Instant::now() + CHILD_WAIT;
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-            Ok(l) if l.ends_with("READY") => break,
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                panic!("hang guard: the child did not start within {CHILD_WAIT:?}");
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = child.wait().unwrap();
-                panic!("the child exited before it was ready: {status}");
-            }
-        }
+    if let Err(e) = child.wait_for("READY", CHILD_WAIT, &mut |_| {}) {
+        panic!("{e}");
     }
     std::thread::sleep(Duration::from_millis(rng.range(0, KILL_WITHIN_MS)));
-    child.kill().expect("SIGKILL the child");
-    let status = child.wait().unwrap();
+    child.child.kill().expect("SIGKILL the child");
+    let status = child.child.wait().unwrap();
     {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(
@@ -169,9 +123,8 @@ fn run_and_kill(dir: &Path, rng: &mut Rng) -> ChildOutput {
             "the child must die of SIGKILL, not exit on its own: {status}"
         );
     }
-    reader.join().unwrap();
     let mut out = ChildOutput::default();
-    for line in rx.try_iter() {
+    for line in child.drain() {
         if line.ends_with("COMMITTED") {
             out.commits += 1;
         } else if line.ends_with("CAUGHT_UP") {
@@ -206,13 +159,18 @@ fn diff(
 
 #[test]
 fn replay_kill9_cycles() {
+    for kind in TargetKind::all() {
+        replay_kill9_cycles_on(kind);
+    }
+}
+
+fn replay_kill9_cycles_on(kind: TargetKind) {
     let (mut rng, seed) = Rng::from_env_or_time("REPLAY_TEST_SEED");
-    eprintln!("REPLAY_TEST_SEED={seed}");
+    eprintln!("REPLAY_TEST_SEED={seed} (target: {kind})");
     let dir = tempfile::tempdir().unwrap();
-    let (jdir, target) = paths(dir.path());
-    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-    create_target(&target, COUNTER_SCHEMA);
-    let hot_journal = PathBuf::from(format!("{}-journal", target.display()));
+    let (jdir, target) = paths(dir.path(), kind);
+    std::fs::create_dir_all(dir.path().join("share")).unwrap();
+    target.create_schema(COUNTER_SCHEMA);
 
     let mut ledger = Ledger::default();
     let journal_id = {
@@ -234,24 +192,22 @@ fn replay_kill9_cycles() {
             let j = Journal::open(&jdir, journal_opts()).unwrap();
             ledger.append_increments_batched(&j, TOP_UP, 500);
         }
-        let out = run_and_kill(dir.path(), &mut rng);
+        let out = run_and_kill(dir.path(), kind, &mut rng);
         batches += out.commits;
         for e in &out.errors {
             failures.push(format!("cycle {cycle}: the child's sync failed: {e}"));
         }
 
-        // A non-empty rollback journal: the kill landed inside a target transaction.
-        if std::fs::metadata(&hot_journal).is_ok_and(|m| m.len() > 0) {
+        // The kill landed inside a target transaction (SQLite: a non-empty rollback journal).
+        if target.interrupted_transaction() {
             mid_transaction += 1;
         }
-        let c = open_target(&target);
-        let ic = integrity(&c);
+        let ic = target.integrity();
         if ic != "ok" {
             failures.push(format!("cycle {cycle}: integrity_check: {ic}"));
         }
-        drop(c);
-        let w = target_watermark(&target, journal_id);
-        let c = open_target(&target);
+        let w = target.watermark(journal_id);
+        let c = target.connect();
         let (d_lost, d_dup) = diff(&counters_of(&c), &ledger.fold(w));
         let (rows, dup_seqs) = log_stats(&c);
         drop(c);
@@ -297,21 +253,21 @@ fn replay_kill9_cycles() {
 
     // A final sync completes: every increment exactly once.
     let journal = Arc::new(Journal::open(&jdir, journal_opts()).unwrap());
-    let mut r: Replayer<Increment> = Replayer::new(
+    let mut r: Replayer<Bump> = Replayer::new(
         Arc::clone(&journal),
-        &target,
-        TargetOptions::new(),
+        target.spec(),
+        target.options(),
         ReplayOptions::new().batch_entries_max(5000),
     );
     let report = r.sync_now();
-    let w = target_watermark(&target, journal_id);
-    let c = open_target(&target);
+    let w = target.watermark(journal_id);
+    let c = target.connect();
     let (d_lost, d_dup) = diff(&counters_of(&c), &ledger.fold(ledger.head()));
     let (rows, dup_seqs) = log_stats(&c);
     lost += d_lost;
     duplicated += d_dup + dup_seqs.len() as i64;
     eprintln!(
-        "replay kill9: cycles {CYCLES}, batches committed {batches} (at least), kills inside a transaction {mid_transaction}, kills between commit and acknowledgement {ack_behind}, cycles with progress {progressed}, entries {}, lost {lost}, duplicated {duplicated}",
+        "replay kill9 ({kind}): cycles {CYCLES}, batches committed {batches} (at least), kills inside a transaction {mid_transaction}, kills between commit and acknowledgement {ack_behind}, cycles with progress {progressed}, entries {}, lost {lost}, duplicated {duplicated}",
         ledger.head()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -27,8 +27,6 @@
 //! `SYNCJOURNAL_FOLLOWER_SEED` (the owner's appends are timed, so a replay repeats the kill
 //! schedule and batch sizes, not every interleaving).
 
-mod torture_common;
-
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -37,14 +35,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncjournal::replay::TargetFaults;
+use crate::support::events::{
+    COUNTER_SCHEMA, WideBump, counters_of, fold, log_shape, logged_seqs, ranges_of,
+};
+use crate::support::faults::SlowTarget;
+use crate::support::journal::{segment_first_lsns, segment_last_lsns};
+use crate::support::process::{
+    ChildLines, child_test_command, shm_tempdir, summary, test_path, with_timeout,
+};
+use crate::support::rng::Rng;
+use crate::support::targets::{create_target, integrity, open_target, watermark_of};
 use syncjournal::{
     JournalEvent, JournalOptions, Lsn, ReplayOptions, Replayer, Store, StoreOptions, TargetOptions,
-};
-use torture_common::{
-    COUNTER_SCHEMA, ChildLines, Rng, WideBump, child_test_command, counters_of, create_target,
-    fold, integrity, log_shape, logged_seqs, open_target, ranges_of, segment_first_lsns,
-    segment_last_lsns, shm_tempdir, summary, target_watermark, with_timeout,
 };
 
 const ENV_DIR: &str = "SYNCJOURNAL_FOLLOWER_KILL9_DIR";
@@ -76,21 +78,6 @@ fn journal_opts() -> JournalOptions {
         .retain_acked_segments(usize::MAX)
 }
 
-/// The follower's target: slow statements, and a line on stdout after each commit.
-struct SlowTarget;
-
-impl TargetFaults for SlowTarget {
-    fn before_statement(&self, _index: usize, _label: &str) -> rusqlite::Result<()> {
-        std::thread::sleep(STATEMENT_SLEEP);
-        Ok(())
-    }
-
-    fn after_commit(&self) -> rusqlite::Result<()> {
-        println!("COMMITTED");
-        Ok(())
-    }
-}
-
 /// The child: follows the journal until killed. Does nothing unless started by
 /// `a_killed_follower_loses_nothing_while_the_owner_rotates_segments`.
 #[test]
@@ -106,7 +93,10 @@ fn follower_kill9_child() {
         &target,
         TargetOptions::new()
             .busy_timeout_ms(5_000)
-            .faults(Arc::new(SlowTarget)),
+            .faults(Arc::new(SlowTarget {
+                statement_sleep: STATEMENT_SLEEP,
+                after_commit_sleep: Duration::ZERO,
+            })),
         ReplayOptions::new()
             .batch_entries_max(batch)
             .retry_attempts_max(3)
@@ -242,7 +232,7 @@ fn parse(line: &str, out: &mut ChildReport, owner: &Owner) {
 fn run_child(dir: &Path, cycle: u64, batch: usize, kill_at: KillAt, owner: &Owner) -> ChildReport {
     let stderr_path = dir.join("child.stderr");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut cmd = child_test_command(CHILD_TEST, ENV_DIR, dir);
+    let mut cmd = child_test_command(&test_path(module_path!(), CHILD_TEST), ENV_DIR, dir);
     cmd.env(ENV_BATCH, batch.to_string())
         .stdin(Stdio::null())
         .stderr(Stdio::from(stderr));
@@ -401,7 +391,7 @@ fn check_cycle(
         failures.push(format!("target integrity_check: {ic}"));
     }
     let id = store.journal_state().journal_id;
-    let w = target_watermark(&tc, id);
+    let w = watermark_of(&tc, id);
     let head = store.journal_state().durable_lsn;
     if w > head {
         failures.push(format!(
@@ -555,7 +545,7 @@ fn run(cycles: u64, rng: &mut Rng, seed: u64) -> Totals {
     let tc = open_target(&target);
     let id = store.journal_state().journal_id;
     assert_eq!(integrity(&tc), "ok");
-    let w = target_watermark(&tc, id);
+    let w = watermark_of(&tc, id);
     assert_eq!(w, head, "final watermark");
     let firsts = segment_first_lsns(&jdir);
     t.rotations += firsts

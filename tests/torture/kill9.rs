@@ -9,20 +9,20 @@
 //! around `ACK` writes and segment removals: the reopened journal must keep every reported
 //! acknowledgement and every reported record that was not acknowledged.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use support::journal::{digest, parse_payload, payload, read_from, segment_files, varied_len};
-use support::process::{child_test_command, with_timeout};
-use support::rng::Rng;
+use crate::support::journal::{
+    digest, parse_payload, payload, read_from, segment_files, varied_len,
+};
+use crate::support::process::{ChildLines, child_test_command, test_path, with_timeout};
+use crate::support::rng::Rng;
 use syncjournal::{Journal, JournalOptions, Lsn, PersistMode};
 
 const ENV_DIR: &str = "SYNCJOURNAL_KILL9_DIR";
@@ -175,8 +175,8 @@ struct Reports {
 fn run_cycle(dir: &Path, jdir: &Path, cycle: u64, kill_at: KillAt, retire: bool) -> Reports {
     let stderr_path = dir.join(format!("child-{cycle}.stderr"));
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut child = child_test_command("kill9_child", ENV_DIR, jdir)
-        .env(ENV_CYCLE, cycle.to_string())
+    let mut cmd = child_test_command(&test_path(module_path!(), "kill9_child"), ENV_DIR, jdir);
+    cmd.env(ENV_CYCLE, cycle.to_string())
         .env(
             if retire {
                 ENV_RETIRE
@@ -186,30 +186,9 @@ fn run_cycle(dir: &Path, jdir: &Path, cycle: u64, kill_at: KillAt, retire: bool)
             "1",
         )
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let pump = std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                // A line cut by the kill (no newline) promises nothing.
-                Ok(_) if !line.ends_with('\n') => break,
-                Ok(_) => {
-                    if tx.send(line.trim_end().to_owned()).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-
+        .stderr(Stdio::from(stderr));
+    // Lines cut by the kill (no newline) promise nothing: the pump drops them.
+    let mut child = ChildLines::spawn(cmd);
     let mut lines = Vec::new();
     let child_output = |lines: &Vec<String>| {
         format!(
@@ -223,7 +202,7 @@ fn run_cycle(dir: &Path, jdir: &Path, cycle: u64, kill_at: KillAt, retire: bool)
     let mut acks = 0usize;
     let mut wait_for = |lines: &mut Vec<String>, enough: &dyn Fn(bool, usize) -> bool| {
         while !enough(ready, acks) {
-            match rx.recv_timeout(CHILD_WAIT) {
+            match child.rx.recv_timeout(CHILD_WAIT) {
                 Ok(l) => {
                     ready |= l.ends_with("READY");
                     acks += usize::from(l.starts_with("DURABLE "));
@@ -251,10 +230,9 @@ fn run_cycle(dir: &Path, jdir: &Path, cycle: u64, kill_at: KillAt, retire: bool)
             std::thread::sleep(d);
         }
     }
-    child.kill().expect("SIGKILL the child");
-    let status = child.wait().expect("wait for the child");
-    pump.join().expect("stdout pump");
-    lines.extend(rx.try_iter());
+    child.child.kill().expect("SIGKILL the child");
+    let status = child.child.wait().expect("wait for the child");
+    lines.extend(child.drain());
     assert_eq!(
         status.signal(),
         Some(9),
