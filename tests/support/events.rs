@@ -1,17 +1,14 @@
 //! Events: the NON-IDEMPOTENT counter event ([`Bump`]: applying an entry twice shows in its
 //! counter and in the log of applications), its padded variant, the reference fold that checks
-//! a target against the journal ([`Ledger`], [`fold`]), readers of the counter tables, and the
-//! seed application's inventory schema.
-
-use std::collections::BTreeMap;
-use std::path::Path;
+//! a target against the journal ([`Ledger`], [`fold`]), and readers of the counter tables.
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use syncjournal::event::encode_event;
-use syncjournal::{ApplyContext, ApplyError, Journal, JournalEvent, Lsn, Value};
+use syncjournal::{ApplyContext, ApplyError, Journal, JournalEvent, Lsn};
 
-use super::targets::{TestTarget, dump, integrity, open_target};
+use super::targets::{TestTarget, integrity};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -256,9 +253,9 @@ pub fn ranges_of(sorted: &[i64]) -> Vec<std::ops::RangeInclusive<i64>> {
     out
 }
 
-/// The counters on an SQLite target, through a fresh connection.
-pub fn target_counters(path: &Path) -> BTreeMap<i64, i64> {
-    counters_of(&open_target(path))
+/// The counters on a target, through a fresh connection.
+pub fn target_counters(target: &TestTarget) -> BTreeMap<i64, i64> {
+    counters_of(&target.connect())
 }
 
 /// Asserts that the counter target holds exactly the fold of the entries up to its watermark,
@@ -277,25 +274,4 @@ pub fn assert_target_is_fold(target: &TestTarget, journal_id: uuid::Uuid, ledger
     let increments = ledger.fold(w).values().sum::<i64>();
     assert_eq!(rows, increments, "log rows = increments up to {w}");
     w
-}
-
-// ---------------------------------------------------------------------------------------------
-// The seed application's inventory.
-
-/// The seed application's schema (as in `examples/inventory.rs`).
-pub const INVENTORY_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS hosts (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, address TEXT, os TEXT);
-CREATE TABLE IF NOT EXISTS domains (
-    name TEXT PRIMARY KEY, host_id INTEGER, registrar TEXT);
-CREATE TABLE IF NOT EXISTS certificates (
-    id INTEGER PRIMARY KEY, domain TEXT NOT NULL, not_after TEXT NOT NULL, pem BLOB);
-";
-
-/// The inventory's tables.
-pub const INVENTORY_TABLES: [&str; 3] = ["hosts", "domains", "certificates"];
-
-/// Every inventory table.
-pub fn dump_inventory(c: &Connection) -> BTreeMap<&'static str, Vec<Vec<Value>>> {
-    INVENTORY_TABLES.iter().map(|t| (*t, dump(c, t))).collect()
 }

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod events;
 pub mod faults;
+pub mod inventory;
 pub mod journal;
 pub mod netshare;
 pub mod process;

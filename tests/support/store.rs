@@ -11,7 +11,7 @@ use syncjournal::{
 };
 
 use super::journal::SEG_BYTES;
-use super::targets::{dump_table, open_ro};
+use super::targets::{TargetKind, TestTarget, dump_table};
 
 /// The application schema of the cache (and, unless a test says otherwise, of the target).
 ///
@@ -27,40 +27,44 @@ CREATE TABLE IF NOT EXISTS tags (tag TEXT PRIMARY KEY, weight REAL NOT NULL, raw
 /// The application tables and the `ORDER BY` that sorts each by its primary key.
 pub const TABLES: [(&str, &str); 3] = [("items", "id"), ("pairs", "a, b"), ("tags", "tag")];
 
-/// File names used inside a test directory.
+/// The journal, the cache and the target of a test directory.
 pub struct Paths {
     pub journal: PathBuf,
     pub cache: PathBuf,
-    pub target: PathBuf,
+    pub target: TestTarget,
 }
 
 impl Paths {
+    /// `dir/journal`, `dir/cache.db` and an SQLite target `dir/target.db`.
     pub fn in_dir(dir: &Path) -> Paths {
+        Paths::of_kind(TargetKind::Sqlite, dir)
+    }
+
+    /// `dir/journal`, `dir/cache.db` and a target of `kind` named `target.db`.
+    pub fn of_kind(kind: TargetKind, dir: &Path) -> Paths {
         Paths {
             journal: dir.join("journal"),
             cache: dir.join("cache.db"),
-            target: dir.join("target.db"),
+            target: TestTarget::named(kind, dir, "target.db"),
         }
     }
 }
 
 /// Store options: the shared schema, small segments, a target created on first use with the
 /// same schema, no background sync, no retries (a failed `sync_now` returns at once).
-pub fn store_opts(target: &Path, policy: RejectPolicy) -> StoreOptions {
+pub fn store_opts(target: &TestTarget, policy: RejectPolicy) -> StoreOptions {
     store_opts_with_target_schema(target, policy, SCHEMA)
 }
 
 /// Like [`store_opts`], with another schema for the target (created on first use).
 pub fn store_opts_with_target_schema(
-    target: &Path,
+    target: &TestTarget,
     policy: RejectPolicy,
     target_schema: &str,
 ) -> StoreOptions {
     store_opts_full(
         target,
-        TargetOptions::new()
-            .create_if_missing(true)
-            .create_schema(target_schema),
+        target.options_creating(target_schema),
         ReplayOptions::new()
             .reject_policy(policy)
             .retry_attempts_max(0),
@@ -69,8 +73,12 @@ pub fn store_opts_with_target_schema(
 
 /// The shared cache schema, small segments, no background sync, and the given target and
 /// replay options.
-pub fn store_opts_full(target: &Path, topts: TargetOptions, replay: ReplayOptions) -> StoreOptions {
-    local_opts().target(target, topts).replay(replay)
+pub fn store_opts_full(
+    target: &TestTarget,
+    topts: TargetOptions,
+    replay: ReplayOptions,
+) -> StoreOptions {
+    local_opts().target(target.spec(), topts).replay(replay)
 }
 
 /// Store options without a target: the shared cache schema, small segments, acknowledged
@@ -105,8 +113,8 @@ pub fn dump_cache(store: &Store) -> Vec<Vec<Vec<Value>>> {
 }
 
 /// The application tables of the target.
-pub fn dump_target(path: &Path) -> Vec<Vec<Vec<Value>>> {
-    dump_all(&open_ro(path)).expect("read target")
+pub fn dump_target(target: &TestTarget) -> Vec<Vec<Vec<Value>>> {
+    dump_all(&target.read_only()).expect("read target")
 }
 
 /// A change set that inserts item `id` with a name, a quantity, a price and some bytes.

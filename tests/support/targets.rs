@@ -119,6 +119,11 @@ impl TestTarget {
         open_target(&self.path)
     }
 
+    /// A read-only connection that does not wait for locks (reads what is committed).
+    pub fn read_only(&self) -> Connection {
+        open_ro(&self.path)
+    }
+
     /// The target's watermark for `journal_id` (0: no row, or no bookkeeping yet).
     pub fn watermark(&self, journal_id: uuid::Uuid) -> Lsn {
         watermark_of(&self.connect(), journal_id)
@@ -161,6 +166,11 @@ impl TestTarget {
     pub fn interrupted_transaction(&self) -> bool {
         let hot = PathBuf::from(format!("{}-journal", self.path.display()));
         std::fs::metadata(hot).is_ok_and(|m| m.len() > 0)
+    }
+
+    /// Deletes the target (SQLite: the file).
+    pub fn remove(&self) {
+        std::fs::remove_file(&self.path).expect("remove the target");
     }
 
     /// Takes the target out of reach (SQLite: renames the file), as a share that went away;

@@ -31,20 +31,21 @@
 //!
 //! `SYNCJOURNAL_TRUTH_STEPS` (default 600) and `SYNCJOURNAL_TRUTH_SEED` (printed) replay a run.
 
-mod torture_common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::events::{
+    Bump, COUNTER_SCHEMA, WideBump, counters_of, fold, log_shape, now_ms,
+};
+use crate::support::journal::segment_first_lsns;
+use crate::support::process::{shm_tempdir, summary, with_timeout};
+use crate::support::rng::Rng;
+use crate::support::targets::{create_target, integrity, open_target, watermark_of};
 use rusqlite::Connection;
 use syncjournal::replay::{PendingBasis, SyncState, SyncStatus, offline_status};
 use syncjournal::{
     JournalOptions, Lsn, ReplayOptions, Replayer, Store, StoreOptions, SyncReport, TargetOptions,
-};
-use torture_common::{
-    Bump, COUNTER_SCHEMA, Rng, WideBump, counters_of, create_target, fold, integrity, log_shape,
-    open_target, segment_first_lsns, shm_tempdir, summary, target_watermark, with_timeout,
 };
 
 const STEPS_ENV: &str = "SYNCJOURNAL_TRUTH_STEPS";
@@ -60,12 +61,6 @@ const SNAPSHOTS_MAX: usize = 5;
 const STORE: usize = 0;
 const FOLLOWER: usize = 1;
 const NAMES: [&str; 2] = ["store", "follower"];
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 struct Paths {
     journal: PathBuf,
@@ -246,7 +241,7 @@ fn read_truth(path: &Path, id: uuid::Uuid, events: &[Bump]) -> Result<Lsn, Strin
     if ic != "ok" {
         return Err(format!("target integrity_check: {ic}"));
     }
-    let w = target_watermark(&c, id);
+    let w = watermark_of(&c, id);
     if w as usize > events.len() {
         return Err(format!(
             "target watermark {w} beyond the journal's {} entries",
@@ -1080,7 +1075,7 @@ fn offline_status_does_not_call_a_target_it_cannot_read_in_sync_when_it_is_behin
     let os = offline_status(&p.journal, Some(&p.target), STALLED_AFTER).unwrap();
     assert!(os.target_error.is_some(), "{os:?}");
     std::fs::rename(&p.away_share, &p.share).unwrap();
-    let held = target_watermark(&open_target(&p.target), os.status.journal_id);
+    let held = watermark_of(&open_target(&p.target), os.status.journal_id);
     assert_eq!((held, os.status.head_lsn), (10, 20));
     assert_ne!(
         os.status.state,
@@ -1100,7 +1095,7 @@ fn a_store_opened_while_its_target_is_unreadable_does_not_call_it_in_sync_when_i
     let st = store.status().unwrap();
     store.close().unwrap();
     std::fs::rename(&p.away_share, &p.share).unwrap();
-    let held = target_watermark(&open_target(&p.target), st.journal_id);
+    let held = watermark_of(&open_target(&p.target), st.journal_id);
     assert_eq!((held, st.head_lsn), (10, 20));
     assert_ne!(
         st.state,

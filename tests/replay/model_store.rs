@@ -16,15 +16,14 @@
 //! The number of cases is fixed (64, or `PROPTEST_CASES`); the seed is printed on failure and
 //! can be replayed with `PROPTEST_RNG_SEED=<seed>`.
 
-mod store_common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use syncjournal::error::CacheError;
 
+use crate::support::journal::SEG_BYTES;
+use crate::support::store::{Paths, dump_cache, dump_target, open, store_opts};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use store_common::{Paths, SMALL_SEGMENT, dump_cache, dump_target, open, store_opts};
 use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::{
     ChangeSet, Error, Journal, JournalOptions, Mutation, RejectPolicy, Store, Value,
@@ -592,7 +591,7 @@ fn run_case(ops: &[Op], cov: &Coverage) -> Result<(), TestCaseError> {
                     let journal = Journal::open(
                         &paths.journal,
                         JournalOptions::new()
-                            .segment_bytes_max(SMALL_SEGMENT)
+                            .segment_bytes_max(SEG_BYTES)
                             .retain_acked_ms(0),
                     )
                     .expect("open journal");

@@ -20,15 +20,15 @@
 //!   that is not the cache's), and 4 threads applying thousands of change sets, with SQLite's
 //!   own error log installed, meet no `SQLITE_FULL`.
 
-mod store_common;
-
 use std::sync::Arc;
 use syncjournal::error::{CacheError, JournalError, TargetError};
 
-use store_common::{
-    Paths, SCHEMA, SMALL_SEGMENT, dump_cache, dump_target, item, item_ids, now_ms, open, open_ro,
-    store_opts, tag,
+use crate::support::events::now_ms;
+use crate::support::journal::SEG_BYTES;
+use crate::support::store::{
+    Paths, SCHEMA, dump_cache, dump_target, item, item_ids, open, store_opts, tag,
 };
+use crate::support::targets::open_ro;
 use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event, encode_event_within};
 use syncjournal::fault::{FaultPlan, IoOp};
 use syncjournal::{
@@ -195,7 +195,7 @@ fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_tar
         {
             let journal = Journal::open(
                 &paths.journal,
-                JournalOptions::new().segment_bytes_max(SMALL_SEGMENT),
+                JournalOptions::new().segment_bytes_max(SEG_BYTES),
             )
             .unwrap();
             let cs = ChangeSet::new().insert("items", [("id", key.clone())], [("name", "x")]);
@@ -226,11 +226,11 @@ fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_tar
             Arc::new(
                 Journal::open(
                     &paths.journal,
-                    JournalOptions::new().segment_bytes_max(SMALL_SEGMENT),
+                    JournalOptions::new().segment_bytes_max(SEG_BYTES),
                 )
                 .unwrap(),
             ),
-            &paths.target,
+            paths.target.path(),
             TargetOptions::new()
                 .create_if_missing(true)
                 .create_schema(SCHEMA),
@@ -243,7 +243,7 @@ fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_tar
             }
             other => panic!("{key:?}: {other:?}"),
         }
-        assert_eq!(item_ids(&open_ro(&paths.target)), vec![1]);
+        assert_eq!(item_ids(&open_ro(paths.target.path())), vec![1]);
     }
 }
 
@@ -293,7 +293,7 @@ const ENOSPC: i32 = 28;
 fn faulty_opts(paths: &Paths, plan: &Arc<FaultPlan>) -> syncjournal::StoreOptions {
     store_opts(&paths.target, RejectPolicy::Stop).journal(
         JournalOptions::new()
-            .segment_bytes_max(SMALL_SEGMENT)
+            .segment_bytes_max(SEG_BYTES)
             .fault_injector(plan.clone()),
     )
 }
@@ -351,7 +351,7 @@ fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_s
     );
     assert_eq!(store.read(|c| Ok(item_ids(c))).unwrap(), vec![1, 2]);
     assert!(store.sync_now().error.is_none());
-    assert_eq!(item_ids(&open_ro(&paths.target)), vec![1, 2]);
+    assert_eq!(item_ids(&open_ro(paths.target.path())), vec![1, 2]);
 }
 
 #[test]
@@ -391,7 +391,7 @@ fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_tar
     let store = open(&paths, faulty_opts(&paths, &plan));
     assert_eq!(store.read(|c| Ok(item_ids(c))).unwrap(), vec![1, 2]);
     assert!(store.sync_now().error.is_none());
-    assert_eq!(item_ids(&open_ro(&paths.target)), vec![1, 2]);
+    assert_eq!(item_ids(&open_ro(paths.target.path())), vec![1, 2]);
     assert_eq!(store.journal_state().durable_lsn, 2, "applied once");
 }
 
@@ -481,10 +481,10 @@ fn apply_context_lsn_is_the_journal_lsn_at_the_cache_on_catch_up_and_at_the_targ
     let paths = Paths::in_dir(dir.path());
     let opts = || {
         StoreOptions::new()
-            .journal(JournalOptions::new().segment_bytes_max(SMALL_SEGMENT))
+            .journal(JournalOptions::new().segment_bytes_max(SEG_BYTES))
             .cache_schema(AUDIT)
             .target(
-                &paths.target,
+                paths.target.path(),
                 TargetOptions::new()
                     .create_if_missing(true)
                     .create_schema(AUDIT),
@@ -515,7 +515,7 @@ fn apply_context_lsn_is_the_journal_lsn_at_the_cache_on_catch_up_and_at_the_targ
     assert_eq!(store.read(audit_rows).unwrap(), expected, "at the cache");
     assert!(store.sync_now().error.is_none());
     assert_eq!(
-        audit_rows(&open_ro(&paths.target)).unwrap(),
+        audit_rows(&open_ro(paths.target.path())).unwrap(),
         expected,
         "at the target"
     );
@@ -550,7 +550,7 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
     ] {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::in_dir(dir.path());
-        let opts = store_common::local_opts().cache_schema(format!("{SCHEMA}{vtab}"));
+        let opts = crate::support::store::local_opts().cache_schema(format!("{SCHEMA}{vtab}"));
         let (table, detail) = unguarded_table(Store::open(&paths.journal, &paths.cache, opts));
         assert_eq!(table.as_deref(), Some(name));
         assert!(
@@ -568,7 +568,7 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
         assert_eq!(n, 0, "{name}: the schema was rolled back");
         drop(c);
         // Without it, the same cache opens.
-        open(&paths, store_common::local_opts());
+        open(&paths, crate::support::store::local_opts());
     }
 }
 
@@ -576,12 +576,12 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
 fn dml_in_cache_schema_is_refused_and_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let opts = store_common::local_opts().cache_schema(format!(
+    let opts = crate::support::store::local_opts().cache_schema(format!(
         "{SCHEMA} INSERT OR IGNORE INTO items (id, name) VALUES (1, 'seed');"
     ));
     let (_, detail) = unguarded_table(Store::open(&paths.journal, &paths.cache, opts));
     assert!(detail.contains("cache_schema wrote 1 rows"), "{detail}");
-    let store = open(&paths, store_common::local_opts());
+    let store = open(&paths, crate::support::store::local_opts());
     assert!(store.read(|c| Ok(item_ids(c))).unwrap().is_empty());
 }
 
@@ -589,7 +589,7 @@ fn dml_in_cache_schema_is_refused_and_rolled_back() {
 fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_empty_is_guarded() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, store_common::local_opts());
+    let store = open(&paths, crate::support::store::local_opts());
     store.apply(&item(1)).unwrap();
     {
         let c = rusqlite::Connection::open(&paths.cache).unwrap();
@@ -623,7 +623,7 @@ fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_e
     let (table, detail) = unguarded_table(Store::open(
         &paths.journal,
         &paths.cache,
-        store_common::local_opts(),
+        crate::support::store::local_opts(),
     ));
     assert_eq!(table.as_deref(), Some("sneaky"));
     assert!(detail.contains("around the journal"), "{detail}");
@@ -633,10 +633,10 @@ fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_e
 fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, store_common::local_opts());
+    let store = open(&paths, crate::support::store::local_opts());
     store.apply(&item(1)).unwrap();
     let old = dir.path().join("old.db");
-    store_common::copy_db(&paths.cache, &old);
+    crate::support::targets::copy_db(&paths.cache, &old);
     store.apply(&item(2)).unwrap();
     store.apply(&item(3)).unwrap();
     // `sqlite3 cache.db ".restore old.db"`: the backup API writes pages, no trigger fires.
@@ -660,7 +660,7 @@ fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() 
     }
     assert_eq!(store.journal_state().durable_lsn, 3, "nothing journaled");
     drop(store);
-    let store = open(&paths, store_common::local_opts());
+    let store = open(&paths, crate::support::store::local_opts());
     assert_eq!(store.read(|c| Ok(item_ids(c))).unwrap(), vec![1, 2, 3]);
 }
 
@@ -668,10 +668,10 @@ fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() 
 fn a_cache_file_renamed_over_the_open_cache_is_noticed() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, store_common::local_opts());
+    let store = open(&paths, crate::support::store::local_opts());
     store.apply(&item(1)).unwrap();
     let copy = dir.path().join("copy.db");
-    store_common::copy_db(&paths.cache, &copy);
+    crate::support::targets::copy_db(&paths.cache, &copy);
     std::fs::rename(&copy, &paths.cache).unwrap();
     match store.apply(&item(2)) {
         Err(Error::Cache(CacheError::Unguarded { detail, .. })) => {
@@ -747,8 +747,12 @@ impl JournalEvent for Bulk {
 fn the_cache_writers_statement_journal_never_spills_to_a_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let store: Store<Bulk> =
-        Store::open(&paths.journal, &paths.cache, store_common::local_opts()).unwrap();
+    let store: Store<Bulk> = Store::open(
+        &paths.journal,
+        &paths.cache,
+        crate::support::store::local_opts(),
+    )
+    .unwrap();
     store.apply(&Bulk::Fill(5000)).unwrap(); // about 1.2 MB of pages
     // The pages existed before the savepoint: rewriting them fills its statement journal with
     // about 1.2 MB of old pages, past the 64 KiB SQLite keeps in memory by default before it
@@ -771,7 +775,7 @@ fn four_threads_applying_thousands_of_change_sets_meet_no_sqlite_full() {
         let opts = if with_target {
             store_opts(&paths.target, RejectPolicy::Stop).background_sync(true)
         } else {
-            store_common::local_opts()
+            crate::support::store::local_opts()
         };
         let store = open(&paths, opts);
         std::thread::scope(|s| {

@@ -17,8 +17,6 @@
 //! The last test to finish prints the matrix summary, e.g.
 //! `fault matrix: 9 faults, 9 specific errors, lost 0`.
 
-mod torture_common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,16 +24,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use syncjournal::error::{JournalError, TargetError};
 
+use crate::support::events::{Bump, COUNTER_SCHEMA, counters_of, fold, logged_seqs};
+use crate::support::journal::{payload_for_lsn, read_retained, tmp_files};
+use crate::support::process::{
+    ChildLines, Immutable, TmpfsMount, child_test_command, skip_or_fail, summary, test_path,
+    with_timeout,
+};
+use crate::support::targets::{
+    TargetKind, TestTarget, create_target, integrity, open_target, watermark_of,
+};
 use rusqlite::Connection;
 use syncjournal::fault::{FaultPlan, IoOp};
 use syncjournal::{
     ChangeSet, DamageKind, Error, Journal, JournalOptions, Lsn, PersistMode, RecoveryMode,
     ReplayOptions, Store, StoreOptions, TargetOptions, Value,
-};
-use torture_common::{
-    Bump, COUNTER_SCHEMA, ChildLines, Immutable, TmpfsMount, child_test_command, counters_of,
-    create_target, fold, integrity, logged_seqs, open_target, skip_or_fail, summary,
-    target_watermark, with_timeout,
 };
 
 const ENOSPC: i32 = 28;
@@ -126,31 +128,11 @@ impl Drop for Matrix {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// A deterministic payload of `len` bytes for record `i`.
-fn payload(i: u64, len: usize) -> Vec<u8> {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn all_records(j: &Journal) -> Vec<syncjournal::Record> {
-    j.reader(j.state().first_lsn)
-        .unwrap()
-        .collect::<syncjournal::Result<Vec<_>>>()
-        .unwrap()
-}
-
 /// Records of `expected` (LSN `i + 1` holds `expected[i]`) that the journal in `dir` does not
 /// hold exactly; also checks that the journal holds nothing else.
 fn lost_records(dir: &Path, expected: &[Vec<u8>]) -> u64 {
     let j = Journal::open(dir, JournalOptions::new().lock_wait_ms(5_000)).expect("reopen");
-    let records = all_records(&j);
+    let records = read_retained(&j);
     let mut lost = 0;
     for (i, p) in expected.iter().enumerate() {
         if records
@@ -163,14 +145,6 @@ fn lost_records(dir: &Path, expected: &[Vec<u8>]) -> u64 {
     assert_eq!(lost, 0, "records lost after the fault");
     assert_eq!(records.len(), expected.len(), "unexpected extra records");
     lost
-}
-
-fn tmp_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
-        .collect()
 }
 
 const HOSTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS hosts (id INTEGER PRIMARY KEY, name TEXT);";
@@ -199,14 +173,14 @@ fn replay_opts() -> ReplayOptions {
 }
 
 /// A change-set store on `dir/journal` + `dir/cache.db` replaying (on demand) to `target`.
-fn hosts_store(dir: &Path, target: &Path) -> Store {
+fn hosts_store(dir: &Path, target: &TestTarget) -> Store {
     Store::open(
         dir.join("journal"),
         dir.join("cache.db"),
         StoreOptions::new()
             .journal(JournalOptions::new().lock_wait_ms(5_000))
             .cache_schema(HOSTS_SCHEMA)
-            .target(target, TargetOptions::new().busy_timeout_ms(200))
+            .target(target.spec(), target.options().busy_timeout_ms(200))
             .replay(replay_opts())
             .background_sync(false),
     )
@@ -229,7 +203,7 @@ fn enospc_while_rotating_fault_plan() {
         plan.fail(IoOp::Allocate, 0, None, ENOSPC);
         let mut written: Vec<Vec<u8>> = Vec::new();
         let err = loop {
-            let p = payload(written.len() as u64, 1000);
+            let p = payload_for_lsn(written.len() as u64, 1000);
             match j.append(&p) {
                 Ok(lsn) => {
                     assert_eq!(lsn, written.len() as Lsn + 1);
@@ -265,8 +239,8 @@ fn enospc_while_rotating_fault_plan() {
         assert!(err.is_transient(), "a full disk is worth retrying");
         // Every way of appending is refused the same way; nothing consumed, nothing poisoned.
         for r in [
-            j.append(&payload(999, 1000)).map(|_| ()),
-            j.append_batch([payload(998, 1000)]).map(|_| ()),
+            j.append(&payload_for_lsn(999, 1000)).map(|_| ()),
+            j.append_batch([payload_for_lsn(998, 1000)]).map(|_| ()),
         ] {
             assert!(
                 matches!(r, Err(Error::Journal(JournalError::DiskFull { .. }))),
@@ -282,7 +256,7 @@ fn enospc_while_rotating_fault_plan() {
         // Space is back: appends continue, rotation works.
         plan.clear();
         for _ in 0..80 {
-            let p = payload(written.len() as u64, 1000);
+            let p = payload_for_lsn(written.len() as u64, 1000);
             assert_eq!(j.append(&p).unwrap(), written.len() as Lsn + 1);
             written.push(p);
         }
@@ -323,7 +297,7 @@ fn enospc_on_a_real_full_tmpfs() {
         let err = {
             let j = Journal::open(&jdir, opts()).unwrap();
             let err = loop {
-                let p = payload(written.len() as u64, 4000);
+                let p = payload_for_lsn(written.len() as u64, 4000);
                 match j.append(&p) {
                     Ok(lsn) => {
                         assert_eq!(lsn, written.len() as Lsn + 1);
@@ -381,12 +355,12 @@ fn eio_on_sync_poisons_the_journal() {
         .unwrap();
         let mut durable: Vec<Vec<u8>> = Vec::new();
         for i in 0..20 {
-            let p = payload(i, 300);
+            let p = payload_for_lsn(i, 300);
             j.append(&p).unwrap();
             durable.push(p);
         }
         plan.fail(IoOp::SyncData, 0, Some(1), EIO);
-        let failed = payload(20, 300);
+        let failed = payload_for_lsn(20, 300);
         let err = j.append(&failed).expect_err("the sync fails");
         match &err {
             Error::Journal(JournalError::Io { op, source, path }) => {
@@ -430,7 +404,7 @@ fn eio_on_sync_poisons_the_journal() {
         // the page cache; recovery verifies it and makes it durable).
         let j = Journal::open(&jdir, JournalOptions::new().lock_wait_ms(5_000)).unwrap();
         assert_eq!(j.state().poisoned, None);
-        let records = all_records(&j);
+        let records = read_retained(&j);
         let mut lost = 0;
         for (i, p) in durable.iter().enumerate() {
             if records
@@ -463,9 +437,9 @@ fn read_only_target() {
         let dir = tempfile::tempdir().unwrap();
         let share = dir.path().join("share");
         std::fs::create_dir_all(&share).unwrap();
-        let target = share.join("inventory.db");
-        create_target(&target, HOSTS_SCHEMA);
-        let store = hosts_store(dir.path(), &target);
+        let sqlite = TestTarget::create(TargetKind::Sqlite, &share, "inventory.db", HOSTS_SCHEMA);
+        let target = sqlite.spec();
+        let store = hosts_store(dir.path(), &sqlite);
         for i in 1..=5 {
             store.apply(&host(i)).unwrap();
         }
@@ -529,7 +503,7 @@ fn read_only_target() {
         assert_eq!(st.acked_lsn, 7);
         let tc = open_target(&target);
         let on_target = hosts_of(&tc);
-        assert_eq!(target_watermark(&tc, st.journal_id), 7);
+        assert_eq!(watermark_of(&tc, st.journal_id), 7);
         let lost = cache.iter().filter(|h| !on_target.contains(h)).count() as u64;
         assert_eq!(on_target, cache, "target = cache");
         assert_eq!(cache.len(), 7);
@@ -603,7 +577,11 @@ fn target_locked_by_another_process_for_30_s() {
         let acked_before = store.status().unwrap().acked_lsn;
         assert_eq!(acked_before, 10);
 
-        let mut cmd = child_test_command("fault_matrix_target_lock_holder", ENV_TARGET, &target);
+        let mut cmd = child_test_command(
+            &test_path(module_path!(), "fault_matrix_target_lock_holder"),
+            ENV_TARGET,
+            &target,
+        );
         cmd.stdin(Stdio::piped()).stderr(Stdio::inherit());
         let mut holder = ChildLines::spawn(cmd);
         holder
@@ -679,7 +657,7 @@ fn target_locked_by_another_process_for_30_s() {
         assert_eq!(st.acked_lsn, events.len() as Lsn);
         let tc = open_target(&target);
         assert_eq!(integrity(&tc), "ok");
-        assert_eq!(target_watermark(&tc, st.journal_id), events.len() as Lsn);
+        assert_eq!(watermark_of(&tc, st.journal_id), events.len() as Lsn);
         assert_eq!(counters_of(&tc), fold(&events), "each entry exactly once");
         let mut seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
         seqs.sort_unstable();
@@ -707,108 +685,7 @@ fn target_locked_by_another_process_for_30_s() {
 #[test]
 fn schema_mismatch_on_the_target() {
     Matrix::run("schema mismatch on the target", 60, || {
-        let mut lost = 0;
-        // (target DDL, what must be named, the fix)
-        let cases: [(&str, &[&str], &str); 2] = [
-            (
-                "CREATE TABLE other (x INTEGER);",
-                &["no table \"hosts\""],
-                HOSTS_SCHEMA,
-            ),
-            (
-                "CREATE TABLE hosts (id INTEGER PRIMARY KEY, name INTEGER);",
-                &["type mismatch", "hosts.name", "INTEGER", "text"],
-                "DROP TABLE hosts; CREATE TABLE hosts (id INTEGER PRIMARY KEY, name TEXT);",
-            ),
-        ];
-        for (ddl, named, fix) in cases {
-            let dir = tempfile::tempdir().unwrap();
-            let target = dir.path().join("target.db");
-            create_target(&target, ddl);
-            let store = hosts_store(dir.path(), &target);
-            store.apply(&host(1)).unwrap();
-            store.apply(&host(2)).unwrap();
-            let rep = store.sync_now();
-            match &rep.error {
-                Some(
-                    e @ Error::Target(TargetError::EntryRejected {
-                        lsn: 1,
-                        entry,
-                        reason,
-                    }),
-                ) => {
-                    assert!(entry.contains("hosts"), "{entry}");
-                    for n in named {
-                        assert!(
-                            reason.contains(n),
-                            "{ddl}: the reason must name {n}: {reason}"
-                        );
-                    }
-                    assert!(!e.is_transient(), "a rejected entry is permanent");
-                }
-                other => panic!("{ddl}: expected EntryRejected for LSN 1, got {other:?}"),
-            }
-            assert_eq!(rep.applied, 0);
-            assert_eq!(rep.retries, 0, "a permanent rejection is not retried");
-            let st = store.status().unwrap();
-            let last = st.last_error.clone().unwrap();
-            assert_eq!(last.lsn, Some(1), "{last:?}");
-            assert!(!last.transient);
-            assert_eq!(st.acked_lsn, 0);
-            // Fixed: everything applies.
-            open_target(&target).execute_batch(fix).unwrap();
-            let rep = store.sync_now();
-            assert!(rep.error.is_none(), "{ddl}: after the fix: {rep}");
-            let cache = store.read(|c| Ok(hosts_of(c))).unwrap();
-            let on_target = hosts_of(&open_target(&target));
-            lost += cache.iter().filter(|h| !on_target.contains(h)).count() as u64;
-            assert_eq!(on_target, cache);
-            assert_eq!(store.status().unwrap().acked_lsn, 2);
-        }
-
-        // syncjournal's own progress table with the wrong columns.
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("target.db");
-        create_target(
-            &target,
-            &format!(
-                "{HOSTS_SCHEMA} CREATE TABLE syncjournal_progress \
-                 (journal_id TEXT PRIMARY KEY, position INTEGER NOT NULL);"
-            ),
-        );
-        let store = hosts_store(dir.path(), &target);
-        store.apply(&host(1)).unwrap();
-        let rep = store.sync_now();
-        match &rep.error {
-            Some(
-                e @ Error::Target(TargetError::SchemaMismatch {
-                    table,
-                    detail,
-                    path,
-                    ..
-                }),
-            ) => {
-                assert_eq!(table, "syncjournal_progress");
-                assert_eq!(path, &target);
-                assert!(
-                    detail.contains("lsn") && detail.contains("updated_at"),
-                    "{detail}"
-                );
-                assert!(e.to_string().contains("syncjournal_progress"), "{e}");
-                assert!(!e.is_transient());
-            }
-            other => panic!("expected SchemaMismatch, got {other:?}"),
-        }
-        assert_eq!(rep.retries, 0);
-        assert_eq!(store.status().unwrap().acked_lsn, 0);
-        open_target(&target)
-            .execute_batch("DROP TABLE syncjournal_progress;")
-            .unwrap();
-        let rep = store.sync_now();
-        assert!(rep.error.is_none(), "{rep}");
-        let on_target = hosts_of(&open_target(&target));
-        lost += u64::from(on_target != vec![(1, "web-1".to_owned())]);
-        assert_eq!(on_target, vec![(1, "web-1".to_owned())]);
+        let lost = TargetKind::all().into_iter().map(schema_mismatch_on).sum();
         Found::Error(
             "EntryRejected (no table \"hosts\"; type mismatch hosts.name), SchemaMismatch \
              (syncjournal_progress: missing lsn, updated_at)"
@@ -816,6 +693,114 @@ fn schema_mismatch_on_the_target() {
             lost,
         )
     });
+}
+
+/// The schema mismatch cases on a target of `kind`; returns the entries lost.
+fn schema_mismatch_on(kind: TargetKind) -> u64 {
+    let mut lost = 0;
+    // (target DDL, what must be named, the fix)
+    let cases: [(&str, &[&str], &str); 2] = [
+        (
+            "CREATE TABLE other (x INTEGER);",
+            &["no table \"hosts\""],
+            HOSTS_SCHEMA,
+        ),
+        (
+            "CREATE TABLE hosts (id INTEGER PRIMARY KEY, name INTEGER);",
+            &["type mismatch", "hosts.name", "INTEGER", "text"],
+            "DROP TABLE hosts; CREATE TABLE hosts (id INTEGER PRIMARY KEY, name TEXT);",
+        ),
+    ];
+    for (ddl, named, fix) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let target = TestTarget::create(kind, dir.path(), "target.db", ddl);
+        let store = hosts_store(dir.path(), &target);
+        store.apply(&host(1)).unwrap();
+        store.apply(&host(2)).unwrap();
+        let rep = store.sync_now();
+        match &rep.error {
+            Some(
+                e @ Error::Target(TargetError::EntryRejected {
+                    lsn: 1,
+                    entry,
+                    reason,
+                }),
+            ) => {
+                assert!(entry.contains("hosts"), "{entry}");
+                for n in named {
+                    assert!(
+                        reason.contains(n),
+                        "{ddl}: the reason must name {n}: {reason}"
+                    );
+                }
+                assert!(!e.is_transient(), "a rejected entry is permanent");
+            }
+            other => panic!("{ddl}: expected EntryRejected for LSN 1, got {other:?}"),
+        }
+        assert_eq!(rep.applied, 0);
+        assert_eq!(rep.retries, 0, "a permanent rejection is not retried");
+        let st = store.status().unwrap();
+        let last = st.last_error.clone().unwrap();
+        assert_eq!(last.lsn, Some(1), "{last:?}");
+        assert!(!last.transient);
+        assert_eq!(st.acked_lsn, 0);
+        // Fixed: everything applies.
+        target.connect().execute_batch(fix).unwrap();
+        let rep = store.sync_now();
+        assert!(rep.error.is_none(), "{ddl}: after the fix: {rep}");
+        let cache = store.read(|c| Ok(hosts_of(c))).unwrap();
+        let on_target = hosts_of(&target.connect());
+        lost += cache.iter().filter(|h| !on_target.contains(h)).count() as u64;
+        assert_eq!(on_target, cache);
+        assert_eq!(store.status().unwrap().acked_lsn, 2);
+    }
+
+    // syncjournal's own progress table with the wrong columns.
+    let dir = tempfile::tempdir().unwrap();
+    let target = TestTarget::create(
+        kind,
+        dir.path(),
+        "target.db",
+        &format!(
+            "{HOSTS_SCHEMA} CREATE TABLE syncjournal_progress \
+             (journal_id TEXT PRIMARY KEY, position INTEGER NOT NULL);"
+        ),
+    );
+    let store = hosts_store(dir.path(), &target);
+    store.apply(&host(1)).unwrap();
+    let rep = store.sync_now();
+    match &rep.error {
+        Some(
+            e @ Error::Target(TargetError::SchemaMismatch {
+                table,
+                detail,
+                path,
+                ..
+            }),
+        ) => {
+            assert_eq!(table, "syncjournal_progress");
+            assert_eq!(path, &target.spec());
+            assert!(
+                detail.contains("lsn") && detail.contains("updated_at"),
+                "{detail}"
+            );
+            assert!(e.to_string().contains("syncjournal_progress"), "{e}");
+            assert!(!e.is_transient());
+        }
+        other => panic!("expected SchemaMismatch, got {other:?}"),
+    }
+    assert_eq!(rep.retries, 0);
+    assert_eq!(store.status().unwrap().acked_lsn, 0);
+    target
+        .connect()
+        .execute_batch("DROP TABLE syncjournal_progress;")
+        .unwrap();
+    let rep = store.sync_now();
+    assert!(rep.error.is_none(), "{rep}");
+    let on_target = hosts_of(&target.connect());
+    lost += u64::from(on_target != vec![(1, "web-1".to_owned())]);
+    assert_eq!(on_target, vec![(1, "web-1".to_owned())]);
+    lost
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -831,7 +816,7 @@ fn journal_with(dir: &Path, records: u64) -> (uuid::Uuid, Vec<Vec<u8>>) {
     .unwrap();
     let mut written = Vec::new();
     for i in 0..records {
-        let p = payload(i + 1000 * records, 2000);
+        let p = payload_for_lsn(i + 1000 * records, 2000);
         j.append(&p).unwrap();
         written.push(p);
     }
@@ -960,7 +945,8 @@ fn fault_matrix_journal_holder() {
     )
     .expect("holder: open");
     for i in 0..5u64 {
-        j.append(&payload(500 + i, 100)).expect("holder: append");
+        j.append(&payload_for_lsn(500 + i, 100))
+            .expect("holder: append");
     }
     println!("HOLDING {}", std::process::id());
     let mut sink = String::new();
@@ -975,7 +961,11 @@ fn a_second_process_opening_the_journal_is_locked_out() {
         let tmp = tempfile::tempdir().unwrap();
         let jdir = tmp.path().join("j");
         let (_, mut written) = journal_with(&jdir, 10);
-        let mut cmd = child_test_command("fault_matrix_journal_holder", ENV_JOURNAL, &jdir);
+        let mut cmd = child_test_command(
+            &test_path(module_path!(), "fault_matrix_journal_holder"),
+            ENV_JOURNAL,
+            &jdir,
+        );
         cmd.stdin(Stdio::piped()).stderr(Stdio::inherit());
         let mut holder = ChildLines::spawn(cmd);
         let pid: u32 = holder
@@ -1017,7 +1007,7 @@ fn a_second_process_opening_the_journal_is_locked_out() {
             .wait_for("CLOSED", Duration::from_secs(30), &mut |_| {})
             .unwrap_or_else(|e| panic!("holder: {e}"));
         assert!(holder.child.wait().unwrap().success());
-        written.extend((0..5u64).map(|i| payload(500 + i, 100)));
+        written.extend((0..5u64).map(|i| payload_for_lsn(500 + i, 100)));
         let lost = lost_records(&jdir, &written);
         Found::Error(format!("Locked (holder pid {pid})"), lost)
     });
@@ -1094,7 +1084,7 @@ fn a_segment_truncated_while_closed() {
             "{report:?}"
         );
         assert_eq!(std::fs::metadata(&seg1).unwrap().len(), SEG, "re-extended");
-        let records = all_records(&j);
+        let records = read_retained(&j);
         let mut lost = 0;
         let mut gaps = 0;
         let mut it = records.iter();

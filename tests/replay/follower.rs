@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use syncjournal::error::JournalError;
 
+use crate::support::targets::count_rows;
+
 use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::{
     ChangeSet, Journal, JournalOptions, PersistMode, ReplayOptions, Replayer, TargetOptions,
@@ -19,13 +21,6 @@ fn entry(i: i64) -> Vec<u8> {
         &ChangeSet::new().insert("counters", [("id", i)], [("n", i)]),
     )
     .unwrap()
-}
-
-fn rows(target: &std::path::Path) -> i64 {
-    rusqlite::Connection::open(target)
-        .unwrap()
-        .query_row("SELECT count(*) FROM counters", [], |r| r.get(0))
-        .unwrap()
 }
 
 fn target_opts() -> TargetOptions {
@@ -60,7 +55,7 @@ fn a_follower_replays_only_durable_records_and_never_acknowledges() {
     let report = follower.sync_now();
     assert!(report.error.is_none(), "{report}");
     assert_eq!(report.applied, 10, "only the durable records");
-    assert_eq!(rows(&target), 10);
+    assert_eq!(count_rows(&target, "counters"), 10);
     assert_eq!(
         journal.state().acked_lsn,
         0,
@@ -71,7 +66,7 @@ fn a_follower_replays_only_durable_records_and_never_acknowledges() {
     journal.sync().unwrap();
     let report = follower.sync_now();
     assert_eq!(report.applied, 5, "{report}");
-    assert_eq!(rows(&target), 15);
+    assert_eq!(count_rows(&target, "counters"), 15);
 
     // The owner's own replayer finds the target ahead of its acknowledgement: it acknowledges,
     // and applies nothing twice.
@@ -84,7 +79,7 @@ fn a_follower_replays_only_durable_records_and_never_acknowledges() {
     let report = owner.sync_now();
     assert!(report.error.is_none(), "{report}");
     assert_eq!(report.applied, 0);
-    assert_eq!(rows(&target), 15);
+    assert_eq!(count_rows(&target, "counters"), 15);
     assert_eq!(journal.state().acked_lsn, 15);
 }
 
@@ -124,7 +119,7 @@ fn owner_and_follower_interleaved_apply_every_entry_once() {
     }
     let report = owner.sync_now();
     assert!(report.error.is_none(), "{report}");
-    assert_eq!(rows(&target), next - 1);
+    assert_eq!(count_rows(&target, "counters"), next - 1);
     assert_eq!(journal.state().acked_lsn, next as u64 - 1);
 }
 

@@ -1,32 +1,24 @@
 //! Nothing is called applied that was not: followers across rotation, LSN continuity in every
 //! reader, and a status measured against the target (issue 9's findings, one test each).
 
-#[path = "store_common/mod.rs"]
-mod store_common;
-
 use std::path::Path;
 use syncjournal::error::{JournalError, TargetError};
 
-use store_common::{Paths, SCHEMA, item, local_opts, open, target_watermark};
+use crate::support::journal::{frames_of_segment, segment_path};
+use crate::support::store::{Paths, SCHEMA, item, local_opts, open, store_opts};
+use crate::support::targets::{copy_db, count_rows, create_target, open_ro};
 use syncjournal::{ReplayOptions, Replayer, TargetOptions};
 
 fn follower(paths: &Paths) -> Replayer {
     Replayer::follower(
         &paths.journal,
-        &paths.target,
+        paths.target.path(),
         TargetOptions::new()
             .create_if_missing(true)
             .create_schema(SCHEMA),
         ReplayOptions::new().retry_attempts_max(0),
     )
     .expect("follower")
-}
-
-fn target_items(target: &Path) -> i64 {
-    rusqlite::Connection::open(target)
-        .unwrap()
-        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
-        .unwrap()
 }
 
 /// Finding 1: the follower read a cached window again after the owner had rotated, took its
@@ -42,7 +34,7 @@ fn a_follower_applies_every_entry_when_the_owner_rotates_between_two_syncs() {
     let mut f = follower(&paths);
     let r = f.sync_now();
     assert!(r.error.is_none(), "{r}");
-    assert_eq!(target_items(&paths.target), 10);
+    assert_eq!(count_rows(paths.target.path(), "items"), 10);
     // Rotate at least twice, so that the follower's window into the first segment is stale.
     let first_segments = store.journal_state().segments;
     let mut i = 11;
@@ -54,9 +46,9 @@ fn a_follower_applies_every_entry_when_the_owner_rotates_between_two_syncs() {
     let r = f.sync_now();
     assert!(r.error.is_none(), "{r}");
     let id = store.journal_state().journal_id;
-    assert_eq!(target_watermark(&paths.target, id), head);
+    assert_eq!(paths.target.watermark(id), head);
     assert_eq!(
-        target_items(&paths.target),
+        count_rows(paths.target.path(), "items"),
         head as i64,
         "every entry up to the watermark is on the target"
     );
@@ -69,16 +61,11 @@ fn a_follower_applies_every_entry_when_the_owner_rotates_between_two_syncs() {
 use std::fs;
 use std::os::unix::fs::FileExt;
 
-use store_common::{copy_db, open_ro, store_opts};
 use syncjournal::format::{Seed, seal_frame};
 use syncjournal::replay::{PendingBasis, SyncState, offline_status};
 use syncjournal::{
     ChangeSet, DamageKind, Error, Journal, JournalOptions, Lsn, PersistMode, RejectPolicy, Store,
 };
-
-#[path = "common/mod.rs"]
-mod common;
-use common::{frames_of_segment, segment_path};
 
 const STALL: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -112,11 +99,6 @@ fn closed_journal(paths: &Paths, n: i64) {
     }
 }
 
-fn create_empty_target(target: &Path) {
-    let c = rusqlite::Connection::open(target).unwrap();
-    c.execute_batch(SCHEMA).unwrap();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Finding 2: a target that is behind is TARGET BEHIND, not IN SYNC.
 
@@ -124,18 +106,18 @@ fn create_empty_target(target: &Path) {
 fn a_target_restored_from_before_the_first_sync_is_target_behind_with_every_entry_pending() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    create_empty_target(&paths.target);
+    create_target(paths.target.path(), SCHEMA);
     let backup = dir.path().join("backup.db");
-    copy_db(&paths.target, &backup);
+    copy_db(paths.target.path(), &backup);
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
     for i in 1..=50 {
         store.apply(&item(i)).unwrap();
     }
     assert!(store.sync_now().error.is_none());
     drop(store);
-    fs::copy(&backup, &paths.target).unwrap(); // restored: same tables, no rows, no progress
+    fs::copy(&backup, paths.target.path()).unwrap(); // restored: same tables, no rows, no progress
 
-    let st = offline_status(&paths.journal, Some(&paths.target), STALL).unwrap();
+    let st = offline_status(&paths.journal, Some(paths.target.path()), STALL).unwrap();
     let s = &st.status;
     assert_eq!((s.head_lsn, s.acked_lsn, s.target_lsn), (50, 50, Some(0)));
     assert_eq!(s.pending_entries, 50, "measured on the target");
@@ -165,7 +147,9 @@ fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
     for i in 1..=3 {
         store.apply(&item(i)).unwrap();
     }
-    store.apply(&store_common::tag("refused", 1.0)).unwrap();
+    store
+        .apply(&crate::support::store::tag("refused", 1.0))
+        .unwrap();
     for i in 4..=200 {
         store.apply(&item(i)).unwrap();
     }
@@ -220,7 +204,7 @@ fn a_watermark_that_went_back_between_two_commits_is_counted_as_lost_writes() {
     assert!(store.sync_now().error.is_none());
     // As when a second machine wrote the file over a share that does not forward locks: the
     // progress row of this journal is gone.
-    rusqlite::Connection::open(&paths.target)
+    rusqlite::Connection::open(paths.target.path())
         .unwrap()
         .execute("DELETE FROM syncjournal_progress", [])
         .unwrap();
@@ -238,7 +222,7 @@ fn a_watermark_that_went_back_between_two_commits_is_counted_as_lost_writes() {
     assert!(r.error.is_some() || r.applied == 25, "{r}");
     drop(store);
     // Counted durably: a restarted store and the offline status still say so.
-    let st = offline_status(&paths.journal, Some(&paths.target), STALL).unwrap();
+    let st = offline_status(&paths.journal, Some(paths.target.path()), STALL).unwrap();
     assert_eq!(st.status.lost_writes, 1);
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
     assert_eq!(store.status().unwrap().lost_writes, 1);
@@ -254,11 +238,11 @@ fn a_progress_row_lost_on_the_target_is_target_behind_for_the_status() {
     }
     assert!(store.sync_now().error.is_none());
     drop(store);
-    rusqlite::Connection::open(&paths.target)
+    rusqlite::Connection::open(paths.target.path())
         .unwrap()
         .execute("DELETE FROM syncjournal_progress", [])
         .unwrap();
-    let st = offline_status(&paths.journal, Some(&paths.target), STALL).unwrap();
+    let st = offline_status(&paths.journal, Some(paths.target.path()), STALL).unwrap();
     assert_eq!(st.status.state, SyncState::TargetBehind, "{:?}", st.status);
     assert_eq!(st.status.pending_entries, 30);
 }
@@ -459,7 +443,7 @@ fn a_torn_last_record_is_named_a_torn_tail_by_the_offline_reader() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     closed_journal(&paths, 10);
-    common::rewind_head(&paths.journal, 9); // the crash came before its sync
+    crate::support::journal::rewind_head(&paths.journal, 9); // the crash came before its sync
     let seg = segment_path(&paths.journal, 1);
     let f = frames_of_segment(&fs::read(&seg).unwrap(), 1)[9];
     fs::OpenOptions::new()
@@ -516,7 +500,7 @@ fn an_acknowledgement_beyond_the_records_is_refused_and_nothing_is_retired() {
     let head = store.journal_state().durable_lsn;
     drop(store);
     write_ack(&paths.journal, head + 994);
-    let before: Vec<_> = common::segment_files(&paths.journal);
+    let before: Vec<_> = crate::support::journal::segment_paths(&paths.journal);
 
     let ins = syncjournal::inspect::inspect(&paths.journal).unwrap();
     assert!(!ins.is_clean(), "verify must not say OK");
@@ -537,7 +521,7 @@ fn an_acknowledgement_beyond_the_records_is_refused_and_nothing_is_retired() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        common::segment_files(&paths.journal),
+        crate::support::journal::segment_paths(&paths.journal),
         before,
         "segments deleted"
     );
@@ -564,7 +548,7 @@ fn the_background_sync_repairs_a_target_restored_behind_the_acknowledgement() {
             .unwrap()
     );
     let backup = dir.path().join("five.db");
-    copy_db(&paths.target, &backup);
+    copy_db(paths.target.path(), &backup);
     for i in 6..=10 {
         store.apply(&item(i)).unwrap();
     }
@@ -574,10 +558,10 @@ fn the_background_sync_repairs_a_target_restored_behind_the_acknowledgement() {
             .unwrap()
     );
     // Restored in place (the same file, older contents), no new write follows.
-    fs::write(&paths.target, fs::read(&backup).unwrap()).unwrap();
+    fs::write(paths.target.path(), fs::read(&backup).unwrap()).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let n: i64 = open_ro(&paths.target)
+        let n: i64 = open_ro(paths.target.path())
             .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
             .unwrap();
         if n == 10 {
@@ -769,7 +753,7 @@ fn a_record_created_in_the_future_does_not_disable_stall_detection() {
     let dir = tempfile::tempdir().unwrap();
     let jdir = dir.path().join("j");
     let j = Journal::open(&jdir, JournalOptions::new()).unwrap();
-    let future = store_common::now_ms() + 10 * 365 * 24 * 3600 * 1000;
+    let future = crate::support::events::now_ms() + 10 * 365 * 24 * 3600 * 1000;
     let payload = syncjournal::event::encode_event(future, &item(1)).expect("encodes");
     j.append_kind(syncjournal::event::KIND_CHANGESET, &payload)
         .unwrap();
@@ -782,7 +766,7 @@ fn a_record_created_in_the_future_does_not_disable_stall_detection() {
     );
     let since = s.stalled_since_ms.expect("pending");
     assert!(
-        since <= store_common::now_ms(),
+        since <= crate::support::events::now_ms(),
         "stalled since {since}: in the future"
     );
     assert_eq!(s.state, SyncState::Stalled);

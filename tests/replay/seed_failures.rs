@@ -9,36 +9,20 @@
 //! * operations were acknowledged although the share's transaction had not committed;
 //! * operations were marked synced without having been executed on the share.
 
-mod replay_common;
-
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use syncjournal::error::{CacheError, TargetError};
 
-use replay_common::{
-    Faults, INVENTORY_SCHEMA, Plan, Rng, dump_inventory, open_target, replay_opts,
-    target_watermark, with_timeout,
-};
-use syncjournal::{
-    ChangeSet, Error, Lsn, ReplayOptions, Store, StoreOptions, SyncReport, TargetOptions, Value,
-};
+use crate::support::faults::{Faults, Plan};
+use crate::support::inventory::{INVENTORY_SCHEMA, Inventory, assert_in_sync, dump_inventory};
+use crate::support::process::with_timeout;
+use crate::support::replay::replay_opts;
+use crate::support::rng::Rng;
+use crate::support::targets::TargetKind;
+use syncjournal::{ChangeSet, Error, Lsn, Store, StoreOptions, SyncReport, TargetOptions, Value};
 
-/// Paths of one test's journal, cache and target.
-struct Paths {
-    _dir: tempfile::TempDir,
-    journal: PathBuf,
-    cache: PathBuf,
-    target: PathBuf,
-}
-
-fn paths() -> Paths {
-    let dir = tempfile::tempdir().unwrap();
-    Paths {
-        journal: dir.path().join("journal"),
-        cache: dir.path().join("cache.db"),
-        target: dir.path().join("share").join("inventory.db"),
-        _dir: dir,
-    }
+/// A fresh inventory on an SQLite target.
+fn paths() -> Inventory {
+    Inventory::new(TargetKind::Sqlite)
 }
 
 fn target_opts(faults: Option<Arc<Faults>>) -> TargetOptions {
@@ -50,20 +34,6 @@ fn target_opts(faults: Option<Arc<Faults>>) -> TargetOptions {
         Some(f) => t.faults(f),
         None => t,
     }
-}
-
-fn open_store(p: &Paths, topts: TargetOptions, ropts: ReplayOptions) -> Store {
-    std::fs::create_dir_all(p.target.parent().unwrap()).unwrap();
-    Store::open(
-        &p.journal,
-        &p.cache,
-        StoreOptions::new()
-            .cache_schema(INVENTORY_SCHEMA)
-            .target(&p.target, topts)
-            .replay(ropts)
-            .background_sync(false),
-    )
-    .unwrap()
 }
 
 fn domain(i: i64) -> String {
@@ -125,23 +95,6 @@ fn check_report(report: &SyncReport) {
     }
 }
 
-/// Asserts that the target holds exactly what the cache holds and that its watermark equals
-/// the acknowledgement and the journal head.
-fn assert_in_sync(store: &Store, target: &Path) {
-    let cache = store.read(|c| Ok(dump_inventory(c))).unwrap();
-    let shared = dump_inventory(&open_target(target));
-    assert_eq!(cache, shared, "target rows must equal cache rows");
-    let st = store.status().unwrap();
-    assert_eq!(st.pending_entries, 0);
-    assert_eq!(st.acked_lsn, st.head_lsn);
-    assert_eq!(
-        target_watermark(target, st.journal_id),
-        st.acked_lsn,
-        "target watermark = local acknowledgement"
-    );
-    assert!(st.last_error.is_none(), "{:?}", st.last_error);
-}
-
 fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -150,7 +103,7 @@ fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
 fn deletions_of_certificates_hosts_and_domains_reach_the_target() {
     with_timeout(60, || {
         let p = paths();
-        let store = open_store(&p, target_opts(None), replay_opts());
+        let store = p.store(target_opts(None), replay_opts());
         seed(&store, 20);
         let r = store.sync_now();
         check_report(&r);
@@ -178,7 +131,7 @@ fn deletions_of_certificates_hosts_and_domains_reach_the_target() {
                 .unwrap();
         }
         // Before the sync the rows are gone from the cache only.
-        let t = open_target(&p.target);
+        let t = p.target.connect();
         assert_eq!(count(&t, "SELECT count(*) FROM hosts"), 20);
         drop(t);
 
@@ -187,7 +140,7 @@ fn deletions_of_certificates_hosts_and_domains_reach_the_target() {
         assert!(r.error.is_none(), "{r}");
         assert_eq!(r.applied, 6, "{r}");
 
-        let t = open_target(&p.target);
+        let t = p.target.connect();
         for (sql, want) in [
             (
                 "SELECT count(*) FROM certificates WHERE id IN (3, 5, 13, 17)",
@@ -213,7 +166,7 @@ fn deletions_of_certificates_hosts_and_domains_reach_the_target() {
 fn pending_count_is_exact_after_deletes_and_zero_after_sync() {
     with_timeout(60, || {
         let p = paths();
-        let store = open_store(&p, target_opts(None), replay_opts());
+        let store = p.store(target_opts(None), replay_opts());
         let seeded = seed(&store, 10);
         let st = store.status().unwrap();
         assert_eq!(st.pending_entries, seeded);
@@ -272,7 +225,7 @@ fn pending_count_is_exact_after_deletes_and_zero_after_sync() {
 fn force_sync_applies_and_reports_the_exact_count() {
     with_timeout(60, || {
         let p = paths();
-        let store = open_store(&p, target_opts(None), replay_opts().batch_entries_max(4));
+        let store = p.store(target_opts(None), replay_opts().batch_entries_max(4));
         seed(&store, 10);
         for i in [2i64, 4, 6] {
             store
@@ -318,8 +271,7 @@ fn force_sync_never_reports_zero_applied_without_saying_why() {
     with_timeout(60, || {
         let p = paths();
         // The share is not there (not mounted): the target must not be created.
-        let store = open_store(
-            &p,
+        let store = p.store(
             TargetOptions::new().create_if_missing(false),
             replay_opts().retry_attempts_max(2),
         );
@@ -367,12 +319,8 @@ fn force_sync_never_reports_zero_applied_without_saying_why() {
         drop(bare);
 
         // The share comes back: everything is applied, and the error is cleared.
-        replay_common::create_target(&p.target, INVENTORY_SCHEMA);
-        let store = open_store(
-            &p,
-            TargetOptions::new().create_if_missing(false),
-            replay_opts(),
-        );
+        p.target.create_schema(INVENTORY_SCHEMA);
+        let store = p.store(TargetOptions::new().create_if_missing(false), replay_opts());
         let r = store.sync_now();
         check_report(&r);
         assert!(r.error.is_none(), "{r}");
@@ -385,7 +333,7 @@ fn force_sync_never_reports_zero_applied_without_saying_why() {
 fn pending_work_survives_a_restart() {
     with_timeout(60, || {
         let p = paths();
-        let store = open_store(&p, target_opts(None), replay_opts());
+        let store = p.store(target_opts(None), replay_opts());
         seed(&store, 8);
         assert!(store.sync_now().error.is_none());
         for i in [1i64, 4, 8] {
@@ -406,7 +354,7 @@ fn pending_work_survives_a_restart() {
         let cache_before = store.read(|c| Ok(dump_inventory(c))).unwrap();
         drop(store); // no sync
 
-        let store = open_store(&p, target_opts(None), replay_opts());
+        let store = p.store(target_opts(None), replay_opts());
         let after = store.status().unwrap();
         assert_eq!(after.pending_entries, before.pending_entries);
         assert_eq!(after.head_lsn, before.head_lsn);
@@ -422,7 +370,7 @@ fn pending_work_survives_a_restart() {
         check_report(&r);
         assert!(r.error.is_none(), "{r}");
         assert_eq!(r.applied, 4);
-        let t = open_target(&p.target);
+        let t = p.target.connect();
         assert_eq!(
             count(&t, "SELECT count(*) FROM hosts WHERE id IN (1, 4, 8)"),
             0
@@ -438,7 +386,7 @@ fn pending_work_survives_a_restart() {
             ..Plan::default()
         });
         drop(store);
-        let store = open_store(&p, target_opts(Some(Arc::clone(&faults))), replay_opts());
+        let store = p.store(target_opts(Some(Arc::clone(&faults))), replay_opts());
         store
             .apply(&ChangeSet::new().delete("hosts", [("id", 2)]))
             .unwrap();
@@ -447,7 +395,7 @@ fn pending_work_survives_a_restart() {
         assert!(r.error.is_some(), "{r}");
         let err = store.status().unwrap().last_error.expect("last_error");
         drop(store);
-        let store = open_store(&p, target_opts(None), replay_opts());
+        let store = p.store(target_opts(None), replay_opts());
         let st = store.status().unwrap();
         assert_eq!(st.pending_entries, 1);
         assert_eq!(
@@ -490,8 +438,7 @@ fn nothing_is_acknowledged_unless_the_target_transaction_committed() {
         ] {
             let p = paths();
             let faults = Arc::new(Faults::new());
-            let store = open_store(
-                &p,
+            let store = p.store(
                 target_opts(Some(Arc::clone(&faults))),
                 replay_opts().batch_entries_max(3),
             );
@@ -499,7 +446,7 @@ fn nothing_is_acknowledged_unless_the_target_transaction_committed() {
             assert!(store.sync_now().error.is_none());
             let acked = store.status().unwrap().acked_lsn;
             assert_eq!(acked, 4);
-            let target_before = dump_inventory(&open_target(&p.target));
+            let target_before = dump_inventory(&p.target.connect());
 
             for i in 1..=4i64 {
                 store
@@ -528,12 +475,12 @@ fn nothing_is_acknowledged_unless_the_target_transaction_committed() {
             assert_eq!(st.pending_entries, 6, "{how}");
             assert!(st.last_error.is_some(), "{how}");
             assert_eq!(
-                target_watermark(&p.target, st.journal_id),
+                p.target.watermark(st.journal_id),
                 acked,
                 "{how}: watermark unchanged"
             );
             assert_eq!(
-                dump_inventory(&open_target(&p.target)),
+                dump_inventory(&p.target.connect()),
                 target_before,
                 "{how}: target unchanged"
             );
@@ -552,8 +499,7 @@ fn nothing_is_acknowledged_unless_the_target_transaction_committed() {
         // second is not.
         let p = paths();
         let faults = Arc::new(Faults::new());
-        let store = open_store(
-            &p,
+        let store = p.store(
             target_opts(Some(Arc::clone(&faults))),
             replay_opts().batch_entries_max(3),
         );
@@ -571,9 +517,9 @@ fn nothing_is_acknowledged_unless_the_target_transaction_committed() {
         assert_eq!((r.applied, r.transactions), (3, 1), "{r}");
         let st = store.status().unwrap();
         assert_eq!(st.acked_lsn, 3);
-        assert_eq!(target_watermark(&p.target, st.journal_id), 3);
+        assert_eq!(p.target.watermark(st.journal_id), 3);
         assert_eq!(
-            count(&open_target(&p.target), "SELECT count(*) FROM hosts"),
+            count(&p.target.connect(), "SELECT count(*) FROM hosts"),
             3,
             "exactly the first batch is on the target"
         );
@@ -617,8 +563,7 @@ fn operations_are_never_marked_synced_without_being_executed() {
         eprintln!("REPLAY_TEST_SEED={seed_}");
         let p = paths();
         let faults = Arc::new(Faults::new());
-        let store = open_store(
-            &p,
+        let store = p.store(
             target_opts(Some(Arc::clone(&faults))),
             replay_opts().batch_entries_max(3),
         );
@@ -652,13 +597,13 @@ fn operations_are_never_marked_synced_without_being_executed() {
             check_report(&r);
             failed += usize::from(r.error.is_some());
             let st = store.status().unwrap();
-            let w = target_watermark(&p.target, st.journal_id);
+            let w = p.target.watermark(st.journal_id);
             assert_eq!(
                 w, st.acked_lsn,
                 "round {round}: target watermark = acknowledgement ({r})"
             );
             assert_eq!(
-                dump_inventory(&open_target(&p.target)),
+                dump_inventory(&p.target.connect()),
                 snapshots[w as usize],
                 "round {round}: the target must be exactly the fold of LSNs 1..={w} ({r})"
             );

@@ -16,29 +16,31 @@
 //!   are retained (exactly the missing ones), `ReplayGap` naming the range once they are
 //!   retired.
 
-mod replay_common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use syncjournal::error::TargetError;
 
-use replay_common::{
-    COUNTER_SCHEMA, INVENTORY_SCHEMA, Increment, Ledger, Rig, assert_target_is_fold, create_target,
-    dump_inventory, integrity, open_target, replay_opts, target_counters, target_watermark,
-    with_timeout,
+use crate::support::events::{
+    Bump, COUNTER_SCHEMA, Ledger, assert_target_is_fold, target_counters,
+};
+use crate::support::inventory::{INVENTORY_SCHEMA, Inventory, dump_inventory, host};
+use crate::support::process::with_timeout;
+use crate::support::replay::{Rig, replay_opts};
+use crate::support::targets::{
+    TargetKind, TestTarget, create_target, integrity, open_target, target_watermark,
 };
 use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::replay::REPLAY_STATE_FILE;
 use syncjournal::{
     ChangeSet, Error, Journal, JournalEvent, JournalOptions, Lsn, Mutation, RejectPolicy, Replayer,
-    Store, StoreOptions, TargetOptions, Value,
+    Store, TargetOptions, Value,
 };
 
 #[test]
 fn a_wal_target_is_refused_until_its_operator_switches_it() {
     with_timeout(60, || {
-        let rig = Rig::new(10);
-        let other = rusqlite::Connection::open(&rig.target).unwrap();
+        let rig = Rig::new(TargetKind::Sqlite, 10);
+        let other = rusqlite::Connection::open(rig.target.path()).unwrap();
         let mode: String = other
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .unwrap();
@@ -52,7 +54,7 @@ fn a_wal_target_is_refused_until_its_operator_switches_it() {
         let rep = r.sync_now();
         match &rep.error {
             Some(Error::Target(TargetError::Wal { path, mode })) => {
-                assert_eq!(path, &rig.target);
+                assert_eq!(path, rig.target.path());
                 assert!(mode.eq_ignore_ascii_case("wal"), "{mode}");
             }
             other => panic!("a WAL target must be refused with TargetWal, got {other:?}"),
@@ -82,67 +84,40 @@ fn a_wal_target_is_refused_until_its_operator_switches_it() {
         );
         assert!(target_counters(&rig.target).is_empty());
         // The operator switches it: then it is used.
-        let mode: String = open_target(&rig.target)
+        let mode: String = rig
+            .target
+            .connect()
             .query_row("PRAGMA journal_mode=TRUNCATE", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "truncate");
         let rep = r.sync_now();
         assert!(rep.error.is_none(), "{rep}");
         rig.check_complete("after WAL was released");
-        let mode: String = open_target(&rig.target)
+        let mode: String = rig
+            .target
+            .connect()
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert!(!mode.eq_ignore_ascii_case("wal"), "{mode}");
     });
 }
 
-/// Inventory store whose target lacks the `domains` table.
-struct Inv {
-    _dir: tempfile::TempDir,
-    journal: PathBuf,
-    cache: PathBuf,
-    target: PathBuf,
-}
-
-fn inv_without_domains() -> Inv {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("target.db");
-    create_target(
-        &target,
+/// An inventory whose target (of `kind`) lacks the `domains` table.
+fn inv_without_domains(kind: TargetKind) -> Inventory {
+    let inv = Inventory::new(kind);
+    inv.target.create_schema(
         "CREATE TABLE hosts (id INTEGER PRIMARY KEY, name TEXT NOT NULL, address TEXT, os TEXT);
          CREATE TABLE certificates (id INTEGER PRIMARY KEY, domain TEXT NOT NULL, not_after TEXT NOT NULL, pem BLOB);",
     );
-    Inv {
-        journal: dir.path().join("journal"),
-        cache: dir.path().join("cache.db"),
-        target,
-        _dir: dir,
-    }
+    inv
 }
 
-fn inv_store(inv: &Inv, policy: RejectPolicy) -> Store {
-    Store::open(
-        &inv.journal,
-        &inv.cache,
-        StoreOptions::new()
-            .cache_schema(INVENTORY_SCHEMA)
-            .target(&inv.target, TargetOptions::new())
-            .replay(replay_opts().reject_policy(policy))
-            .background_sync(false),
-    )
-    .unwrap()
+fn inv_store(inv: &Inventory, policy: RejectPolicy) -> Store {
+    inv.store(inv.target.options(), replay_opts().reject_policy(policy))
 }
 
-fn host(i: i64) -> ChangeSet {
-    ChangeSet::new().upsert(
-        "hosts",
-        [("id", i)],
-        [("name", Value::from(format!("web-{i:02}")))],
-    )
-}
-
-fn hosts_on(target: &Path) -> Vec<i64> {
-    let c = open_target(target);
+fn hosts_on(target: &TestTarget) -> Vec<i64> {
+    let c = target.connect();
     let mut s = c.prepare("SELECT id FROM hosts ORDER BY id").unwrap();
     s.query_map([], |r| r.get(0))
         .unwrap()
@@ -152,143 +127,150 @@ fn hosts_on(target: &Path) -> Vec<i64> {
 
 #[test]
 fn an_entry_for_a_table_missing_on_the_target_stops_replay() {
-    with_timeout(60, || {
-        let inv = inv_without_domains();
-        let store = inv_store(&inv, RejectPolicy::Stop);
-        store.apply(&host(1)).unwrap();
-        let bad = store
-            .apply(&ChangeSet::new().upsert(
-                "domains",
-                [("name", "web-01.example.org")],
-                [("host_id", 1)],
-            ))
-            .unwrap();
-        store.apply(&host(2)).unwrap();
-        store.apply(&host(3)).unwrap();
-        assert_eq!(bad, 2);
+    for kind in TargetKind::all() {
+        with_timeout(60, move || {
+            let inv = inv_without_domains(kind);
+            let store = inv_store(&inv, RejectPolicy::Stop);
+            store.apply(&host(1)).unwrap();
+            let bad = store
+                .apply(&ChangeSet::new().upsert(
+                    "domains",
+                    [("name", "web-01.example.org")],
+                    [("host_id", 1)],
+                ))
+                .unwrap();
+            store.apply(&host(2)).unwrap();
+            store.apply(&host(3)).unwrap();
+            assert_eq!(bad, 2);
 
-        for attempt in 0..2 {
-            let rep = store.sync_now();
-            match &rep.error {
-                Some(Error::Target(TargetError::EntryRejected { lsn, entry, reason })) => {
-                    assert_eq!(*lsn, bad, "attempt {attempt}");
-                    assert!(entry.contains("domains"), "{entry}");
-                    assert!(
-                        reason.contains("domains") && reason.contains("no table"),
-                        "{reason}"
-                    );
+            for attempt in 0..2 {
+                let rep = store.sync_now();
+                match &rep.error {
+                    Some(Error::Target(TargetError::EntryRejected { lsn, entry, reason })) => {
+                        assert_eq!(*lsn, bad, "attempt {attempt}");
+                        assert!(entry.contains("domains"), "{entry}");
+                        assert!(
+                            reason.contains("domains") && reason.contains("no table"),
+                            "{reason}"
+                        );
+                    }
+                    other => panic!("attempt {attempt}: expected EntryRejected, got {other:?}"),
                 }
-                other => panic!("attempt {attempt}: expected EntryRejected, got {other:?}"),
+                let msg = rep.error.as_ref().unwrap().to_string();
+                assert!(msg.contains("LSN 2") && msg.contains("domains"), "{msg}");
+                assert!(!rep.error.as_ref().unwrap().is_transient());
+                assert_eq!(rep.applied, if attempt == 0 { 1 } else { 0 }, "{rep}");
+                assert_eq!(rep.pending, 3);
+
+                let st = store.status().unwrap();
+                let last = st.last_error.expect("status shows the rejected entry");
+                assert_eq!(last.lsn, Some(bad));
+                assert!(
+                    last.entry.as_deref().is_some_and(|e| e.contains("domains")),
+                    "{last:?}"
+                );
+                assert!(last.message.contains("domains"), "{last:?}");
+                assert!(!last.transient);
+                assert_eq!(st.acked_lsn, bad - 1, "nothing after the rejected entry");
+                assert_eq!(inv.target.watermark(st.journal_id), bad - 1);
+                assert_eq!(
+                    hosts_on(&inv.target),
+                    vec![1],
+                    "nothing after it is applied"
+                );
             }
-            let msg = rep.error.as_ref().unwrap().to_string();
-            assert!(msg.contains("LSN 2") && msg.contains("domains"), "{msg}");
-            assert!(!rep.error.as_ref().unwrap().is_transient());
-            assert_eq!(rep.applied, if attempt == 0 { 1 } else { 0 }, "{rep}");
-            assert_eq!(rep.pending, 3);
 
+            // The target gets the table: the entry and everything after it apply.
+            inv.target
+                .connect()
+                .execute_batch(
+                    "CREATE TABLE domains (name TEXT PRIMARY KEY, host_id INTEGER, registrar TEXT)",
+                )
+                .unwrap();
+            let rep = store.sync_now();
+            assert!(rep.error.is_none(), "{rep}");
+            assert_eq!(rep.applied, 3);
+            assert_eq!(hosts_on(&inv.target), vec![1, 2, 3]);
             let st = store.status().unwrap();
-            let last = st.last_error.expect("status shows the rejected entry");
-            assert_eq!(last.lsn, Some(bad));
-            assert!(
-                last.entry.as_deref().is_some_and(|e| e.contains("domains")),
-                "{last:?}"
-            );
-            assert!(last.message.contains("domains"), "{last:?}");
-            assert!(!last.transient);
-            assert_eq!(st.acked_lsn, bad - 1, "nothing after the rejected entry");
-            assert_eq!(target_watermark(&inv.target, st.journal_id), bad - 1);
-            assert_eq!(
-                hosts_on(&inv.target),
-                vec![1],
-                "nothing after it is applied"
-            );
-        }
-
-        // The target gets the table: the entry and everything after it apply.
-        open_target(&inv.target)
-            .execute_batch(
-                "CREATE TABLE domains (name TEXT PRIMARY KEY, host_id INTEGER, registrar TEXT)",
-            )
-            .unwrap();
-        let rep = store.sync_now();
-        assert!(rep.error.is_none(), "{rep}");
-        assert_eq!(rep.applied, 3);
-        assert_eq!(hosts_on(&inv.target), vec![1, 2, 3]);
-        let st = store.status().unwrap();
-        assert!(st.last_error.is_none());
-        assert_eq!(st.acked_lsn, 4);
-    });
+            assert!(st.last_error.is_none());
+            assert_eq!(st.acked_lsn, 4);
+        });
+    }
 }
 
 #[test]
 fn an_entry_for_a_table_missing_on_the_target_is_quarantined_with_that_policy() {
-    with_timeout(60, || {
-        let inv = inv_without_domains();
-        let store = inv_store(&inv, RejectPolicy::Quarantine);
-        store.apply(&host(1)).unwrap();
-        let bad = store
-            .apply(&ChangeSet::new().upsert(
-                "domains",
-                [("name", "web-01.example.org")],
-                [("host_id", 1)],
-            ))
-            .unwrap();
-        store.apply(&host(2)).unwrap();
-        let rep = store.sync_now();
-        assert!(rep.error.is_none(), "{rep}");
-        assert_eq!(rep.quarantined, 1, "{rep}");
-        assert_eq!(hosts_on(&inv.target), vec![1, 2]);
-        let q = store.quarantined().unwrap();
-        assert_eq!(q.len(), 1);
-        assert_eq!(q[0].lsn, bad);
-        assert_eq!(q[0].kind, KIND_CHANGESET);
-        assert!(q[0].summary.contains("domains"), "{q:?}");
-        assert!(q[0].error.contains("no table"), "{q:?}");
-        let st = store.status().unwrap();
-        assert_eq!(st.acked_lsn, 3);
-        assert_eq!(st.quarantined, 1);
-    });
+    for kind in TargetKind::all() {
+        with_timeout(60, move || {
+            let inv = inv_without_domains(kind);
+            let store = inv_store(&inv, RejectPolicy::Quarantine);
+            store.apply(&host(1)).unwrap();
+            let bad = store
+                .apply(&ChangeSet::new().upsert(
+                    "domains",
+                    [("name", "web-01.example.org")],
+                    [("host_id", 1)],
+                ))
+                .unwrap();
+            store.apply(&host(2)).unwrap();
+            let rep = store.sync_now();
+            assert!(rep.error.is_none(), "{rep}");
+            assert_eq!(rep.quarantined, 1, "{rep}");
+            assert_eq!(hosts_on(&inv.target), vec![1, 2]);
+            let q = store.quarantined().unwrap();
+            assert_eq!(q.len(), 1);
+            assert_eq!(q[0].lsn, bad);
+            assert_eq!(q[0].kind, KIND_CHANGESET);
+            assert!(q[0].summary.contains("domains"), "{q:?}");
+            assert!(q[0].error.contains("no table"), "{q:?}");
+            let st = store.status().unwrap();
+            assert_eq!(st.acked_lsn, 3);
+            assert_eq!(st.quarantined, 1);
+        });
+    }
 }
 
 #[test]
 fn syncjournal_tables_with_wrong_columns_are_a_schema_mismatch() {
-    with_timeout(60, || {
-        for (table, ddl, missing) in [
-            (
-                "syncjournal_progress",
-                "CREATE TABLE syncjournal_progress (journal_id TEXT PRIMARY KEY, position INTEGER NOT NULL)",
-                "lsn",
-            ),
-            (
-                "syncjournal_rejected",
-                "CREATE TABLE syncjournal_rejected (journal_id TEXT NOT NULL, lsn INTEGER NOT NULL, PRIMARY KEY (journal_id, lsn))",
-                "payload",
-            ),
-        ] {
-            let rig = Rig::new(5);
-            open_target(&rig.target).execute_batch(ddl).unwrap();
-            let mut r = rig.replayer(replay_opts().retry_attempts_max(3));
-            let rep = r.sync_now();
-            match &rep.error {
-                Some(
-                    e @ Error::Target(TargetError::SchemaMismatch {
-                        table: t, detail, ..
-                    }),
-                ) => {
-                    assert_eq!(t, table);
-                    assert!(detail.contains(missing), "{detail}");
-                    assert!(!e.is_transient());
+    for kind in TargetKind::all() {
+        with_timeout(60, move || {
+            for (table, ddl, missing) in [
+                (
+                    "syncjournal_progress",
+                    "CREATE TABLE syncjournal_progress (journal_id TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+                    "lsn",
+                ),
+                (
+                    "syncjournal_rejected",
+                    "CREATE TABLE syncjournal_rejected (journal_id TEXT NOT NULL, lsn INTEGER NOT NULL, PRIMARY KEY (journal_id, lsn))",
+                    "payload",
+                ),
+            ] {
+                let rig = Rig::new(kind, 5);
+                rig.target.connect().execute_batch(ddl).unwrap();
+                let mut r = rig.replayer(replay_opts().retry_attempts_max(3));
+                let rep = r.sync_now();
+                match &rep.error {
+                    Some(
+                        e @ Error::Target(TargetError::SchemaMismatch {
+                            table: t, detail, ..
+                        }),
+                    ) => {
+                        assert_eq!(t, table);
+                        assert!(detail.contains(missing), "{detail}");
+                        assert!(!e.is_transient());
+                    }
+                    other => panic!("{table}: expected SchemaMismatch, got {other:?}"),
                 }
-                other => panic!("{table}: expected SchemaMismatch, got {other:?}"),
+                assert_eq!(rep.retries, 0, "a schema mismatch is not retried");
+                assert_eq!(rep.applied, 0);
+                assert_eq!(rig.acked(), 0);
+                assert!(target_counters(&rig.target).is_empty());
+                let last = r.state().last_error.clone().expect("last_error");
+                assert!(last.message.contains(table), "{last:?}");
             }
-            assert_eq!(rep.retries, 0, "a schema mismatch is not retried");
-            assert_eq!(rep.applied, 0);
-            assert_eq!(rig.acked(), 0);
-            assert!(target_counters(&rig.target).is_empty());
-            let last = r.state().last_error.clone().expect("last_error");
-            assert!(last.message.contains(table), "{last:?}");
-        }
-    });
+        });
+    }
 }
 
 /// Table names, column names and keys a tampered journal could carry, each as a change set
@@ -420,8 +402,8 @@ fn append(journal: &Journal, rec: &Tampered) -> Lsn {
             .unwrap(),
         Tampered::OtherKind => journal
             .append_kind(
-                Increment::KIND,
-                &encode_event(0, &Increment { id: 1, seq: 1 }).unwrap(),
+                Bump::KIND,
+                &encode_event(0, &Bump { counter: 1, seq: 1 }).unwrap(),
             )
             .unwrap(),
     }
@@ -548,8 +530,13 @@ fn a_tampered_journal_cannot_inject_sql() {
             .map(|(_, rec)| append(&journal, rec))
             .collect();
         append(&journal, &Tampered::ChangeSet(legit_suffix()));
-        let target = dir.path().join("target.db");
-        create_target(&target, INVENTORY_SCHEMA);
+        let sqlite = TestTarget::create(
+            TargetKind::Sqlite,
+            dir.path(),
+            "target.db",
+            INVENTORY_SCHEMA,
+        );
+        let target = sqlite.spec();
         let mut r: Replayer = Replayer::new(
             Arc::clone(&journal),
             &target,
@@ -570,7 +557,7 @@ fn a_tampered_journal_cannot_inject_sql() {
         let head = journal.state().durable_lsn;
         assert_eq!(target_watermark(&target, journal.id()), head);
         assert_eq!(
-            replay_common::progress_rows(&target),
+            sqlite.progress_rows(),
             vec![(journal.id().to_string(), head as i64)],
             "the progress table holds only this journal's row"
         );
@@ -579,109 +566,114 @@ fn a_tampered_journal_cannot_inject_sql() {
 
 #[test]
 fn a_target_watermark_ahead_of_the_local_acknowledgement_is_not_applied_twice() {
-    with_timeout(60, || {
-        let dir = tempfile::tempdir().unwrap();
-        let jdir = dir.path().join("journal");
-        let target = dir.path().join("target.db");
-        create_target(&target, COUNTER_SCHEMA);
-        // One segment: nothing is retired, so an old ACK stays consistent with the segments.
-        let opts = JournalOptions::new().segment_bytes_max(1 << 20);
-        let mut ledger = Ledger::default();
-        let journal = Arc::new(Journal::open(&jdir, opts.clone()).unwrap());
-        ledger.append_increments(&journal, 12);
-        let id = journal.id();
-        let old_ack = std::fs::read(jdir.join("ACK")).unwrap();
-        let mut r: Replayer<Increment> = Replayer::new(
-            Arc::clone(&journal),
-            &target,
-            TargetOptions::new(),
-            replay_opts().batch_entries_max(5),
-        );
-        assert!(r.sync_now().error.is_none());
-        assert_eq!(journal.state().acked_lsn, 12);
-        drop(r);
-        drop(journal);
+    for kind in TargetKind::all() {
+        with_timeout(60, move || {
+            let dir = tempfile::tempdir().unwrap();
+            let jdir = dir.path().join("journal");
+            let target = TestTarget::create(kind, dir.path(), "target.db", COUNTER_SCHEMA);
+            // One segment: nothing is retired, so an old ACK stays consistent with the segments.
+            let opts = JournalOptions::new().segment_bytes_max(1 << 20);
+            let mut ledger = Ledger::default();
+            let journal = Arc::new(Journal::open(&jdir, opts.clone()).unwrap());
+            ledger.append_increments(&journal, 12);
+            let id = journal.id();
+            let old_ack = std::fs::read(jdir.join("ACK")).unwrap();
+            let mut r: Replayer<Bump> = Replayer::new(
+                Arc::clone(&journal),
+                target.spec(),
+                target.options(),
+                replay_opts().batch_entries_max(5),
+            );
+            assert!(r.sync_now().error.is_none());
+            assert_eq!(journal.state().acked_lsn, 12);
+            drop(r);
+            drop(journal);
 
-        // As after a crash between the commit and the acknowledgement: the local ACK is older
-        // than the target's watermark, and the replayer's state is gone.
-        std::fs::write(jdir.join("ACK"), &old_ack).unwrap();
-        let _ = std::fs::remove_file(jdir.join(REPLAY_STATE_FILE));
-        let journal = Arc::new(Journal::open(&jdir, opts).unwrap());
-        assert_eq!(journal.state().acked_lsn, 0, "the simulated lag");
-        assert_eq!(target_watermark(&target, id), 12);
-        ledger.append_increments(&journal, 4);
+            // As after a crash between the commit and the acknowledgement: the local ACK is older
+            // than the target's watermark, and the replayer's state is gone.
+            std::fs::write(jdir.join("ACK"), &old_ack).unwrap();
+            let _ = std::fs::remove_file(jdir.join(REPLAY_STATE_FILE));
+            let journal = Arc::new(Journal::open(&jdir, opts).unwrap());
+            assert_eq!(journal.state().acked_lsn, 0, "the simulated lag");
+            assert_eq!(target.watermark(id), 12);
+            ledger.append_increments(&journal, 4);
 
-        let mut r: Replayer<Increment> = Replayer::new(
-            Arc::clone(&journal),
-            &target,
-            TargetOptions::new(),
-            replay_opts().batch_entries_max(5),
-        );
-        let rep = r.sync_now();
-        assert!(rep.error.is_none(), "{rep}");
-        assert_eq!(
-            rep.applied, 4,
-            "only the entries after the watermark: {rep}"
-        );
-        let w = assert_target_is_fold(&target, id, &ledger);
-        assert_eq!(w, 16);
-        assert_eq!(
-            journal.state().acked_lsn,
-            16,
-            "the acknowledgement caught up"
-        );
+            let mut r: Replayer<Bump> = Replayer::new(
+                Arc::clone(&journal),
+                target.spec(),
+                target.options(),
+                replay_opts().batch_entries_max(5),
+            );
+            let rep = r.sync_now();
+            assert!(rep.error.is_none(), "{rep}");
+            assert_eq!(
+                rep.applied, 4,
+                "only the entries after the watermark: {rep}"
+            );
+            let w = assert_target_is_fold(&target, id, &ledger);
+            assert_eq!(w, 16);
+            assert_eq!(
+                journal.state().acked_lsn,
+                16,
+                "the acknowledgement caught up"
+            );
 
-        // Caught up with nothing new: the acknowledgement catches up without applying.
-        drop(r);
-        let rep = Replayer::<Increment>::new(
-            Arc::clone(&journal),
-            &target,
-            TargetOptions::new(),
-            replay_opts(),
-        )
-        .sync_now();
-        assert!(rep.error.is_none());
-        assert_eq!(rep.applied, 0);
-    });
+            // Caught up with nothing new: the acknowledgement catches up without applying.
+            drop(r);
+            let rep = Replayer::<Bump>::new(
+                Arc::clone(&journal),
+                target.spec(),
+                target.options(),
+                replay_opts(),
+            )
+            .sync_now();
+            assert!(rep.error.is_none());
+            assert_eq!(rep.applied, 0);
+        });
+    }
 }
 
 #[test]
 fn a_target_watermark_beyond_the_journal_head_is_refused() {
-    with_timeout(60, || {
-        let rig = Rig::new(6);
-        let mut r = rig.replayer(replay_opts());
-        assert!(r.sync_now().error.is_none());
-        let before = target_counters(&rig.target);
-        open_target(&rig.target)
-            .execute(
-                "UPDATE syncjournal_progress SET lsn = 11 WHERE journal_id = ?1",
-                [rig.journal.id().to_string()],
-            )
-            .unwrap();
-        let mut rig = rig;
-        rig.append(2);
-        let rep = r.sync_now();
-        match &rep.error {
-            Some(
-                e @ Error::Target(TargetError::Ahead {
-                    target_lsn, head, ..
-                }),
-            ) => {
-                assert_eq!((*target_lsn, *head), (11, 8));
-                assert!(!e.is_transient());
+    for kind in TargetKind::all() {
+        with_timeout(60, move || {
+            let rig = Rig::new(kind, 6);
+            let mut r = rig.replayer(replay_opts());
+            assert!(r.sync_now().error.is_none());
+            let before = target_counters(&rig.target);
+            rig.target
+                .connect()
+                .execute(
+                    "UPDATE syncjournal_progress SET lsn = 11 WHERE journal_id = ?1",
+                    [rig.journal.id().to_string()],
+                )
+                .unwrap();
+            let mut rig = rig;
+            rig.append(2);
+            let rep = r.sync_now();
+            match &rep.error {
+                Some(
+                    e @ Error::Target(TargetError::Ahead {
+                        target_lsn, head, ..
+                    }),
+                ) => {
+                    assert_eq!((*target_lsn, *head), (11, 8));
+                    assert!(!e.is_transient());
+                }
+                other => panic!("expected TargetAhead, got {other:?}"),
             }
-            other => panic!("expected TargetAhead, got {other:?}"),
-        }
-        assert_eq!(rep.applied, 0);
-        assert_eq!(rig.acked(), 6, "nothing acknowledged");
-        assert_eq!(target_counters(&rig.target), before, "nothing applied");
-    });
+            assert_eq!(rep.applied, 0);
+            assert_eq!(rig.acked(), 6, "nothing acknowledged");
+            assert_eq!(target_counters(&rig.target), before, "nothing applied");
+        });
+    }
 }
 
 /// A journal of small segments, `first` increments synced to the target, a backup copy of
 /// the target, then `second` more synced. Returns the rig and the backup's path.
-fn restore_rig(retain: usize, first: u64, second: u64) -> (Rig, Replayer<Increment>, PathBuf) {
+fn restore_rig(retain: usize, first: u64, second: u64) -> (Rig, Replayer<Bump>, PathBuf) {
     let mut rig = Rig::with_journal(
+        TargetKind::Sqlite,
         JournalOptions::new()
             .segment_bytes_max(64 << 10)
             .retain_acked_segments(retain)
@@ -693,7 +685,7 @@ fn restore_rig(retain: usize, first: u64, second: u64) -> (Rig, Replayer<Increme
     let mut r = rig.replayer(replay_opts().batch_entries_max(1000));
     assert!(r.sync_now().error.is_none());
     let backup = rig.dir.path().join("backup.db");
-    std::fs::copy(&rig.target, &backup).unwrap();
+    std::fs::copy(rig.target.path(), &backup).unwrap();
     rig.ledger.append_increments_batched(&j, second, 200);
     assert!(r.sync_now().error.is_none());
     rig.check_complete("before the restore");
@@ -706,8 +698,8 @@ fn a_target_restored_from_an_older_backup_is_replayed_from_its_watermark() {
         let (rig, mut r, backup) = restore_rig(1000, 1500, 1500);
         assert_eq!(rig.journal.state().first_lsn, 1, "everything retained");
         // Restore: the backup's bytes copied over the target.
-        std::fs::copy(&backup, &rig.target).unwrap();
-        assert_eq!(target_watermark(&rig.target, rig.journal.id()), 1500);
+        std::fs::copy(&backup, rig.target.path()).unwrap();
+        assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
         let rep = r.sync_now();
         assert!(rep.error.is_none(), "{rep}");
         assert_eq!(rep.applied, 1500, "exactly the missing entries: {rep}");
@@ -721,14 +713,14 @@ fn a_target_restored_by_replacing_its_file_is_replayed_from_its_watermark() {
         let (rig, mut r, backup) = restore_rig(1000, 1500, 1500);
         // Restore: the backup renamed over the target (a new file at the same path), while
         // the replayer is connected to the old one.
-        let tmp = rig.target.with_extension("restoring");
+        let tmp = rig.target.path().with_extension("restoring");
         std::fs::copy(&backup, &tmp).unwrap();
-        std::fs::rename(&tmp, &rig.target).unwrap();
-        assert_eq!(target_watermark(&rig.target, rig.journal.id()), 1500);
+        std::fs::rename(&tmp, rig.target.path()).unwrap();
+        assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
         let rep = r.sync_now();
         assert!(rep.error.is_none(), "{rep}");
         assert_eq!(
-            target_watermark(&rig.target, rig.journal.id()),
+            rig.target.watermark(rig.journal.id()),
             3000,
             "the file at the target's path must get the missing entries ({rep})"
         );
@@ -746,7 +738,7 @@ fn a_target_restored_after_its_entries_were_retired_is_a_replay_gap() {
             first > 1501,
             "the backup's missing entries are retired (first {first})"
         );
-        std::fs::copy(&backup, &rig.target).unwrap();
+        std::fs::copy(&backup, rig.target.path()).unwrap();
         let rep = r.sync_now();
         match &rep.error {
             Some(
@@ -769,11 +761,11 @@ fn a_target_restored_after_its_entries_were_retired_is_a_replay_gap() {
             rig.ledger.fold(1500),
             "the restored target is left as it is"
         );
-        assert_eq!(target_watermark(&rig.target, rig.journal.id()), 1500);
+        assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
         let last = r.state().last_error.clone().expect("last_error");
         assert!(last.message.contains("1501"), "{last:?}");
     });
 }
 
 /// (The counter event's kind must differ from the change sets'.)
-const _: () = assert!(Increment::KIND != KIND_CHANGESET);
+const _: () = assert!(Bump::KIND != KIND_CHANGESET);

@@ -1,31 +1,15 @@
 //! What a careless operator can do, and what it costs: a sync to the wrong database, a WAL
 //! target, a directory or a device or a non-database file as the target (issue 10, finding 10).
 
-#[path = "store_common/mod.rs"]
-mod store_common;
-
 use std::path::Path;
 use std::sync::Arc;
 use syncjournal::error::TargetError;
 
-use store_common::{Paths, SCHEMA, item, open};
+use crate::support::store::{Paths, SCHEMA, item, open};
+use crate::support::targets::{count_rows, create_target};
 use syncjournal::{
     Error, Journal, JournalOptions, ReplayOptions, Replayer, StoreOptions, TargetOptions,
 };
-
-fn create_target(path: &Path) {
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .execute_batch(SCHEMA)
-        .unwrap();
-}
-
-fn items(path: &Path) -> i64 {
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
-        .unwrap()
-}
 
 /// A closed journal of `n` entries over several 64 KiB segments, with default retention.
 fn journal_of(paths: &Paths, n: i64) {
@@ -52,8 +36,8 @@ fn a_sync_to_the_wrong_database_leaves_the_right_one_everything_it_needs() {
     let paths = Paths::in_dir(dir.path());
     journal_of(&paths, 1500);
     let (right, wrong) = (dir.path().join("right.db"), dir.path().join("wrong.db"));
-    create_target(&right);
-    create_target(&wrong);
+    create_target(&right, SCHEMA);
+    create_target(&wrong, SCHEMA);
     // The journal is first acknowledged against the right target, half way ...
     {
         let mut r = replayer(&paths, &right, ReplayOptions::new().batch_entries_max(700));
@@ -77,7 +61,7 @@ fn a_sync_to_the_wrong_database_leaves_the_right_one_everything_it_needs() {
         let mut r = replayer(&paths, &wrong, ReplayOptions::new());
         let rep = r.sync_now();
         assert!(rep.error.is_none(), "{rep}");
-        assert_eq!(items(&wrong), 1500);
+        assert_eq!(count_rows(&wrong, "items"), 1500);
     }
     let st = Journal::open(&paths.journal, JournalOptions::new())
         .unwrap()
@@ -90,7 +74,7 @@ fn a_sync_to_the_wrong_database_leaves_the_right_one_everything_it_needs() {
     let mut r = replayer(&paths, &right, ReplayOptions::new());
     let rep = r.sync_now();
     assert!(rep.error.is_none(), "{rep}");
-    assert_eq!(items(&right), 1500);
+    assert_eq!(count_rows(&right, "items"), 1500);
 }
 
 #[test]
@@ -99,7 +83,7 @@ fn acknowledged_segments_are_kept_for_an_hour_by_default_and_at_once_when_asked(
     let paths = Paths::in_dir(dir.path());
     journal_of(&paths, 1500);
     let target = dir.path().join("t.db");
-    create_target(&target);
+    create_target(&target, SCHEMA);
     let j = Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
     let before = j.state().segments;
     let mut r: Replayer = Replayer::new(
@@ -148,8 +132,8 @@ fn a_replayer_of_another_target_does_not_acknowledge_unless_it_adopts_it() {
     let paths = Paths::in_dir(dir.path());
     journal_of(&paths, 100);
     let (first, second) = (dir.path().join("first.db"), dir.path().join("second.db"));
-    create_target(&first);
-    create_target(&second);
+    create_target(&first, SCHEMA);
+    create_target(&second, SCHEMA);
     let j = Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
     let mut r: Replayer = Replayer::new(
         Arc::clone(&j),
@@ -170,7 +154,7 @@ fn a_replayer_of_another_target_does_not_acknowledge_unless_it_adopts_it() {
         ReplayOptions::new(),
     );
     assert!(r.sync_now().error.is_none());
-    assert_eq!(items(&second), 100);
+    assert_eq!(count_rows(&second, "items"), 100);
     let st = r.state();
     assert_eq!(
         st.acknowledged_target.as_deref(),

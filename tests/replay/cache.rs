@@ -13,18 +13,19 @@
 //!   (after a sync) the target;
 //! * a refused change set returns `CacheError::ChangeRefused`, changes nothing and consumes no LSN.
 
-mod store_common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use syncjournal::error::{CacheError, TargetError};
 
+use crate::support::events::now_ms;
+use crate::support::journal::{SEG_BYTES, copy_dir};
+use crate::support::store::{
+    Paths, SCHEMA, dump_all, dump_cache, dump_target, item, item_ids, local_opts, open, store_opts,
+    tag,
+};
+use crate::support::targets::{copy_db, open_ro};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use store_common::{
-    Paths, SCHEMA, SMALL_SEGMENT, copy_db, copy_dir, dump_all, dump_cache, dump_target, item,
-    item_ids, local_opts, now_ms, open, open_ro, store_opts, tag,
-};
 use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event};
 use syncjournal::{
     ApplyContext, ApplyError, ChangeSet, Error, Journal, JournalEvent, JournalOptions,
@@ -33,7 +34,7 @@ use syncjournal::{
 
 fn journal_opts() -> JournalOptions {
     JournalOptions::new()
-        .segment_bytes_max(SMALL_SEGMENT)
+        .segment_bytes_max(SEG_BYTES)
         .retain_acked_ms(0)
 }
 
@@ -513,7 +514,7 @@ fn an_application_event_type_goes_through_journal_cache_and_target() {
         not_after: until.into(),
     };
     let store: Store<CertEvent> =
-        Store::open(&paths.journal, &paths.cache, cert_opts(&paths.target)).unwrap();
+        Store::open(&paths.journal, &paths.cache, cert_opts(paths.target.path())).unwrap();
     let events = [
         issued(1),
         issued(2),
@@ -555,7 +556,7 @@ fn an_application_event_type_goes_through_journal_cache_and_target() {
     let report = store.sync_now();
     assert!(report.error.is_none(), "{report}");
     assert_eq!(report.applied, 6);
-    assert_eq!(dump_certs(&open_ro(&paths.target)).unwrap(), expected);
+    assert_eq!(dump_certs(&open_ro(paths.target.path())).unwrap(), expected);
     store.close().unwrap();
 
     // The journal holds the events, in order, under the application's kind.
@@ -570,7 +571,7 @@ fn an_application_event_type_goes_through_journal_cache_and_target() {
 
     // Reopen: nothing applied twice, anywhere (the renewal counts would show it).
     let store: Store<CertEvent> =
-        Store::open(&paths.journal, &paths.cache, cert_opts(&paths.target)).unwrap();
+        Store::open(&paths.journal, &paths.cache, cert_opts(paths.target.path())).unwrap();
     assert_eq!(store.read(dump_certs).unwrap(), expected);
     store.apply(&renewed(3, "2029-01-01")).unwrap();
     assert!(store.sync_now().error.is_none());
@@ -578,13 +579,13 @@ fn an_application_event_type_goes_through_journal_cache_and_target() {
     expected[1].2 = "2029-01-01".into();
     expected[1].3 = 1;
     assert_eq!(store.read(dump_certs).unwrap(), expected);
-    assert_eq!(dump_certs(&open_ro(&paths.target)).unwrap(), expected);
+    assert_eq!(dump_certs(&open_ro(paths.target.path())).unwrap(), expected);
     store.close().unwrap();
 
     // A fresh cache is rebuilt from the application's events too.
     let fresh = dir.path().join("fresh.db");
     let store: Store<CertEvent> =
-        Store::open(&paths.journal, &fresh, cert_opts(&paths.target)).unwrap();
+        Store::open(&paths.journal, &fresh, cert_opts(paths.target.path())).unwrap();
     assert_eq!(store.read(dump_certs).unwrap(), expected);
     store.close().unwrap();
 
@@ -664,7 +665,7 @@ fn concurrent_applies_get_unique_contiguous_lsns_and_all_land() {
     let report = store.sync_now();
     assert!(report.error.is_none(), "{report}");
     assert_eq!(report.applied, total);
-    assert_eq!(rows(&open_ro(&paths.target)).unwrap(), expected);
+    assert_eq!(rows(&open_ro(paths.target.path())).unwrap(), expected);
     store.close().unwrap();
 
     // The record at each LSN is the change set that apply returned that LSN for.
@@ -714,7 +715,7 @@ fn a_refused_change_set_changes_nothing_and_consumes_no_lsn() {
     assert_eq!(store.apply(&item(2)).unwrap(), 2, "the next LSN");
     let report = store.sync_now();
     assert!(report.error.is_none(), "{report}");
-    assert_eq!(item_ids(&open_ro(&paths.target)), vec![1, 2]);
+    assert_eq!(item_ids(&open_ro(paths.target.path())), vec![1, 2]);
     assert_eq!(dump_target(&paths.target), dump_cache(&store));
     store.close().unwrap();
     let records = journal_records(&paths.journal);
