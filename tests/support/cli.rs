@@ -14,7 +14,7 @@ use syncjournal::{ChangeSet, Journal, JournalOptions, Lsn, Value};
 
 use super::journal::{FrameLoc, SEG_BYTES, frames, rewind_head, segment_paths, write_at};
 use super::process::{HANG_GUARD, child_test_command, drain, wait_guarded};
-use super::targets::open_target;
+use super::targets::{create_target, open_target};
 
 /// `created_at_ms` of the entries the fixtures write: 2023-11-14T22:13:20.123Z.
 pub const BASE_MS: u64 = 1_700_000_000_123;
@@ -431,7 +431,7 @@ impl Drop for JournalOwner {
 /// clear of the fixture entries') and an index on its names (`items_name`), for damage tests:
 /// many rows make the index several pages deep.
 pub fn create_indexed_target(path: &Path, rows: i64) {
-    super::targets::create_target(path, TARGET_SCHEMA);
+    create_target(path, TARGET_SCHEMA);
     let c = open_target(path);
     c.execute_batch("CREATE INDEX items_name ON items(name);")
         .unwrap();
@@ -444,6 +444,13 @@ pub fn create_indexed_target(path: &Path, rows: i64) {
         .unwrap();
     }
     tx.commit().unwrap();
+}
+
+/// A target `tmp/target.db` with the fixtures' schema.
+pub fn target_with_schema(tmp: &Path) -> PathBuf {
+    let t = tmp.join("target.db");
+    create_target(&t, TARGET_SCHEMA);
+    t
 }
 
 /// Overwrites 64 bytes in the middle of the cells of a leaf page of index `index` (found by

@@ -477,37 +477,39 @@ pub fn rewind_head(dir: &Path, durable_lsn: Lsn) {
 // Proving that nothing changed.
 
 /// Every file and directory under `dir` (recursively) with its bytes (a directory's: none),
-/// sorted by path. `LOCK` is left out unless `with_lock`: opening a journal writes its holder
-/// there.
-pub fn snapshot(dir: &Path, with_lock: bool) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
+/// by path. `LOCK` is left out unless `with_lock`: opening a journal writes its holder there.
+pub fn snapshot(dir: &Path, with_lock: bool) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).expect("read dir") {
             let p = e.expect("directory entry").path();
             if p.is_dir() {
-                out.push((p.clone(), Vec::new()));
+                out.insert(p.clone(), Vec::new());
                 stack.push(p);
             } else if with_lock || p.file_name().is_none_or(|n| n != "LOCK") {
                 let b = fs::read(&p).expect("read file");
-                out.push((p, b));
+                out.insert(p, b);
             }
         }
     }
-    out.sort();
     out
 }
 
 /// Panics, naming the files that differ, unless two snapshots are equal.
 #[track_caller]
-pub fn assert_same_files(before: &[(PathBuf, Vec<u8>)], after: &[(PathBuf, Vec<u8>)], what: &str) {
-    let names = |v: &[(PathBuf, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+pub fn assert_same_files(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+    what: &str,
+) {
+    let names = |m: &BTreeMap<PathBuf, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
     assert_eq!(
         names(before),
         names(after),
         "{what}: files were added or removed"
     );
-    for ((p, b), (_, a)) in before.iter().zip(after) {
-        assert!(a == b, "{what}: {} was modified", p.display());
+    for (p, b) in before {
+        assert!(after[p] == *b, "{what}: {} was modified", p.display());
     }
 }
