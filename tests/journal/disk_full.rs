@@ -2,7 +2,7 @@
 //! lost, the journal is not poisoned, and appends continue once space is available again.
 //! Once through the fault seam, once on a real 1 MiB tmpfs (root only).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 use syncjournal::error::JournalError;
@@ -31,17 +31,24 @@ fn assert_holds(journal: &Journal, first: Lsn, expected: &[Vec<u8>], what: &str)
     }
 }
 
+/// A journal in a new directory `j` (`Sync`, 64 KiB segments) with a fault plan of its own:
+/// (directory, journal directory, plan, journal).
+fn journal_with_faults() -> (tempfile::TempDir, PathBuf, Arc<FaultPlan>, Journal) {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("j");
+    let plan = Arc::new(FaultPlan::new());
+    let opts = JournalOptions::new()
+        .persist_mode(PersistMode::Sync)
+        .segment_bytes_max(64 << 10)
+        .fault_injector(plan.clone());
+    let journal = Journal::open(&jdir, opts).unwrap();
+    (dir, jdir, plan, journal)
+}
+
 #[test]
 fn allocation_failure_at_rotation_is_disk_full_and_recoverable() {
     with_timeout(60, || {
-        let dir = tempfile::tempdir().unwrap();
-        let jdir = dir.path().join("j");
-        let plan = Arc::new(FaultPlan::new());
-        let opts = JournalOptions::new()
-            .persist_mode(PersistMode::Sync)
-            .segment_bytes_max(64 << 10)
-            .fault_injector(plan.clone());
-        let journal = Journal::open(&jdir, opts).unwrap();
+        let (_dir, jdir, plan, journal) = journal_with_faults();
         // From now on, every new segment fails to reserve its space.
         plan.fail(IoOp::Allocate, 0, None, ENOSPC);
 
@@ -183,14 +190,7 @@ fn batched_and_buffered_modes_report_disk_full_too() {
 #[test]
 fn batch_refused_with_disk_full_leaves_the_journal_unchanged() {
     with_timeout(60, || {
-        let dir = tempfile::tempdir().unwrap();
-        let jdir = dir.path().join("j");
-        let plan = Arc::new(FaultPlan::new());
-        let opts = JournalOptions::new()
-            .persist_mode(PersistMode::Sync)
-            .segment_bytes_max(64 << 10)
-            .fault_injector(plan.clone());
-        let journal = Journal::open(&jdir, opts).unwrap();
+        let (_dir, _jdir, plan, journal) = journal_with_faults();
         let first = payload(5, 0, 4, 1000);
         assert_eq!(journal.append(&first).unwrap(), 1);
         plan.fail(IoOp::Allocate, 0, None, ENOSPC);

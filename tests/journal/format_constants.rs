@@ -238,27 +238,13 @@ fn crc_is_crc32_iso_hdlc() {
 
 #[test]
 fn bincode_example_in_the_document_is_what_bincode_writes() {
-    let doc = doc();
-    let line = doc
-        .lines()
-        .skip_while(|l| !l.contains("encodes as"))
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let hex = line
-        .split('`')
-        .rev()
-        .nth(1)
-        .expect("hex bytes in backticks after `encodes as`");
-    let expected: Vec<u8> = hex
-        .split_whitespace()
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
+    let expected = hex_after(&doc(), "encodes as");
     let value = (300u32, -2i64, "hi", Some(7u8), vec![1u8, 2]);
     let got = bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap();
     assert_eq!(got, expected);
 }
 
+/// The hex bytes in the last backticks of the two lines from the one holding `marker`.
 fn hex_after(doc: &str, marker: &str) -> Vec<u8> {
     let line = doc
         .lines()
@@ -306,7 +292,7 @@ fn change_set_examples_in_the_document_are_what_the_store_writes() {
 use std::path::Path;
 
 use crate::support::journal::{
-    frames, open_with_mode, opts_with_mode, payload_for_lsn, read_all, segment_path,
+    frames, open_with_mode, opts_with_mode, payload_for_lsn, read_all, segment_path, write_at,
     write_journal_records,
 };
 use syncjournal::journal::scan::{DamagedRegion, ScanInput, scan_segment};
@@ -830,7 +816,6 @@ fn recover_also_retires_acknowledged_segments() {
 
 /// Rewrites `ACK` so that its acknowledgement was made `ms` earlier (a new slot generation).
 fn age_acknowledgement(dir: &Path, ms: u64) {
-    use std::os::unix::fs::FileExt;
     let b = read(&dir.join(ACK_FILE));
     let cur = ACK_SLOT_OFFSETS
         .iter()
@@ -842,12 +827,7 @@ fn age_acknowledgement(dir: &Path, ms: u64) {
         acked_at_ms: cur.acked_at_ms - ms,
         ..cur
     };
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join(ACK_FILE))
-        .unwrap()
-        .write_all_at(&next.encode(), next.offset() as u64)
-        .unwrap();
+    write_at(&dir.join(ACK_FILE), next.offset(), &next.encode());
 }
 
 #[test]

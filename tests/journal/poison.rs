@@ -121,18 +121,41 @@ fn reopen_and_check(jdir: &std::path::Path, durable: &[(Lsn, Vec<u8>)]) -> Journ
     journal
 }
 
+/// A journal in a new directory: the directory (removed on drop), the journal's directory,
+/// its fault plan, the journal, and `(lsn, payload)` of every record it was given.
+type Faulty = (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<FaultPlan>,
+    Journal,
+    Vec<(Lsn, Vec<u8>)>,
+);
+
+/// A journal in a new directory `j`, opened in `mode` with a fault plan of its own, holding
+/// `n` records `payload(thread, seq, tag, len)` (`seq` from 0).
+fn faulty_journal(
+    mode: PersistMode,
+    segment_bytes: u64,
+    n: u32,
+    (thread, tag, len): (u32, u64, usize),
+) -> Faulty {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("j");
+    let plan = Arc::new(FaultPlan::new());
+    let journal = Journal::open(&jdir, opts(mode, segment_bytes, &plan)).unwrap();
+    let mut durable = Vec::new();
+    for seq in 0..n {
+        let p = payload(thread, seq, tag, len);
+        durable.push((journal.append(&p).unwrap(), p));
+    }
+    (dir, jdir, plan, journal, durable)
+}
+
 #[test]
 fn failed_sync_poisons_every_later_call() {
     with_timeout(60, || {
-        let dir = tempfile::tempdir().unwrap();
-        let jdir = dir.path().join("j");
-        let plan = Arc::new(FaultPlan::new());
-        let journal = Journal::open(&jdir, opts(PersistMode::Sync, 1 << 20, &plan)).unwrap();
-        let mut durable = Vec::new();
-        for seq in 0..10 {
-            let p = payload(0, seq, 1, 100);
-            durable.push((journal.append(&p).unwrap(), p));
-        }
+        let (_dir, jdir, plan, journal, mut durable) =
+            faulty_journal(PersistMode::Sync, 1 << 20, 10, (0, 1, 100));
         let mut old_reader = journal.reader(1).unwrap();
         assert_eq!(old_reader.next_record().unwrap().unwrap().lsn, 1);
 
@@ -277,15 +300,8 @@ fn concurrent_appenders_and_followers_all_fail_none_hangs() {
 #[test]
 fn failed_sync_at_rotation_poisons() {
     with_timeout(60, || {
-        let dir = tempfile::tempdir().unwrap();
-        let jdir = dir.path().join("j");
-        let plan = Arc::new(FaultPlan::new());
-        let journal = Journal::open(&jdir, opts(PersistMode::Buffered, 64 << 10, &plan)).unwrap();
-        let mut durable = Vec::new();
-        for seq in 0..10 {
-            let p = payload(1, seq, 3, 500);
-            durable.push((journal.append(&p).unwrap(), p));
-        }
+        let (_dir, jdir, plan, journal, durable) =
+            faulty_journal(PersistMode::Buffered, 64 << 10, 10, (1, 3, 500));
         journal.sync().unwrap();
         let mut old_reader = journal.reader(1).unwrap();
         // Buffered: the next sync is the one of the rotation.
@@ -310,18 +326,10 @@ fn failed_sync_at_rotation_poisons() {
 #[test]
 fn failed_background_sync_poisons_batched_mode() {
     with_timeout(60, || {
-        let dir = tempfile::tempdir().unwrap();
-        let jdir = dir.path().join("j");
-        let plan = Arc::new(FaultPlan::new());
         let mode = PersistMode::Batched {
             interval: Duration::from_millis(2),
         };
-        let journal = Journal::open(&jdir, opts(mode, 1 << 20, &plan)).unwrap();
-        let mut durable = Vec::new();
-        for seq in 0..5 {
-            let p = payload(2, seq, 4, 100);
-            durable.push((journal.append(&p).unwrap(), p));
-        }
+        let (_dir, jdir, plan, journal, durable) = faulty_journal(mode, 1 << 20, 5, (2, 4, 100));
         journal.sync().unwrap();
         let mut old_reader = journal.reader(1).unwrap();
         plan.fail(IoOp::SyncData, 0, Some(1), EIO);
@@ -354,15 +362,8 @@ fn failed_background_sync_poisons_batched_mode() {
 #[test]
 fn failed_ack_write_poisons() {
     with_timeout(60, || {
-        let dir = tempfile::tempdir().unwrap();
-        let jdir = dir.path().join("j");
-        let plan = Arc::new(FaultPlan::new());
-        let journal = Journal::open(&jdir, opts(PersistMode::Sync, 1 << 20, &plan)).unwrap();
-        let mut durable = Vec::new();
-        for seq in 0..8 {
-            let p = payload(3, seq, 5, 100);
-            durable.push((journal.append(&p).unwrap(), p));
-        }
+        let (_dir, jdir, plan, journal, durable) =
+            faulty_journal(PersistMode::Sync, 1 << 20, 8, (3, 5, 100));
         journal.ack(2).unwrap();
         let mut old_reader = journal.reader(1).unwrap();
         plan.fail(IoOp::WriteAck, 0, Some(1), EIO);

@@ -106,6 +106,44 @@ struct Epoch {
     how: &'static str,
 }
 
+/// What a power loss keeps at least, as the run goes: the durable files, the highest durable
+/// LSN, and where the durable data of the active segment ends.
+struct Durable {
+    image: Image,
+    lsn: Lsn,
+    end: usize,
+}
+
+impl Durable {
+    /// The active segment's bytes `written` (LSNs up to `written_lsn`, data up to `hi`) became
+    /// durable (by `how`): the epoch that ends is recorded, if it wrote anything.
+    fn advance(
+        &mut self,
+        epochs: &mut Vec<Epoch>,
+        active: &str,
+        written: Arc<Vec<u8>>,
+        written_lsn: Lsn,
+        hi: usize,
+        how: &'static str,
+    ) {
+        if written_lsn > self.lsn {
+            epochs.push(Epoch {
+                durable: self.image.clone(),
+                active: active.to_owned(),
+                written: Arc::clone(&written),
+                durable_lsn: self.lsn,
+                written_lsn,
+                lo: self.end,
+                hi,
+                how,
+            });
+        }
+        self.image.insert(active.to_owned(), written);
+        self.lsn = written_lsn;
+        self.end = hi;
+    }
+}
+
 /// One recorded run: the payloads by LSN, their frames, the epochs.
 struct Run {
     payloads: Vec<Vec<u8>>,
@@ -162,10 +200,12 @@ fn record_run(jdir: &Path, rng: &mut Rng) -> Run {
     let mut epochs: Vec<Epoch> = Vec::new();
     let mut rotations = 0;
     let sessions = rng.urange(3, 6);
-    let mut durable: Image = BTreeMap::new();
-    let mut durable_lsn: Lsn = 0;
+    let mut d = Durable {
+        image: BTreeMap::new(),
+        lsn: 0,
+        end: SEGMENT_DATA_OFFSET,
+    };
     let mut cursor = SEGMENT_DATA_OFFSET;
-    let mut durable_end = SEGMENT_DATA_OFFSET;
     for session in 0..sessions {
         let mode = if rng.coin() {
             PersistMode::Buffered
@@ -184,14 +224,14 @@ fn record_run(jdir: &Path, rng: &mut Rng) -> Run {
         let mut active = names.last().unwrap().clone();
         for n in names.iter().chain(std::iter::once(&"ACK".to_owned())) {
             let bytes = read(jdir, n);
-            match durable.get(n) {
+            match d.image.get(n) {
                 Some(old) => assert!(
                     **old == *bytes,
                     "session {session}: reopening a cleanly closed journal changed {n}"
                 ),
                 None => {
                     assert_eq!(session, 0, "reopening created {n}");
-                    durable.insert(n.clone(), bytes);
+                    d.image.insert(n.clone(), bytes);
                 }
             }
         }
@@ -202,22 +242,8 @@ fn record_run(jdir: &Path, rng: &mut Rng) -> Run {
             if mode == PersistMode::Buffered && rng.one_in(8) {
                 let w = read(jdir, &active);
                 j.sync().expect("sync");
-                if written_lsn > durable_lsn {
-                    epochs.push(Epoch {
-                        durable: durable.clone(),
-                        active: active.clone(),
-                        written: Arc::clone(&w),
-                        durable_lsn,
-                        written_lsn,
-                        lo: durable_end,
-                        hi: cursor,
-                        how: "sync()",
-                    });
-                }
                 assert_eq!(*read(jdir, &active), *w, "sync() changed the bytes");
-                durable.insert(active.clone(), w);
-                durable_lsn = written_lsn;
-                durable_end = cursor;
+                d.advance(&mut epochs, &active, w, written_lsn, cursor, "sync()");
                 continue;
             }
             let n = if rng.one_in(4) { rng.urange(2, 6) } else { 1 };
@@ -234,32 +260,26 @@ fn record_run(jdir: &Path, rng: &mut Rng) -> Run {
                 assert_eq!(now.len(), names.len() + 1, "one rotation at most");
                 rotations += 1;
                 // The rotation made the previous segment durable as written before this op.
-                if written_lsn > durable_lsn {
-                    epochs.push(Epoch {
-                        durable: durable.clone(),
-                        active: active.clone(),
-                        written: Arc::clone(&before),
-                        durable_lsn,
-                        written_lsn,
-                        lo: durable_end,
-                        hi: cursor,
-                        how: "rotation",
-                    });
-                }
                 assert_eq!(
                     *read(jdir, &active),
                     *before,
                     "a rotation changed the sealed segment's bytes"
                 );
-                durable.insert(active.clone(), before);
-                durable_lsn = written_lsn;
+                d.advance(
+                    &mut epochs,
+                    &active,
+                    before,
+                    written_lsn,
+                    cursor,
+                    "rotation",
+                );
                 // The new segment: durable with its header and no data.
                 active = now.last().unwrap().clone();
                 let mut fresh = read(jdir, &active).to_vec();
                 fresh[SEGMENT_DATA_OFFSET..].fill(0);
-                durable.insert(active.clone(), Arc::new(fresh));
+                d.image.insert(active.clone(), Arc::new(fresh));
                 cursor = SEGMENT_DATA_OFFSET;
-                durable_end = SEGMENT_DATA_OFFSET;
+                d.end = SEGMENT_DATA_OFFSET;
                 names = now;
             }
             for p in batch {
@@ -275,48 +295,23 @@ fn record_run(jdir: &Path, rng: &mut Rng) -> Run {
             let written_lsn = payloads.len() as Lsn;
             if mode == PersistMode::Sync {
                 let w = read(jdir, &active);
-                epochs.push(Epoch {
-                    durable: durable.clone(),
-                    active: active.clone(),
-                    written: Arc::clone(&w),
-                    durable_lsn,
-                    written_lsn,
-                    lo: durable_end,
-                    hi: cursor,
-                    how: if n == 1 {
-                        "Sync append"
-                    } else {
-                        "Sync append_batch"
-                    },
-                });
-                durable.insert(active.clone(), w);
-                durable_lsn = written_lsn;
-                durable_end = cursor;
+                let how = if n == 1 {
+                    "Sync append"
+                } else {
+                    "Sync append_batch"
+                };
+                d.advance(&mut epochs, &active, w, written_lsn, cursor, how);
             }
         }
         let written_lsn = payloads.len() as Lsn;
         let w = read(jdir, &active);
         j.close().expect("close");
-        if written_lsn > durable_lsn {
-            epochs.push(Epoch {
-                durable: durable.clone(),
-                active: active.clone(),
-                written: Arc::clone(&w),
-                durable_lsn,
-                written_lsn,
-                lo: durable_end,
-                hi: cursor,
-                how: "close",
-            });
-        }
-        durable.insert(active.clone(), w);
-        durable_lsn = written_lsn;
-        durable_end = cursor;
+        d.advance(&mut epochs, &active, w, written_lsn, cursor, "close");
     }
     // Premises: every frame is where this test thinks it is, every epoch's changes lie in
     // [lo, hi) of its active segment, and nothing is written beyond.
     for (i, l) in locs.iter().enumerate() {
-        let bytes = &durable[&l.segment];
+        let bytes = &d.image[&l.segment];
         assert_eq!(
             le_u64(bytes, l.offset + FRAME_LSN_OFFSET),
             i as u64 + 1,

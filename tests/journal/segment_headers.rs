@@ -367,6 +367,31 @@ fn salvage_of_a_sealed_segment_truncated_at_a_frame_boundary_leaves_a_gap() {
     });
 }
 
+/// Opening `dir` is refused in every mode with `ForeignSegment` naming `seg`, the journal
+/// `expected` and the one `found` in the segment.
+fn refused_as_foreign_segment(
+    dir: &Path,
+    seg: &Path,
+    expected_id: uuid::Uuid,
+    found_id: uuid::Uuid,
+) {
+    refused_in_every_mode(dir, |mode, e| {
+        assert_names(&e, seg);
+        match e {
+            Error::Journal(JournalError::ForeignSegment {
+                path,
+                expected,
+                found,
+            }) => {
+                assert_eq!(path, seg, "{mode:?}");
+                assert_eq!(expected, expected_id, "{mode:?}");
+                assert_eq!(found, found_id, "{mode:?}");
+            }
+            other => panic!("{mode:?}: expected ForeignSegment, got {other:?}"),
+        }
+    });
+}
+
 #[test]
 fn a_segment_of_another_journal_is_refused() {
     let (_t1, dir1, _) = journal(5, 100);
@@ -379,41 +404,13 @@ fn a_segment_of_another_journal_is_refused() {
     // Another journal's segment 2 added after ours.
     let seg2 = segment_path(&dir1, 2);
     fs::copy(segment_path(&dir2, 2), &seg2).unwrap();
-    refused_in_every_mode(&dir1, |mode, e| {
-        assert_names(&e, &seg2);
-        match e {
-            Error::Journal(JournalError::ForeignSegment {
-                path,
-                expected,
-                found,
-            }) => {
-                assert_eq!(path, seg2, "{mode:?}");
-                assert_eq!(expected, id1, "{mode:?}");
-                assert_eq!(found, id2, "{mode:?}");
-            }
-            other => panic!("{mode:?}: expected ForeignSegment, got {other:?}"),
-        }
-    });
+    refused_as_foreign_segment(&dir1, &seg2, id1, id2);
     fs::remove_file(&seg2).unwrap();
 
     // Our only segment replaced by another journal's segment 1 (ACK still names ours).
     let seg1 = segment_path(&dir1, 1);
     fs::copy(segment_path(&dir2, 1), &seg1).unwrap();
-    refused_in_every_mode(&dir1, |mode, e| {
-        assert_names(&e, &seg1);
-        match e {
-            Error::Journal(JournalError::ForeignSegment {
-                path,
-                expected,
-                found,
-            }) => {
-                assert_eq!(path, seg1, "{mode:?}");
-                assert_eq!(expected, id1, "{mode:?}");
-                assert_eq!(found, id2, "{mode:?}");
-            }
-            other => panic!("{mode:?}: expected ForeignSegment, got {other:?}"),
-        }
-    });
+    refused_as_foreign_segment(&dir1, &seg1, id1, id2);
 }
 
 #[test]

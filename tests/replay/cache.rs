@@ -20,8 +20,8 @@ use syncjournal::error::{CacheError, TargetError};
 use crate::support::events::now_ms;
 use crate::support::journal::{SEG_BYTES, copy_dir};
 use crate::support::store::{
-    Paths, SCHEMA, dump_all, dump_cache, dump_target, item, item_ids, local_opts, open, store_opts,
-    tag,
+    Paths, SCHEMA, apply_items, dump_all, dump_cache, dump_target, item, item_ids, local_opts,
+    local_store, open, store_opts, tag,
 };
 use crate::support::targets::{copy_db, open_ro};
 use rusqlite::Connection;
@@ -64,8 +64,7 @@ fn entries_journaled_but_not_committed_to_the_cache_are_applied_on_open() {
     let paths = Paths::in_dir(dir.path());
     let opts = || store_opts(&paths.target, RejectPolicy::Stop);
     let store = open(&paths, opts());
-    store.apply(&item(1)).unwrap();
-    store.apply(&item(2)).unwrap();
+    apply_items(&store, 1..=2);
     let journal_id = store.journal_state().journal_id;
     store.close().unwrap();
 
@@ -154,9 +153,22 @@ fn guard_refuses(conn: &Connection, sql: &str) -> String {
     }
 }
 
+/// Through `other` (a connection of its own to the cache): the rows are `snapshot`, every
+/// write of [`WRITES`] is refused by the guards, and the rows are still `snapshot`.
+fn assert_writes_refused(other: &Connection, snapshot: &[Vec<Vec<Value>>]) {
+    assert_eq!(dump_all(other).unwrap(), snapshot);
+    for sql in WRITES {
+        let message = guard_refuses(other, sql);
+        assert!(
+            message.contains("syncjournal"),
+            "{sql:?} must be refused by the guards, not by {message:?}"
+        );
+    }
+    assert_eq!(dump_all(other).unwrap(), snapshot);
+}
+
 fn fill(store: &Store) {
-    store.apply(&item(1)).unwrap();
-    store.apply(&item(2)).unwrap();
+    apply_items(&store, 1..=2);
     store.apply(&tag("t", 1.0)).unwrap();
     store
         .apply(&ChangeSet::new().upsert(
@@ -184,9 +196,7 @@ const WRITES: [&str; 12] = [
 
 #[test]
 fn the_cache_cannot_be_written_around_the_journal() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, local_opts());
+    let (_dir, paths, store) = local_store();
     fill(&store);
     let snapshot = dump_cache(&store);
 
@@ -207,15 +217,7 @@ fn the_cache_cannot_be_written_around_the_journal() {
     // Through a separate connection to the cache file, while the store is open: reads work,
     // writes are refused by the guards.
     let other = Connection::open(&paths.cache).unwrap();
-    assert_eq!(dump_all(&other).unwrap(), snapshot);
-    for sql in WRITES {
-        let message = guard_refuses(&other, sql);
-        assert!(
-            message.contains("syncjournal"),
-            "{sql:?} must be refused by the guards, not by {message:?}"
-        );
-    }
-    assert_eq!(dump_all(&other).unwrap(), snapshot);
+    assert_writes_refused(&other, &snapshot);
     assert_eq!(dump_cache(&store), snapshot);
 
     // The store itself still writes.
@@ -227,15 +229,7 @@ fn the_cache_cannot_be_written_around_the_journal() {
 
     // And with the store closed.
     let other = Connection::open(&paths.cache).unwrap();
-    assert_eq!(dump_all(&other).unwrap(), snapshot);
-    for sql in WRITES {
-        let message = guard_refuses(&other, sql);
-        assert!(
-            message.contains("syncjournal"),
-            "{sql:?} must be refused by the guards, not by {message:?}"
-        );
-    }
-    assert_eq!(dump_all(&other).unwrap(), snapshot);
+    assert_writes_refused(&other, &snapshot);
     drop(other);
     let store = open(&paths, local_opts());
     assert_eq!(dump_cache(&store), snapshot);
@@ -247,9 +241,7 @@ fn the_cache_cannot_be_written_around_the_journal() {
 /// (the guard calls a function only the store's connection has).
 #[test]
 fn a_write_around_the_journal_says_why_it_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, local_opts());
+    let (_dir, paths, store) = local_store();
     fill(&store);
     let other = Connection::open(&paths.cache).unwrap();
     for sql in WRITES {
@@ -267,9 +259,7 @@ fn a_write_around_the_journal_says_why_it_is_refused() {
 /// entries twice.
 #[test]
 fn the_cache_bookkeeping_cannot_be_written_around_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, local_opts());
+    let (_dir, paths, store) = local_store();
     fill(&store);
     let snapshot = dump_cache(&store);
     assert!(
@@ -329,19 +319,14 @@ fn a_cache_from_another_journal_is_refused() {
 
 #[test]
 fn a_cache_ahead_of_the_journal_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, local_opts());
-    store.apply(&item(1)).unwrap();
-    store.apply(&item(2)).unwrap();
+    let (dir, paths, store) = local_store();
+    apply_items(&store, 1..=2);
     store.close().unwrap();
     let old_journal = dir.path().join("journal-old");
     copy_dir(&paths.journal, &old_journal);
 
     let store = open(&paths, local_opts());
-    for i in 3..=5 {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 3..=5);
     store.close().unwrap();
 
     match Store::<ChangeSet>::open(&old_journal, &paths.cache, local_opts()) {
@@ -367,8 +352,7 @@ fn a_cache_older_than_the_retained_journal_is_refused() {
     let paths = Paths::in_dir(dir.path());
     let opts = || store_opts(&paths.target, RejectPolicy::Stop);
     let store = open(&paths, opts());
-    store.apply(&item(1)).unwrap();
-    store.apply(&item(2)).unwrap();
+    apply_items(&store, 1..=2);
     store.close().unwrap();
     let old_cache = dir.path().join("cache-old.db");
     copy_db(&paths.cache, &old_cache);

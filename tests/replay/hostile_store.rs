@@ -26,9 +26,10 @@ use syncjournal::error::{CacheError, JournalError, TargetError};
 use crate::support::events::now_ms;
 use crate::support::journal::SEG_BYTES;
 use crate::support::store::{
-    Paths, SCHEMA, dump_cache, dump_target, item, item_ids, open, store_opts, tag,
+    Paths, SCHEMA, apply_items, dump_cache, dump_target, item, item_ids, local_opts, local_store,
+    open, store_opts, tag,
 };
-use crate::support::targets::open_ro;
+use crate::support::targets::{copy_db, open_ro};
 use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event, encode_event_within};
 use syncjournal::fault::{FaultPlan, IoOp};
 use syncjournal::{
@@ -204,23 +205,21 @@ fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_tar
                 .unwrap();
             journal.close().unwrap();
         }
+        // Opening the store refuses LSN 2, naming its key column.
+        let open_is_refused = || {
+            let e = Store::<ChangeSet>::open(&paths.journal, &paths.cache, opts())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("LSN 2") && e.contains("key column items.id"),
+                "{e}"
+            );
+        };
         // The cache has applied LSN 1; catching up with LSN 2 refuses it.
-        let e = Store::<ChangeSet>::open(&paths.journal, &paths.cache, opts())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("LSN 2") && e.contains("key column items.id"),
-            "{e}"
-        );
+        open_is_refused();
         // Without the cache: the same refusal when rebuilding it.
         remove_cache(&paths);
-        let e = Store::<ChangeSet>::open(&paths.journal, &paths.cache, opts())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("LSN 2") && e.contains("key column items.id"),
-            "{e}"
-        );
+        open_is_refused();
         // A replayer of the journal (no cache involved) refuses it at the target.
         let mut replayer = Replayer::<ChangeSet>::new(
             Arc::new(
@@ -298,16 +297,27 @@ fn faulty_opts(paths: &Paths, plan: &Arc<FaultPlan>) -> syncjournal::StoreOption
     )
 }
 
-#[test]
-fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_says_what_became_of_it()
- {
+/// A store (of [`faulty_opts`]) in a new directory that applied item 1, and the error of
+/// applying item 2 with the next `op` failing with `errno`: (directory, paths, plan, store,
+/// error).
+fn second_apply_failing(
+    op: IoOp,
+    errno: i32,
+) -> (tempfile::TempDir, Paths, Arc<FaultPlan>, Store, Error) {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
     let plan = Arc::new(FaultPlan::new());
     let store = open(&paths, faulty_opts(&paths, &plan));
     store.apply(&item(1)).unwrap();
-    plan.fail(IoOp::SyncData, 0, Some(1), EIO);
+    plan.fail(op, 0, Some(1), errno);
     let e = store.apply(&item(2)).unwrap_err();
+    (dir, paths, plan, store, e)
+}
+
+#[test]
+fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_says_what_became_of_it()
+ {
+    let (_dir, paths, plan, store, e) = second_apply_failing(IoOp::SyncData, EIO);
     match &e {
         Error::Cache(CacheError::AppliedInDoubt {
             lsn: 2,
@@ -356,13 +366,7 @@ fn an_msync_failure_after_the_journal_write_is_in_doubt_and_the_reopened_store_s
 
 #[test]
 fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_target_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let plan = Arc::new(FaultPlan::new());
-    let store = open(&paths, faulty_opts(&paths, &plan));
-    store.apply(&item(1)).unwrap();
-    plan.fail(IoOp::CacheCommit, 0, Some(1), ENOSPC);
-    let e = store.apply(&item(2)).unwrap_err();
+    let (_dir, paths, plan, store, e) = second_apply_failing(IoOp::CacheCommit, ENOSPC);
     match &e {
         Error::Cache(CacheError::AppliedInDoubt {
             lsn: 2,
@@ -550,7 +554,7 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
     ] {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::in_dir(dir.path());
-        let opts = crate::support::store::local_opts().cache_schema(format!("{SCHEMA}{vtab}"));
+        let opts = local_opts().cache_schema(format!("{SCHEMA}{vtab}"));
         let (table, detail) = unguarded_table(Store::open(&paths.journal, &paths.cache, opts));
         assert_eq!(table.as_deref(), Some(name));
         assert!(
@@ -568,7 +572,7 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
         assert_eq!(n, 0, "{name}: the schema was rolled back");
         drop(c);
         // Without it, the same cache opens.
-        open(&paths, crate::support::store::local_opts());
+        open(&paths, local_opts());
     }
 }
 
@@ -576,20 +580,18 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
 fn dml_in_cache_schema_is_refused_and_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let opts = crate::support::store::local_opts().cache_schema(format!(
+    let opts = local_opts().cache_schema(format!(
         "{SCHEMA} INSERT OR IGNORE INTO items (id, name) VALUES (1, 'seed');"
     ));
     let (_, detail) = unguarded_table(Store::open(&paths.journal, &paths.cache, opts));
     assert!(detail.contains("cache_schema wrote 1 rows"), "{detail}");
-    let store = open(&paths, crate::support::store::local_opts());
+    let store = open(&paths, local_opts());
     assert!(store.read(|c| Ok(item_ids(c))).unwrap().is_empty());
 }
 
 #[test]
 fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_empty_is_guarded() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, crate::support::store::local_opts());
+    let (_dir, paths, store) = local_store();
     store.apply(&item(1)).unwrap();
     {
         let c = rusqlite::Connection::open(&paths.cache).unwrap();
@@ -620,25 +622,18 @@ fn a_table_another_connection_creates_and_writes_is_refused_and_one_it_creates_e
     assert!(store.poisoned().is_some());
     drop(store);
     // …and at the next open.
-    let (table, detail) = unguarded_table(Store::open(
-        &paths.journal,
-        &paths.cache,
-        crate::support::store::local_opts(),
-    ));
+    let (table, detail) = unguarded_table(Store::open(&paths.journal, &paths.cache, local_opts()));
     assert_eq!(table.as_deref(), Some("sneaky"));
     assert!(detail.contains("around the journal"), "{detail}");
 }
 
 #[test]
 fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, crate::support::store::local_opts());
+    let (dir, paths, store) = local_store();
     store.apply(&item(1)).unwrap();
     let old = dir.path().join("old.db");
-    crate::support::targets::copy_db(&paths.cache, &old);
-    store.apply(&item(2)).unwrap();
-    store.apply(&item(3)).unwrap();
+    copy_db(&paths.cache, &old);
+    apply_items(&store, 2..=3);
     // `sqlite3 cache.db ".restore old.db"`: the backup API writes pages, no trigger fires.
     {
         let mut c = rusqlite::Connection::open(&paths.cache).unwrap();
@@ -660,18 +655,16 @@ fn a_restore_over_the_open_cache_is_noticed_and_the_reopened_store_catches_up() 
     }
     assert_eq!(store.journal_state().durable_lsn, 3, "nothing journaled");
     drop(store);
-    let store = open(&paths, crate::support::store::local_opts());
+    let store = open(&paths, local_opts());
     assert_eq!(store.read(|c| Ok(item_ids(c))).unwrap(), vec![1, 2, 3]);
 }
 
 #[test]
 fn a_cache_file_renamed_over_the_open_cache_is_noticed() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, crate::support::store::local_opts());
+    let (dir, paths, store) = local_store();
     store.apply(&item(1)).unwrap();
     let copy = dir.path().join("copy.db");
-    crate::support::targets::copy_db(&paths.cache, &copy);
+    copy_db(&paths.cache, &copy);
     std::fs::rename(&copy, &paths.cache).unwrap();
     match store.apply(&item(2)) {
         Err(Error::Cache(CacheError::Unguarded { detail, .. })) => {
@@ -747,12 +740,7 @@ impl JournalEvent for Bulk {
 fn the_cache_writers_statement_journal_never_spills_to_a_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let store: Store<Bulk> = Store::open(
-        &paths.journal,
-        &paths.cache,
-        crate::support::store::local_opts(),
-    )
-    .unwrap();
+    let store: Store<Bulk> = Store::open(&paths.journal, &paths.cache, local_opts()).unwrap();
     store.apply(&Bulk::Fill(5000)).unwrap(); // about 1.2 MB of pages
     // The pages existed before the savepoint: rewriting them fills its statement journal with
     // about 1.2 MB of old pages, past the 64 KiB SQLite keeps in memory by default before it
@@ -775,7 +763,7 @@ fn four_threads_applying_thousands_of_change_sets_meet_no_sqlite_full() {
         let opts = if with_target {
             store_opts(&paths.target, RejectPolicy::Stop).background_sync(true)
         } else {
-            crate::support::store::local_opts()
+            local_opts()
         };
         let store = open(&paths, opts);
         std::thread::scope(|s| {

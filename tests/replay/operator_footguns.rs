@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use syncjournal::error::TargetError;
 
-use crate::support::store::{Paths, SCHEMA, item, open};
+use crate::support::store::{Paths, SCHEMA, apply_items, open};
 use crate::support::targets::{count_rows, create_target};
 use syncjournal::{
     Error, Journal, JournalOptions, ReplayOptions, Replayer, StoreOptions, TargetOptions,
@@ -20,9 +20,7 @@ fn journal_of(paths: &Paths, n: i64) {
             .cache_schema(SCHEMA)
             .background_sync(false),
     );
-    for i in 1..=n {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 1..=n);
 }
 
 fn replayer(paths: &Paths, target: &Path, opts: ReplayOptions) -> Replayer {

@@ -68,6 +68,14 @@ fn add_host(i: i64) -> ChangeSet {
         )
 }
 
+/// Host `i` with its domain and certificate removed, in one change set.
+fn remove_host(i: i64) -> ChangeSet {
+    ChangeSet::new()
+        .delete("certificates", [("id", i)])
+        .delete("domains", [("name", domain(i))])
+        .delete("hosts", [("id", i)])
+}
+
 /// Adds hosts `1..=n` (one entry each) and returns the last LSN.
 fn seed(store: &Store, n: i64) -> Lsn {
     let mut last = 0;
@@ -121,14 +129,7 @@ fn deletions_of_certificates_hosts_and_domains_reach_the_target() {
             .apply(&ChangeSet::new().delete("hosts", [("id", 7)]))
             .unwrap();
         for i in [3i64, 13, 17] {
-            store
-                .apply(
-                    &ChangeSet::new()
-                        .delete("certificates", [("id", i)])
-                        .delete("domains", [("name", domain(i))])
-                        .delete("hosts", [("id", i)]),
-                )
-                .unwrap();
+            store.apply(&remove_host(i)).unwrap();
         }
         // Before the sync the rows are gone from the cache only.
         let t = p.target.connect();
@@ -337,14 +338,7 @@ fn pending_work_survives_a_restart() {
         seed(&store, 8);
         assert!(store.sync_now().error.is_none());
         for i in [1i64, 4, 8] {
-            store
-                .apply(
-                    &ChangeSet::new()
-                        .delete("certificates", [("id", i)])
-                        .delete("domains", [("name", domain(i))])
-                        .delete("hosts", [("id", i)]),
-                )
-                .unwrap();
+            store.apply(&remove_host(i)).unwrap();
         }
         store
             .apply(&ChangeSet::new().update("hosts", [("id", 2)], [("os", "debian-13")]))

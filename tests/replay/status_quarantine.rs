@@ -20,7 +20,7 @@ use syncjournal::error::TargetError;
 use crate::support::events::now_ms;
 use crate::support::store::{
     Paths, SCHEMA, dump_cache, dump_target, item, item_ids, local_opts, open, store_opts,
-    store_opts_full, store_opts_with_target_schema, tag,
+    store_opts_existing, store_opts_full, store_opts_with_target_schema, tag,
 };
 use crate::support::targets::{TargetKind, TestTarget};
 use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event};
@@ -69,11 +69,7 @@ fn status_figures_come_from_durable_state_and_survive_restart() {
         let opts = || {
             store_opts_full(
                 &paths.target,
-                paths
-                    .target
-                    .options()
-                    .create_if_missing(true)
-                    .create_schema(SCHEMA),
+                paths.target.options_creating(SCHEMA),
                 ReplayOptions::new()
                     .batch_entries_max(2)
                     .retry_attempts_max(0),
@@ -263,13 +259,7 @@ fn last_error_from_a_missing_target_survives_restart_and_only_success_clears_it(
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::of_kind(kind, dir.path());
         // A target that must exist (as on a share): missing until the test creates it.
-        let opts = || {
-            store_opts_full(
-                &paths.target,
-                paths.target.options(),
-                ReplayOptions::new().retry_attempts_max(0),
-            )
-        };
+        let opts = || store_opts_existing(&paths.target);
         let store = open(&paths, opts());
         store.apply(&item(1)).unwrap();
         let report = store.sync_now();
@@ -337,14 +327,7 @@ fn stalled_since_is_none_without_pending_entries_even_while_failing() {
     for kind in TargetKind::all() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::of_kind(kind, dir.path());
-        let store = open(
-            &paths,
-            store_opts_full(
-                &paths.target,
-                paths.target.options(),
-                ReplayOptions::new().retry_attempts_max(0),
-            ),
-        );
+        let store = open(&paths, store_opts_existing(&paths.target));
         assert!(store.sync_now().error.is_some());
         let st = status(&store);
         assert!(st.last_error.is_some());
@@ -362,14 +345,7 @@ fn stalled_since_follows_the_queue_head_and_failing_since_the_failure_run() {
     for kind in TargetKind::all() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::of_kind(kind, dir.path());
-        let store = open(
-            &paths,
-            store_opts_full(
-                &paths.target,
-                paths.target.options(),
-                ReplayOptions::new().retry_attempts_max(0),
-            ),
-        );
+        let store = open(&paths, store_opts_existing(&paths.target));
         // The target is missing: the failure run starts now, before any entry exists.
         assert!(store.sync_now().error.is_some());
         let failing_since = status(&store).last_error.expect("failing").at_ms;
@@ -412,11 +388,7 @@ fn stop_policy_case(kind: TargetKind, batch_entries_max: usize) {
     let opts = || {
         store_opts_full(
             &paths.target,
-            paths
-                .target
-                .options()
-                .create_if_missing(true)
-                .create_schema(TARGET_WITHOUT_TAGS),
+            paths.target.options_creating(TARGET_WITHOUT_TAGS),
             ReplayOptions::new()
                 .reject_policy(RejectPolicy::Stop)
                 .batch_entries_max(batch_entries_max)
@@ -600,9 +572,7 @@ fn quarantine_policy_records_refused_entries_and_continues() {
                 &paths.target,
                 paths
                     .target
-                    .options()
-                    .create_if_missing(true)
-                    .create_schema(TARGET_WITHOUT_TAGS)
+                    .options_creating(TARGET_WITHOUT_TAGS)
                     .faults(Arc::clone(faults) as Arc<dyn TargetFaults>),
                 ReplayOptions::new()
                     .reject_policy(RejectPolicy::Quarantine)

@@ -4,8 +4,11 @@
 use std::path::Path;
 use syncjournal::error::{JournalError, TargetError};
 
-use crate::support::journal::{frames_of_segment, segment_path};
-use crate::support::store::{Paths, SCHEMA, item, local_opts, open, store_opts};
+use crate::support::journal::{frames_of_segment, segment_path, write_at};
+use crate::support::store::{
+    Paths, SCHEMA, apply_items, apply_items_until_segments, item, local_opts, local_store, open,
+    store_opts, synced_store,
+};
 use crate::support::targets::{copy_db, count_rows, create_target, open_ro};
 use syncjournal::{ReplayOptions, Replayer, TargetOptions};
 
@@ -25,23 +28,15 @@ fn follower(paths: &Paths) -> Replayer {
 /// stale zeros for the end of the segment, and skipped to the next segment.
 #[test]
 fn a_follower_applies_every_entry_when_the_owner_rotates_between_two_syncs() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, local_opts());
-    for i in 1..=10 {
-        store.apply(&item(i)).unwrap();
-    }
+    let (_dir, paths, store) = local_store();
+    apply_items(&store, 1..=10);
     let mut f = follower(&paths);
     let r = f.sync_now();
     assert!(r.error.is_none(), "{r}");
     assert_eq!(count_rows(paths.target.path(), "items"), 10);
     // Rotate at least twice, so that the follower's window into the first segment is stale.
     let first_segments = store.journal_state().segments;
-    let mut i = 11;
-    while store.journal_state().segments < first_segments + 2 {
-        store.apply(&item(i)).unwrap();
-        i += 1;
-    }
+    apply_items_until_segments(&store, 11, first_segments + 2);
     let head = store.journal_state().durable_lsn;
     let r = f.sync_now();
     assert!(r.error.is_none(), "{r}");
@@ -59,7 +54,6 @@ fn a_follower_applies_every_entry_when_the_owner_rotates_between_two_syncs() {
 // Helpers for crafted journals and targets.
 
 use std::fs;
-use std::os::unix::fs::FileExt;
 
 use syncjournal::format::{Seed, seal_frame};
 use syncjournal::replay::{PendingBasis, SyncState, offline_status};
@@ -83,20 +77,13 @@ fn reseal_frame(dir: &Path, seq: u64, index: usize, edit: impl FnOnce(&mut Lsn, 
     edit(&mut lsn, &mut prev);
     let payload = &image[at + 32..at + 32 + f.payload_len];
     let h = seal_frame(Seed::new(id, seq), lsn, f.synced_lsn, prev, kind, payload);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .write_all_at(&h, at as u64)
-        .unwrap();
+    write_at(&path, at, &h);
 }
 
 /// A closed journal of `n` item inserts (one segment), its directory.
 fn closed_journal(paths: &Paths, n: i64) {
     let store = open(paths, local_opts());
-    for i in 1..=n {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 1..=n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,11 +96,7 @@ fn a_target_restored_from_before_the_first_sync_is_target_behind_with_every_entr
     create_target(paths.target.path(), SCHEMA);
     let backup = dir.path().join("backup.db");
     copy_db(paths.target.path(), &backup);
-    let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
-    for i in 1..=50 {
-        store.apply(&item(i)).unwrap();
-    }
-    assert!(store.sync_now().error.is_none());
+    let store = synced_store(&paths, 50);
     drop(store);
     fs::copy(&backup, paths.target.path()).unwrap(); // restored: same tables, no rows, no progress
 
@@ -144,15 +127,11 @@ fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
     let paths = Paths::in_dir(dir.path());
     // Everything was synced (and acknowledged) to one database ...
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
-    for i in 1..=3 {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 1..=3);
     store
         .apply(&crate::support::store::tag("refused", 1.0))
         .unwrap();
-    for i in 4..=200 {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 4..=200);
     assert!(store.sync_now().error.is_none());
     let head = store.journal_state().durable_lsn;
     assert_eq!(store.journal_state().acked_lsn, head);
@@ -197,20 +176,14 @@ fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
 fn a_watermark_that_went_back_between_two_commits_is_counted_as_lost_writes() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
-    for i in 1..=20 {
-        store.apply(&item(i)).unwrap();
-    }
-    assert!(store.sync_now().error.is_none());
+    let store = synced_store(&paths, 20);
     // As when a second machine wrote the file over a share that does not forward locks: the
     // progress row of this journal is gone.
     rusqlite::Connection::open(paths.target.path())
         .unwrap()
         .execute("DELETE FROM syncjournal_progress", [])
         .unwrap();
-    for i in 21..=25 {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 21..=25);
     let r = store.sync_now();
     let st = store.status().unwrap();
     assert_eq!(st.lost_writes, 1, "{st:?}");
@@ -232,11 +205,7 @@ fn a_watermark_that_went_back_between_two_commits_is_counted_as_lost_writes() {
 fn a_progress_row_lost_on_the_target_is_target_behind_for_the_status() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
-    for i in 1..=30 {
-        store.apply(&item(i)).unwrap();
-    }
-    assert!(store.sync_now().error.is_none());
+    let store = synced_store(&paths, 30);
     drop(store);
     rusqlite::Connection::open(paths.target.path())
         .unwrap()
@@ -275,14 +244,8 @@ fn opening_a_store_leaves_another_processs_temporary_state_file_alone() {
 
 #[test]
 fn an_owner_without_a_target_acknowledges_what_its_follower_applied_and_retires_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, local_opts());
-    let mut i = 1;
-    while store.journal_state().segments < 4 {
-        store.apply(&item(i)).unwrap();
-        i += 1;
-    }
+    let (_dir, paths, store) = local_store();
+    apply_items_until_segments(&store, 1, 4);
     let segments = store.journal_state().segments;
     let mut f = follower(&paths);
     assert!(f.sync_now().error.is_none());
@@ -316,9 +279,7 @@ fn the_background_thread_of_an_owner_without_a_target_acknowledges_the_followers
             .background_sync(true)
             .replay(ReplayOptions::new().sync_interval_ms(20)),
     );
-    for i in 1..=40 {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 1..=40);
     assert!(follower(&paths).sync_now().error.is_none());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while store.journal_state().acked_lsn < 40 {
@@ -399,12 +360,7 @@ fn a_zeroed_record_in_the_middle_is_damage_not_the_end_of_the_journal() {
     let image = fs::read(&seg).unwrap();
     let f = frames_of_segment(&image, 1)[37]; // LSN 38; 39 and 40 follow
     let zeros = vec![0u8; f.len];
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .write_all_at(&zeros, f.offset as u64)
-        .unwrap();
+    write_at(&seg, f.offset, &zeros);
     let (lsns, e) = read_offline(&paths.journal);
     assert_eq!(lsns.last(), Some(&37));
     assert!(
@@ -415,14 +371,8 @@ fn a_zeroed_record_in_the_middle_is_damage_not_the_end_of_the_journal() {
 
 #[test]
 fn a_truncated_segment_is_damage_for_the_offline_reader() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, local_opts());
-    let mut i = 1;
-    while store.journal_state().segments < 2 {
-        store.apply(&item(i)).unwrap();
-        i += 1;
-    }
+    let (_dir, paths, store) = local_store();
+    apply_items_until_segments(&store, 1, 2);
     drop(store);
     let seg = segment_path(&paths.journal, 1);
     fs::OpenOptions::new()
@@ -446,12 +396,7 @@ fn a_torn_last_record_is_named_a_torn_tail_by_the_offline_reader() {
     crate::support::journal::rewind_head(&paths.journal, 9); // the crash came before its sync
     let seg = segment_path(&paths.journal, 1);
     let f = frames_of_segment(&fs::read(&seg).unwrap(), 1)[9];
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .write_all_at(&[0xAB; 16], (f.offset + f.len - 16) as u64)
-        .unwrap();
+    write_at(&seg, f.offset + f.len - 16, &[0xAB; 16]);
     let (lsns, e) = read_offline(&paths.journal);
     assert_eq!(lsns.len(), 9);
     match e {
@@ -479,24 +424,13 @@ fn write_ack(dir: &Path, acked: Lsn) {
         acked_lsn: acked,
         ..cur
     };
-    fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("ACK"))
-        .unwrap()
-        .write_all_at(&next.encode(), next.offset() as u64)
-        .unwrap();
+    write_at(&dir.join("ACK"), next.offset(), &next.encode());
 }
 
 #[test]
 fn an_acknowledgement_beyond_the_records_is_refused_and_nothing_is_retired() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, local_opts());
-    let mut i = 1;
-    while store.journal_state().segments < 3 {
-        store.apply(&item(i)).unwrap();
-        i += 1;
-    }
+    let (_dir, paths, store) = local_store();
+    apply_items_until_segments(&store, 1, 3);
     let head = store.journal_state().durable_lsn;
     drop(store);
     write_ack(&paths.journal, head + 994);
@@ -539,9 +473,7 @@ fn the_background_sync_repairs_a_target_restored_behind_the_acknowledgement() {
         .background_sync(true)
         .replay(ReplayOptions::new().sync_interval_ms(20));
     let store = open(&paths, opts);
-    for i in 1..=5 {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 1..=5);
     assert!(
         store
             .wait_synced(5, std::time::Duration::from_secs(10))
@@ -549,9 +481,7 @@ fn the_background_sync_repairs_a_target_restored_behind_the_acknowledgement() {
     );
     let backup = dir.path().join("five.db");
     copy_db(paths.target.path(), &backup);
-    for i in 6..=10 {
-        store.apply(&item(i)).unwrap();
-    }
+    apply_items(&store, 6..=10);
     assert!(
         store
             .wait_synced(10, std::time::Duration::from_secs(10))
@@ -592,12 +522,7 @@ fn a_damaged_record_that_head_published_as_durable_is_not_cut_as_a_torn_tail() {
     let seg = segment_path(&jdir, 1);
     let f = frames_of_segment(&fs::read(&seg).unwrap(), 1)[4]; // LSN 5
     let b = fs::read(&seg).unwrap()[f.offset + 40];
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .write_all_at(&[b ^ 1], (f.offset + 40) as u64)
-        .unwrap();
+    write_at(&seg, f.offset + 40, &[b ^ 1]);
     match Journal::open(&jdir, JournalOptions::new()) {
         Err(Error::Journal(JournalError::Corrupt(c))) => assert!(!c.torn_tail, "{c}"),
         Ok(j) => panic!("records 5..=20 were cut: {}", j.recovery_report()),
@@ -609,23 +534,14 @@ fn a_damaged_record_that_head_published_as_durable_is_not_cut_as_a_torn_tail() {
 fn a_damaged_last_record_the_target_holds_is_not_cut_and_its_lsn_never_reused() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::in_dir(dir.path());
-    let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
-    for i in 1..=10 {
-        store.apply(&item(i)).unwrap();
-    }
-    assert!(store.sync_now().error.is_none());
+    let store = synced_store(&paths, 10);
     drop(store);
     // A crash before the acknowledgement (ACK 5, target 10), HEAD lost, and record 10 damaged.
     write_ack(&paths.journal, 5);
     fs::remove_file(paths.journal.join("HEAD")).unwrap();
     let seg = segment_path(&paths.journal, 1);
     let f = frames_of_segment(&fs::read(&seg).unwrap(), 1)[9];
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .write_all_at(&[0xEE; 8], (f.offset + f.len - 8) as u64)
-        .unwrap();
+    write_at(&seg, f.offset + f.len - 8, &[0xEE; 8]);
     // The store reads the target's watermark before recovery: record 10 was durable.
     match Store::<ChangeSet>::open(
         &paths.journal,

@@ -125,21 +125,28 @@ fn hosts_on(target: &TestTarget) -> Vec<i64> {
         .unwrap()
 }
 
+/// An inventory whose target (of `kind`) lacks `domains`, its store with `policy`, and three
+/// entries: host 1, a domain (the target refuses it: its LSN is returned), host 2.
+fn with_a_refused_entry(kind: TargetKind, policy: RejectPolicy) -> (Inventory, Store, Lsn) {
+    let inv = inv_without_domains(kind);
+    let store = inv_store(&inv, policy);
+    store.apply(&host(1)).unwrap();
+    let bad = store
+        .apply(&ChangeSet::new().upsert(
+            "domains",
+            [("name", "web-01.example.org")],
+            [("host_id", 1)],
+        ))
+        .unwrap();
+    store.apply(&host(2)).unwrap();
+    (inv, store, bad)
+}
+
 #[test]
 fn an_entry_for_a_table_missing_on_the_target_stops_replay() {
     for kind in TargetKind::all() {
         with_timeout(60, move || {
-            let inv = inv_without_domains(kind);
-            let store = inv_store(&inv, RejectPolicy::Stop);
-            store.apply(&host(1)).unwrap();
-            let bad = store
-                .apply(&ChangeSet::new().upsert(
-                    "domains",
-                    [("name", "web-01.example.org")],
-                    [("host_id", 1)],
-                ))
-                .unwrap();
-            store.apply(&host(2)).unwrap();
+            let (inv, store, bad) = with_a_refused_entry(kind, RejectPolicy::Stop);
             store.apply(&host(3)).unwrap();
             assert_eq!(bad, 2);
 
@@ -202,17 +209,7 @@ fn an_entry_for_a_table_missing_on_the_target_stops_replay() {
 fn an_entry_for_a_table_missing_on_the_target_is_quarantined_with_that_policy() {
     for kind in TargetKind::all() {
         with_timeout(60, move || {
-            let inv = inv_without_domains(kind);
-            let store = inv_store(&inv, RejectPolicy::Quarantine);
-            store.apply(&host(1)).unwrap();
-            let bad = store
-                .apply(&ChangeSet::new().upsert(
-                    "domains",
-                    [("name", "web-01.example.org")],
-                    [("host_id", 1)],
-                ))
-                .unwrap();
-            store.apply(&host(2)).unwrap();
+            let (inv, store, bad) = with_a_refused_entry(kind, RejectPolicy::Quarantine);
             let rep = store.sync_now();
             assert!(rep.error.is_none(), "{rep}");
             assert_eq!(rep.quarantined, 1, "{rep}");

@@ -10,7 +10,7 @@
 //!   retried, in the status; once back, the next sync applies and clears the error;
 //! * a missing target is never created when `create_if_missing` is off.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -164,6 +164,16 @@ fn add_hosts(store: &Store, ids: std::ops::RangeInclusive<i64>) -> u64 {
     n + 1
 }
 
+/// The share comes back from `away`: the next sync applies the `pending` entries and the
+/// target is in sync.
+fn share_back_applies(inv: &Inventory, store: &Store, away: &Path, pending: u64) {
+    std::fs::rename(away, &inv.share).unwrap();
+    let rep = store.sync_now();
+    assert!(rep.error.is_none(), "{rep}");
+    assert_eq!(rep.applied, pending);
+    assert_in_sync(store, &inv.target);
+}
+
 /// Runs the read-only scenario with `make_ro` making the target (file or directory)
 /// read-only.
 fn read_only_scenario(what: &str, ro_path: impl Fn(&Inventory) -> PathBuf) {
@@ -264,11 +274,7 @@ fn the_share_gone_and_back_before_the_first_connection() {
             assert_eq!(st.acked_lsn, 0);
             assert!(!inv.share.exists(), "nothing created in place of the share");
 
-            std::fs::rename(&away, &inv.share).unwrap();
-            let rep = store.sync_now();
-            assert!(rep.error.is_none(), "{rep}");
-            assert_eq!(rep.applied, pending);
-            assert_in_sync(&store, &inv.target);
+            share_back_applies(&inv, &store, &away, pending);
         });
     }
 }
@@ -304,11 +310,7 @@ fn the_share_gone_and_back_while_connected() {
             );
             assert!(st.last_error.is_some());
 
-            std::fs::rename(&away, &inv.share).unwrap();
-            let rep = store.sync_now();
-            assert!(rep.error.is_none(), "{rep}");
-            assert_eq!(rep.applied, pending);
-            assert_in_sync(&store, &inv.target);
+            share_back_applies(&inv, &store, &away, pending);
         });
     }
 }

@@ -219,14 +219,19 @@ pub fn wait_guarded(child: &mut Child, what: &str) -> std::process::ExitStatus {
 }
 
 /// Polls `cond` until it holds; panics after [`HANG_GUARD`].
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + HANG_GUARD;
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_within(what, HANG_GUARD, Duration::from_millis(20), cond);
+}
+
+/// Polls `cond` every `poll` until it holds; panics (a hang guard) after `max`.
+pub fn wait_within(what: &str, max: Duration, poll: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + max;
     while !cond() {
         assert!(
             Instant::now() < deadline,
-            "hang guard: {what} did not happen within {HANG_GUARD:?}"
+            "hang guard: {what} did not happen within {max:?}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(poll);
     }
 }
 

@@ -2,12 +2,13 @@
 //! names of a test directory, store options without background sync, change sets of it, and
 //! dumps of its tables on the cache and on the target.
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 use syncjournal::{
-    ChangeSet, JournalOptions, RejectPolicy, ReplayOptions, Store, StoreOptions, TargetOptions,
-    Value,
+    ChangeSet, JournalOptions, Lsn, RejectPolicy, ReplayOptions, Store, StoreOptions,
+    TargetOptions, Value,
 };
 
 use super::journal::SEG_BYTES;
@@ -71,6 +72,16 @@ pub fn store_opts_with_target_schema(
     )
 }
 
+/// Store options whose target must exist (never created, as on a share): the shared schema,
+/// small segments, no background sync, no retries.
+pub fn store_opts_existing(target: &TestTarget) -> StoreOptions {
+    store_opts_full(
+        target,
+        target.options(),
+        ReplayOptions::new().retry_attempts_max(0),
+    )
+}
+
 /// The shared cache schema, small segments, no background sync, and the given target and
 /// replay options.
 pub fn store_opts_full(
@@ -92,6 +103,14 @@ pub fn local_opts() -> StoreOptions {
         )
         .cache_schema(SCHEMA)
         .background_sync(false)
+}
+
+/// A store without a target ([`local_opts`]) in a new directory: (directory, its paths, store).
+pub fn local_store() -> (tempfile::TempDir, Paths, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::in_dir(dir.path());
+    let store = open(&paths, local_opts());
+    (dir, paths, store)
 }
 
 /// Opens a `Store<ChangeSet>`.
@@ -129,6 +148,33 @@ pub fn item(id: i64) -> ChangeSet {
             ("data", Value::Blob(vec![id as u8; 3])),
         ],
     )
+}
+
+/// Applies `item(i)` for every `i` of `ids`; returns the last LSN (0 if none).
+pub fn apply_items(store: &Store, ids: RangeInclusive<i64>) -> Lsn {
+    ids.map(|i| store.apply(&item(i)).unwrap())
+        .last()
+        .unwrap_or(0)
+}
+
+/// Applies items `first, first + 1, …` until the journal has `segments` segments; returns the
+/// id the next item would take.
+pub fn apply_items_until_segments(store: &Store, first: i64, segments: usize) -> i64 {
+    let mut i = first;
+    while store.journal_state().segments < segments {
+        store.apply(&item(i)).unwrap();
+        i += 1;
+    }
+    i
+}
+
+/// A store of `paths` ([`store_opts`], `RejectPolicy::Stop`) with items `1..=n` applied and
+/// synced.
+pub fn synced_store(paths: &Paths, n: i64) -> Store {
+    let store = open(paths, store_opts(&paths.target, RejectPolicy::Stop));
+    apply_items(&store, 1..=n);
+    assert!(store.sync_now().error.is_none());
+    store
 }
 
 /// A change set that upserts tag `tag` with a weight.
