@@ -2,10 +2,11 @@
 //! error line, `quarantine list|retry|discard`, and escaping of crafted names and values.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::Value as Json;
-use syncjournal::{ChangeSet, Journal, Value};
+use syncjournal::{ChangeSet, Journal, Lsn, Value};
 
 use crate::support::cli::{
     APP_KIND, EVIL_TABLE, EVIL_TEXT, JournalOwner, Run, TARGET_SCHEMA, append_changes,
@@ -60,54 +61,58 @@ fn sync_applies_pending_entries_in_batches_with_clean_output() {
     assert_eq!(count_rows(&t, "items"), 250);
 }
 
-#[test]
-fn logs_on_stderr_have_no_escape_codes_when_it_is_not_a_terminal() {
+/// A temporary directory, a journal of 5 entries in it, and a target on a share that is not
+/// mounted.
+fn journal_and_unmounted_target() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempdir();
     let dir = build_journal(&tmp.path().join("j"), 5);
     let missing = tmp.path().join("unmounted").join("share.db");
-    let mut dirty = Vec::new();
-    for r in [
+    (tmp, dir, missing)
+}
+
+/// Panics with `what`, listing the command line and stderr of every run that is not `ok`.
+fn assert_every_run(runs: &[Run], what: &str, ok: impl Fn(&Run) -> bool) {
+    let bad: Vec<String> = runs
+        .iter()
+        .filter(|r| !ok(r))
+        .map(|r| format!("{}:\n{}", r.cmdline, r.stderr))
+        .collect();
+    assert!(bad.is_empty(), "{what}:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn logs_on_stderr_have_no_escape_codes_when_it_is_not_a_terminal() {
+    let (_tmp, dir, missing) = journal_and_unmounted_target();
+    let runs = [
         sj!("sync", dir, "--target", missing),
         sj!("-vv", "verify", dir),
         sj!("-v", "sync", dir, "--target", missing),
-    ] {
-        if has_terminal_codes(&r.stdout) || has_terminal_codes(&r.stderr) {
-            dirty.push(format!("{}: {:?}", r.cmdline, r.stderr));
-        }
-    }
-    assert!(
-        dirty.is_empty(),
-        "escape codes written to a pipe:\n{}",
-        dirty.join("\n")
-    );
+    ];
+    assert_every_run(&runs, "escape codes written to a pipe", |r| {
+        !has_terminal_codes(&r.stdout) && !has_terminal_codes(&r.stderr)
+    });
 }
 
 #[test]
 fn a_failed_command_reports_one_line_on_stderr() {
     // README: "Errors are one line on stderr, `syncjournal: <message>`" (default log level).
-    let tmp = tempdir();
-    let dir = build_journal(&tmp.path().join("j"), 5);
+    let (tmp, dir, missing) = journal_and_unmounted_target();
     let damaged = build_journal(&tmp.path().join("damaged"), 5);
     flip_bit_in_record(&damaged, 2);
-    let missing = tmp.path().join("unmounted").join("share.db");
-    let mut noisy = Vec::new();
-    for (r, code) in [
+    let runs = [
         (sj!("verify", tmp.path().join("nope")), 2),
         (sj!("recover", damaged), 2),
         (sj!("dump", damaged), 1),
         (sj!("sync", dir, "--target", missing), 2),
-    ] {
+    ]
+    .map(|(r, code)| {
         r.code(code);
         r.error_line(&[]);
-        if r.stderr.lines().count() != 1 {
-            noisy.push(format!("{}:\n{}", r.cmdline, r.stderr));
-        }
-    }
-    assert!(
-        noisy.is_empty(),
-        "more than the error line on stderr:\n{}",
-        noisy.join("\n")
-    );
+        r
+    });
+    assert_every_run(&runs, "more than the error line on stderr", |r| {
+        r.stderr.lines().count() == 1
+    });
 }
 
 #[test]
@@ -333,35 +338,14 @@ fn sync_follow_applies_while_the_application_appends_and_stops_on_sigint() {
     let t = target_with_schema(tmp.path());
     let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
 
-    let mut follow = command(&[
-        OsStr::new("sync"),
-        dir.as_os_str(),
-        OsStr::new("--target"),
-        t.as_os_str(),
-        OsStr::new("--follow"),
-        OsStr::new("--batch"),
-        OsStr::new("7"),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let out = drain(follow.stdout.take().unwrap());
-    let err = drain(follow.stderr.take().unwrap());
-    let guard = KillOnDrop(Some(follow));
+    let (guard, out, err) = start_follow(&dir, &t, &["--batch", "7"]);
 
-    wait_until("the first 10 entries reach the target", || {
-        max_watermark(&t) == 10
-    });
+    wait_for_watermark("the first 10 entries reach the target", &t, 10);
     // The application appends while sync --follow runs: the entries arrive.
     assert_eq!(owner.append(11, 40), 40);
-    wait_until("entries 11..=40 reach the target", || {
-        max_watermark(&t) == 40
-    });
+    wait_for_watermark("entries 11..=40 reach the target", &t, 40);
     assert_eq!(owner.append(41, 45), 45);
-    wait_until("entries 41..=45 reach the target", || {
-        max_watermark(&t) == 45
-    });
+    wait_for_watermark("entries 41..=45 reach the target", &t, 45);
     assert_eq!(count_rows(&t, "items"), 45);
 
     // Ctrl-C: a clean stop.
@@ -477,27 +461,10 @@ fn sync_follow_stops_at_an_application_kind_entry_with_the_entries_before_it_app
     let dir = build_journal(&tmp.path().join("j"), 10);
     let t = target_with_schema(tmp.path());
     let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
-    let mut follow = command(&[
-        OsStr::new("sync"),
-        dir.as_os_str(),
-        OsStr::new("--target"),
-        t.as_os_str(),
-        OsStr::new("--follow"),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let out = drain(follow.stdout.take().unwrap());
-    let err = drain(follow.stderr.take().unwrap());
-    let guard = KillOnDrop(Some(follow));
-    wait_until("the first 10 entries reach the target", || {
-        max_watermark(&t) == 10
-    });
+    let (guard, out, err) = start_follow(&dir, &t, &[]);
+    wait_for_watermark("the first 10 entries reach the target", &t, 10);
     assert_eq!(owner.append(11, 20), 20);
-    wait_until("entries 11..=20 reach the target", || {
-        max_watermark(&t) == 20
-    });
+    wait_for_watermark("entries 11..=20 reach the target", &t, 20);
     assert_eq!(owner.append_kind(APP_KIND, 16), 21);
     assert_eq!(owner.append(22, 25), 25);
     let mut follow = guard.take();
@@ -516,6 +483,40 @@ fn sync_follow_stops_at_an_application_kind_entry_with_the_entries_before_it_app
     );
     assert_eq!(max_watermark(&t), 20);
     owner.finish();
+}
+
+/// `syncjournal sync DIR --target T --follow EXTRA…`, started with stdout and stderr read on
+/// threads: the process (killed if the test fails first) and its two streams.
+fn start_follow(
+    dir: &Path,
+    t: &Path,
+    extra: &[&str],
+) -> (
+    KillOnDrop,
+    std::thread::JoinHandle<String>,
+    std::thread::JoinHandle<String>,
+) {
+    let mut args = vec![
+        OsStr::new("sync"),
+        dir.as_os_str(),
+        OsStr::new("--target"),
+        t.as_os_str(),
+        OsStr::new("--follow"),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let mut follow = command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = drain(follow.stdout.take().unwrap());
+    let err = drain(follow.stderr.take().unwrap());
+    (KillOnDrop(Some(follow)), out, err)
+}
+
+/// Waits (with the hang guard) until the watermark on the target `t` is `lsn`.
+fn wait_for_watermark(what: &str, t: &Path, lsn: Lsn) {
+    wait_until(what, || max_watermark(t) == lsn);
 }
 
 /// Kills a child process we started if the test fails before it ends.

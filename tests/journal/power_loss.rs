@@ -52,7 +52,7 @@ use std::path::Path;
 use std::sync::Arc;
 use syncjournal::error::JournalError;
 
-use crate::support::process::{shm_tempdir, summary, with_timeout};
+use crate::support::process::{count_from_env, shm_tempdir, summary, with_timeout};
 use crate::support::rng::Rng;
 use syncjournal::format::{FRAME_LSN_OFFSET, SEGMENT_DATA_OFFSET, le_u64};
 use syncjournal::segment::parse_segment_file_name;
@@ -705,10 +705,7 @@ fn check_records(j: &Journal, run: &Run, m: Lsn, ctx: &str) {
 fn power_loss_keeps_exactly_a_prefix_with_every_durable_record() {
     with_timeout(600, || {
         let (mut rng, seed) = Rng::from_env_or_time(SEED_ENV);
-        let cases: usize = std::env::var(CASES_ENV)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(CASES_DEFAULT);
+        let cases: usize = count_from_env(CASES_ENV, CASES_DEFAULT);
         let base = shm_tempdir();
         let mut runs = Vec::new();
         for i in 0..RUNS {

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use syncjournal::error::CacheError;
 
 use crate::support::journal::SEG_BYTES;
+use crate::support::process::count_from_env;
 use crate::support::store::{Paths, dump_cache, dump_target, open, store_opts};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
@@ -658,10 +659,7 @@ fn run_case(ops: &[Op], cov: &Coverage) -> Result<(), TestCaseError> {
 #[test]
 fn store_matches_the_model() {
     let mut config = Config {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(64),
+        cases: count_from_env("PROPTEST_CASES", 64),
         failure_persistence: None,
         max_shrink_iters: 256,
         ..Config::default()

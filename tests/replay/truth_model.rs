@@ -36,17 +36,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::events::{
-    Bump, COUNTER_SCHEMA, WideBump, counters_of, fold, log_shape, now_ms,
+    Bump, COUNTER_SCHEMA, WideBump, counters_of, fold, not_the_fold, now_ms,
 };
-use crate::support::journal::segment_first_lsns;
-use crate::support::process::{shm_tempdir, summary, with_timeout};
+use crate::support::journal::{keep_everything_opts, segment_first_lsns};
+use crate::support::process::{count_from_env, shm_tempdir, summary, with_timeout};
 use crate::support::rng::Rng;
 use crate::support::targets::{create_target, integrity, open_target, watermark_of};
 use rusqlite::Connection;
 use syncjournal::replay::{PendingBasis, SyncState, SyncStatus, offline_status};
-use syncjournal::{
-    JournalOptions, Lsn, ReplayOptions, Replayer, Store, StoreOptions, SyncReport, TargetOptions,
-};
+use syncjournal::{Lsn, ReplayOptions, Replayer, Store, StoreOptions, SyncReport, TargetOptions};
 
 const STEPS_ENV: &str = "SYNCJOURNAL_TRUTH_STEPS";
 const SEED_ENV: &str = "SYNCJOURNAL_TRUTH_SEED";
@@ -86,14 +84,6 @@ impl Paths {
             backups: dir.join("backups"),
         }
     }
-}
-
-/// 64 KiB segments (rotation every few hundred `WideBump`s); every segment kept, so that a
-/// target restored from any snapshot, or replaced by an empty one, can be replayed again.
-fn journal_opts() -> JournalOptions {
-    JournalOptions::new()
-        .segment_bytes_max(64 << 10)
-        .retain_acked_segments(usize::MAX)
 }
 
 fn target_opts() -> TargetOptions {
@@ -248,19 +238,8 @@ fn read_truth(path: &Path, id: uuid::Uuid, events: &[Bump]) -> Result<Lsn, Strin
             events.len()
         ));
     }
-    let shape = log_shape(&c);
-    let want_shape = if w == 0 {
-        (0, 0, 0, 0)
-    } else {
-        (w as i64, w as i64, 1, w as i64)
-    };
-    let want = fold(events[..w as usize].iter());
-    let have = counters_of(&c);
-    if shape != want_shape || have != want {
-        return Err(format!(
-            "target is not the fold of LSNs 1..={w}: log (rows, distinct, min, max) {shape:?}, \
-             expected {want_shape:?}; counters {have:?}, expected {want:?}"
-        ));
+    if let Some(why) = not_the_fold(&c, &events[..w as usize]) {
+        return Err(why);
     }
     Ok(w)
 }
@@ -961,7 +940,7 @@ fn open_store(p: &Paths, batch: usize) -> Store<WideBump> {
         &p.journal,
         &p.cache,
         StoreOptions::new()
-            .journal(journal_opts())
+            .journal(keep_everything_opts())
             .cache_schema(COUNTER_SCHEMA)
             .target(&p.target, target_opts())
             .replay(replay_opts(batch))
@@ -977,10 +956,7 @@ fn open_follower(p: &Paths, batch: usize) -> Replayer<WideBump> {
 
 #[test]
 fn every_status_tells_the_truth_about_the_target_through_restores_replacements_locks_and_outages() {
-    let steps: u64 = std::env::var(STEPS_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(STEPS_DEFAULT);
+    let steps: u64 = count_from_env(STEPS_ENV, STEPS_DEFAULT);
     with_timeout(120 + steps, move || {
         let (_, seed) = Rng::from_env_or_time(SEED_ENV);
         let mut w = World::new(seed);

@@ -240,6 +240,22 @@ pub fn log_shape(c: &Connection) -> (i64, i64, i64, i64) {
     .expect("read log shape")
 }
 
+/// Why the counter tables read through `c` are not exactly the fold of `prefix` (the events of
+/// LSNs `1..=prefix.len()`, sequence numbers equal to their LSNs), if they are not.
+pub fn not_the_fold(c: &Connection, prefix: &[Bump]) -> Option<String> {
+    let w = prefix.len() as i64;
+    let shape = log_shape(c);
+    let want_shape = if w == 0 { (0, 0, 0, 0) } else { (w, w, 1, w) };
+    let want = fold(prefix);
+    let have = counters_of(c);
+    (shape != want_shape || have != want).then(|| {
+        format!(
+            "target is not the fold of LSNs 1..={w}: log (rows, distinct, min, max) {shape:?}, \
+             expected {want_shape:?}; counters {have:?}, expected {want:?}"
+        )
+    })
+}
+
 /// Sorted LSNs (or sequence numbers) as inclusive ranges of consecutive values.
 pub fn ranges_of(sorted: &[i64]) -> Vec<std::ops::RangeInclusive<i64>> {
     let mut out: Vec<std::ops::RangeInclusive<i64>> = Vec::new();

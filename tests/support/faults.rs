@@ -1,10 +1,11 @@
 //! Target faults: a scriptable [`TargetFaults`] ([`Faults`], fired per a [`Plan`]), a slow
 //! target for the kill -9 children ([`SlowTarget`]), and the SQLite errors they inject.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use syncjournal::TargetOptions;
 use syncjournal::replay::TargetFaults;
 
 /// An SQLite error with a primary result code, as a failing statement would return it.
@@ -208,6 +209,13 @@ impl TargetFaults for Faults {
 pub struct SlowTarget {
     pub statement_sleep: Duration,
     pub after_commit_sleep: Duration,
+}
+
+impl SlowTarget {
+    /// `base` with a 5 s busy timeout and this slow target: a kill -9 child's target options.
+    pub fn options(self, base: TargetOptions) -> TargetOptions {
+        base.busy_timeout_ms(5_000).faults(Arc::new(self))
+    }
 }
 
 impl TargetFaults for SlowTarget {

@@ -32,6 +32,14 @@ pub fn opts_with_mode(mode: RecoveryMode) -> JournalOptions {
         .retain_acked_ms(0)
 }
 
+/// 64 KiB segments and every acknowledged segment kept, so that the whole history (and every
+/// segment boundary) stays readable for the checks.
+pub fn keep_everything_opts() -> JournalOptions {
+    JournalOptions::new()
+        .segment_bytes_max(64 << 10)
+        .retain_acked_segments(usize::MAX)
+}
+
 /// Opens `dir` with small segments and the given recovery mode.
 pub fn open_with_mode(dir: &Path, mode: RecoveryMode) -> syncjournal::Result<Journal> {
     Journal::open(dir, opts_with_mode(mode))

@@ -12,6 +12,21 @@ use std::time::{Duration, Instant};
 /// killed and the test fails. Nothing is asserted about how long anything takes.
 pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
+/// Hang guard of the kill -9 suites while they wait for a child's output.
+pub const CHILD_WAIT: Duration = Duration::from_secs(30);
+
+/// The environment variable that sets the number of cycles of a kill -9 soak.
+pub const SOAK_ENV: &str = "SYNCJOURNAL_SOAK_CYCLES";
+
+/// The number in the environment variable `var` (to run a soak, or replay a failure's size),
+/// else `default`.
+pub fn count_from_env<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Runs `f` on a thread and panics if it has not finished after `secs` seconds. A hang guard
 /// only: nothing is asserted about how long `f` takes.
 pub fn with_timeout<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -140,6 +155,30 @@ impl ChildLines {
             child,
             rx,
             pump: Some(pump),
+        }
+    }
+
+    /// Spawns `cmd` with stdin closed, stdout piped and stderr written to the file
+    /// `stderr_path` (read it to explain a failure).
+    pub fn spawn_logged(mut cmd: Command, stderr_path: &Path) -> ChildLines {
+        let stderr = std::fs::File::create(stderr_path).expect("create the child's stderr file");
+        cmd.stdin(Stdio::null()).stderr(Stdio::from(stderr));
+        ChildLines::spawn(cmd)
+    }
+
+    /// Kills the child with SIGKILL and waits for it; passes the lines it had not delivered yet
+    /// to `on_line`. An error unless it died of that signal.
+    pub fn kill9(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
+        use std::os::unix::process::ExitStatusExt;
+        self.child.kill().expect("SIGKILL the child");
+        let status = self.child.wait().expect("wait for the child");
+        for l in self.drain() {
+            on_line(&l);
+        }
+        if status.signal() == Some(9) {
+            Ok(())
+        } else {
+            Err(format!("the child did not die of SIGKILL but {status:?}"))
         }
     }
 

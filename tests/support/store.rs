@@ -51,6 +51,16 @@ impl Paths {
     }
 }
 
+/// A store's files with its target on a share: `dir/journal`, `dir/cache.db` and
+/// `dir/share/target.db`.
+pub fn files_on_share(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("journal"),
+        dir.join("cache.db"),
+        dir.join("share").join("target.db"),
+    )
+}
+
 /// Store options: the shared schema, small segments, a target created on first use with the
 /// same schema, no background sync, no retries (a failed `sync_now` returns at once).
 pub fn store_opts(target: &TestTarget, policy: RejectPolicy) -> StoreOptions {

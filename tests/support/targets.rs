@@ -164,8 +164,7 @@ impl TestTarget {
     /// True if a killed writer left a transaction behind (SQLite: a non-empty rollback
     /// journal beside the file), which the next connection rolls back.
     pub fn interrupted_transaction(&self) -> bool {
-        let hot = PathBuf::from(format!("{}-journal", self.path.display()));
-        std::fs::metadata(hot).is_ok_and(|m| m.len() > 0)
+        interrupted_transaction(&self.path)
     }
 
     /// Deletes the target (SQLite: the file).
@@ -217,6 +216,46 @@ pub fn open_target(path: &Path) -> Connection {
     .unwrap_or_else(|e| panic!("open target {}: {e}", path.display()));
     c.busy_timeout(Duration::from_secs(10)).unwrap();
     c
+}
+
+/// True if a killed writer left a transaction behind on the SQLite target at `path` (a
+/// non-empty rollback journal beside it), which the next connection rolls back.
+pub fn interrupted_transaction(path: &Path) -> bool {
+    let hot = PathBuf::from(format!("{}-journal", path.display()));
+    std::fs::metadata(hot).is_ok_and(|m| m.len() > 0)
+}
+
+/// The SQLite target at `path` right after a kill, before anything else touches it: whether
+/// the kill left a transaction behind, a fresh connection (whose first read rolled it back),
+/// and the integrity check through it.
+pub fn after_kill(path: &Path) -> (bool, Connection, String) {
+    let interrupted = interrupted_transaction(path);
+    let c = open_target(path);
+    let ic = integrity(&c);
+    (interrupted, c, ic)
+}
+
+/// What is wrong with a target's watermark `w` after a kill: beyond the journal's durable
+/// `head`, below its acknowledgement `acked` (acknowledged without a commit), or back from
+/// `last_w`, the watermark seen before (empty: nothing).
+pub fn watermark_failures(w: Lsn, head: Lsn, acked: Lsn, last_w: Lsn) -> Vec<String> {
+    let mut failures = Vec::new();
+    if w > head {
+        failures.push(format!(
+            "target watermark {w} beyond the journal's durable head {head}"
+        ));
+    }
+    if acked > w {
+        failures.push(format!(
+            "acknowledged {acked} but the target's watermark is {w}: acknowledged without a commit"
+        ));
+    }
+    if w < last_w {
+        failures.push(format!(
+            "the target's watermark went back from {last_w} to {w}"
+        ));
+    }
+    failures
 }
 
 /// A read-only connection to a database file (a target or a cache), no busy wait.

@@ -28,30 +28,29 @@
 //! schedule and batch sizes, not every interleaving).
 
 use std::collections::BTreeMap;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::events::{
-    COUNTER_SCHEMA, WideBump, counters_of, fold, log_shape, logged_seqs, ranges_of,
+    COUNTER_SCHEMA, WideBump, counters_of, fold, log_shape, logged_seqs, not_the_fold, ranges_of,
 };
 use crate::support::faults::SlowTarget;
-use crate::support::journal::{segment_first_lsns, segment_last_lsns};
+use crate::support::journal::{keep_everything_opts, segment_first_lsns, segment_last_lsns};
 use crate::support::process::{
-    ChildLines, child_test_command, shm_tempdir, summary, test_path, with_timeout,
+    CHILD_WAIT, ChildLines, SOAK_ENV, child_test_command, count_from_env, shm_tempdir, summary,
+    test_path, with_timeout,
 };
 use crate::support::rng::Rng;
-use crate::support::targets::{create_target, integrity, open_target, watermark_of};
-use syncjournal::{
-    JournalEvent, JournalOptions, Lsn, ReplayOptions, Replayer, Store, StoreOptions, TargetOptions,
+use crate::support::store::files_on_share;
+use crate::support::targets::{
+    after_kill, create_target, integrity, open_target, watermark_failures, watermark_of,
 };
+use syncjournal::{JournalEvent, Lsn, ReplayOptions, Replayer, Store, StoreOptions, TargetOptions};
 
 const ENV_DIR: &str = "SYNCJOURNAL_FOLLOWER_KILL9_DIR";
 const ENV_BATCH: &str = "SYNCJOURNAL_FOLLOWER_KILL9_BATCH";
-const SOAK_ENV: &str = "SYNCJOURNAL_SOAK_CYCLES";
 const SEED_ENV: &str = "SYNCJOURNAL_FOLLOWER_SEED";
 const CHILD_TEST: &str = "follower_kill9_child";
 const CYCLES_DEFAULT: u64 = 200;
@@ -59,24 +58,6 @@ const CYCLES_DEFAULT: u64 = 200;
 const STATEMENT_SLEEP: Duration = Duration::from_micros(60);
 /// The owner pauses while the follower (as it last reported) lags by this many entries.
 const BACKLOG_MAX: u64 = 900;
-/// Hang guard for the child's output.
-const CHILD_WAIT: Duration = Duration::from_secs(30);
-
-fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        dir.join("journal"),
-        dir.join("cache.db"),
-        dir.join("share").join("target.db"),
-    )
-}
-
-/// 64 KiB segments (rotation every few hundred `WideBump`s), and no retention, so that every
-/// segment boundary stays readable for the checks.
-fn journal_opts() -> JournalOptions {
-    JournalOptions::new()
-        .segment_bytes_max(64 << 10)
-        .retain_acked_segments(usize::MAX)
-}
 
 /// The child: follows the journal until killed. Does nothing unless started by
 /// `a_killed_follower_loses_nothing_while_the_owner_rotates_segments`.
@@ -87,16 +68,15 @@ fn follower_kill9_child() {
         return;
     };
     let batch: usize = std::env::var(ENV_BATCH).unwrap().parse().unwrap();
-    let (jdir, _, target) = paths(Path::new(&dir));
+    let (jdir, _, target) = files_on_share(Path::new(&dir));
     let mut follower: Replayer<WideBump> = Replayer::follower(
         &jdir,
         &target,
-        TargetOptions::new()
-            .busy_timeout_ms(5_000)
-            .faults(Arc::new(SlowTarget {
-                statement_sleep: STATEMENT_SLEEP,
-                after_commit_sleep: Duration::ZERO,
-            })),
+        SlowTarget {
+            statement_sleep: STATEMENT_SLEEP,
+            after_commit_sleep: Duration::ZERO,
+        }
+        .options(TargetOptions::new()),
         ReplayOptions::new()
             .batch_entries_max(batch)
             .retry_attempts_max(3)
@@ -231,12 +211,9 @@ fn parse(line: &str, out: &mut ChildReport, owner: &Owner) {
 
 fn run_child(dir: &Path, cycle: u64, batch: usize, kill_at: KillAt, owner: &Owner) -> ChildReport {
     let stderr_path = dir.join("child.stderr");
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
     let mut cmd = child_test_command(&test_path(module_path!(), CHILD_TEST), ENV_DIR, dir);
-    cmd.env(ENV_BATCH, batch.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::from(stderr));
-    let mut child = ChildLines::spawn(cmd);
+    cmd.env(ENV_BATCH, batch.to_string());
+    let mut child = ChildLines::spawn_logged(cmd, &stderr_path);
     let mut out = ChildReport::default();
     let died = |out: &ChildReport, why: String| -> ! {
         panic!(
@@ -278,21 +255,13 @@ fn run_child(dir: &Path, cycle: u64, batch: usize, kill_at: KillAt, owner: &Owne
     if let KillAt::AfterCommit(_, d) = kill_at {
         std::thread::sleep(d);
     }
-    child.child.kill().expect("SIGKILL the child");
-    let status = child.child.wait().expect("wait for the child");
-    for l in child.drain() {
-        parse(&l, &mut out, owner);
-    }
-    if status.signal() != Some(9) {
-        died(
-            &out,
-            format!("the child did not die of SIGKILL but {status:?}"),
-        );
+    if let Err(why) = child.kill9(&mut |l| parse(l, &mut out, owner)) {
+        died(&out, why);
     }
     out
 }
 
-/// Totals over all cycles.
+/// What the cycles of the follower add up to.
 #[derive(Debug, Default)]
 struct Totals {
     cycles: u64,
@@ -378,36 +347,18 @@ fn check_cycle(
     t: &mut Totals,
     last_w: &mut Lsn,
 ) -> Vec<String> {
-    let (jdir, _, target) = paths(dir);
+    let (jdir, _, target) = files_on_share(dir);
     let mut failures = Vec::new();
-    let hot = PathBuf::from(format!("{}-journal", target.display()));
-    if std::fs::metadata(&hot).is_ok_and(|m| m.len() > 0) {
-        t.inside_batch += 1;
-    }
     let acked = store.journal_state().acked_lsn;
-    let tc = open_target(&target);
-    let ic = integrity(&tc);
+    let (interrupted, tc, ic) = after_kill(&target);
+    t.inside_batch += u64::from(interrupted);
     if ic != "ok" {
         failures.push(format!("target integrity_check: {ic}"));
     }
     let id = store.journal_state().journal_id;
     let w = watermark_of(&tc, id);
     let head = store.journal_state().durable_lsn;
-    if w > head {
-        failures.push(format!(
-            "target watermark {w} beyond the owner's durable head {head}"
-        ));
-    }
-    if acked > w {
-        failures.push(format!(
-            "the owner acknowledged {acked} but the target's watermark is {w}"
-        ));
-    }
-    if w < *last_w {
-        failures.push(format!(
-            "the target's watermark went back from {last_w} to {w}"
-        ));
-    }
+    failures.extend(watermark_failures(w, head, acked, *last_w));
     // Every event up to `w` is in `events` once its `apply` returned (it is durable already).
     let guard = Instant::now() + Duration::from_secs(10);
     let upto: Vec<_> = loop {
@@ -425,18 +376,8 @@ fn check_cycle(
         std::thread::sleep(Duration::from_millis(1));
     };
     let firsts = segment_first_lsns(&jdir);
-    let shape = log_shape(&tc);
-    let want_shape = if w == 0 {
-        (0, 0, 0, 0)
-    } else {
-        (w as i64, w as i64, 1, w as i64)
-    };
-    let (have, want) = (counters_of(&tc), fold(upto.iter()));
-    if shape != want_shape || have != want {
-        failures.push(format!(
-            "target is not the fold of LSNs 1..={w}: log (rows, distinct, min, max) {shape:?}, \
-             expected {want_shape:?}; counters {have:?}, expected {want:?}"
-        ));
+    if let Some(why) = not_the_fold(&tc, &upto) {
+        failures.push(why);
         failures.extend(describe_divergence(&tc, w, &firsts, t));
     }
     // Rotations the follower replayed across since the last check: segments whose first LSN
@@ -455,14 +396,14 @@ fn check_cycle(
 
 fn run(cycles: u64, rng: &mut Rng, seed: u64) -> Totals {
     let dir = shm_tempdir();
-    let (jdir, cache, target) = paths(dir.path());
+    let (jdir, cache, target) = files_on_share(dir.path());
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     create_target(&target, COUNTER_SCHEMA);
     let store: Store<WideBump> = Store::open(
         &jdir,
         &cache,
         StoreOptions::new()
-            .journal(journal_opts())
+            .journal(keep_everything_opts())
             .cache_schema(COUNTER_SCHEMA),
     )
     .expect("open the owner's store");
@@ -579,10 +520,7 @@ fn a_killed_follower_loses_nothing_while_the_owner_rotates_segments() {
         0x44,
         "the follower and the owner agree on the kind"
     );
-    let cycles: u64 = std::env::var(SOAK_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(CYCLES_DEFAULT);
+    let cycles: u64 = count_from_env(SOAK_ENV, CYCLES_DEFAULT);
     with_timeout(300 + cycles * 3, move || {
         let (mut rng, seed) = Rng::from_env_or_time(SEED_ENV);
         let t = run(cycles, &mut rng, seed);

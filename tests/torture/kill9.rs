@@ -11,9 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
@@ -21,7 +19,9 @@ use std::time::{Duration, Instant};
 use crate::support::journal::{
     digest, parse_payload, payload, read_from, segment_files, varied_len,
 };
-use crate::support::process::{ChildLines, child_test_command, test_path, with_timeout};
+use crate::support::process::{
+    CHILD_WAIT, ChildLines, child_test_command, test_path, with_timeout,
+};
 use crate::support::rng::Rng;
 use syncjournal::{Journal, JournalOptions, Lsn, PersistMode};
 
@@ -36,8 +36,6 @@ const CHILD_THREADS: u32 = 4;
 const SEGMENT_BYTES: u64 = 64 << 10;
 /// Payload lengths vary between 16 and 16 + SPREAD bytes (about 80 records per segment).
 const SPREAD: usize = 1500;
-/// Hang guard for waiting on the child's output.
-const CHILD_WAIT: Duration = Duration::from_secs(30);
 
 fn opts() -> JournalOptions {
     JournalOptions::new()
@@ -174,21 +172,17 @@ struct Reports {
 
 fn run_cycle(dir: &Path, jdir: &Path, cycle: u64, kill_at: KillAt, retire: bool) -> Reports {
     let stderr_path = dir.join(format!("child-{cycle}.stderr"));
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
     let mut cmd = child_test_command(&test_path(module_path!(), "kill9_child"), ENV_DIR, jdir);
-    cmd.env(ENV_CYCLE, cycle.to_string())
-        .env(
-            if retire {
-                ENV_RETIRE
-            } else {
-                "SYNCJOURNAL_KILL9_UNUSED"
-            },
-            "1",
-        )
-        .stdin(Stdio::null())
-        .stderr(Stdio::from(stderr));
+    cmd.env(ENV_CYCLE, cycle.to_string()).env(
+        if retire {
+            ENV_RETIRE
+        } else {
+            "SYNCJOURNAL_KILL9_UNUSED"
+        },
+        "1",
+    );
     // Lines cut by the kill (no newline) promise nothing: the pump drops them.
-    let mut child = ChildLines::spawn(cmd);
+    let mut child = ChildLines::spawn_logged(cmd, &stderr_path);
     let mut lines = Vec::new();
     let child_output = |lines: &Vec<String>| {
         format!(
@@ -230,15 +224,9 @@ fn run_cycle(dir: &Path, jdir: &Path, cycle: u64, kill_at: KillAt, retire: bool)
             std::thread::sleep(d);
         }
     }
-    child.child.kill().expect("SIGKILL the child");
-    let status = child.child.wait().expect("wait for the child");
-    lines.extend(child.drain());
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "cycle {cycle}: the child did not die of SIGKILL but {status:?}\n{}",
-        child_output(&lines)
-    );
+    if let Err(why) = child.kill9(&mut |l| lines.push(l.to_owned())) {
+        panic!("cycle {cycle}: {why}\n{}", child_output(&lines));
+    }
     Reports {
         durable: lines
             .iter()

@@ -130,8 +130,10 @@ struct Rig {
 }
 
 impl Rig {
-    /// A store with a local journal and cache, and a fresh target on the share.
+    /// A store with a local journal and cache, and a fresh target on the share (with the
+    /// scenarios' latency set).
     fn new(share: &Share, name: &str, replay: ReplayOptions) -> Rig {
+        share.set_delay_ms(DELAY_MS).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let file = format!("{name}-{}.db", std::process::id());
         let target = share.mnt.join(&file);
@@ -321,6 +323,16 @@ impl Tally {
     }
 }
 
+/// Replay options of the scenarios: batches of `batch` entries, `retries` retries from
+/// `retry_delay_ms` up to ten times that.
+fn replay_opts(batch: usize, retries: u32, retry_delay_ms: u64) -> ReplayOptions {
+    ReplayOptions::new()
+        .batch_entries_max(batch)
+        .retry_attempts_max(retries)
+        .retry_delay_ms(retry_delay_ms)
+        .retry_delay_max_ms(10 * retry_delay_ms)
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
@@ -332,36 +344,28 @@ fn ms(d: Duration) -> String {
 // ---------------------------------------------------------------------------------------------
 // Scenarios. Each returns its one-line summary.
 
+/// Appends `n` entries and syncs, timed: the sync must apply exactly them.
+fn append_and_sync(rig: &mut Rig, n: u64) -> (SyncReport, Duration) {
+    rig.append(n);
+    let t = Instant::now();
+    let r = rig.store.sync_now();
+    let d = t.elapsed();
+    assert!(r.error.is_none(), "latency: {r}");
+    assert_eq!(r.applied, n, "{r}");
+    (r, d)
+}
+
 /// A few thousand entries in several batches over ~2 ms of round trip.
 fn latency(share: &Arc<Share>) -> String {
     const FIRST: u64 = 2000;
     const MORE: u64 = 1000;
     const BATCH: usize = 500;
-    share.set_delay_ms(DELAY_MS).unwrap();
-    let mut rig = Rig::new(
-        share,
-        "latency",
-        ReplayOptions::new()
-            .batch_entries_max(BATCH)
-            .retry_attempts_max(3)
-            .retry_delay_ms(100)
-            .retry_delay_max_ms(1000),
-    );
-    rig.append(FIRST);
-    let t = Instant::now();
-    let r1 = rig.store.sync_now();
-    let d1 = t.elapsed();
-    assert!(r1.error.is_none(), "latency: {r1}");
-    assert_eq!(r1.applied, FIRST, "{r1}");
+    let mut rig = Rig::new(share, "latency", replay_opts(BATCH, 3, 100));
+    let (r1, d1) = append_and_sync(&mut rig, FIRST);
     assert_eq!(r1.transactions, FIRST.div_ceil(BATCH as u64), "{r1}");
     assert_eq!(r1.pending, 0, "{r1}");
     rig.assert_complete("latency, first sync");
-    rig.append(MORE);
-    let t = Instant::now();
-    let r2 = rig.store.sync_now();
-    let d2 = t.elapsed();
-    assert!(r2.error.is_none(), "latency: {r2}");
-    assert_eq!(r2.applied, MORE, "{r2}");
+    let (r2, d2) = append_and_sync(&mut rig, MORE);
     let tally = rig.assert_complete("latency");
     let txns = r1.transactions + r2.transactions;
     let commits = rig.hook.commit_times();
@@ -387,16 +391,7 @@ fn cut_link(share: &Arc<Share>) -> String {
     /// watermark = 1, then savepoint / event / release per entry).
     const CUT_TXN: usize = 1;
     const CUT_INDEX: usize = 2 + 3 * 400;
-    share.set_delay_ms(DELAY_MS).unwrap();
-    let mut rig = Rig::new(
-        share,
-        "cutlink",
-        ReplayOptions::new()
-            .batch_entries_max(BATCH)
-            .retry_attempts_max(2)
-            .retry_delay_ms(200)
-            .retry_delay_max_ms(2000),
-    );
+    let mut rig = Rig::new(share, "cutlink", replay_opts(BATCH, 2, 200));
     rig.append(ENTRIES);
     let heal_guard = Healer::new(share);
     let cut: Arc<Mutex<Option<(Instant, String)>>> = Arc::default();
@@ -474,20 +469,28 @@ enum Outcome {
     RolledBack,
 }
 
+/// Heals the share (after the kill at `killed_at`: the outage is noted in `outages`) and
+/// syncs: the sync must succeed.
+fn heal_and_sync(
+    rig: &Rig,
+    heal_guard: Healer<'_>,
+    outages: &mut Vec<Duration>,
+    killed_at: Instant,
+    what: &str,
+) -> SyncReport {
+    rig.hook.reset();
+    heal_guard.heal().expect("heal");
+    outages.push(killed_at.elapsed());
+    let r = rig.store.sync_now();
+    assert!(r.error.is_none(), "{what}: after healing: {r}");
+    r
+}
+
 /// The file server is killed during COMMITs, then restarted.
 fn kill_server(share: &Arc<Share>) -> String {
     const BATCH: u64 = 1000;
     const EXTRA: u64 = 10;
-    share.set_delay_ms(DELAY_MS).unwrap();
-    let mut rig = Rig::new(
-        share,
-        "killserver",
-        ReplayOptions::new()
-            .batch_entries_max(BATCH as usize)
-            .retry_attempts_max(3)
-            .retry_delay_ms(100)
-            .retry_delay_max_ms(1000),
-    );
+    let mut rig = Rig::new(share, "killserver", replay_opts(BATCH as usize, 3, 100));
     let mut retries = 0u32;
     let mut outages = Vec::new();
     let mut outcomes = Vec::new();
@@ -538,12 +541,8 @@ fn kill_server(share: &Arc<Share>) -> String {
         server.assert_fold(&format!("{what}: server during the outage"));
         assert_eq!(server.watermark, head, "{what}: the commit did land");
         eprintln!("{what}: sync during the outage: {r1}");
-        rig.hook.reset();
-        heal_guard.heal().expect("heal");
-        outages.push(killed_at.elapsed());
-        let r2 = rig.store.sync_now();
+        let r2 = heal_and_sync(&rig, heal_guard, &mut outages, killed_at, what);
         retries += r2.retries;
-        assert!(r2.error.is_none(), "{what}: after healing: {r2}");
         assert_eq!(
             r2.applied, 0,
             "{what}: the landed batch is not applied again: {r2}"
@@ -618,12 +617,8 @@ fn kill_server(share: &Arc<Share>) -> String {
         } else {
             Outcome::RolledBack
         };
-        rig.hook.reset();
-        heal_guard.heal().expect("heal");
-        outages.push(killed_at.elapsed());
-        let r2 = rig.store.sync_now();
+        let r2 = heal_and_sync(&rig, heal_guard, &mut outages, killed_at, &what);
         retries += r2.retries;
-        assert!(r2.error.is_none(), "{what}: after healing: {r2}");
         let expect_applied = rig.ledger.head() - server.watermark;
         assert_eq!(
             r2.applied, expect_applied,

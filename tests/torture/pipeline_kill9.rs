@@ -26,25 +26,26 @@
 //! 200 cycles by default; soak with `SYNCJOURNAL_SOAK_CYCLES=10000`. Replay a run with
 //! `SYNCJOURNAL_PIPELINE_SEED`.
 
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::events::{Bump, COUNTER_SCHEMA, counters_of, fold, logged_seqs};
 use crate::support::faults::SlowTarget;
-use crate::support::process::{ChildLines, child_test_command, summary, test_path, with_timeout};
-use crate::support::rng::Rng;
-use crate::support::targets::{create_target, integrity, open_target, watermark_of};
-use syncjournal::{
-    Journal, JournalEvent, JournalOptions, Lsn, ReplayOptions, Store, StoreOptions, TargetOptions,
+use crate::support::journal::keep_everything_opts;
+use crate::support::process::{
+    CHILD_WAIT, ChildLines, SOAK_ENV, child_test_command, count_from_env, summary, test_path,
+    with_timeout,
 };
+use crate::support::rng::Rng;
+use crate::support::store::files_on_share;
+use crate::support::targets::{
+    after_kill, create_target, integrity, open_target, watermark_failures, watermark_of,
+};
+use syncjournal::{Journal, JournalEvent, Lsn, ReplayOptions, Store, StoreOptions, TargetOptions};
 
 const ENV_DIR: &str = "SYNCJOURNAL_PIPELINE_DIR";
 const ENV_CYCLE: &str = "SYNCJOURNAL_PIPELINE_CYCLE";
 const ENV_BATCH: &str = "SYNCJOURNAL_PIPELINE_BATCH";
-const SOAK_ENV: &str = "SYNCJOURNAL_SOAK_CYCLES";
 const SEED_ENV: &str = "SYNCJOURNAL_PIPELINE_SEED";
 const CHILD_TEST: &str = "pipeline_kill9_child";
 const CYCLES_DEFAULT: u64 = 200;
@@ -53,24 +54,6 @@ const CHILD_THREADS: i64 = 2;
 const STATEMENT_SLEEP: Duration = Duration::from_micros(100);
 /// The child sleeps this long between a commit and its acknowledgement.
 const AFTER_COMMIT_SLEEP: Duration = Duration::from_millis(3);
-/// Hang guard for the child's output.
-const CHILD_WAIT: Duration = Duration::from_secs(30);
-
-fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        dir.join("journal"),
-        dir.join("cache.db"),
-        dir.join("share").join("target.db"),
-    )
-}
-
-/// 64 KiB segments, and no retention, so that the whole history stays in the journal for the
-/// checks (retirement under kills is `kill9.rs`'s business).
-fn journal_opts() -> JournalOptions {
-    JournalOptions::new()
-        .segment_bytes_max(64 << 10)
-        .retain_acked_segments(usize::MAX)
-}
 
 /// The child: applies until killed. Does nothing unless started by `pipeline_kill9_cycles`.
 #[test]
@@ -81,21 +64,20 @@ fn pipeline_kill9_child() {
     };
     let cycle: i64 = std::env::var(ENV_CYCLE).unwrap().parse().unwrap();
     let batch: usize = std::env::var(ENV_BATCH).unwrap().parse().unwrap();
-    let (jdir, cache, target) = paths(Path::new(&dir));
+    let (jdir, cache, target) = files_on_share(Path::new(&dir));
     let store: Store<Bump> = Store::open(
         &jdir,
         &cache,
         StoreOptions::new()
-            .journal(journal_opts().lock_wait_ms(5_000))
+            .journal(keep_everything_opts().lock_wait_ms(5_000))
             .cache_schema(COUNTER_SCHEMA)
             .target(
                 &target,
-                TargetOptions::new()
-                    .busy_timeout_ms(5_000)
-                    .faults(Arc::new(SlowTarget {
-                        statement_sleep: STATEMENT_SLEEP,
-                        after_commit_sleep: AFTER_COMMIT_SLEEP,
-                    })),
+                SlowTarget {
+                    statement_sleep: STATEMENT_SLEEP,
+                    after_commit_sleep: AFTER_COMMIT_SLEEP,
+                }
+                .options(TargetOptions::new()),
             )
             .replay(
                 ReplayOptions::new()
@@ -161,13 +143,10 @@ fn parse(line: &str, out: &mut ChildReport) {
 
 fn run_child(dir: &Path, cycle: u64, batch: usize, kill_at: KillAt) -> ChildReport {
     let stderr_path = dir.join("child.stderr");
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
     let mut cmd = child_test_command(&test_path(module_path!(), CHILD_TEST), ENV_DIR, dir);
     cmd.env(ENV_CYCLE, cycle.to_string())
-        .env(ENV_BATCH, batch.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::from(stderr));
-    let mut child = ChildLines::spawn(cmd);
+        .env(ENV_BATCH, batch.to_string());
+    let mut child = ChildLines::spawn_logged(cmd, &stderr_path);
     let mut out = ChildReport::default();
     let died = |out: &ChildReport, why: String| -> ! {
         panic!(
@@ -188,16 +167,8 @@ fn run_child(dir: &Path, cycle: u64, batch: usize, kill_at: KillAt) -> ChildRepo
             std::thread::sleep(d);
         }
     }
-    child.child.kill().expect("SIGKILL the child");
-    let status = child.child.wait().expect("wait for the child");
-    for l in child.drain() {
-        parse(&l, &mut out);
-    }
-    if status.signal() != Some(9) {
-        died(
-            &out,
-            format!("the child did not die of SIGKILL but {status:?}"),
-        );
+    if let Err(why) = child.kill9(&mut |l| parse(l, &mut out)) {
+        died(&out, why);
     }
     out
 }
@@ -237,22 +208,18 @@ fn check_cycle(
     t: &mut Totals,
     last_w: &mut Lsn,
 ) -> Vec<String> {
-    let (jdir, cache, target) = paths(dir);
+    let (jdir, cache, target) = files_on_share(dir);
     let mut failures = Vec::new();
 
     // 1. The target, before anything else touches it.
-    let hot = PathBuf::from(format!("{}-journal", target.display()));
-    if std::fs::metadata(&hot).is_ok_and(|m| m.len() > 0) {
-        t.mid_transaction += 1;
-    }
-    let tc = open_target(&target);
-    let ic = integrity(&tc);
+    let (interrupted, tc, ic) = after_kill(&target);
+    t.mid_transaction += u64::from(interrupted);
     if ic != "ok" {
         failures.push(format!("target integrity_check: {ic}"));
     }
 
     // 2. The journal: contiguous, earlier records unchanged, reported entries present.
-    let journal = Journal::open(&jdir, journal_opts().lock_wait_ms(5_000))
+    let journal = Journal::open(&jdir, keep_everything_opts().lock_wait_ms(5_000))
         .unwrap_or_else(|e| panic!("reopen the journal: {e}"));
     t.cuts += journal.recovery_report().cuts.len();
     let st = journal.state();
@@ -315,24 +282,9 @@ fn check_cycle(
         }
     }
     t.lost += lost;
-    if st.acked_lsn > w {
-        failures.push(format!(
-            "acknowledged {} but the target's watermark is {w}: acknowledged without a commit",
-            st.acked_lsn
-        ));
-    }
+    failures.extend(watermark_failures(w, head, st.acked_lsn, *last_w));
     if st.acked_lsn < w {
         t.ack_behind += 1;
-    }
-    if w > head {
-        failures.push(format!(
-            "target watermark {w} beyond the journal head {head}"
-        ));
-    }
-    if w < *last_w {
-        failures.push(format!(
-            "the target watermark went back from {last_w} to {w}"
-        ));
     }
     if w > *last_w {
         t.progressed += 1;
@@ -362,7 +314,7 @@ fn check_cycle(
         &jdir,
         &cache,
         StoreOptions::new()
-            .journal(journal_opts().lock_wait_ms(5_000))
+            .journal(keep_everything_opts().lock_wait_ms(5_000))
             .cache_schema(COUNTER_SCHEMA),
     )
     .unwrap_or_else(|e| panic!("reopen the store: {e}"));
@@ -398,7 +350,7 @@ fn check_cycle(
 /// sync, and checks everything after each. Returns the journal's final head.
 fn run_round(first_cycle: u64, cycles: u64, rng: &mut Rng, seed: u64, t: &mut Totals) -> Lsn {
     let dir = tempfile::tempdir().unwrap();
-    let (jdir, cache, target) = paths(dir.path());
+    let (jdir, cache, target) = files_on_share(dir.path());
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     create_target(&target, COUNTER_SCHEMA);
 
@@ -435,7 +387,7 @@ fn run_round(first_cycle: u64, cycles: u64, rng: &mut Rng, seed: u64, t: &mut To
         &jdir,
         &cache,
         StoreOptions::new()
-            .journal(journal_opts())
+            .journal(keep_everything_opts())
             .cache_schema(COUNTER_SCHEMA)
             .target(&target, TargetOptions::new())
             .replay(ReplayOptions::new().batch_entries_max(5000))
@@ -479,10 +431,7 @@ const ROUND_CYCLES: u64 = 200;
 
 #[test]
 fn pipeline_kill9_cycles() {
-    let cycles: u64 = std::env::var(SOAK_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(CYCLES_DEFAULT);
+    let cycles: u64 = count_from_env(SOAK_ENV, CYCLES_DEFAULT);
     with_timeout(300 + cycles * 3, move || {
         let (mut rng, seed) = Rng::from_env_or_time(SEED_ENV);
         let mut t = Totals::default();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::support::events::{Bump, COUNTER_SCHEMA, Ledger, counters_of, log_stats};
 use crate::support::faults::SlowTarget;
-use crate::support::process::{ChildLines, child_test_command, test_path};
+use crate::support::process::{CHILD_WAIT, ChildLines, child_test_command, test_path};
 use crate::support::rng::Rng;
 use crate::support::targets::{TargetKind, TestTarget, integrity};
 use syncjournal::{Journal, JournalOptions, Lsn, ReplayOptions, Replayer};
@@ -37,8 +37,6 @@ const KILL_WITHIN_MS: u64 = 450;
 /// pending, so that every cycle has work to be killed in.
 const TOP_UP: u64 = 4000;
 const TOP_UP_BELOW: u64 = 2000;
-/// Hang guard for the child's start.
-const CHILD_WAIT: Duration = Duration::from_secs(30);
 
 fn journal_opts() -> JournalOptions {
     // Small segments: acknowledgements retire segments while kills land.
@@ -67,13 +65,11 @@ fn replay_kill9_child() {
     let mut replayer: Replayer<Bump> = Replayer::new(
         journal,
         target.spec(),
-        target
-            .options()
-            .busy_timeout_ms(5000)
-            .faults(Arc::new(SlowTarget {
-                statement_sleep: STATEMENT_SLEEP,
-                after_commit_sleep: AFTER_COMMIT_SLEEP,
-            })),
+        SlowTarget {
+            statement_sleep: STATEMENT_SLEEP,
+            after_commit_sleep: AFTER_COMMIT_SLEEP,
+        }
+        .options(target.options()),
         ReplayOptions::new()
             .batch_entries_max(BATCH)
             .retry_attempts_max(3)
@@ -113,18 +109,12 @@ fn run_and_kill(dir: &Path, kind: TargetKind, rng: &mut Rng) -> ChildOutput {
         panic!("{e}");
     }
     std::thread::sleep(Duration::from_millis(rng.range(0, KILL_WITHIN_MS)));
-    child.child.kill().expect("SIGKILL the child");
-    let status = child.child.wait().unwrap();
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the child must die of SIGKILL, not exit on its own: {status}"
-        );
+    let mut rest = Vec::new();
+    if let Err(why) = child.kill9(&mut |l| rest.push(l.to_owned())) {
+        panic!("the child must die of SIGKILL, not exit on its own: {why}");
     }
     let mut out = ChildOutput::default();
-    for line in child.drain() {
+    for line in rest {
         if line.ends_with("COMMITTED") {
             out.commits += 1;
         } else if line.ends_with("CAUGHT_UP") {
