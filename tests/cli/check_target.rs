@@ -1,11 +1,11 @@
 //! `syncjournal check-target`: healthy, never written, damaged, missing, not a database, WAL,
 //! a hot rollback journal.
 
-use syncjournal::{ChangeSet, Journal};
+use syncjournal::ChangeSet;
 
 use crate::support::cli::{
-    BASE_MS, TARGET_SCHEMA, append_changes, build_journal, create_indexed_target,
-    damage_index_page, file_names, item, small_opts, target_with_schema,
+    BASE_MS, TARGET_SCHEMA, build_journal, build_journal_of, create_indexed_target,
+    damage_index_page, file_names, item, target_with_schema,
 };
 use crate::support::journal::{assert_same_files, snapshot};
 use crate::support::targets::open_target;
@@ -28,16 +28,14 @@ fn check_target_reports_a_healthy_target_and_every_journal_it_has_seen() {
     let t = target_with_schema(&share);
     let a = build_journal(&tmp.path().join("a"), 40);
     let b = tmp.path().join("b");
-    let j = Journal::open(&b, small_opts()).unwrap();
-    append_changes(
-        &j,
+    build_journal_of(
+        &b,
         &[
             item(1001),
             ChangeSet::new().insert("tags", [("id", 1)], [("label", "red")]),
             item(1003),
         ],
     );
-    j.close().unwrap();
     sj!("sync", a, "--target", t).code(0);
     sj!("sync", b, "--target", t, "--quarantine").code(0);
     let id_a = syncjournal::journal::offline::journal_id_of(&a).unwrap();

@@ -9,7 +9,7 @@ use syncjournal::{ChangeSet, Journal, Value};
 
 use crate::support::cli::{
     BASE_MS, JournalOwner, append_changes, append_items, build_journal, command, dumped_lsns,
-    item_name, payload, peak_rss_kib, small_opts, target_with_schema, tear_last_frame, zero_record,
+    item_name, journal_and_target, payload, peak_rss_kib, small_opts, tear_last_frame, zero_record,
 };
 use crate::support::journal::{
     assert_same_files, first_lsn_of, frames, segment_paths, snapshot, write_at,
@@ -233,9 +233,7 @@ fn dump_of_a_zeroed_record_in_the_middle_says_where_it_stopped_and_exits_1() {
 
 #[test]
 fn dump_while_the_owner_publishes_no_head_stops_at_the_acknowledged_lsn_and_says_so() {
-    let tmp = tempdir();
-    let dir = build_journal(&tmp.path().join("j"), 30);
-    let t = target_with_schema(tmp.path());
+    let (_tmp, dir, t) = journal_and_target(30);
     sj!("sync", dir, "--target", t).code(0); // acknowledged up to 30
     let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
     assert_eq!(owner.append(31, 40), 40);

@@ -1,15 +1,13 @@
 //! The commands while another process holds the journal open.
 
-use crate::support::cli::{JournalOwner, build_journal, target_with_schema};
+use crate::support::cli::{JournalOwner, journal_and_target};
 use crate::support::journal::segment_paths;
 use crate::support::targets::{count_rows, max_watermark};
-use crate::{OWNER_CHILD, json, tempdir};
+use crate::{OWNER_CHILD, json};
 
 #[test]
 fn commands_while_another_process_holds_the_journal() {
-    let tmp = tempdir();
-    let dir = build_journal(&tmp.path().join("j"), 30);
-    let t = target_with_schema(tmp.path());
+    let (_tmp, dir, t) = journal_and_target(30);
     let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
     let pid = owner.pid.to_string();
     assert_eq!(owner.append(31, 40), 40);

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use crate::support::cli::{build_journal, flip_bit_in_record, target_with_schema, tear_last_frame};
+use crate::support::cli::{build_journal, flip_bit_in_record, journal_and_target, tear_last_frame};
 use crate::support::journal::{assert_same_files, frames, segment_paths, snapshot};
 use crate::{json, tempdir};
 
@@ -166,9 +166,7 @@ fn a_damaged_acknowledged_last_record_is_not_cut_as_a_torn_tail() {
     // were damaged. The acknowledgement proves it was durable (journal-format.md §8: `ack`
     // requires durability; §7 invariant 6), so it is not a torn write: cutting it would make
     // the next append reuse its LSN, which the target already covers.
-    let tmp = tempdir();
-    let dir = build_journal(&tmp.path().join("j"), 20);
-    let t = target_with_schema(tmp.path());
+    let (_tmp, dir, t) = journal_and_target(20);
     sj!("sync", dir, "--target", t).code(0);
     let (seg, frame, _) = tear_last_frame(&dir);
     assert_eq!(frame.lsn, 20);

@@ -10,8 +10,9 @@ use syncjournal::{ChangeSet, Journal, Lsn, Value};
 
 use crate::support::cli::{
     APP_KIND, EVIL_TABLE, EVIL_TEXT, JournalOwner, Run, TARGET_SCHEMA, append_changes,
-    append_items, application_payload, build_journal, command, control_char, flip_bit_in_record,
-    has_terminal_codes, item, item_name, small_opts, target_with_schema,
+    append_items, application_payload, build_journal, build_journal_of, command, control_char,
+    flip_bit_in_record, has_terminal_codes, item, item_name, journal_and_target,
+    no_journal_and_target, small_opts, target_with_schema,
 };
 use crate::support::journal::{assert_same_files, snapshot};
 use crate::support::process::{drain, wait_guarded, wait_until};
@@ -20,9 +21,7 @@ use crate::{OWNER_CHILD, json, tempdir};
 
 #[test]
 fn sync_applies_pending_entries_in_batches_with_clean_output() {
-    let tmp = tempdir();
-    let dir = build_journal(&tmp.path().join("j"), 250);
-    let t = target_with_schema(tmp.path());
+    let (_tmp, dir, t) = journal_and_target(250);
 
     let r = sj!("sync", dir, "--target", t, "--batch", "100");
     r.code(0)
@@ -117,12 +116,9 @@ fn a_failed_command_reports_one_line_on_stderr() {
 
 #[test]
 fn quarantine_list_retry_discard() {
-    let tmp = tempdir();
-    let dir = tmp.path().join("j");
-    let t = target_with_schema(tmp.path());
-    let j = Journal::open(&dir, small_opts()).unwrap();
-    let lsns = append_changes(
-        &j,
+    let (_tmp, dir, t) = no_journal_and_target();
+    let lsns = build_journal_of(
+        &dir,
         &[
             item(1),
             item(2),
@@ -134,7 +130,6 @@ fn quarantine_list_retry_discard() {
         ],
     );
     assert_eq!(lsns, (1..=7).collect::<Vec<_>>());
-    j.close().unwrap();
 
     // Default policy: stop at the refused entry, with what to do.
     let r = sj!("sync", dir, "--target", t);
@@ -224,19 +219,15 @@ fn quarantine_list_retry_discard() {
 #[test]
 fn names_and_values_from_a_crafted_journal_are_escaped_in_every_human_readable_output() {
     // Issue 10, finding 11: names printed raw forge lines and drive the terminal.
-    let tmp = tempdir();
-    let dir = tmp.path().join("j");
-    let t = target_with_schema(tmp.path());
-    let j = Journal::open(&dir, small_opts()).unwrap();
-    append_changes(
-        &j,
+    let (_tmp, dir, t) = no_journal_and_target();
+    build_journal_of(
+        &dir,
         &[
             item(1),
             ChangeSet::new().insert(EVIL_TABLE, [("id", 2)], [("name", Value::from(EVIL_TEXT))]),
             item(3),
         ],
     );
-    j.close().unwrap();
     // The escaped forms: still recognisable.
     let table = "evil\\nLSN 99  forged\\u{1b}]0;pwned\\u{7}";
     let text = "over\\rwrite";
@@ -302,19 +293,15 @@ fn names_and_values_from_a_crafted_journal_are_escaped_in_every_human_readable_o
 
 #[test]
 fn sync_with_quarantine_reports_how_many_entries_it_quarantined() {
-    let tmp = tempdir();
-    let dir = tmp.path().join("j");
-    let t = target_with_schema(tmp.path());
-    let j = Journal::open(&dir, small_opts()).unwrap();
-    append_changes(
-        &j,
+    let (_tmp, dir, t) = no_journal_and_target();
+    build_journal_of(
+        &dir,
         &[
             item(1),
             ChangeSet::new().insert("tags", [("id", 1)], [("label", "red")]),
             item(3),
         ],
     );
-    j.close().unwrap();
     let r = sj!("sync", dir, "--target", t, "--quarantine");
     r.code(0);
     assert_eq!(count_rows(&t, "items"), 2);
@@ -333,9 +320,7 @@ fn sync_with_quarantine_reports_how_many_entries_it_quarantined() {
 
 #[test]
 fn sync_follow_applies_while_the_application_appends_and_stops_on_sigint() {
-    let tmp = tempdir();
-    let dir = build_journal(&tmp.path().join("j"), 10);
-    let t = target_with_schema(tmp.path());
+    let (_tmp, dir, t) = journal_and_target(10);
     let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
 
     let (guard, out, err) = start_follow(&dir, &t, &["--batch", "7"]);
@@ -457,9 +442,7 @@ fn sync_refuses_a_journal_of_an_application_kind_before_touching_the_target() {
 
 #[test]
 fn sync_follow_stops_at_an_application_kind_entry_with_the_entries_before_it_applied() {
-    let tmp = tempdir();
-    let dir = build_journal(&tmp.path().join("j"), 10);
-    let t = target_with_schema(tmp.path());
+    let (_tmp, dir, t) = journal_and_target(10);
     let mut owner = JournalOwner::start(OWNER_CHILD, &dir);
     let (guard, out, err) = start_follow(&dir, &t, &[]);
     wait_for_watermark("the first 10 entries reach the target", &t, 10);

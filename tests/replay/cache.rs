@@ -60,8 +60,7 @@ fn applied_lsn(store: &Store) -> Option<u64> {
 
 #[test]
 fn entries_journaled_but_not_committed_to_the_cache_are_applied_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let opts = || store_opts(&paths.target, RejectPolicy::Stop);
     let store = open(&paths, opts());
     apply_items(&store, 1..=2);
@@ -348,8 +347,7 @@ fn a_cache_ahead_of_the_journal_is_refused() {
 
 #[test]
 fn a_cache_older_than_the_retained_journal_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     let opts = || store_opts(&paths.target, RejectPolicy::Stop);
     let store = open(&paths, opts());
     apply_items(&store, 1..=2);
@@ -486,8 +484,7 @@ fn dump_certs(c: &Connection) -> rusqlite::Result<Vec<(i64, String, String, i64)
 
 #[test]
 fn an_application_event_type_goes_through_journal_cache_and_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     let issued = |id: i64| CertEvent::Issued {
         id,
         domain: format!("host-{id}.example.org"),
@@ -598,8 +595,7 @@ fn an_application_event_type_goes_through_journal_cache_and_target() {
 fn concurrent_applies_get_unique_contiguous_lsns_and_all_land() {
     const THREADS: i64 = 8;
     const PER_THREAD: i64 = 25;
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
     let name = |t: i64, i: i64| format!("thread-{t}-row-{i}");
     let per_thread: Vec<Vec<(u64, i64)>> = std::thread::scope(|s| {
@@ -668,8 +664,7 @@ fn concurrent_applies_get_unique_contiguous_lsns_and_all_land() {
 
 #[test]
 fn a_refused_change_set_changes_nothing_and_consumes_no_lsn() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
     assert_eq!(store.apply(&item(1)).unwrap(), 1);
     let snapshot = dump_cache(&store);

@@ -128,11 +128,9 @@ impl Drop for Matrix {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// Records of `expected` (LSN `i + 1` holds `expected[i]`) that the journal in `dir` does not
-/// hold exactly; also checks that the journal holds nothing else.
-fn lost_records(dir: &Path, expected: &[Vec<u8>]) -> u64 {
-    let j = Journal::open(dir, JournalOptions::new().lock_wait_ms(5_000)).expect("reopen");
-    let records = read_retained(&j);
+/// How many of `expected` (LSN `i + 1` holds `expected[i]`) `records` (from LSN 1) do not hold
+/// exactly.
+fn missing(records: &[syncjournal::Record], expected: &[Vec<u8>]) -> u64 {
     let mut lost = 0;
     for (i, p) in expected.iter().enumerate() {
         if records
@@ -142,6 +140,15 @@ fn lost_records(dir: &Path, expected: &[Vec<u8>]) -> u64 {
             lost += 1;
         }
     }
+    lost
+}
+
+/// Records of `expected` (LSN `i + 1` holds `expected[i]`) that the journal in `dir` does not
+/// hold exactly; also checks that the journal holds nothing else.
+fn lost_records(dir: &Path, expected: &[Vec<u8>]) -> u64 {
+    let j = Journal::open(dir, JournalOptions::new().lock_wait_ms(5_000)).expect("reopen");
+    let records = read_retained(&j);
+    let lost = missing(&records, expected);
     assert_eq!(lost, 0, "records lost after the fault");
     assert_eq!(records.len(), expected.len(), "unexpected extra records");
     lost
@@ -405,15 +412,7 @@ fn eio_on_sync_poisons_the_journal() {
         let j = Journal::open(&jdir, JournalOptions::new().lock_wait_ms(5_000)).unwrap();
         assert_eq!(j.state().poisoned, None);
         let records = read_retained(&j);
-        let mut lost = 0;
-        for (i, p) in durable.iter().enumerate() {
-            if records
-                .get(i)
-                .is_none_or(|r| r.lsn != i as u64 + 1 || r.payload != *p)
-            {
-                lost += 1;
-            }
-        }
+        let lost = missing(&records, &durable);
         assert_eq!(lost, 0, "durable records lost after the poisoning");
         assert!(records.len() <= 21);
         if let Some(r) = records.get(20) {

@@ -46,8 +46,7 @@ fn many_upserts(n: i64) -> ChangeSet {
 
 #[test]
 fn a_change_set_of_300000_upserts_that_apply_accepts_replays_to_the_cache_and_the_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     let opts = || store_opts(&paths.target, RejectPolicy::Stop).journal(JournalOptions::new());
     let cs = many_upserts(300_000);
     let encoded = encode_event(0, &cs).unwrap().len();
@@ -97,8 +96,7 @@ fn remove_cache(paths: &Paths) {
 
 #[test]
 fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let opts = || store_opts(&paths.target, RejectPolicy::Stop).journal(JournalOptions::new());
     let max = JournalOptions::new().payload_bytes_limit();
     assert_eq!(max, JournalOptions::RECORD_BYTES_DEFAULT);
@@ -156,8 +154,7 @@ fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no
 
 #[test]
 fn a_nan_key_is_refused_naming_the_column_and_nothing_is_journaled() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
     for cs in [
         ChangeSet::new().insert("items", [("id", f64::NAN)], [("name", "x")]),
@@ -187,8 +184,7 @@ fn a_nan_key_is_refused_naming_the_column_and_nothing_is_journaled() {
 #[test]
 fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_target() {
     for key in [Value::Real(f64::NAN), Value::Null] {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::in_dir(dir.path());
+        let (_dir, paths) = Paths::temp();
         let opts = || store_opts(&paths.target, RejectPolicy::Stop);
         let store = open(&paths, opts());
         store.apply(&item(1)).unwrap();
@@ -248,8 +244,7 @@ fn crafted_records_with_nan_or_null_keys_are_refused_at_the_cache_and_at_the_tar
 
 #[test]
 fn nan_outside_the_key_is_null_at_the_cache_and_at_the_target_and_infinities_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
     store
         .apply(
@@ -304,8 +299,7 @@ fn second_apply_failing(
     op: IoOp,
     errno: i32,
 ) -> (tempfile::TempDir, Paths, Arc<FaultPlan>, Store, Error) {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     let plan = Arc::new(FaultPlan::new());
     let store = open(&paths, faulty_opts(&paths, &plan));
     store.apply(&item(1)).unwrap();
@@ -402,8 +396,7 @@ fn sqlite_full_at_the_cache_commit_is_in_doubt_durable_and_reaches_cache_and_tar
 #[test]
 fn under_four_threads_every_journaled_event_is_reported_as_applied_or_in_doubt() {
     for op in [IoOp::CacheCommit, IoOp::SyncData] {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::in_dir(dir.path());
+        let (_dir, paths) = Paths::temp();
         let plan = Arc::new(FaultPlan::new());
         let store = Arc::new(open(&paths, faulty_opts(&paths, &plan)));
         plan.fail(
@@ -481,8 +474,7 @@ fn audit_rows(c: &rusqlite::Connection) -> rusqlite::Result<Vec<(u64, String)>> 
 
 #[test]
 fn apply_context_lsn_is_the_journal_lsn_at_the_cache_on_catch_up_and_at_the_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let opts = || {
         StoreOptions::new()
             .journal(JournalOptions::new().segment_bytes_max(SEG_BYTES))
@@ -552,8 +544,7 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
             "boxes",
         ),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::in_dir(dir.path());
+        let (_dir, paths) = Paths::temp();
         let opts = local_opts().cache_schema(format!("{SCHEMA}{vtab}"));
         let (table, detail) = unguarded_table(Store::open(&paths.journal, &paths.cache, opts));
         assert_eq!(table.as_deref(), Some(name));
@@ -578,8 +569,7 @@ fn virtual_tables_in_cache_schema_are_refused_naming_the_table_and_nothing_is_cr
 
 #[test]
 fn dml_in_cache_schema_is_refused_and_rolled_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let opts = local_opts().cache_schema(format!(
         "{SCHEMA} INSERT OR IGNORE INTO items (id, name) VALUES (1, 'seed');"
     ));
@@ -738,8 +728,7 @@ impl JournalEvent for Bulk {
 
 #[test]
 fn the_cache_writers_statement_journal_never_spills_to_a_temporary_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store: Store<Bulk> = Store::open(&paths.journal, &paths.cache, local_opts()).unwrap();
     store.apply(&Bulk::Fill(5000)).unwrap(); // about 1.2 MB of pages
     // The pages existed before the savepoint: rewriting them fills its statement journal with
@@ -758,8 +747,7 @@ fn four_threads_applying_thousands_of_change_sets_meet_no_sqlite_full() {
     // Any SQLITE_FULL (from the cache, its statement journals or the target) surfaces as an
     // error of `apply` or of the sync.
     for with_target in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::in_dir(dir.path());
+        let (_dir, paths) = Paths::temp();
         let opts = if with_target {
             store_opts(&paths.target, RejectPolicy::Stop).background_sync(true)
         } else {

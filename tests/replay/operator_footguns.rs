@@ -30,8 +30,7 @@ fn replayer(paths: &Paths, target: &Path, opts: ReplayOptions) -> Replayer {
 
 #[test]
 fn a_sync_to_the_wrong_database_leaves_the_right_one_everything_it_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     journal_of(&paths, 1500);
     let (right, wrong) = (dir.path().join("right.db"), dir.path().join("wrong.db"));
     create_target(&right, SCHEMA);
@@ -77,8 +76,7 @@ fn a_sync_to_the_wrong_database_leaves_the_right_one_everything_it_needs() {
 
 #[test]
 fn acknowledged_segments_are_kept_for_an_hour_by_default_and_at_once_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     journal_of(&paths, 1500);
     let target = dir.path().join("t.db");
     create_target(&target, SCHEMA);
@@ -107,8 +105,7 @@ fn acknowledged_segments_are_kept_for_an_hour_by_default_and_at_once_when_asked(
     );
     drop(j);
     // A byte budget smaller than what is kept removes the oldest first.
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     journal_of(&paths, 1500);
     let j = Journal::open(
         &paths.journal,
@@ -126,8 +123,7 @@ fn acknowledged_segments_are_kept_for_an_hour_by_default_and_at_once_when_asked(
 
 #[test]
 fn a_replayer_of_another_target_does_not_acknowledge_unless_it_adopts_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     journal_of(&paths, 100);
     let (first, second) = (dir.path().join("first.db"), dir.path().join("second.db"));
     create_target(&first, SCHEMA);
@@ -175,8 +171,7 @@ fn a_replayer_of_another_target_does_not_acknowledge_unless_it_adopts_it() {
 
 #[test]
 fn a_target_that_is_no_database_is_a_configuration_error_not_an_outage() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     journal_of(&paths, 3);
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "these are not the rows you are looking for").unwrap();

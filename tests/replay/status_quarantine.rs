@@ -64,8 +64,7 @@ fn create_tags_on(target: &TestTarget) {
 #[test]
 fn status_figures_come_from_durable_state_and_survive_restart() {
     for kind in TargetKind::all() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::of_kind(kind, dir.path());
+        let (_dir, paths) = Paths::temp_of_kind(kind);
         let opts = || {
             store_opts_full(
                 &paths.target,
@@ -182,8 +181,7 @@ fn status_figures_come_from_durable_state_and_survive_restart() {
 #[test]
 fn pending_bytes_span_segments() {
     for kind in TargetKind::all() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::of_kind(kind, dir.path());
+        let (_dir, paths) = Paths::temp_of_kind(kind);
         let opts = || {
             store_opts_with_target_schema(&paths.target, RejectPolicy::Stop, TARGET_WITHOUT_TAGS)
         };
@@ -239,8 +237,7 @@ fn pending_bytes_span_segments() {
 #[test]
 fn is_stalled_compares_the_stall_start_with_the_threshold() {
     for kind in TargetKind::all() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::of_kind(kind, dir.path());
+        let (_dir, paths) = Paths::temp_of_kind(kind);
         let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
         store.apply(&item(1)).unwrap();
         let mut st = status(&store);
@@ -256,8 +253,7 @@ fn is_stalled_compares_the_stall_start_with_the_threshold() {
 #[test]
 fn last_error_from_a_missing_target_survives_restart_and_only_success_clears_it() {
     for kind in TargetKind::all() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::of_kind(kind, dir.path());
+        let (_dir, paths) = Paths::temp_of_kind(kind);
         // A target that must exist (as on a share): missing until the test creates it.
         let opts = || store_opts_existing(&paths.target);
         let store = open(&paths, opts());
@@ -325,8 +321,7 @@ fn last_error_from_a_missing_target_survives_restart_and_only_success_clears_it(
 #[test]
 fn stalled_since_is_none_without_pending_entries_even_while_failing() {
     for kind in TargetKind::all() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::of_kind(kind, dir.path());
+        let (_dir, paths) = Paths::temp_of_kind(kind);
         let store = open(&paths, store_opts_existing(&paths.target));
         assert!(store.sync_now().error.is_some());
         let st = status(&store);
@@ -343,8 +338,7 @@ fn stalled_since_is_none_without_pending_entries_even_while_failing() {
 #[test]
 fn stalled_since_follows_the_queue_head_and_failing_since_the_failure_run() {
     for kind in TargetKind::all() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::of_kind(kind, dir.path());
+        let (_dir, paths) = Paths::temp_of_kind(kind);
         let store = open(&paths, store_opts_existing(&paths.target));
         // The target is missing: the failure run starts now, before any entry exists.
         assert!(store.sync_now().error.is_some());
@@ -383,8 +377,7 @@ fn stalled_since_follows_the_queue_head_and_failing_since_the_failure_run() {
 }
 
 fn stop_policy_case(kind: TargetKind, batch_entries_max: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::of_kind(kind, dir.path());
+    let (_dir, paths) = Paths::temp_of_kind(kind);
     let opts = || {
         store_opts_full(
             &paths.target,
@@ -561,8 +554,7 @@ fn every_entry_accounted_for(
 #[test]
 fn quarantine_policy_records_refused_entries_and_continues() {
     for kind in TargetKind::all() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::of_kind(kind, dir.path());
+        let (_dir, paths) = Paths::temp_of_kind(kind);
         let faults = Arc::new(FailOn {
             label: "update watermark",
             armed: AtomicBool::new(true),
@@ -717,8 +709,7 @@ fn quarantine_policy_records_refused_entries_and_continues() {
 #[test]
 fn quarantine_count_follows_retry_and_discard() {
     for kind in TargetKind::all() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::of_kind(kind, dir.path());
+        let (_dir, paths) = Paths::temp_of_kind(kind);
         let opts = || {
             store_opts_with_target_schema(
                 &paths.target,
@@ -758,8 +749,7 @@ fn quarantine_count_follows_retry_and_discard() {
 /// still reports the journal and the cache.
 #[test]
 fn no_target_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store: Store = Store::open(&paths.journal, &paths.cache, local_opts()).unwrap();
     store.apply(&item(1)).unwrap();
     let report = store.sync_now();

@@ -91,8 +91,7 @@ fn closed_journal(paths: &Paths, n: i64) {
 
 #[test]
 fn a_target_restored_from_before_the_first_sync_is_target_behind_with_every_entry_pending() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     create_target(paths.target.path(), SCHEMA);
     let backup = dir.path().join("backup.db");
     copy_db(paths.target.path(), &backup);
@@ -123,8 +122,7 @@ fn a_target_restored_from_before_the_first_sync_is_target_behind_with_every_entr
 
 #[test]
 fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     // Everything was synced (and acknowledged) to one database ...
     let store = open(&paths, store_opts(&paths.target, RejectPolicy::Stop));
     apply_items(&store, 1..=3);
@@ -174,8 +172,7 @@ fn a_sync_that_stops_at_a_refused_entry_reports_every_entry_still_ahead() {
 
 #[test]
 fn a_watermark_that_went_back_between_two_commits_is_counted_as_lost_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store = synced_store(&paths, 20);
     // As when a second machine wrote the file over a share that does not forward locks: the
     // progress row of this journal is gone.
@@ -203,8 +200,7 @@ fn a_watermark_that_went_back_between_two_commits_is_counted_as_lost_writes() {
 
 #[test]
 fn a_progress_row_lost_on_the_target_is_target_behind_for_the_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store = synced_store(&paths, 30);
     drop(store);
     rusqlite::Connection::open(paths.target.path())
@@ -221,8 +217,7 @@ fn a_progress_row_lost_on_the_target_is_target_behind_for_the_status() {
 
 #[test]
 fn opening_a_store_leaves_another_processs_temporary_state_file_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     closed_journal(&paths, 3);
     // A follower (pid 4242) is writing its state at this very moment; and an interrupted
     // segment creation of our own left a temporary file.
@@ -271,8 +266,7 @@ fn an_owner_without_a_target_acknowledges_what_its_follower_applied_and_retires_
 
 #[test]
 fn the_background_thread_of_an_owner_without_a_target_acknowledges_the_followers_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store = open(
         &paths,
         local_opts()
@@ -315,8 +309,7 @@ fn corrupt_kind(e: &Option<Error>) -> DamageKind {
 
 #[test]
 fn a_frame_resealed_with_a_broken_chain_stops_the_offline_reader() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     closed_journal(&paths, 40);
     reseal_frame(&paths.journal, 1, 19, |_, prev| *prev ^= 1);
     let (lsns, e) = read_offline(&paths.journal);
@@ -332,8 +325,7 @@ fn a_frame_resealed_with_a_broken_chain_stops_the_offline_reader() {
 #[test]
 fn a_frame_resealed_with_another_lsn_is_refused_not_returned_under_it() {
     for (delta, name) in [(1i64, "as LSN 21"), (-1, "as LSN 19")] {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::in_dir(dir.path());
+        let (_dir, paths) = Paths::temp();
         closed_journal(&paths, 40);
         reseal_frame(&paths.journal, 1, 19, |lsn, _| {
             *lsn = (*lsn as i64 + delta) as u64
@@ -353,8 +345,7 @@ fn a_frame_resealed_with_another_lsn_is_refused_not_returned_under_it() {
 
 #[test]
 fn a_zeroed_record_in_the_middle_is_damage_not_the_end_of_the_journal() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     closed_journal(&paths, 40);
     let seg = segment_path(&paths.journal, 1);
     let image = fs::read(&seg).unwrap();
@@ -390,8 +381,7 @@ fn a_truncated_segment_is_damage_for_the_offline_reader() {
 
 #[test]
 fn a_torn_last_record_is_named_a_torn_tail_by_the_offline_reader() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     closed_journal(&paths, 10);
     crate::support::journal::rewind_head(&paths.journal, 9); // the crash came before its sync
     let seg = segment_path(&paths.journal, 1);
@@ -467,8 +457,7 @@ fn an_acknowledgement_beyond_the_records_is_refused_and_nothing_is_retired() {
 
 #[test]
 fn the_background_sync_repairs_a_target_restored_behind_the_acknowledgement() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     let opts = store_opts(&paths.target, RejectPolicy::Stop)
         .background_sync(true)
         .replay(ReplayOptions::new().sync_interval_ms(20));
@@ -532,8 +521,7 @@ fn a_damaged_record_that_head_published_as_durable_is_not_cut_as_a_torn_tail() {
 
 #[test]
 fn a_damaged_last_record_the_target_holds_is_not_cut_and_its_lsn_never_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     let store = synced_store(&paths, 10);
     drop(store);
     // A crash before the acknowledgement (ACK 5, target 10), HEAD lost, and record 10 damaged.
@@ -611,8 +599,7 @@ fn lsns_beyond_what_a_signed_64_bit_column_holds_are_invalid_everywhere() {
 
 #[test]
 fn a_replay_state_that_claims_the_target_is_ahead_changes_no_figure() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     closed_journal(&paths, 25);
     fs::write(
         paths.journal.join("replay.json"),
@@ -631,8 +618,7 @@ fn a_replay_state_that_claims_the_target_is_ahead_changes_no_figure() {
 
 #[test]
 fn a_huge_replay_state_is_ignored_without_being_read_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     closed_journal(&paths, 3);
     let f = fs::File::create(paths.journal.join("replay.json")).unwrap();
     f.set_len(1 << 30).unwrap(); // 1 GiB, sparse
@@ -647,8 +633,7 @@ fn a_huge_replay_state_is_ignored_without_being_read_whole() {
 
 #[test]
 fn a_directory_named_replay_json_is_refused_by_name_instead_of_swallowing_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (_dir, paths) = Paths::temp();
     closed_journal(&paths, 3);
     fs::create_dir(paths.journal.join("replay.json")).unwrap();
     match Store::<ChangeSet>::open(

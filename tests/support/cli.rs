@@ -202,6 +202,32 @@ pub fn build_journal(dir: &Path, n: i64) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// Creates a journal in `dir` (small segments) holding `changes`, none acknowledged; returns
+/// their LSNs.
+pub fn build_journal_of(dir: &Path, changes: &[ChangeSet]) -> Vec<Lsn> {
+    let j = Journal::open(dir, small_opts()).expect("open fixture journal");
+    let lsns = append_changes(&j, changes);
+    j.close().expect("close fixture journal");
+    lsns
+}
+
+/// A temporary directory, the path of a journal `j` not created yet, and a target
+/// `target.db` with the fixtures' schema: (directory, journal path, target).
+pub fn no_journal_and_target() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("j");
+    let t = target_with_schema(tmp.path());
+    (tmp, dir, t)
+}
+
+/// A temporary directory holding a journal `j` of entries `1..=n` ([`build_journal`]) and a
+/// target `target.db` with the fixtures' schema: (directory, journal, target).
+pub fn journal_and_target(n: i64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (tmp, dir, t) = no_journal_and_target();
+    build_journal(&dir, n);
+    (tmp, dir, t)
+}
+
 /// Appends `item(i)` for `i` in `from..=to`; their LSNs must be `i` (a fresh journal).
 pub fn append_items(j: &Journal, from: i64, to: i64) -> Lsn {
     let mut last = 0;

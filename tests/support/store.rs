@@ -41,6 +41,18 @@ impl Paths {
         Paths::of_kind(TargetKind::Sqlite, dir)
     }
 
+    /// [`Paths::in_dir`] of a new temporary directory (removed when it is dropped).
+    pub fn temp() -> (tempfile::TempDir, Paths) {
+        Paths::temp_of_kind(TargetKind::Sqlite)
+    }
+
+    /// [`Paths::of_kind`] of a new temporary directory (removed when it is dropped).
+    pub fn temp_of_kind(kind: TargetKind) -> (tempfile::TempDir, Paths) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::of_kind(kind, dir.path());
+        (dir, paths)
+    }
+
     /// `dir/journal`, `dir/cache.db` and a target of `kind` named `target.db`.
     pub fn of_kind(kind: TargetKind, dir: &Path) -> Paths {
         Paths {
@@ -117,8 +129,7 @@ pub fn local_opts() -> StoreOptions {
 
 /// A store without a target ([`local_opts`]) in a new directory: (directory, its paths, store).
 pub fn local_store() -> (tempfile::TempDir, Paths, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::in_dir(dir.path());
+    let (dir, paths) = Paths::temp();
     let store = open(&paths, local_opts());
     (dir, paths, store)
 }
