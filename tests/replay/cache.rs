@@ -167,7 +167,7 @@ fn assert_writes_refused(other: &Connection, snapshot: &[Vec<Vec<Value>>]) {
 }
 
 fn fill(store: &Store) {
-    apply_items(&store, 1..=2);
+    apply_items(store, 1..=2);
     store.apply(&tag("t", 1.0)).unwrap();
     store
         .apply(&ChangeSet::new().upsert(

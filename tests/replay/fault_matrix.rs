@@ -128,6 +128,29 @@ impl Drop for Matrix {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
+/// Appends records of `len` bytes (`payload_for_lsn` of their index in `written`, where each
+/// is noted once its append returned) until an append fails: its error. Panics if `max`
+/// records went in first (`what` never filled up).
+fn append_until_refused(
+    j: &Journal,
+    written: &mut Vec<Vec<u8>>,
+    len: usize,
+    max: usize,
+    what: &str,
+) -> Error {
+    loop {
+        let p = payload_for_lsn(written.len() as u64, len);
+        match j.append(&p) {
+            Ok(lsn) => {
+                assert_eq!(lsn, written.len() as Lsn + 1);
+                written.push(p);
+            }
+            Err(e) => return e,
+        }
+        assert!(written.len() < max, "{what} never filled up");
+    }
+}
+
 /// How many of `expected` (LSN `i + 1` holds `expected[i]`) `records` (from LSN 1) do not hold
 /// exactly.
 fn missing(records: &[syncjournal::Record], expected: &[Vec<u8>]) -> u64 {
@@ -209,17 +232,7 @@ fn enospc_while_rotating_fault_plan() {
         let j = Journal::open(&jdir, opts).unwrap();
         plan.fail(IoOp::Allocate, 0, None, ENOSPC);
         let mut written: Vec<Vec<u8>> = Vec::new();
-        let err = loop {
-            let p = payload_for_lsn(written.len() as u64, 1000);
-            match j.append(&p) {
-                Ok(lsn) => {
-                    assert_eq!(lsn, written.len() as Lsn + 1);
-                    written.push(p);
-                }
-                Err(e) => break e,
-            }
-            assert!(written.len() < 100, "the first segment never filled up");
-        };
+        let err = append_until_refused(&j, &mut written, 1000, 100, "the first segment");
         let text = err.to_string();
         match &err {
             Error::Journal(JournalError::DiskFull {
@@ -303,17 +316,7 @@ fn enospc_on_a_real_full_tmpfs() {
         let mut written: Vec<Vec<u8>> = Vec::new();
         let err = {
             let j = Journal::open(&jdir, opts()).unwrap();
-            let err = loop {
-                let p = payload_for_lsn(written.len() as u64, 4000);
-                match j.append(&p) {
-                    Ok(lsn) => {
-                        assert_eq!(lsn, written.len() as Lsn + 1);
-                        written.push(p);
-                    }
-                    Err(e) => break e,
-                }
-                assert!(written.len() < 1000, "the 1 MiB tmpfs never filled up");
-            };
+            let err = append_until_refused(&j, &mut written, 4000, 1000, "the 1 MiB tmpfs");
             match &err {
                 Error::Journal(JournalError::DiskFull { source, path, .. }) => {
                     assert_eq!(source.raw_os_error(), Some(ENOSPC), "{err}");

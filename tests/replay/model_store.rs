@@ -79,7 +79,7 @@ struct TableDef {
     cols: &'static [Col],
 }
 
-/// The model's view of `store_common::SCHEMA`.
+/// The model's view of `support::store::SCHEMA`.
 static TABLES: [TableDef; 3] = [
     TableDef {
         name: "items",
@@ -235,7 +235,7 @@ impl Model {
         }
     }
 
-    /// The model's tables as `store_common::dump_all` returns a database's: rows ordered by
+    /// The model's tables as `support::store::dump_all` returns a database's: rows ordered by
     /// key, key columns then the others.
     fn dump(&self) -> Vec<Vec<Vec<Value>>> {
         self.tables

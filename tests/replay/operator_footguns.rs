@@ -23,6 +23,16 @@ fn journal_of(paths: &Paths, n: i64) {
     apply_items(&store, 1..=n);
 }
 
+/// A replayer of the open journal `j` to `target`, with default options.
+fn replayer_of(j: &Arc<Journal>, target: &Path) -> Replayer {
+    Replayer::new(
+        Arc::clone(j),
+        target,
+        TargetOptions::new(),
+        ReplayOptions::new(),
+    )
+}
+
 fn replayer(paths: &Paths, target: &Path, opts: ReplayOptions) -> Replayer {
     let j = Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
     Replayer::new(j, target, TargetOptions::new(), opts.retry_attempts_max(0))
@@ -82,12 +92,7 @@ fn acknowledged_segments_are_kept_for_an_hour_by_default_and_at_once_when_asked(
     create_target(&target, SCHEMA);
     let j = Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
     let before = j.state().segments;
-    let mut r: Replayer = Replayer::new(
-        Arc::clone(&j),
-        &target,
-        TargetOptions::new(),
-        ReplayOptions::new(),
-    );
+    let mut r: Replayer = replayer_of(&j, &target);
     assert!(r.sync_now().error.is_none());
     assert_eq!(j.state().acked_lsn, 1500);
     assert_eq!(
@@ -129,24 +134,14 @@ fn a_replayer_of_another_target_does_not_acknowledge_unless_it_adopts_it() {
     create_target(&first, SCHEMA);
     create_target(&second, SCHEMA);
     let j = Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
-    let mut r: Replayer = Replayer::new(
-        Arc::clone(&j),
-        &first,
-        TargetOptions::new(),
-        ReplayOptions::new(),
-    );
+    let mut r: Replayer = replayer_of(&j, &first);
     assert!(r.sync_now().error.is_none());
     assert_eq!(j.state().acked_lsn, 100);
     drop(r);
     drop(j);
     // The second target is replayed, not acknowledged.
     let j = Arc::new(Journal::open(&paths.journal, JournalOptions::new()).unwrap());
-    let mut r: Replayer = Replayer::new(
-        Arc::clone(&j),
-        &second,
-        TargetOptions::new(),
-        ReplayOptions::new(),
-    );
+    let mut r: Replayer = replayer_of(&j, &second);
     assert!(r.sync_now().error.is_none());
     assert_eq!(count_rows(&second, "items"), 100);
     let st = r.state();

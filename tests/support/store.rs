@@ -173,9 +173,7 @@ pub fn item(id: i64) -> ChangeSet {
 
 /// Applies `item(i)` for every `i` of `ids`; returns the last LSN (0 if none).
 pub fn apply_items(store: &Store, ids: RangeInclusive<i64>) -> Lsn {
-    ids.map(|i| store.apply(&item(i)).unwrap())
-        .last()
-        .unwrap_or(0)
+    ids.fold(0, |_, i| store.apply(&item(i)).unwrap())
 }
 
 /// Applies items `first, first + 1, …` until the journal has `segments` segments; returns the
