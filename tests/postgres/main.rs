@@ -3,8 +3,8 @@
 //! while its COMMIT waits, an immediate shutdown mid-batch), outages, two journals at once,
 //! privileges, quarantine, value and identifier checks, passwords.
 
-#[path = "../support/postgres.rs"]
-mod cluster;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,55 +14,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use syncjournal::fault::TargetFaults;
-use syncjournal::target::PgApplyContext;
 use syncjournal::{
     ApplyContext, ApplyError, ChangeSet, Error, Journal, JournalEvent, JournalOptions,
     RejectPolicy, ReplayOptions, Replayer, Store, StoreOptions, TargetError, TargetOptions, Value,
 };
 
-use cluster::Cluster;
+use support::events::{Bump, fold};
+use support::postgres::Cluster;
 
 const COUNTERS: &str = "CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL);
                         CREATE TABLE log (seq BIGINT NOT NULL, counter BIGINT NOT NULL);";
-
-/// A NON-IDEMPOTENT event: applied twice, its counter moves twice and it is logged twice.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Bump {
-    counter: i64,
-    seq: i64,
-}
-
-impl JournalEvent for Bump {
-    const KIND: u8 = 0x42;
-
-    fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError> {
-        db.conn().execute(
-            "INSERT INTO counters (id, n) VALUES (?1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
-            [self.counter],
-        )?;
-        db.conn().execute(
-            "INSERT INTO log (seq, counter) VALUES (?1, ?2)",
-            (self.seq, self.counter),
-        )?;
-        Ok(())
-    }
-
-    fn apply_postgres(&self, db: &mut PgApplyContext<'_>) -> Result<(), ApplyError> {
-        db.execute(
-            "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1",
-            &[&self.counter],
-        )?;
-        db.execute(
-            "INSERT INTO log (seq, counter) VALUES ($1, $2)",
-            &[&self.seq, &self.counter],
-        )?;
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        format!("bump {} (#{})", self.counter, self.seq)
-    }
-}
 
 /// An application event that gives only its SQLite apply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,10 +45,7 @@ fn journal(dir: &Path) -> Arc<Journal> {
 
 fn append_bumps(j: &Journal, from: i64, to: i64) {
     for seq in from..to {
-        let ev = Bump {
-            counter: seq % 5 + 1,
-            seq,
-        };
+        let ev = Bump::new(seq);
         let payload = syncjournal::event::encode_event(0, &ev).unwrap();
         j.append_kind(Bump::KIND, &payload).unwrap();
     }
@@ -109,12 +67,9 @@ fn state(c: &Cluster, db: &str) -> (BTreeMap<i64, i64>, i64, i64) {
     (counters, r.get(0), r.get(1))
 }
 
+/// The counters after the bumps of sequence numbers `from..to`, once each.
 fn expected(from: i64, to: i64) -> BTreeMap<i64, i64> {
-    let mut m = BTreeMap::new();
-    for seq in from..to {
-        *m.entry(seq % 5 + 1).or_insert(0) += 1;
-    }
-    m
+    fold(&(from..to).map(Bump::new).collect::<Vec<_>>())
 }
 
 fn fast_retries() -> ReplayOptions {

@@ -64,6 +64,22 @@ impl JournalEvent for Bump {
         Ok(())
     }
 
+    #[cfg(feature = "postgres")]
+    fn apply_postgres(
+        &self,
+        db: &mut syncjournal::target::PgApplyContext<'_>,
+    ) -> Result<(), ApplyError> {
+        db.execute(
+            "INSERT INTO counters (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1",
+            &[&self.counter],
+        )?;
+        db.execute(
+            "INSERT INTO log (seq, counter) VALUES ($1, $2)",
+            &[&self.seq, &self.counter],
+        )?;
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         format!("bump counter {} (#{})", self.counter, self.seq)
     }

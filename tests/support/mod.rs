@@ -8,6 +8,8 @@ pub mod faults;
 pub mod inventory;
 pub mod journal;
 pub mod netshare;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod process;
 pub mod replay;
 pub mod rng;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::process::{is_root, skip_or_fail};
+
 /// The server binaries (Debian's `postgresql-15`).
 pub fn bin_dir() -> Option<PathBuf> {
     [
@@ -18,17 +20,6 @@ pub fn bin_dir() -> Option<PathBuf> {
     .iter()
     .map(PathBuf::from)
     .find(|d| d.join("initdb").exists())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A running cluster.
@@ -64,10 +55,10 @@ impl Cluster {
     /// installed and the run is not CI (under `CI=1` that is a failure).
     pub fn start() -> Option<Cluster> {
         let Some(bin) = bin_dir() else {
-            if std::env::var_os("CI").is_some() {
-                panic!("PostgreSQL server binaries not found (install postgresql-15)");
-            }
-            eprintln!("skipped: PostgreSQL server binaries not found");
+            skip_or_fail(
+                "PostgreSQL",
+                "server binaries not found (install postgresql-15)",
+            );
             return None;
         };
         let dir = tempfile::Builder::new()
