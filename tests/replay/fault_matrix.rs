@@ -440,7 +440,7 @@ fn read_only_target() {
         let share = dir.path().join("share");
         std::fs::create_dir_all(&share).unwrap();
         let sqlite = TestTarget::create(TargetKind::Sqlite, &share, "inventory.db", HOSTS_SCHEMA);
-        let target = sqlite.spec();
+        let target = sqlite.path().to_path_buf();
         let store = hosts_store(dir.path(), &sqlite);
         for i in 1..=5 {
             store.apply(&host(i)).unwrap();
@@ -781,7 +781,7 @@ fn schema_mismatch_on(kind: TargetKind) -> u64 {
             }),
         ) => {
             assert_eq!(table, "syncjournal_progress");
-            assert_eq!(path, &target.spec());
+            assert_eq!(path, target.path());
             assert!(
                 detail.contains("lsn") && detail.contains("updated_at"),
                 "{detail}"

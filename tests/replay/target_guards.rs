@@ -533,7 +533,7 @@ fn a_tampered_journal_cannot_inject_sql() {
             "target.db",
             INVENTORY_SCHEMA,
         );
-        let target = sqlite.spec();
+        let target = sqlite.path().to_path_buf();
         let mut r: Replayer = Replayer::new(
             Arc::clone(&journal),
             &target,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use syncjournal::{Lsn, TargetOptions, Value};
+use syncjournal::{Lsn, TargetOptions, TargetSpec, Value};
 
 /// A kind of target database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +87,10 @@ impl TestTarget {
 
     /// What a user passes as the target (to `Replayer::new`, `StoreOptions::target`,
     /// `--target`): for SQLite, the file's path.
-    pub fn spec(&self) -> PathBuf {
-        self.path.clone()
+    pub fn spec(&self) -> TargetSpec {
+        match self.kind {
+            TargetKind::Sqlite => TargetSpec::Sqlite(self.path.clone()),
+        }
     }
 
     /// The SQLite file (for checks that only make sense for SQLite).
