@@ -47,6 +47,23 @@ pub fn with_timeout<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send +
     }
 }
 
+/// Tests of one binary that must not share the machine with each other's load: [`alone`] runs
+/// its caller with none of the [`alongside`] callers running, and those run alongside each
+/// other (as the tests of one binary do).
+static LOAD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a timing-sensitive test (the network share's faults) for its whole run: no
+/// [`alongside`] test runs meanwhile.
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a heavy test (a kill -9 suite) for its whole run: it may run alongside others of
+/// its kind, never alongside an [`alone`] test.
+pub fn alongside() -> std::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Writes one line to the process's real stderr (the test harness captures `eprintln!`, not
 /// direct writes), so that a suite's summary shows in a plain `cargo test` run.
 pub fn summary(line: &str) {

@@ -39,8 +39,8 @@ use crate::support::events::{
 use crate::support::faults::SlowTarget;
 use crate::support::journal::{keep_everything_opts, segment_first_lsns, segment_last_lsns};
 use crate::support::process::{
-    CHILD_WAIT, ChildLines, SOAK_ENV, child_test_command, count_from_env, shm_tempdir, summary,
-    test_path, with_timeout,
+    CHILD_WAIT, ChildLines, SOAK_ENV, alongside, child_test_command, count_from_env, shm_tempdir,
+    summary, test_path, with_timeout,
 };
 use crate::support::rng::Rng;
 use crate::support::store::files_on_share;
@@ -515,6 +515,7 @@ fn run(cycles: u64, rng: &mut Rng, seed: u64) -> Totals {
 
 #[test]
 fn a_killed_follower_loses_nothing_while_the_owner_rotates_segments() {
+    let _load = alongside();
     assert_eq!(
         WideBump::KIND,
         0x44,

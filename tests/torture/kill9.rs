@@ -20,7 +20,7 @@ use crate::support::journal::{
     digest, parse_payload, payload, read_from, segment_files, varied_len,
 };
 use crate::support::process::{
-    CHILD_WAIT, ChildLines, child_test_command, test_path, with_timeout,
+    CHILD_WAIT, ChildLines, alongside, child_test_command, test_path, with_timeout,
 };
 use crate::support::rng::Rng;
 use syncjournal::{Journal, JournalOptions, Lsn, PersistMode};
@@ -374,6 +374,7 @@ fn run_cycles(cycles: u64, retire: bool, seed_rng: (Rng, u64)) -> Totals {
 
 #[test]
 fn kill9_cycles() {
+    let _load = alongside();
     with_timeout(240, || {
         let (rng, seed) = Rng::from_time();
         let t = run_cycles(CYCLES, false, (rng, seed));
@@ -392,6 +393,7 @@ fn kill9_cycles() {
 
 #[test]
 fn kill9_cycles_with_acknowledgements() {
+    let _load = alongside();
     with_timeout(240, || {
         const CYCLES_WITH_ACKS: u64 = 20;
         let (rng, seed) = Rng::from_time();

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use crate::support::events::{Bump, COUNTER_SCHEMA, Ledger, counters_of};
 use crate::support::faults::ioerr;
 use crate::support::netshare::{Fault, Healer, Share};
-use crate::support::process::{skip_or_fail, summary};
+use crate::support::process::{alone, skip_or_fail, summary};
 use crate::support::targets::{create_target, integrity, open_ro, open_target, watermark_of};
 use rusqlite::Connection;
 use syncjournal::replay::TargetFaults;
@@ -693,6 +693,7 @@ fn run_scenario(
 
 #[test]
 fn replay_to_a_real_network_share() {
+    let _load = alone();
     let t0 = Instant::now();
     let share = match Share::up() {
         Ok(s) => Arc::new(s),

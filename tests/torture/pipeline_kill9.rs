@@ -33,8 +33,8 @@ use crate::support::events::{Bump, COUNTER_SCHEMA, counters_of, fold, logged_seq
 use crate::support::faults::SlowTarget;
 use crate::support::journal::keep_everything_opts;
 use crate::support::process::{
-    CHILD_WAIT, ChildLines, SOAK_ENV, child_test_command, count_from_env, summary, test_path,
-    with_timeout,
+    CHILD_WAIT, ChildLines, SOAK_ENV, alongside, child_test_command, count_from_env, summary,
+    test_path, with_timeout,
 };
 use crate::support::rng::Rng;
 use crate::support::store::files_on_share;
@@ -431,6 +431,7 @@ const ROUND_CYCLES: u64 = 200;
 
 #[test]
 fn pipeline_kill9_cycles() {
+    let _load = alongside();
     let cycles: u64 = count_from_env(SOAK_ENV, CYCLES_DEFAULT);
     with_timeout(300 + cycles * 3, move || {
         let (mut rng, seed) = Rng::from_env_or_time(SEED_ENV);

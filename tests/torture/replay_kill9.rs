@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::support::events::{Bump, COUNTER_SCHEMA, Ledger, counters_of, log_stats};
 use crate::support::faults::SlowTarget;
-use crate::support::process::{CHILD_WAIT, ChildLines, child_test_command, test_path};
+use crate::support::process::{CHILD_WAIT, ChildLines, alongside, child_test_command, test_path};
 use crate::support::rng::Rng;
 use crate::support::targets::{TargetKind, TestTarget, integrity};
 use syncjournal::{Journal, JournalOptions, Lsn, ReplayOptions, Replayer};
@@ -149,6 +149,7 @@ fn diff(
 
 #[test]
 fn replay_kill9_cycles() {
+    let _load = alongside();
     for kind in TargetKind::all() {
         replay_kill9_cycles_on(kind);
     }
