@@ -41,6 +41,8 @@ pub struct Config {
     pub scan_mib: usize,
     pub replay_entries: u64,
     pub backlog: u64,
+    /// Entries of the PostgreSQL backlog (`--pg-backlog N`, env `SYNCJOURNAL_BENCH_PG_BACKLOG`).
+    pub pg_backlog: u64,
     pub dir: PathBuf,
     pub only: Vec<String>,
     pub quick: bool,
@@ -54,6 +56,7 @@ impl Config {
             scan_mib: 512,
             replay_entries: 100_000,
             backlog: 5_000_000,
+            pg_backlog: 5_000_000,
             dir: std::env::var_os("SYNCJOURNAL_BENCH_DIR")
                 .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
             only: Vec::new(),
@@ -61,6 +64,9 @@ impl Config {
         };
         let (mut reps, mut secs, mut scan, mut replay, mut backlog) =
             (None, None, None, None, None);
+        let mut pg_backlog: Option<u64> = std::env::var("SYNCJOURNAL_BENCH_PG_BACKLOG")
+            .ok()
+            .map(|v| v.parse().expect("SYNCJOURNAL_BENCH_PG_BACKLOG=N"));
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = |name: &str| {
@@ -81,6 +87,9 @@ impl Config {
                     )
                 }
                 "--backlog" => backlog = Some(value("--backlog").parse().expect("--backlog N")),
+                "--pg-backlog" => {
+                    pg_backlog = Some(value("--pg-backlog").parse().expect("--pg-backlog N"))
+                }
                 "--dir" => c.dir = PathBuf::from(value("--dir")),
                 "--only" => c.only.extend(
                     value("--only")
@@ -92,10 +101,12 @@ impl Config {
                 "--bench" => {}
                 "-h" | "--help" => {
                     println!(
-                        "compare [--quick] [--only a,b,c] [--dir PATH] [--backlog N] [--reps N]\n\
-                         [--secs S] [--scan-mib M] [--replay-entries N]\n\
-                         groups: durable, nosync, replay, scan, backlog (or case names/prefixes)\n\
-                         (env SYNCJOURNAL_BENCH_DIR also sets the directory; default /tmp)"
+                        "compare [--quick] [--only a,b,c] [--dir PATH] [--backlog N] [--pg-backlog N]\n\
+                         [--reps N] [--secs S] [--scan-mib M] [--replay-entries N]\n\
+                         groups: durable, nosync, replay, scan, backlog, pg_replay, pg_backlog\n\
+                         (or case names/prefixes)\n\
+                         (env SYNCJOURNAL_BENCH_DIR also sets the directory; default /tmp;\n\
+                         env SYNCJOURNAL_BENCH_PG_BACKLOG the PostgreSQL backlog)"
                     );
                     std::process::exit(0);
                 }
@@ -108,12 +119,14 @@ impl Config {
             c.scan_mib = 128;
             c.replay_entries = 20_000;
             c.backlog = 300_000;
+            c.pg_backlog = 300_000;
         }
         c.reps = reps.unwrap_or(c.reps).max(1);
         c.secs = secs.unwrap_or(c.secs).max(0.05);
         c.scan_mib = scan.unwrap_or(c.scan_mib).max(64);
         c.replay_entries = replay.unwrap_or(c.replay_entries).max(REPLAY_BATCH as u64);
         c.backlog = backlog.unwrap_or(c.backlog).max(10_000);
+        c.pg_backlog = pg_backlog.unwrap_or(c.pg_backlog).max(10_000);
         c
     }
 

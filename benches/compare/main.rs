@@ -39,6 +39,15 @@
 //!   smaller backlog to show that it is flat. The child reports `VmHWM` after `Journal::open`
 //!   and resets it (`/proc/self/clear_refs` = 5), so the open and the replay phases are shown
 //!   apart; the claim is on the whole child's peak.
+//! * `pg_replay` — the `replay` group's change sets into a fresh PostgreSQL database on a
+//!   server this binary starts (a throwaway cluster, the tests' helper; the group is skipped
+//!   with a printed reason where the server binaries are missing): the `Replayer` (batches of
+//!   1000), a raw loop of the same `postgres` crate (one multi-row `INSERT … VALUES (…),(…)
+//!   ON CONFLICT DO UPDATE` per batch of 1000 plus the watermark update, a transaction per
+//!   batch), and a naive replay committing one entry (plus its watermark) per transaction.
+//! * `pg_backlog` — the `backlog` group's measurement with a PostgreSQL database as the
+//!   target (`--pg-backlog N` or env `SYNCJOURNAL_BENCH_PG_BACKLOG`, default 5,000,000); the
+//!   peak RSS is the replaying child's, not the server's.
 //!
 //! The table: one line per case (value = median rate over reps, `[min..max]`, `cpu` = CPU
 //! cores the process kept busy, which tells CPU-bound cases from flush-bound ones), then one
@@ -48,25 +57,32 @@
 //! the source revision built (src/ may hold uncommitted changes).
 //!
 //! Usage: `cargo bench --bench compare -- [--quick] [--only a,b,c] [--dir PATH] [--backlog N]
-//! [--reps N] [--secs S] [--scan-mib M] [--replay-entries N]`. The exit code is 0 whatever
+//! [--pg-backlog N] [--reps N] [--secs S] [--scan-mib M] [--replay-entries N]`. The exit code is 0 whatever
 //! the outcome: this is a measurement, not a test.
 //!
 //! Layout: `harness` (command line, tallies, threads, regions), `workload` (the certificate
-//! rows and the target database), `cases/` (one file per family and per group), `report`
-//! (results, table, verdicts), `machine` (the facts in the header).
+//! rows and the target database), `pg_workload` (the server and its databases), `cases/` (one
+//! file per family and per group), `report` (results, table, verdicts), `machine` (the facts
+//! in the header); `cluster` is the tests' throwaway PostgreSQL cluster, shared, not copied.
 
 mod cases;
+// The tests' helper: the bench uses part of it.
+#[allow(dead_code)]
+#[path = "../../tests/support/postgres.rs"]
+mod cluster;
 mod harness;
 mod machine;
+mod pg_workload;
 mod report;
 mod workload;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cases::backlog::{CHILD_FLAG, backlog_child, group_backlog};
+use crate::cases::backlog::{CHILD_FLAG, backlog_child, group_backlog, group_pg_backlog};
 use crate::cases::durable::group_durable;
 use crate::cases::nosync::group_nosync;
+use crate::cases::pg_replay::group_pg_replay;
 use crate::cases::replay::group_replay;
 use crate::cases::scan::group_scan;
 use crate::harness::Config;
@@ -76,7 +92,7 @@ use crate::report::{Results, print_report};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(CHILD_FLAG) {
-        backlog_child(Path::new(&args[1]), Path::new(&args[2]));
+        backlog_child(Path::new(&args[1]), &args[2]);
         return;
     }
     let cfg = Config::from_args(&args);
@@ -90,12 +106,14 @@ fn main() {
     print_facts(&cfg, dir);
     let mut res = Results::default();
     type Group = fn(&Config, &Path, &mut Results);
-    let groups: [(&str, Group); 5] = [
+    let groups: [(&str, Group); 7] = [
         ("durable", group_durable),
         ("nosync", group_nosync),
         ("replay", group_replay),
         ("scan", group_scan),
         ("backlog", group_backlog),
+        ("pg_replay", group_pg_replay),
+        ("pg_backlog", group_pg_backlog),
     ];
     for (name, g) in groups {
         let t = Instant::now();

@@ -215,6 +215,17 @@ fn report_rows() -> Vec<Row> {
         ),
         row("raw_sqlite_upsert_batch1000_wm", "entries/s", vec![]),
         row("naive_replay_1_per_txn", "entries/s", vec![]),
+        row(
+            "pg_sj_replay_batch1000",
+            "entries/s",
+            vec![
+                Ratio("pg_raw_upsert_multirow1000_wm", Some(0.8), ""),
+                Ratio("pg_naive_replay_1_per_txn", Some(50.0), ""),
+                Ratio("sj_replay_batch1000", None, "SQLite target"),
+            ],
+        ),
+        row("pg_raw_upsert_multirow1000_wm", "entries/s", vec![]),
+        row("pg_naive_replay_1_per_txn", "entries/s", vec![]),
         row("sj_verify_inspect", "GB/s", vec![AtLeast(2.0)]),
         row("sj_recovery_open", "GB/s", vec![AtLeast(2.0)]),
         row("sj_recovery_open_report", "GB/s", vec![]),
@@ -315,82 +326,50 @@ pub fn print_report(res: &Results) {
     }
     // Backlog: one child run per size, no reps.
     let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
-    for (tag, b) in res.backlog.iter().rev() {
-        let n = short(b.entries);
-        let rate = b.applied as f64 / b.replay_secs;
-        print_line([
-            &format!("sj_backlog_replay_{n}"),
-            "entries/s",
-            &fmt_num(rate),
-            "(1 run, child)",
-            "-",
-            "-",
-            "-",
-            "",
-            "-",
-            "-",
-        ]);
-        let peak = b.peak_mib();
-        let ok = peak <= 64.0;
-        if !ok && *tag == "big" {
-            fails.push(format!("sj_backlog_peak_rss_{n}"));
-        }
-        print_line([
-            &format!("sj_backlog_peak_rss_{n}"),
-            "MiB",
-            &format!("{peak:.1}"),
-            "(VmHWM, whole child)",
-            "-",
-            "(absolute)",
-            "-",
-            "",
-            "<=64",
-            verdict(ok),
-        ]);
-        print_line([
-            "  \" open phase",
-            "MiB",
-            &mib(b.open_hwm_kib),
-            "(Journal::open)",
-            "-",
-            "-",
-            "-",
-            "",
-            "info",
-            "-",
-        ]);
-        print_line([
-            "  \" replay phase",
-            "MiB",
-            &mib(b.replay_hwm_kib),
-            if b.reset {
-                "(VmHWM reset after open)"
-            } else {
-                "(reset refused: incl. open)"
-            },
-            "-",
-            "-",
-            "-",
-            "",
-            "info",
-            "-",
-        ]);
-    }
-    if let (Some(big), Some(small)) = (res.backlog.get("big"), res.backlog.get("small")) {
-        let (nb, ns) = (short(big.entries), short(small.entries));
-        for (what, b, s) in [
-            ("peak", big.peak_mib(), small.peak_mib()),
-            (
-                "replay",
-                big.replay_hwm_kib as f64,
-                small.replay_hwm_kib as f64,
-            ),
-        ] {
+    for (prefix, small_tag, big_tag) in [
+        ("sj_backlog", "small", "big"),
+        ("pg_sj_backlog", "pg_small", "pg_big"),
+    ] {
+        for (tag, b) in [small_tag, big_tag]
+            .into_iter()
+            .filter_map(|t| res.backlog.get(t).map(|b| (t, b)))
+        {
+            let n = short(b.entries);
+            let rate = b.applied as f64 / b.replay_secs;
             print_line([
-                &format!("sj_backlog_rss_{nb}/{ns}"),
-                &format!("x {what}"),
-                &format!("{:.2}", b / s),
-                "(flat = 1.0)",
+                &format!("{prefix}_replay_{n}"),
+                "entries/s",
+                &fmt_num(rate),
+                "(1 run, child)",
+                "-",
+                "-",
+                "-",
+                "",
+                "-",
+                "-",
+            ]);
+            let peak = b.peak_mib();
+            let ok = peak <= 64.0;
+            if !ok && tag == big_tag {
+                fails.push(format!("{prefix}_peak_rss_{n}"));
+            }
+            print_line([
+                &format!("{prefix}_peak_rss_{n}"),
+                "MiB",
+                &format!("{peak:.1}"),
+                "(VmHWM, whole child)",
+                "-",
+                "(absolute)",
+                "-",
+                "",
+                "<=64",
+                verdict(ok),
+            ]);
+            print_line([
+                "  \" open phase",
+                "MiB",
+                &mib(b.open_hwm_kib),
+                "(Journal::open)",
                 "-",
                 "-",
                 "-",
@@ -398,6 +377,46 @@ pub fn print_report(res: &Results) {
                 "info",
                 "-",
             ]);
+            print_line([
+                "  \" replay phase",
+                "MiB",
+                &mib(b.replay_hwm_kib),
+                if b.reset {
+                    "(VmHWM reset after open)"
+                } else {
+                    "(reset refused: incl. open)"
+                },
+                "-",
+                "-",
+                "-",
+                "",
+                "info",
+                "-",
+            ]);
+        }
+        if let (Some(big), Some(small)) = (res.backlog.get(big_tag), res.backlog.get(small_tag)) {
+            let (nb, ns) = (short(big.entries), short(small.entries));
+            for (what, b, s) in [
+                ("peak", big.peak_mib(), small.peak_mib()),
+                (
+                    "replay",
+                    big.replay_hwm_kib as f64,
+                    small.replay_hwm_kib as f64,
+                ),
+            ] {
+                print_line([
+                    &format!("{prefix}_rss_{nb}/{ns}"),
+                    &format!("x {what}"),
+                    &format!("{:.2}", b / s),
+                    "(flat = 1.0)",
+                    "-",
+                    "-",
+                    "-",
+                    "",
+                    "info",
+                    "-",
+                ]);
+            }
         }
     }
     println!();

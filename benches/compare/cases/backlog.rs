@@ -1,5 +1,6 @@
-//! The `backlog` group: the replay of a large backlog in a child process (this binary
-//! re-executed with a hidden flag), its peak RSS read from `/proc/<pid>/status` once it has
+//! The `backlog` and `pg_backlog` groups: the replay of a large backlog in a child process
+//! (this binary re-executed with a hidden flag) into an SQLite target or a PostgreSQL database
+//! on a server the bench starts, its peak RSS read from `/proc/<pid>/status` once it has
 //! finished, against a 10× smaller backlog to show that it is flat.
 
 use std::io::{BufRead, BufReader, Write};
@@ -11,7 +12,9 @@ use std::time::Instant;
 use syncjournal::{ChangeSet, Journal, JournalOptions, ReplayOptions, Replayer, TargetOptions};
 
 use crate::cases::replay::write_changeset_journal;
+use crate::cluster::Cluster;
 use crate::harness::{Config, REPLAY_BATCH, fmt_num, settle};
+use crate::pg_workload::{drop_pg_target, make_pg_target, start_server};
 use crate::report::Results;
 use crate::workload::{cert_payload, make_target};
 
@@ -29,9 +32,10 @@ pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// The child: open the journal, then replay all of it into the target. Reports on stdout,
-/// then waits for the parent (which reads our `VmHWM`) to close stdin.
-pub fn backlog_child(journal: &Path, target: &Path) {
+/// The child: open the journal, then replay all of it into the target (an SQLite file's path
+/// or a PostgreSQL connection string). Reports on stdout, then waits for the parent (which
+/// reads our `VmHWM`) to close stdin.
+pub fn backlog_child(journal: &Path, target: &str) {
     let start = Instant::now();
     let j = Arc::new(Journal::open(journal, JournalOptions::new()).expect("child: open journal"));
     let open_secs = start.elapsed().as_secs_f64();
@@ -78,14 +82,34 @@ impl Backlog {
     }
 }
 
-pub fn run_backlog(dir: &Path, entries: u64) -> Backlog {
-    let bdir = dir.join(format!("backlog-{entries}"));
+/// Where a backlog is replayed.
+#[derive(Clone, Copy)]
+pub enum BacklogTarget<'a> {
+    /// A fresh SQLite file in the backlog's directory.
+    Sqlite,
+    /// A fresh database on this server.
+    Postgres(&'a Cluster),
+}
+
+pub fn run_backlog(dir: &Path, entries: u64, to: BacklogTarget) -> Backlog {
+    let kind = match to {
+        BacklogTarget::Sqlite => "sqlite",
+        BacklogTarget::Postgres(_) => "pg",
+    };
+    let bdir = dir.join(format!("backlog-{kind}-{entries}"));
     std::fs::create_dir_all(&bdir).unwrap();
     let jdir = bdir.join("journal");
-    let target = bdir.join("target.db");
+    let db = format!("backlog_{entries}");
     let t = Instant::now();
     write_changeset_journal(&jdir, (0..entries).map(cert_payload));
-    make_target(&target);
+    let target = match to {
+        BacklogTarget::Sqlite => {
+            let path = bdir.join("target.db");
+            make_target(&path);
+            path.to_str().expect("UTF-8 bench directory").to_string()
+        }
+        BacklogTarget::Postgres(c) => make_pg_target(c, &db),
+    };
     rustix::fs::sync();
     println!(
         "  backlog of {entries} entries written in {:.1?}; replaying in a child process",
@@ -128,6 +152,9 @@ pub fn run_backlog(dir: &Path, entries: u64) -> Backlog {
         reset: field("reset") == "true",
         error: field("error"),
     };
+    if let BacklogTarget::Postgres(c) = to {
+        drop_pg_target(c, &db);
+    }
     settle(&bdir);
     b
 }
@@ -136,11 +163,47 @@ pub fn group_backlog(cfg: &Config, dir: &Path, res: &mut Results) {
     if !cfg.wants("backlog", "sj_backlog") {
         return;
     }
-    let big = cfg.backlog;
+    run_pair(
+        dir,
+        res,
+        "backlog",
+        cfg.backlog,
+        BacklogTarget::Sqlite,
+        ["small", "big"],
+    );
+}
+
+pub fn group_pg_backlog(cfg: &Config, dir: &Path, res: &mut Results) {
+    if !cfg.wants("pg_backlog", "pg_sj_backlog") {
+        return;
+    }
+    let Some(cluster) = start_server("pg_backlog", res) else {
+        return;
+    };
+    run_pair(
+        dir,
+        res,
+        "pg_backlog",
+        cfg.pg_backlog,
+        BacklogTarget::Postgres(&cluster),
+        ["pg_small", "pg_big"],
+    );
+}
+
+/// A backlog of `big` entries and one 10× smaller, each replayed by a child process; the
+/// results kept under `tags` (small, big).
+fn run_pair(
+    dir: &Path,
+    res: &mut Results,
+    group: &str,
+    big: u64,
+    to: BacklogTarget,
+    tags: [&'static str; 2],
+) {
     let small = (big / 10).max(1000);
-    println!("[backlog] {small} then {big} entries, replayed by a child process each");
-    for (entries, tag) in [(small, "small"), (big, "big")] {
-        let b = run_backlog(dir, entries);
+    println!("[{group}] {small} then {big} entries, replayed by a child process each");
+    for (entries, tag) in [(small, tags[0]), (big, tags[1])] {
+        let b = run_backlog(dir, entries, to);
         println!(
             "  {} entries: applied {} in {:.1} s ({} entries/s); peak RSS open {:.1} MiB, replay {:.1} MiB{}; at end RssAnon {:.1} MiB RssFile {:.1} MiB; error={}",
             b.entries,
@@ -160,7 +223,7 @@ pub fn group_backlog(cfg: &Config, dir: &Path, res: &mut Results) {
         );
         if b.applied != b.entries || b.error != "none" {
             res.note(format!(
-                "WARNING: backlog {entries}: applied {} of {} (error {})",
+                "WARNING: {group} {entries}: applied {} of {} (error {})",
                 b.applied, b.entries, b.error
             ));
         }

@@ -7,6 +7,7 @@ pub mod durable;
 pub mod nosync;
 pub mod okaywal;
 pub mod outbox;
+pub mod pg_replay;
 pub mod raw;
 pub mod replay;
 pub mod scan;

@@ -11,6 +11,7 @@ use syncjournal::event::{KIND_CHANGESET, decode_event};
 use syncjournal::mutation::Mutation;
 use syncjournal::{
     ChangeSet, Journal, JournalOptions, PersistMode, ReplayOptions, Replayer, TargetOptions,
+    TargetSpec,
 };
 
 use crate::harness::{Clock, Config, REPLAY_BATCH, Tally, settle};
@@ -39,9 +40,10 @@ pub fn write_changeset_journal(jdir: &Path, payloads: impl Iterator<Item = Vec<u
     j.close().expect("close");
 }
 
-/// The Replayer: every durable entry into a fresh target, batches of 1000 (the default).
+/// The Replayer: every durable entry into a fresh target (an SQLite file or a PostgreSQL
+/// database), batches of 1000 (the default).
 /// The connection is made (and the replayer's tables created) before the clock starts.
-pub fn sj_replay(j: &Arc<Journal>, target: &Path, n: u64) -> Tally {
+pub fn sj_replay(j: &Arc<Journal>, target: impl Into<TargetSpec>, n: u64) -> Tally {
     let mut r: Replayer<ChangeSet> = Replayer::new(
         Arc::clone(j),
         target,
