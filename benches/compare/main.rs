@@ -70,9 +70,13 @@ mod cases;
 #[allow(dead_code)]
 #[path = "../../tests/support/postgres.rs"]
 mod cluster;
+// What the cluster helper uses of the tests' process helpers.
 mod harness;
 mod machine;
 mod pg_workload;
+#[allow(dead_code)]
+#[path = "../../tests/support/process.rs"]
+mod process;
 mod report;
 mod workload;
 

@@ -62,9 +62,8 @@ pub fn pg_raw_batched_upserts(url: &str, rows: &[(i64, String, Vec<u8>)]) -> Tal
         keep.extend(last.values().copied());
         keep.sort_unstable();
         let k = keep.len();
-        if !upserts.contains_key(&k) {
-            let st = c.prepare(&multirow_upsert_sql(k)).expect("prepare upsert");
-            upserts.insert(k, st);
+        if let std::collections::hash_map::Entry::Vacant(e) = upserts.entry(k) {
+            e.insert(c.prepare(&multirow_upsert_sql(k)).expect("prepare upsert"));
         }
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(3 * k);
         for &i in &keep {
