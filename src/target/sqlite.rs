@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::target::{
-    Applied, Commit, EventDb, PROGRESS_TABLE, QuarantineRow, REJECTED_TABLE, Rejected, Target,
-    TargetOptions,
+    Applied, Commit, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow, REJECTED_COLUMNS,
+    REJECTED_TABLE, Rejected, Target, TargetOptions,
 };
 
 const CREATE_TABLES: &str = "
@@ -280,24 +280,8 @@ impl SqliteTarget {
                 .map_err(|e| target_error(&self.path, "create syncjournal tables", e))?;
         }
         for (table, want, found) in [
-            (
-                PROGRESS_TABLE,
-                &["journal_id", "lsn", "updated_at"][..],
-                has(PROGRESS_TABLE)?,
-            ),
-            (
-                REJECTED_TABLE,
-                &[
-                    "journal_id",
-                    "lsn",
-                    "kind",
-                    "payload",
-                    "summary",
-                    "error",
-                    "rejected_at",
-                ][..],
-                has(REJECTED_TABLE)?,
-            ),
+            (PROGRESS_TABLE, &PROGRESS_COLUMNS[..], has(PROGRESS_TABLE)?),
+            (REJECTED_TABLE, &REJECTED_COLUMNS[..], has(REJECTED_TABLE)?),
         ] {
             let missing: Vec<&str> = want
                 .iter()
