@@ -62,9 +62,9 @@ pub fn pg_raw_batched_upserts(url: &str, rows: &[(i64, String, Vec<u8>)]) -> Tal
         keep.extend(last.values().copied());
         keep.sort_unstable();
         let k = keep.len();
-        if let std::collections::hash_map::Entry::Vacant(e) = upserts.entry(k) {
-            e.insert(c.prepare(&multirow_upsert_sql(k)).expect("prepare upsert"));
-        }
+        let upsert = upserts
+            .entry(k)
+            .or_insert_with(|| c.prepare(&multirow_upsert_sql(k)).expect("prepare upsert"));
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(3 * k);
         for &i in &keep {
             let (id, name, body) = &chunk[i];
@@ -74,7 +74,7 @@ pub fn pg_raw_batched_upserts(url: &str, rows: &[(i64, String, Vec<u8>)]) -> Tal
         }
         lsn += chunk.len() as i64;
         let mut tx = c.transaction().expect("begin");
-        tx.execute(&upserts[&k], &params).expect("upsert");
+        tx.execute(&*upsert, &params).expect("upsert");
         tx.execute(&wm, &[&lsn, &"bench"]).expect("watermark");
         tx.commit().expect("commit");
     }
