@@ -741,16 +741,10 @@ fn passwords_come_from_the_url_pgpassword_or_the_password_file_and_never_show() 
     assert_eq!(state(&c, "pw").1, 4);
 }
 
+/// `syncjournal args…` (see `support::cli::sj`): exit code, stdout, stderr.
 fn sj(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncjournal"))
-        .args(args)
-        .output()
-        .expect("run syncjournal");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let r = support::cli::sj(args);
+    (r.code, r.stdout, r.stderr)
 }
 
 #[test]

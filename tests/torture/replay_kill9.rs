@@ -39,8 +39,12 @@ const TOP_UP: u64 = 4000;
 const TOP_UP_BELOW: u64 = 2000;
 
 fn journal_opts() -> JournalOptions {
-    // Small segments: acknowledgements retire segments while kills land.
-    JournalOptions::new().segment_bytes_max(256 << 10)
+    // Small segments: acknowledgements retire segments while kills land. The other kill -9
+    // suites of this binary spawn children concurrently: a child forked while this journal is
+    // open inherits its lock until it execs. Wait that out.
+    JournalOptions::new()
+        .segment_bytes_max(256 << 10)
+        .lock_wait_ms(5_000)
 }
 
 /// The journal and the target (of `kind`) of the test directory `dir`.
