@@ -30,6 +30,17 @@ pub enum ApplyError {
         /// What is wrong, naming the table, column or constraint.
         reason: String,
     },
+    /// The event has no apply for this kind of database (an application event that gave only
+    /// its SQLite apply, replayed to a PostgreSQL server): replay stops before it, whatever
+    /// the reject policy, since the entry is not at fault.
+    Unsupported {
+        /// The kind of database: `"SQLite"` or `"PostgreSQL"`.
+        backend: &'static str,
+    },
+    /// A PostgreSQL server could not be used right now (connection lost, serialization
+    /// failure, server shutting down…): retry later.
+    #[cfg(feature = "postgres")]
+    Server(crate::error::PostgresError),
 }
 
 impl ApplyError {
@@ -51,6 +62,11 @@ impl fmt::Display for ApplyError {
         match self {
             ApplyError::Transient(e) => write!(f, "database unavailable: {e}"),
             ApplyError::Permanent { reason } => write!(f, "cannot apply: {reason}"),
+            ApplyError::Unsupported { backend } => {
+                write!(f, "this event type has no apply for {backend}")
+            }
+            #[cfg(feature = "postgres")]
+            ApplyError::Server(e) => write!(f, "server unavailable: {e}"),
         }
     }
 }
@@ -59,7 +75,9 @@ impl std::error::Error for ApplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ApplyError::Transient(e) => Some(e),
-            ApplyError::Permanent { .. } => None,
+            #[cfg(feature = "postgres")]
+            ApplyError::Server(e) => Some(e),
+            ApplyError::Permanent { .. } | ApplyError::Unsupported { .. } => None,
         }
     }
 }

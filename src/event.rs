@@ -31,7 +31,10 @@ pub use payload::DEPTH_MAX;
 /// Record kind of a row [`ChangeSet`] (schema version 1; see `journal-format.md` §5.1).
 pub const KIND_CHANGESET: u8 = 0x10;
 
-/// An event type the store can journal and apply to SQLite (the cache and the target).
+/// An event type the store can journal and apply: to SQLite (the cache, an SQLite target) and,
+/// with feature `postgres`, to a PostgreSQL target. Only [`KIND`](JournalEvent::KIND) and
+/// [`describe`](JournalEvent::describe) are required; each backend's apply has a default that
+/// says the event has none.
 ///
 /// [`ChangeSet`] implements it; an application that thinks in domain events implements it for
 /// its own serde type and applies each event with its own SQL. `apply` runs inside a
@@ -67,8 +70,24 @@ pub trait JournalEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// (`0x02..=0xEF`), unique per type and schema version. `0x10` is [`ChangeSet`]'s.
     const KIND: u8;
 
-    /// Applies the event to a database (the cache, or the target during replay).
-    fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError>;
+    /// Applies the event to an SQLite database: the cache (always), and an SQLite target during
+    /// replay. Default: [`ApplyError::Unsupported`] — an event type must give this apply to be
+    /// stored at all, since the cache is SQLite.
+    fn apply(&self, db: &mut ApplyContext<'_>) -> Result<(), ApplyError> {
+        let _ = db;
+        Err(ApplyError::Unsupported { backend: "SQLite" })
+    }
+
+    /// Applies the event to a PostgreSQL target during replay. Default:
+    /// [`ApplyError::Unsupported`], which stops replay to a PostgreSQL target before the first
+    /// such entry with an error saying so (the entry is not quarantined: it is not at fault).
+    #[cfg(feature = "postgres")]
+    fn apply_postgres(&self, db: &mut crate::target::PgApplyContext<'_>) -> Result<(), ApplyError> {
+        let _ = db;
+        Err(ApplyError::Unsupported {
+            backend: "PostgreSQL",
+        })
+    }
 
     /// A one-line human description, for status, logs and quarantine listings.
     fn describe(&self) -> String;
@@ -82,6 +101,11 @@ impl JournalEvent for ChangeSet {
             db.apply_mutation(m)?;
         }
         Ok(())
+    }
+
+    #[cfg(feature = "postgres")]
+    fn apply_postgres(&self, db: &mut crate::target::PgApplyContext<'_>) -> Result<(), ApplyError> {
+        db.apply_changes(&self.mutations)
     }
 
     fn describe(&self) -> String {

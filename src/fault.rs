@@ -102,6 +102,7 @@ impl FaultInjector for FaultPlan {
 }
 
 /// A test seam: fail chosen statements of the replayer's target transactions.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 pub trait TargetFaults: Send + Sync {
     /// Called before each statement the replayer runs on the target, with the statement's
     /// index within the current transaction (`BEGIN` is 0) and a short label; an error makes

@@ -36,8 +36,11 @@ pub mod mutation;
 pub mod replay;
 pub mod segment;
 pub mod store;
+pub mod target;
 
 pub use apply::{ApplyContext, ApplyError};
+#[cfg(feature = "postgres")]
+pub use error::PostgresError;
 pub use error::{
     CacheError, Corruption, DamageKind, Error, JournalError, Result, SqliteError, TargetError,
 };
@@ -51,9 +54,15 @@ pub use replay::{
     RejectPolicy, ReplayOptions, Replayer, SyncReport, SyncStatus, TargetJournalMode, TargetOptions,
 };
 pub use store::{Store, StoreOptions};
+pub use target::TargetSpec;
 
 /// The SQLite binding of the public API (`Store::read`'s connection, `ApplyContext::conn`):
 /// use this one, whatever version your own dependencies pull in.
 pub use rusqlite;
+
+/// The PostgreSQL client of the public API (`PgApplyContext::execute`'s parameter types), feature
+/// `postgres`.
+#[cfg(feature = "postgres")]
+pub use postgres;
 
 pub use format::Lsn;

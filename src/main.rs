@@ -20,7 +20,11 @@ fn main() -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result = match args.command {
-        Command::Demo { dir, changes } => cli::demo::run(&mut out, dir, changes),
+        Command::Demo {
+            dir,
+            changes,
+            target,
+        } => cli::demo::run(&mut out, dir, changes, target),
         Command::Status {
             dir,
             target,
@@ -30,7 +34,7 @@ fn main() -> ExitCode {
         } => cli::status::status(
             &mut out,
             &dir,
-            target.as_deref(),
+            target.as_ref(),
             if json {
                 cli::args::StatusFormat::Json
             } else {

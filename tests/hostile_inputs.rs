@@ -1952,7 +1952,6 @@ fn assert_refused(c: &Crafted, cmd: Cmd, says: &[&str]) {
 }
 
 #[test]
-#[ignore = "bug: AckFile::peek (src/journal/ack.rs, `File::open`) opens ACK without the journal-file checks: `status` and `dump` (journal_id_of) block forever on a FIFO named ACK"]
 fn a_fifo_named_ack_is_refused_by_every_command_without_hanging() {
     for &cmd in ALL {
         let c = Crafted::new();
@@ -1962,7 +1961,6 @@ fn a_fifo_named_ack_is_refused_by_every_command_without_hanging() {
 }
 
 #[test]
-#[ignore = "bug: AckFile::peek (src/journal/ack.rs, `File::open`) opens ACK without the journal-file checks: a directory named ACK is `read acknowledgement file …: Is a directory`, a socket `No such device or address` (I/O errors, not the unsafe file)"]
 fn a_directory_or_socket_named_ack_is_an_unsafe_file_for_every_command() {
     for &cmd in ALL {
         let c = Crafted::new();
@@ -1975,7 +1973,6 @@ fn a_directory_or_socket_named_ack_is_an_unsafe_file_for_every_command() {
 }
 
 #[test]
-#[ignore = "bug: AckFile::open (src/journal/ack.rs, plain `OpenOptions` read-write) opens ACK without O_NOFOLLOW or the link-count check of open_journal_file: a hard link named ACK is written through, and the file it shares outside the directory changes"]
 fn a_hard_linked_ack_is_never_written_through() {
     // The harm: a sync acknowledges, and the acknowledgement lands in the file outside.
     let c = Crafted::new();
@@ -1999,7 +1996,6 @@ fn a_hard_linked_ack_is_never_written_through() {
 }
 
 #[test]
-#[ignore = "bug: open_journal_file (src/segment/file.rs) turns only ELOOP into UnsafeFile: opening a socket fails with ENXIO first, reported as `open lock file …: No such device or address`; verify, dump, status and sync open LOCK (DirLock::is_held) before the listing that would name it"]
 fn a_socket_named_lock_is_an_unsafe_file_for_every_command() {
     for &cmd in ALL {
         let c = Crafted::new();

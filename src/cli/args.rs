@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use syncjournal::TargetSpec;
 
 use syncjournal::Lsn;
 
@@ -62,6 +63,11 @@ pub enum Command {
         /// Change sets to apply.
         #[arg(long, default_value_t = 5000)]
         changes: usize,
+        /// Replay to this target instead of a new SQLite "share" file: a PostgreSQL server
+        /// (`postgres://user@host/db`; the demo's tables go in a schema `syncjournal_demo`,
+        /// dropped and created again).
+        #[arg(long, value_parser = parse_target)]
+        target: Option<TargetSpec>,
     },
 
     /// Show the sync status from durable state: head, acknowledged and target LSNs, pending
@@ -73,8 +79,8 @@ pub enum Command {
         dir: PathBuf,
         /// Also read the target's watermark and quarantine count now (without it, pending
         /// entries are counted from the journal's acknowledgement).
-        #[arg(long)]
-        target: Option<PathBuf>,
+        #[arg(long, value_parser = parse_target)]
+        target: Option<TargetSpec>,
         /// Print JSON instead of a table (the same as --format json).
         #[arg(long)]
         json: bool,
@@ -163,8 +169,9 @@ pub enum Command {
     /// fails, 2 if the target cannot be read or syncjournal cannot use it.
     #[command(after_help = format!("Example:\n  syncjournal check-target /mnt/share/app.db\n  syncjournal check-target /mnt/share/app.db --json\n\n{EXIT_CODES}"))]
     CheckTarget {
-        /// The target SQLite database.
-        db: PathBuf,
+        /// The target: an SQLite database file, or a PostgreSQL server (`postgres://…`).
+        #[arg(value_parser = parse_target)]
+        db: TargetSpec,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -181,9 +188,18 @@ pub enum Command {
 /// The target database argument.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// The target SQLite database (it must exist).
-    #[arg(long)]
-    pub target: PathBuf,
+    /// The target: an SQLite database file (it must exist), or a PostgreSQL server
+    /// (`postgres://user@host:port/db`, `postgresql://…`, or libpq `host=… dbname=…`).
+    #[arg(long, value_parser = parse_target)]
+    pub target: TargetSpec,
+}
+
+/// Reads a `--target` value as a user means it (see [`TargetSpec::parse`]).
+fn parse_target(s: &str) -> Result<TargetSpec, String> {
+    if s.trim().is_empty() {
+        return Err("an empty target names nothing".into());
+    }
+    Ok(TargetSpec::parse(s))
 }
 
 /// `quarantine` subcommands.

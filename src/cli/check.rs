@@ -2,13 +2,13 @@
 //! code (0 healthy, 1 damaged, 2 unreadable or unusable by syncjournal).
 
 use std::io::Write;
-use std::path::Path;
 use syncjournal::error::TargetError;
 
 use serde_json::json;
 
 use syncjournal::Error;
-use syncjournal::replay::{TargetCheck, check_target};
+use syncjournal::TargetSpec;
+use syncjournal::replay::{TargetCheck, check_target_spec};
 
 use crate::cli::fmt::{bytes, escape, timestamp};
 use crate::cli::outcome::{DAMAGE, Failure, OK, Outcome};
@@ -17,8 +17,8 @@ use crate::cli::outcome::{DAMAGE, Failure, OK, Outcome};
 const UNUSABLE: u8 = 2;
 
 /// `check-target`
-pub fn check_target_cmd(out: &mut dyn Write, db: &Path, json_out: bool) -> Outcome {
-    let check = match check_target(db) {
+pub fn check_target_cmd(out: &mut dyn Write, db: &TargetSpec, json_out: bool) -> Outcome {
+    let check = match check_target_spec(db) {
         Ok(c) => c,
         Err(Error::Target(TargetError::Missing { path })) => {
             return Err(Failure::Msg(format!(

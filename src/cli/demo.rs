@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use syncjournal::inspect::inspect;
-use syncjournal::{ChangeSet, Store, StoreOptions, TargetOptions, Value};
+use syncjournal::{ChangeSet, Store, StoreOptions, TargetOptions, TargetSpec, Value};
 
 use crate::cli::fmt::{bytes, duration};
 use crate::cli::outcome::{Failure, OK, Outcome};
@@ -37,8 +37,29 @@ impl Rng {
     }
 }
 
-/// Runs the demo in `dir` (a new temporary directory if `None`).
-pub fn run(out: &mut dyn Write, dir: Option<PathBuf>, changes: usize) -> Outcome {
+/// The seed application's tables on a PostgreSQL server (in schema [`PG_SCHEMA`]).
+const PG_SCHEMA_SQL: &str = "
+DROP SCHEMA IF EXISTS syncjournal_demo CASCADE;
+CREATE SCHEMA syncjournal_demo;
+CREATE TABLE syncjournal_demo.hosts (
+    id BIGINT PRIMARY KEY, name TEXT NOT NULL, address TEXT, os TEXT);
+CREATE TABLE syncjournal_demo.domains (
+    name TEXT PRIMARY KEY, host_id BIGINT NOT NULL, registrar TEXT);
+CREATE TABLE syncjournal_demo.certificates (
+    id BIGINT PRIMARY KEY, domain TEXT NOT NULL, not_after TEXT NOT NULL, pem BYTEA);
+";
+
+/// The schema the demo uses on a PostgreSQL server (dropped and created again by each run).
+const PG_SCHEMA: &str = "syncjournal_demo";
+
+/// Runs the demo in `dir` (a new temporary directory if `None`), replaying to a new SQLite
+/// "share" file there, or to `target`.
+pub fn run(
+    out: &mut dyn Write,
+    dir: Option<PathBuf>,
+    changes: usize,
+    target: Option<TargetSpec>,
+) -> Outcome {
     let dir = match dir {
         Some(d) => {
             std::fs::create_dir_all(&d)
@@ -53,19 +74,31 @@ pub fn run(out: &mut dyn Write, dir: Option<PathBuf>, changes: usize) -> Outcome
     };
     let journal_dir = dir.join("journal");
     let cache = dir.join("cache.db");
-    let share = dir.join("share.db");
+    let share = match &target {
+        // Every command given this connection string sees the demo's schema.
+        Some(TargetSpec::Postgres(conn)) => TargetSpec::parse(&with_search_path(conn.as_str())),
+        Some(t) => t.clone(),
+        None => TargetSpec::from(dir.join("share.db")),
+    };
     writeln!(out, "demo directory: {}", dir.display())?;
+    let topts = match &share {
+        TargetSpec::Postgres(conn) => {
+            prepare_server(conn.as_str())?;
+            writeln!(out, "target: {share} (schema {PG_SCHEMA}, created afresh)")?;
+            TargetOptions::new()
+        }
+        // The demo creates its "share"; against a real share, leave this off so that an
+        // unmounted share is an error instead of a new empty local file.
+        _ => TargetOptions::new()
+            .create_if_missing(true)
+            .create_schema(SCHEMA),
+    };
     let store: Store = Store::open(
         &journal_dir,
         &cache,
-        StoreOptions::new().cache_schema(SCHEMA).target(
-            &share,
-            // The demo creates its "share"; against a real share, leave this off so that an
-            // unmounted share is an error instead of a new empty local file.
-            TargetOptions::new()
-                .create_if_missing(true)
-                .create_schema(SCHEMA),
-        ),
+        StoreOptions::new()
+            .cache_schema(SCHEMA)
+            .target(&share, topts),
     )?;
 
     // The workload: hosts come and go with their domains and certificates; certificates are
@@ -185,8 +218,7 @@ pub fn run(out: &mut dyn Write, dir: Option<PathBuf>, changes: usize) -> Outcome
         return Err(e.into());
     }
     // The share holds exactly what the cache holds.
-    let target = rusqlite::Connection::open(&share)
-        .map_err(|e| Failure::Msg(format!("cannot open {}: {e}", share.display())))?;
+    let mut shared = Shared::open(&share)?;
     for table in ["hosts", "domains", "certificates"] {
         let q = format!("SELECT * FROM {table} ORDER BY 1");
         let dump = |c: &rusqlite::Connection| -> rusqlite::Result<Vec<Vec<Value>>> {
@@ -196,8 +228,7 @@ pub fn run(out: &mut dyn Write, dir: Option<PathBuf>, changes: usize) -> Outcome
                 .collect()
         };
         let in_cache = store.read(dump)?;
-        let in_share =
-            dump(&target).map_err(|e| Failure::Msg(format!("reading the share: {e}")))?;
+        let in_share = shared.dump(table, &dump)?;
         if in_cache != in_share {
             return Err(Failure::Msg(format!(
                 "{table} differs between the cache ({} rows) and the share ({} rows)",
@@ -239,17 +270,98 @@ pub fn run(out: &mut dyn Write, dir: Option<PathBuf>, changes: usize) -> Outcome
     writeln!(out, "files:")?;
     writeln!(out, "  journal  {}", journal_dir.display())?;
     writeln!(out, "  cache    {}", cache.display())?;
-    writeln!(out, "  share    {}", share.display())?;
+    writeln!(out, "  share    {share}")?;
     writeln!(out, "try:")?;
     writeln!(
         out,
-        "  syncjournal status {} --target {}",
+        "  syncjournal status {} --target '{share}'",
         journal_dir.display(),
-        share.display()
     )?;
     writeln!(out, "  syncjournal dump {} | head", journal_dir.display())?;
     writeln!(out, "  syncjournal verify {}", journal_dir.display())?;
     Ok(OK)
+}
+
+/// The connection string with the demo's schema as its search path.
+fn with_search_path(conn: &str) -> String {
+    let opt = format!("-csearch_path={PG_SCHEMA}");
+    if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        let sep = if conn.contains('?') { '&' } else { '?' };
+        format!("{conn}{sep}options={}", opt.replace('=', "%3D"))
+    } else {
+        format!("{conn} options={opt}")
+    }
+}
+
+/// Creates the demo's schema on a server afresh.
+fn prepare_server(conn: &str) -> Result<(), Failure> {
+    let mut c = postgres::Client::connect(conn, postgres::NoTls)
+        .map_err(|e| Failure::Msg(format!("cannot connect to the demo's server: {e}")))?;
+    c.batch_execute(PG_SCHEMA_SQL)
+        .map_err(|e| Failure::Msg(format!("cannot create the demo's schema: {e}")))
+}
+
+/// The demo's target, read back to compare it with the cache.
+enum Shared {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+impl Shared {
+    fn open(t: &TargetSpec) -> Result<Shared, Failure> {
+        match t {
+            TargetSpec::Postgres(conn) => postgres::Client::connect(conn.as_str(), postgres::NoTls)
+                .map(|c| Shared::Postgres(Box::new(c)))
+                .map_err(|e| Failure::Msg(format!("cannot connect to {t}: {e}"))),
+            _ => {
+                let path = t.sqlite_path().unwrap_or(std::path::Path::new(""));
+                rusqlite::Connection::open(path)
+                    .map(Shared::Sqlite)
+                    .map_err(|e| Failure::Msg(format!("cannot open {t}: {e}")))
+            }
+        }
+    }
+
+    fn dump(
+        &mut self,
+        table: &str,
+        sqlite: &dyn Fn(&rusqlite::Connection) -> rusqlite::Result<Vec<Vec<Value>>>,
+    ) -> Result<Vec<Vec<Value>>, Failure> {
+        match self {
+            Shared::Sqlite(c) => {
+                sqlite(c).map_err(|e| Failure::Msg(format!("reading the share: {e}")))
+            }
+            Shared::Postgres(c) => {
+                let rows = c
+                    .query(
+                        &format!("SELECT * FROM {PG_SCHEMA}.{table} ORDER BY 1"),
+                        &[],
+                    )
+                    .map_err(|e| Failure::Msg(format!("reading the server: {e}")))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| {
+                                let ty = r.columns()[i].type_().name().to_string();
+                                match ty.as_str() {
+                                    "int8" => r
+                                        .get::<_, Option<i64>>(i)
+                                        .map_or(Value::Null, Value::Integer),
+                                    "bytea" => r
+                                        .get::<_, Option<Vec<u8>>>(i)
+                                        .map_or(Value::Null, Value::Blob),
+                                    _ => r
+                                        .get::<_, Option<String>>(i)
+                                        .map_or(Value::Null, Value::Text),
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect())
+            }
+        }
+    }
 }
 
 fn pem(rng: &mut Rng) -> Vec<u8> {

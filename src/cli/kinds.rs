@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use syncjournal::Lsn;
+use syncjournal::TargetSpec;
 use syncjournal::event::KIND_CHANGESET;
 use syncjournal::journal::Until;
 use syncjournal::journal::offline::{
@@ -20,17 +21,17 @@ use crate::cli::outcome::Failure;
 #[derive(Debug)]
 pub struct KindCheck {
     dir: PathBuf,
-    target: PathBuf,
+    target: TargetSpec,
     /// The next record to check; `None` before the first pass.
     next: Option<Lsn>,
 }
 
 impl KindCheck {
     /// A check of the journal in `dir` synced to `target`.
-    pub fn new(dir: &Path, target: &Path) -> KindCheck {
+    pub fn new(dir: &Path, target: &TargetSpec) -> KindCheck {
         KindCheck {
             dir: dir.to_path_buf(),
-            target: target.to_path_buf(),
+            target: target.clone(),
             next: None,
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use syncjournal::replay::{OfflineStatus, PendingBasis, SyncState, offline_status};
+use syncjournal::replay::{OfflineStatus, PendingBasis, SyncState, offline_status_of};
 
 use crate::cli::args::StatusFormat;
 use crate::cli::fmt::{bytes, duration, escape, timestamp};
@@ -33,11 +33,11 @@ fn verdict(st: &OfflineStatus) -> (&'static str, u8) {
 pub fn status(
     out: &mut dyn Write,
     dir: &Path,
-    target: Option<&Path>,
+    target: Option<&syncjournal::TargetSpec>,
     format: StatusFormat,
     stalled_after: Duration,
 ) -> Outcome {
-    let st = offline_status(dir, target, stalled_after)?;
+    let st = offline_status_of(dir, target, stalled_after)?;
     let (label, code) = verdict(&st);
     match format {
         StatusFormat::Json => {

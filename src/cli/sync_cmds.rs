@@ -14,6 +14,7 @@ use serde_json::json;
 use syncjournal::journal::offline::owner_of;
 use syncjournal::{
     Error, Journal, JournalOptions, RejectPolicy, ReplayOptions, Replayer, TargetOptions,
+    TargetSpec,
 };
 
 use crate::cli::args::QuarantineCommand;
@@ -35,7 +36,7 @@ pub struct SyncFlags {
 }
 
 /// `sync`
-pub fn sync(out: &mut dyn Write, dir: &Path, target: &Path, flags: SyncFlags) -> Outcome {
+pub fn sync(out: &mut dyn Write, dir: &Path, target: &TargetSpec, flags: SyncFlags) -> Outcome {
     let SyncFlags {
         follow,
         batch,
@@ -119,8 +120,7 @@ pub fn sync(out: &mut dyn Write, dir: &Path, target: &Path, flags: SyncFlags) ->
                         "syncjournal: note: {}",
                         escape(&format!(
                             "this journal is acknowledged against {other}: entries are applied to {} but not acknowledged, so retention keeps them for it (--adopt-target makes {} the journal's target)",
-                            target.display(),
-                            target.display()
+                            target, target
                         ))
                     )
                 });
@@ -206,7 +206,7 @@ fn run_with_progress(replayer: &mut Replayer, progress: &ProgressBar) -> syncjou
 
 /// `quarantine …`
 pub fn quarantine(out: &mut dyn Write, cmd: QuarantineCommand) -> Outcome {
-    let open = |dir: &Path, target: &Path| -> Result<Replayer, Failure> {
+    let open = |dir: &Path, target: &TargetSpec| -> Result<Replayer, Failure> {
         Ok(Replayer::follower(
             dir,
             target,

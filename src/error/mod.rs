@@ -102,6 +102,9 @@ impl Error {
             Error::Target(TargetError::Unavailable {
                 transient: true,
                 ..
+            }) | Error::Target(TargetError::Server {
+                transient: true,
+                ..
             }) | Error::Target(TargetError::Missing { .. })
                 | Error::Journal(JournalError::DiskFull { .. })
         )
@@ -216,5 +219,53 @@ impl std::error::Error for SqliteError {
 impl From<rusqlite::Error> for SqliteError {
     fn from(e: rusqlite::Error) -> Self {
         SqliteError(e)
+    }
+}
+
+/// A PostgreSQL client error, kept as the cause of a syncjournal error: its SQLSTATE and
+/// message. `source()` is the client's own error (the `postgres` crate's).
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub struct PostgresError(postgres::Error);
+
+#[cfg(feature = "postgres")]
+impl PostgresError {
+    /// The SQLSTATE the server reported (`"23505"`, …), if it reported one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.0.code().map(|c| c.code())
+    }
+
+    /// The client's error.
+    pub fn inner(&self) -> &postgres::Error {
+        &self.0
+    }
+
+    /// The client's error, owned.
+    pub fn into_inner(self) -> postgres::Error {
+        self.0
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl std::fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{}: {}", db.severity(), db.message()),
+            None => self.0.fmt(f),
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl std::error::Error for PostgresError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<postgres::Error> for PostgresError {
+    fn from(e: postgres::Error) -> Self {
+        PostgresError(e)
     }
 }

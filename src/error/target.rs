@@ -25,6 +25,28 @@ pub enum TargetError {
         source: Option<SqliteError>,
     },
 
+    /// A PostgreSQL server refused or failed a statement, or the connection to it failed; the
+    /// message carries the SQLSTATE. `transient` errors (connection failures, class 08; admin
+    /// shutdown or crash, 57P01..57P03; serialization failure and deadlock, 40001, 40P01; too
+    /// many connections, 53300; read-only transaction during a failover, 25006; statement
+    /// timeout, 57014) are retried; others (privileges, 42501; a missing bookkeeping table;
+    /// invalid connection settings) need an operator.
+    #[error("target {target}: {message}")]
+    Server {
+        /// The server, as named (without password).
+        target: String,
+        /// What happened, with the SQLSTATE.
+        message: String,
+        /// The SQLSTATE, if the server reported one.
+        sqlstate: Option<String>,
+        /// True if retrying later may succeed.
+        transient: bool,
+        /// The client's error.
+        #[cfg(feature = "postgres")]
+        #[source]
+        source: Option<crate::error::PostgresError>,
+    },
+
     /// The target failed an integrity check through a fresh connection: the replayer does not
     /// write into it until a check passes again.
     #[error("target {} is damaged: {detail}; syncjournal will not write into it — run `syncjournal check-target {}`, then restore it from a backup (the journal re-applies what it still holds) or repair it", path.display(), path.display())]
@@ -135,5 +157,19 @@ pub enum TargetError {
         kind: u8,
         /// The kind this replayer applies.
         expected: u8,
+    },
+    /// The event type has no apply for this kind of target (an application event replayed
+    /// to PostgreSQL that implements only `JournalEvent::apply`): replay stops before it.
+    #[error(
+        "record at LSN {lsn} (kind {kind:#04x}) cannot be applied to a {backend} target: its event type gives no apply for {backend} (implement `JournalEvent::{}`)",
+        if *backend == "PostgreSQL" { "apply_postgres" } else { "apply" }
+    )]
+    NoApply {
+        /// The record's LSN.
+        lsn: Lsn,
+        /// Its kind.
+        kind: u8,
+        /// The kind of target: `"SQLite"` or `"PostgreSQL"`.
+        backend: &'static str,
     },
 }

@@ -2,7 +2,7 @@
 //! acknowledgement slots. No I/O happens here, so everything in this module is fuzzed directly.
 //!
 //! `journal-format.md` at the crate root is the specification; the constants below are pinned
-//! against it by `tests/format_constants.rs`.
+//! against it by `tests/journal/format_constants.rs`.
 
 /// A log sequence number: the position of a record in the journal. The first record is 1;
 /// 0 means "none". LSNs are contiguous and strictly increasing across segments (a gap record

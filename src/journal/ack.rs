@@ -2,7 +2,7 @@
 //! downstream. Two checksummed slots written alternately (see `format::ack`), so each update
 //! is one `pwrite` and one `fdatasync`, and a torn update leaves the previous value readable.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use crate::error::{DamageKind, Error, Result};
 use crate::fault::{FaultInjector, IoOp};
 use crate::format::Lsn;
 use crate::format::{ACK_FILE_BYTES, AckSlot, decode_ack_file};
-use crate::segment::{ACK_FILE, inject, sync_dir};
+use crate::segment::{ACK_FILE, Access, inject, open_journal_file, sync_dir};
 
 /// The open acknowledgement file.
 #[derive(Debug)]
@@ -49,13 +49,14 @@ impl AckFile {
         };
         let mut bytes = vec![0u8; ACK_FILE_BYTES];
         bytes[slot.offset()..slot.offset() + 64].copy_from_slice(&slot.encode());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io("create acknowledgement file", &tmp, e))?;
+        // A leftover temporary file (or anything planted under its name) is removed, never
+        // followed: the new one is created exclusively.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove leftover acknowledgement file", &tmp, e)),
+        }
+        let file = open_journal_file(&tmp, Access::CreateNew, "create acknowledgement file")?;
         file.write_all_at(&bytes, 0)
             .map_err(|e| Error::io("write acknowledgement file", &tmp, e))?;
         inject(faults, IoOp::WriteAck, &tmp)
@@ -73,11 +74,10 @@ impl AckFile {
     /// Opens the file of an existing journal. `Ok(None)` if it does not exist.
     pub(crate) fn open(dir: &Path) -> Result<Option<AckFile>> {
         let path = dir.join(ACK_FILE);
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open acknowledgement file", &path, e)),
-        };
+        if !exists(&path)? {
+            return Ok(None);
+        }
+        let file = open_journal_file(&path, Access::ReadWrite, "open acknowledgement file")?;
         let current = read_slot(&file, &path)?;
         Ok(Some(AckFile {
             path,
@@ -89,11 +89,13 @@ impl AckFile {
     /// Reads the current slot of `dir/ACK` without opening it for writing.
     pub(crate) fn peek(dir: &Path) -> Result<Option<AckSlot>> {
         let path = dir.join(ACK_FILE);
-        match File::open(&path) {
-            Ok(f) => read_slot(&f, &path).map(Some),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("open acknowledgement file", &path, e)),
+        if !exists(&path)? {
+            return Ok(None);
         }
+        // Checked as every journal file is: never a FIFO (which would block), a directory, a
+        // socket or a symbolic link.
+        let f = open_journal_file(&path, Access::Read, "open acknowledgement file")?;
+        read_slot(&f, &path).map(Some)
     }
 
     /// The current slot.
@@ -137,4 +139,13 @@ fn read_slot(file: &File, path: &Path) -> Result<AckSlot> {
     }
     bytes.truncate(filled);
     decode_ack_file(&bytes).map_err(|_| Error::corrupt(path, 0, DamageKind::AckFile))
+}
+
+/// True if something (of any type) is at `path`, without following a symbolic link.
+fn exists(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("open acknowledgement file", path, e)),
+    }
 }

@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::format::Lsn;
-use crate::replay::sqlite::{
-    PROGRESS_COLUMNS, PROGRESS_TABLE, REJECTED_COLUMNS, REJECTED_TABLE, column_names,
-    integrity_lines, progress_rows, table_exists, target_error,
+use crate::target::sqlite::{
+    column_names, integrity_lines, progress_rows, table_exists, target_error,
 };
+use crate::target::{PROGRESS_COLUMNS, PROGRESS_TABLE, REJECTED_COLUMNS, REJECTED_TABLE};
 
 /// Most lines of `PRAGMA integrity_check` kept: SQLite stops after this many problems.
 pub const INTEGRITY_LINES_MAX: usize = 10;
@@ -127,6 +127,81 @@ pub struct JournalSeen {
     pub updated_at_ms: Option<u64>,
     /// Entries of this journal in the quarantine table.
     pub quarantined: u64,
+}
+
+/// Checks the target `target` names without changing it: an SQLite file as
+/// [`check_target`] does; a PostgreSQL server for syncjournal's tables, their columns and
+/// the journals it has seen (the server checks its own pages: `integrity` then says so).
+pub fn check_target_spec(target: &crate::target::TargetSpec) -> Result<TargetCheck> {
+    match target {
+        crate::target::TargetSpec::Sqlite(path) => check_target(path),
+        #[cfg(feature = "postgres")]
+        crate::target::TargetSpec::Postgres(conn) => check_server(conn),
+        #[cfg(not(feature = "postgres"))]
+        crate::target::TargetSpec::Postgres(conn) => Err(crate::target::no_postgres(conn)),
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn check_server(conn: &crate::target::ConnString) -> Result<TargetCheck> {
+    let found = crate::target::postgres::inspect(conn, JOURNALS_LISTED_MAX)?;
+    let table = |name: &'static str, cols: &Option<Vec<String>>, want: &[&str]| TableCheck {
+        name,
+        exists: cols.is_some(),
+        missing_columns: cols.as_ref().map_or(Vec::new(), |c| {
+            want.iter()
+                .filter(|w| !c.iter().any(|x| x == *w))
+                .map(|w| w.to_string())
+                .collect()
+        }),
+        error: None,
+    };
+    let progress_table = table(PROGRESS_TABLE, &found.progress_columns, &PROGRESS_COLUMNS);
+    let rejected_table = table(REJECTED_TABLE, &found.rejected_columns, &REJECTED_COLUMNS);
+    let mut problems = Vec::new();
+    for t in [&progress_table, &rejected_table] {
+        if t.exists && !t.missing_columns.is_empty() {
+            problems.push(format!(
+                "table {} lacks column(s) {}",
+                t.name,
+                t.missing_columns.join(", ")
+            ));
+        }
+    }
+    let journals = found
+        .journals
+        .iter()
+        .map(|(id, lsn, at, q)| {
+            let watermark = (0..=crate::format::LSN_MAX as i64)
+                .contains(lsn)
+                .then_some(*lsn as Lsn);
+            if watermark.is_none() {
+                problems.push(format!("journal {id}: watermark {lsn} is not an LSN"));
+            }
+            JournalSeen {
+                journal_id: id.clone(),
+                watermark,
+                updated_at_ms: (*at >= 0).then_some(*at as u64),
+                quarantined: (*q).max(0) as u64,
+            }
+        })
+        .collect();
+    Ok(TargetCheck {
+        path: PathBuf::from(conn.redacted()),
+        file_bytes: found.db_bytes,
+        integrity: Some(Integrity {
+            ok: true,
+            lines: vec!["not checked from here: a PostgreSQL server checks its own pages (data checksums, amcheck)".into()],
+            stopped_early: false,
+        }),
+        journal_mode: "server (PostgreSQL)".into(),
+        wal: false,
+        progress_table,
+        rejected_table,
+        journals,
+        journals_total: found.journals_total,
+        problems,
+    })
 }
 
 /// Checks the target database at `path` without changing it: `PRAGMA integrity_check`, the
@@ -282,8 +357,11 @@ pub fn check_target(path: &Path) -> Result<TargetCheck> {
 ///
 /// [`TargetError::Missing`], [`TargetError::Unavailable`] if the target cannot be read,
 /// [`TargetError::SchemaMismatch`] if the stored watermark is not an LSN.
-pub fn read_target_watermark(path: &Path, journal_id: Uuid) -> Result<Lsn> {
-    crate::replay::sqlite::peek(path, journal_id).map(|(wm, _)| wm)
+pub fn read_target_watermark(
+    target: impl Into<crate::target::TargetSpec>,
+    journal_id: Uuid,
+) -> Result<Lsn> {
+    crate::target::peek(&target.into(), journal_id).map(|(wm, _)| wm)
 }
 
 impl TableCheck {
@@ -320,7 +398,7 @@ impl TableCheck {
 }
 
 impl JournalSeen {
-    fn from_row(row: &crate::replay::sqlite::ProgressRow) -> JournalSeen {
+    fn from_row(row: &crate::target::sqlite::ProgressRow) -> JournalSeen {
         let as_u64 = |v: &SqlValue, max: u64| match v {
             SqlValue::Integer(i) if *i >= 0 && *i as u64 <= max => Some(*i as u64),
             _ => None,

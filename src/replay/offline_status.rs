@@ -58,6 +58,17 @@ pub fn offline_status(
     target: Option<&Path>,
     stalled_after: Duration,
 ) -> Result<OfflineStatus> {
+    let spec = target.map(crate::target::TargetSpec::from);
+    offline_status_of(dir, spec.as_ref(), stalled_after)
+}
+
+/// [`offline_status`] with the target named as a user names it: an SQLite file or a
+/// PostgreSQL server.
+pub fn offline_status_of(
+    dir: &Path,
+    target: Option<&crate::target::TargetSpec>,
+    stalled_after: Duration,
+) -> Result<OfflineStatus> {
     if !dir.is_dir() {
         return Err(Error::Journal(JournalError::NotFound {
             dir: dir.to_path_buf(),
@@ -81,7 +92,7 @@ pub fn offline_status(
         at_ms: state.target_read_at_ms,
     };
     if let Some(t) = target {
-        match crate::replay::sqlite::peek(t, id) {
+        match crate::target::peek(t, id) {
             Ok((wm, q)) => {
                 observed = Some((wm, now_ms()));
                 state.quarantined = q;

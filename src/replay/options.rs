@@ -1,9 +1,4 @@
-//! Replay and target options.
-
-use std::fmt;
-use std::sync::Arc;
-
-use crate::fault::TargetFaults;
+//! Replay options.
 
 /// What the replayer does with an entry the target permanently refuses (constraint violation,
 /// missing table or column, type mismatch, no such row).
@@ -16,101 +11,6 @@ pub enum RejectPolicy {
     /// Record the entry in the target's `syncjournal_rejected` table, in the same transaction,
     /// and go on. Quarantined entries can be listed, retried and discarded explicitly.
     Quarantine,
-}
-
-/// The rollback-journal mode used on the target (never WAL: its shared-memory index does not
-/// work across machines on a network file system).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TargetJournalMode {
-    /// `journal_mode=DELETE`: the rollback journal is deleted after each transaction.
-    Delete,
-    /// `journal_mode=TRUNCATE`: the rollback journal is truncated instead, which costs fewer
-    /// metadata round trips on a share and avoids delete-pending trouble on SMB. The default.
-    #[default]
-    Truncate,
-}
-
-impl TargetJournalMode {
-    pub(crate) fn pragma(self) -> &'static str {
-        match self {
-            TargetJournalMode::Delete => "DELETE",
-            TargetJournalMode::Truncate => "TRUNCATE",
-        }
-    }
-}
-
-/// Options of the target database. Every setter documents its default.
-#[derive(Clone)]
-pub struct TargetOptions {
-    pub(crate) journal_mode: TargetJournalMode,
-    pub(crate) busy_timeout_ms: u64,
-    pub(crate) create_if_missing: bool,
-    pub(crate) create_schema: Option<String>,
-    pub(crate) faults: Option<Arc<dyn TargetFaults>>,
-}
-
-impl fmt::Debug for TargetOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TargetOptions")
-            .field("journal_mode", &self.journal_mode)
-            .field("busy_timeout_ms", &self.busy_timeout_ms)
-            .field("create_if_missing", &self.create_if_missing)
-            .field("create_schema", &self.create_schema.is_some())
-            .field("faults", &self.faults.is_some())
-            .finish()
-    }
-}
-
-impl Default for TargetOptions {
-    fn default() -> Self {
-        TargetOptions {
-            journal_mode: TargetJournalMode::Truncate,
-            busy_timeout_ms: 5000,
-            create_if_missing: false,
-            create_schema: None,
-            faults: None,
-        }
-    }
-}
-
-impl TargetOptions {
-    /// Defaults: TRUNCATE journal mode, 5 s busy timeout, never create the target.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Rollback-journal mode. Default: [`TargetJournalMode::Truncate`].
-    pub fn journal_mode(mut self, mode: TargetJournalMode) -> Self {
-        self.journal_mode = mode;
-        self
-    }
-
-    /// How long SQLite waits for another connection's lock before reporting "busy" (which is
-    /// then retried with backoff). Default: 5000 ms.
-    pub fn busy_timeout_ms(mut self, ms: u64) -> Self {
-        self.busy_timeout_ms = ms;
-        self
-    }
-
-    /// Create the target file if it does not exist. Default: false — a missing target is an
-    /// error, because on an unmounted share SQLite would silently create an empty local file.
-    pub fn create_if_missing(mut self, create: bool) -> Self {
-        self.create_if_missing = create;
-        self
-    }
-
-    /// SQL run once when the target is created (with `create_if_missing`). Default: none.
-    pub fn create_schema(mut self, sql: impl Into<String>) -> Self {
-        self.create_schema = Some(sql.into());
-        self
-    }
-
-    /// Test seam (feature `fault-injection`): fail chosen statements. Default: none.
-    #[cfg(feature = "fault-injection")]
-    pub fn faults(mut self, faults: Arc<dyn TargetFaults>) -> Self {
-        self.faults = Some(faults);
-        self
-    }
 }
 
 /// Replay options. Every setter documents its default.

@@ -58,21 +58,40 @@ impl Watch {
     /// Waits until the target's watermark, as read or committed by the replayer, covers `lsn`,
     /// or `timeout` passes. Returns whether it does.
     pub(crate) fn wait_target(&self, lsn: Lsn, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large for the clock (`Duration::MAX`) means "no deadline".
+        let deadline = Instant::now().checked_add(timeout);
         let mut s = lock(&self.state);
         loop {
             if s.target_lsn.is_some_and(|t| t >= lsn) {
                 return true;
             }
             let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
+            let left = match deadline {
+                Some(d) if now >= d => return false,
+                Some(d) => d - now,
+                None => Duration::from_secs(3600),
+            };
             s = self
                 .changed
-                .wait_timeout(s, deadline - now)
+                .wait_timeout(s, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_timeout_past_the_clock_s_range_waits_instead_of_panicking() {
+        let w = Arc::new(Watch::new(ReplayState::default()));
+        let w2 = Arc::clone(&w);
+        let t = std::thread::spawn(move || w2.wait_target(5, Duration::MAX));
+        std::thread::sleep(Duration::from_millis(50));
+        w.update(|s| s.observed(5));
+        assert!(t.join().expect("no panic"));
     }
 }

@@ -108,12 +108,19 @@ pub(crate) fn open_journal_file(path: &Path, access: Access, what: &'static str)
     }
     let file = o.open(path).map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-            Error::Journal(JournalError::UnsafeFile {
+            return Error::Journal(JournalError::UnsafeFile {
                 path: path.to_path_buf(),
                 reason: "is a symbolic link".into(),
-            })
-        } else {
-            Error::io(what, path, e)
+            });
+        }
+        // A socket fails with ENXIO, a directory opened for writing with EISDIR: name what is
+        // there rather than the errno.
+        match fs::symlink_metadata(path) {
+            Ok(m) if !m.file_type().is_file() => Error::Journal(JournalError::UnsafeFile {
+                path: path.to_path_buf(),
+                reason: format!("is {}, not a regular file", file_type_name(&m.file_type())),
+            }),
+            _ => Error::io(what, path, e),
         }
     })?;
     let meta = file.metadata().map_err(|e| Error::io(what, path, e))?;

@@ -3,7 +3,7 @@
 //! for recovery, and the status as subscribers receive it.
 
 use crate::error::{JournalError, TargetError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -88,7 +88,7 @@ pub(crate) fn sync_loop<E: JournalEvent>(inner: &Inner<E>, interval: Duration) {
 /// Also returns the watermark read, if the target could be read.
 pub(crate) fn with_target_evidence(
     dir: &Path,
-    target: &Path,
+    target: &crate::target::TargetSpec,
     opts: &JournalOptions,
 ) -> (JournalOptions, Option<Lsn>) {
     let Ok(id) = crate::journal::offline::journal_id_of(dir) else {
@@ -96,7 +96,7 @@ pub(crate) fn with_target_evidence(
     };
     // A share that hangs must not hang the application's start: give the read 2 s.
     let (tx, rx) = std::sync::mpsc::channel();
-    let t = target.to_path_buf();
+    let t = target.clone();
     let spawned = std::thread::Builder::new()
         .name("syncjournal-peek".into())
         .spawn(move || {
@@ -112,7 +112,7 @@ pub(crate) fn with_target_evidence(
         Ok(wm) => (wm, Some(wm)),
         Err(_) => {
             let st = ReplayState::load(dir);
-            let same = st.target.as_deref() == Some(crate::replay::target_name(target).as_str());
+            let same = st.target.as_deref() == Some(target.name().as_str());
             (if same { st.target_lsn.unwrap_or(0) } else { 0 }, None)
         }
     };
@@ -178,8 +178,8 @@ impl<E: JournalEvent> Inner<E> {
         let Some(target) = ReplayState::load(dir).target else {
             return Ok(None);
         };
-        let path = PathBuf::from(&target);
-        let (wm, quarantined) = crate::replay::peek_target(&path, self.journal.id())?;
+        let spec = crate::target::TargetSpec::parse(&target);
+        let (wm, quarantined) = crate::replay::peek_target(&spec, self.journal.id())?;
         let st = self.journal.state();
         if wm <= st.durable_lsn && wm > st.acked_lsn {
             self.journal.ack(wm)?;

@@ -1,7 +1,5 @@
 //! The store's options: journal, cache schema, target, replay, background work.
 
-use std::path::PathBuf;
-
 use crate::journal::JournalOptions;
 use crate::replay::{ReplayOptions, TargetOptions};
 
@@ -10,7 +8,7 @@ use crate::replay::{ReplayOptions, TargetOptions};
 pub struct StoreOptions {
     pub(crate) journal: JournalOptions,
     pub(crate) cache_schema: Option<String>,
-    pub(crate) target: Option<(PathBuf, TargetOptions)>,
+    pub(crate) target: Option<(crate::target::TargetSpec, TargetOptions)>,
     pub(crate) replay: ReplayOptions,
     pub(crate) background_sync: Option<bool>,
     pub(crate) acknowledge_followers: bool,
@@ -60,10 +58,15 @@ impl StoreOptions {
         self
     }
 
-    /// The target database to replay to (an SQLite file, typically on a network share).
+    /// The target database to replay to: an SQLite file's path (typically on a network share)
+    /// or a PostgreSQL connection string (`postgres://…`; see [`TargetSpec`](crate::TargetSpec)).
     /// Default: none (the store only journals and caches).
-    pub fn target(mut self, path: impl Into<PathBuf>, opts: TargetOptions) -> Self {
-        self.target = Some((path.into(), opts));
+    pub fn target(
+        mut self,
+        target: impl Into<crate::target::TargetSpec>,
+        opts: TargetOptions,
+    ) -> Self {
+        self.target = Some((target.into(), opts));
         self
     }
 

@@ -89,6 +89,9 @@ fn journal_in_savepoint<E: JournalEvent>(
         .map_err(|e| match e {
             ApplyError::Permanent { reason } => Error::Cache(CacheError::ChangeRefused { reason }),
             ApplyError::Transient(source) => ce(source.into_inner()),
+            other => Error::Cache(CacheError::ChangeRefused {
+                reason: other.to_string(),
+            }),
         })
         .and_then(|()| journal.write(E::KIND, payload));
     match written {

@@ -1,0 +1,157 @@
+//! Entries the target refused under the `Quarantine` policy: listing them, applying one again
+//! (out of order, after everything applied), and discarding one for good.
+
+use crate::error::{Error, Result, TargetError};
+use crate::event::{JournalEvent, decode_event};
+use crate::format::Lsn;
+use crate::replay::driver::Replayer;
+use crate::target::{Applied, Commit, EventDb};
+
+/// An entry the target refused, kept in its `syncjournal_rejected` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuarantinedEntry {
+    /// The entry's LSN.
+    pub lsn: Lsn,
+    /// Its record kind.
+    pub kind: u8,
+    /// A one-line description.
+    pub summary: String,
+    /// Why the target refused it.
+    pub error: String,
+    /// When, ms since the Unix epoch.
+    pub rejected_at_ms: u64,
+}
+
+impl<E: JournalEvent> Replayer<E> {
+    /// Lists the entries quarantined on the target for this journal.
+    pub fn quarantined(&mut self) -> Result<Vec<QuarantinedEntry>> {
+        let rows = self.target.quarantined(self.source.id());
+        let rows = match rows {
+            Ok(r) => r,
+            Err(e) => {
+                self.discard_target();
+                return Err(e);
+            }
+        };
+        let rows: Vec<QuarantinedEntry> = rows
+            .into_iter()
+            .map(|r| QuarantinedEntry {
+                lsn: r.lsn,
+                kind: r.kind,
+                summary: r.summary,
+                error: r.error,
+                rejected_at_ms: r.rejected_at_ms,
+            })
+            .collect();
+        self.obs.watch.update(|s| s.quarantined = rows.len() as u64);
+        self.persist();
+        Ok(rows)
+    }
+
+    /// Applies a quarantined entry again (out of order: after everything already applied) and
+    /// removes it from quarantine, in one target transaction, if it now applies; otherwise
+    /// records the new error and returns [`TargetError::EntryRejected`].
+    pub fn retry_quarantined(&mut self, lsn: Lsn) -> Result<()> {
+        let result = self.retry(lsn);
+        if result.as_ref().is_err_and(|e| e.is_transient()) {
+            self.target.rollback();
+            self.discard_target();
+        } else {
+            self.recount_quarantine();
+        }
+        result
+    }
+
+    fn retry(&mut self, lsn: Lsn) -> Result<()> {
+        let id = self.source.id();
+        let target = &mut self.target;
+        target.begin(id)?;
+        let Some(row) = target.quarantined_entry(id, lsn)? else {
+            target.rollback();
+            return Err(Error::Target(TargetError::EntryRejected {
+                lsn,
+                entry: "(none)".into(),
+                reason: "no quarantined entry has this LSN".into(),
+            }));
+        };
+        target.savepoint()?;
+        let applied = if row.kind == E::KIND {
+            match decode_event::<E>(&row.payload) {
+                Ok((_, ev)) => target.apply(lsn, &mut |db| match db {
+                    EventDb::Sqlite(ctx) => ev.apply(ctx),
+                    #[cfg(feature = "postgres")]
+                    EventDb::Postgres(ctx) => ev.apply_postgres(ctx),
+                })?,
+                Err(r) => Applied::Refused(format!("undecodable payload: {r}")),
+            }
+        } else {
+            Applied::Refused(format!(
+                "kind {:#04x} cannot be applied by this program",
+                row.kind
+            ))
+        };
+        let reason = match applied {
+            Applied::Done => {
+                target.release()?;
+                target.remove_quarantined(id, lsn)?;
+                return match target.commit() {
+                    Commit::Landed => {
+                        tracing::info!(lsn, entry = %row.summary, "quarantined entry applied on retry");
+                        Ok(())
+                    }
+                    Commit::Failed(e) => Err(e),
+                    Commit::InDoubt(e) => Err(Error::Target(TargetError::Unavailable {
+                        path: self.spec.error_path(),
+                        message: format!(
+                            "retry of quarantined LSN {lsn}: commit outcome unknown ({e}); list the quarantine to see whether it is still there"
+                        ),
+                        transient: true,
+                        source: None,
+                    })),
+                };
+            }
+            Applied::Refused(reason) => reason,
+            Applied::Unsupported(backend) => {
+                target.rollback();
+                return Err(Error::Target(TargetError::NoApply {
+                    lsn,
+                    kind: row.kind,
+                    backend,
+                }));
+            }
+        };
+        target.rollback();
+        let _ = target.note_refused_again(id, lsn, &reason);
+        Err(Error::Target(TargetError::EntryRejected {
+            lsn,
+            entry: row.summary,
+            reason,
+        }))
+    }
+
+    /// Re-reads the quarantine count from the target and persists it (after a retry or a
+    /// discard, so that the status never shows a stale count).
+    fn recount_quarantine(&mut self) {
+        if let Ok(n) = self.target.quarantine_count(self.source.id()) {
+            self.obs.watch.update(|s| s.quarantined = n);
+            self.persist();
+        }
+    }
+
+    /// Removes a quarantined entry for good (an explicit operator decision, logged).
+    pub fn discard_quarantined(&mut self, lsn: Lsn) -> Result<bool> {
+        let n = match self.target.remove_quarantined(self.source.id(), lsn) {
+            Ok(n) => n,
+            Err(e) => {
+                self.discard_target();
+                return Err(e);
+            }
+        };
+        if n > 0 {
+            tracing::warn!(lsn, "quarantined entry discarded by request");
+        }
+        self.recount_quarantine();
+        Ok(n > 0)
+    }
+}

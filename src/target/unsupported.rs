@@ -1,0 +1,100 @@
+//! A PostgreSQL target named in a build without the `postgres` feature: every use says so.
+
+use uuid::Uuid;
+
+use crate::apply::ApplyError;
+use crate::error::{Error, Result, TargetError};
+use crate::format::Lsn;
+use crate::target::{Applied, Commit, ConnString, EventDb, QuarantineRow, Rejected, Target};
+
+/// The error every use of a PostgreSQL target gives in this build.
+pub(crate) fn no_postgres(conn: &ConnString) -> Error {
+    Error::Target(TargetError::Unusable {
+        path: conn.redacted().into(),
+        reason: "names a PostgreSQL server, but this build of syncjournal has no PostgreSQL support (cargo feature `postgres`)".into(),
+    })
+}
+
+/// Stands in for a PostgreSQL target: never connects.
+pub(crate) struct NoPostgres {
+    conn: ConnString,
+}
+
+impl NoPostgres {
+    pub(crate) fn new(conn: ConnString) -> Self {
+        NoPostgres { conn }
+    }
+
+    fn err<T>(&self) -> Result<T> {
+        Err(no_postgres(&self.conn))
+    }
+}
+
+impl Target for NoPostgres {
+    fn connect(&mut self) -> Result<bool> {
+        self.err()
+    }
+    fn is_connected(&self) -> bool {
+        false
+    }
+    fn discard(&mut self) {}
+    fn begin(&mut self, _: Uuid) -> Result<()> {
+        self.err()
+    }
+    fn read_watermark(&mut self, _: Uuid) -> Result<Lsn> {
+        self.err()
+    }
+    fn savepoint(&mut self) -> Result<()> {
+        self.err()
+    }
+    fn apply(
+        &mut self,
+        _: Lsn,
+        _: &mut dyn FnMut(EventDb<'_, '_>) -> std::result::Result<(), ApplyError>,
+    ) -> Result<Applied> {
+        self.err()
+    }
+    fn release(&mut self) -> Result<()> {
+        self.err()
+    }
+    fn rollback_to(&mut self) -> Result<()> {
+        self.err()
+    }
+    fn quarantine(&mut self, _: Uuid, _: &Rejected<'_>) -> Result<()> {
+        self.err()
+    }
+    fn set_watermark(&mut self, _: Uuid, _: Lsn) -> Result<()> {
+        self.err()
+    }
+    fn commit(&mut self) -> Commit {
+        Commit::Failed(no_postgres(&self.conn))
+    }
+    fn rollback(&mut self) {}
+    fn watermark(&mut self, _: Uuid) -> Result<Lsn> {
+        self.err()
+    }
+    fn keeps_connection(&self, _: &Error) -> bool {
+        false
+    }
+    fn is_damage(&self, _: &Error) -> bool {
+        false
+    }
+    fn integrity(&mut self) -> Result<Option<String>> {
+        self.err()
+    }
+    fn quarantined(&mut self, _: Uuid) -> Result<Vec<QuarantineRow>> {
+        self.err()
+    }
+    fn quarantined_entry(&mut self, _: Uuid, _: Lsn) -> Result<Option<QuarantineRow>> {
+        self.err()
+    }
+    fn remove_quarantined(&mut self, _: Uuid, _: Lsn) -> Result<u64> {
+        self.err()
+    }
+    fn note_refused_again(&mut self, _: Uuid, _: Lsn, _: &str) -> Result<()> {
+        self.err()
+    }
+    fn quarantine_count(&mut self, _: Uuid) -> Result<u64> {
+        self.err()
+    }
+}
