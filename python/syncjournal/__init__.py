@@ -31,6 +31,7 @@ from ._types import (
     SyncStatus,
     TargetBehind,
 )
+from . import errors as _errors
 from .errors import (
     CacheError,
     CacheMismatch,
@@ -69,24 +70,6 @@ __all__ = [
     "SyncState",
     "SyncStatus",
     "TargetBehind",
-    "Error",
-    "JournalError",
-    "Locked",
-    "Corrupt",
-    "Poisoned",
-    "DiskFull",
-    "CacheError",
-    "ChangeRefused",
-    "ChangeTooLarge",
-    "InDoubt",
-    "CacheMismatch",
-    "Unguarded",
-    "TargetError",
-    "EntryRejected",
-    "TargetUnavailable",
-    "TargetDamaged",
-    "TargetUnusable",
-    "NoTarget",
-    "InvalidOption",
-    "StoreClosed",
 ]
+# The error hierarchy's names, as errors.py lists them (one list, not two).
+__all__ += _errors.__all__

@@ -198,6 +198,23 @@ pub(crate) trait Target: Send {
     fn quarantine_count(&mut self, journal: Uuid) -> Result<u64>;
 }
 
+/// A watermark read from a progress table (either kind of target), checked: a negative value,
+/// or one past the largest LSN, was not written by syncjournal. `path` names the target.
+pub(crate) fn watermark_value(path: &std::path::Path, lsn: Option<i64>) -> Result<Lsn> {
+    match lsn {
+        None => Ok(0),
+        Some(l) if (0..=crate::format::LSN_MAX as i64).contains(&l) => Ok(l as Lsn),
+        Some(l) => Err(Error::Target(crate::error::TargetError::SchemaMismatch {
+            path: path.to_path_buf(),
+            table: PROGRESS_TABLE.into(),
+            detail: format!(
+                "watermark {l} is not an LSN (0 to {})",
+                crate::format::LSN_MAX
+            ),
+        })),
+    }
+}
+
 /// Opens the target `spec` names (nothing is connected yet), wrapped in the fault injector
 /// when the options carry one.
 pub(crate) fn open(spec: &TargetSpec, opts: TargetOptions) -> Box<dyn Target> {

@@ -15,7 +15,7 @@ use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::target::{
     Applied, Commit, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow, REJECTED_COLUMNS,
-    REJECTED_TABLE, Rejected, Target, TargetOptions,
+    REJECTED_TABLE, Rejected, Target, TargetOptions, watermark_value,
 };
 
 const CREATE_TABLES: &str = "
@@ -411,23 +411,6 @@ pub(crate) fn peek(path: &Path, journal_id: Uuid) -> Result<(Lsn, u64)> {
         0
     };
     Ok((wm, q.max(0) as u64))
-}
-
-/// A watermark read from the progress table, checked: a negative value, or one past the
-/// largest LSN, was not written by syncjournal.
-pub(crate) fn watermark_value(path: &Path, lsn: Option<i64>) -> Result<Lsn> {
-    match lsn {
-        None => Ok(0),
-        Some(l) if (0..=crate::format::LSN_MAX as i64).contains(&l) => Ok(l as Lsn),
-        Some(l) => Err(Error::Target(TargetError::SchemaMismatch {
-            path: path.to_path_buf(),
-            table: PROGRESS_TABLE.into(),
-            detail: format!(
-                "watermark {l} is not an LSN (0 to {})",
-                crate::format::LSN_MAX
-            ),
-        })),
-    }
 }
 
 /// `PRAGMA quick_check` through a fresh read-only connection: `Ok(None)` if the file passes,

@@ -66,6 +66,7 @@ pub struct PgApplyContext<'c> {
 }
 
 /// What each statement of a message must do to count as applied.
+#[derive(Clone)]
 enum Expect {
     Anything,
     /// At least one row changed, else the mutation (described) is refused: "no such row".
@@ -167,15 +168,6 @@ impl PgApplyContext<'_> {
         let t = lookup(self.client, self.schema, name)?;
         self.catalog.tables.insert(name.to_string(), t.clone());
         Ok((t, false))
-    }
-}
-
-impl Clone for Expect {
-    fn clone(&self) -> Self {
-        match self {
-            Expect::Anything => Expect::Anything,
-            Expect::Changes(s) => Expect::Changes(s.clone()),
-        }
     }
 }
 

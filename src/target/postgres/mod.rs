@@ -21,7 +21,7 @@ use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::target::{
     Applied, Commit, ConnString, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow,
-    REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Target, TargetOptions,
+    REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Target, TargetOptions, watermark_value,
 };
 
 pub use apply::PgApplyContext;
@@ -221,6 +221,14 @@ impl PgTarget {
         Ok(())
     }
 
+    /// Sends what is pending (a savepoint, a release), if anything.
+    fn flush(&mut self, what: &str) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.send(what, "")
+    }
+
     /// Sends what is pending plus `sql` as one message.
     fn send(&mut self, what: &str, sql: &str) -> Result<()> {
         let mut msg = std::mem::take(&mut self.pending);
@@ -280,7 +288,7 @@ impl Target for PgTarget {
             self.aborted = true;
             self.err("read watermark", e)
         })?;
-        crate::target::sqlite::watermark_value(
+        watermark_value(
             std::path::Path::new(self.name()),
             row.map(|r| r.get::<_, i64>(0)),
         )
@@ -347,10 +355,7 @@ impl Target for PgTarget {
     }
 
     fn quarantine(&mut self, journal: Uuid, entry: &Rejected<'_>) -> Result<()> {
-        let pending = std::mem::take(&mut self.pending);
-        if !pending.is_empty() {
-            self.send("quarantine", &pending)?;
-        }
+        self.flush("quarantine")?;
         let sql = format!(
             "INSERT INTO {} (journal_id, lsn, kind, payload, summary, error, rejected_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -438,16 +443,13 @@ impl Target for PgTarget {
         Target::connect(self)?;
         let sql = format!("SELECT lsn FROM {} WHERE journal_id = $1", self.progress);
         let id = journal.to_string();
-        let r = match self.client() {
-            Ok(c) => c.query_opt(&sql, &[&id]).map_err(|e| (true, e)),
-            Err(e) => return Err(e),
-        };
+        let r = self.client()?.query_opt(&sql, &[&id]);
         match r {
-            Ok(row) => crate::target::sqlite::watermark_value(
+            Ok(row) => watermark_value(
                 std::path::Path::new(self.name()),
                 row.map(|r| r.get::<_, i64>(0)),
             ),
-            Err((_, e)) => {
+            Err(e) => {
                 let err = self.err("read watermark", e);
                 self.discard();
                 Err(err)
@@ -510,10 +512,7 @@ impl Target for PgTarget {
     fn remove_quarantined(&mut self, journal: Uuid, lsn: Lsn) -> Result<u64> {
         // The table names are the schema's, known once connected.
         Target::connect(self)?;
-        let pending = std::mem::take(&mut self.pending);
-        if !pending.is_empty() {
-            self.send("remove quarantined entry", &pending)?;
-        }
+        self.flush("remove quarantined entry")?;
         let sql = format!(
             "DELETE FROM {} WHERE journal_id = $1 AND lsn = $2",
             self.rejected
@@ -603,7 +602,7 @@ pub(crate) fn peek(conn: &ConnString, journal: Uuid) -> Result<(Lsn, u64)> {
                 &[&id],
             )
             .map_err(|e| err("read watermark", e))?;
-        crate::target::sqlite::watermark_value(
+        watermark_value(
             std::path::Path::new(conn.redacted()),
             row.map(|r| r.get::<_, i64>(0)),
         )?
