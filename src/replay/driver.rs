@@ -4,10 +4,13 @@
 //! Each batch is one target transaction that (1) reads the target's watermark for this journal
 //! *inside* the transaction (after the target's write lock for this journal is taken — SQLite's
 //! `BEGIN IMMEDIATE`, PostgreSQL's transaction-scoped advisory lock — so no other writer can
-//! move it), (2)
-//! applies the entries from `watermark + 1` on, each in a savepoint, and (3) sets the watermark
-//! to the last entry, then commits. The journal is acknowledged locally only after the commit
-//! is known to have landed. Consequences:
+//! move it), (2) applies the entries from `watermark + 1` on, and (3) sets the watermark to the
+//! last entry, then commits. Entries go in a savepoint each, or — on a target that saves round
+//! trips by it (PostgreSQL) — all together, confirmed when the batch is settled; if the target
+//! refuses something of a batch sent together, the batch is rolled back and done again entry
+//! by entry, so that the refused entry is found and quarantined (or stopped before) as it
+//! would have been. The journal is acknowledged locally only after the commit is known to
+//! have landed. Consequences:
 //!
 //! * a crash anywhere before the commit loses the transaction and nothing is acknowledged: the
 //!   same entries are applied again, once;
@@ -34,7 +37,9 @@ use crate::replay::source::{Source, SourceReader};
 use crate::replay::state::ReplayState;
 use crate::replay::status::PendingBasis;
 use crate::replay::watch::Watch;
-use crate::target::{Applied, Commit, EventDb, Rejected, Target, TargetOptions, TargetSpec};
+use crate::target::{
+    Applied, BatchMode, Commit, EventDb, Rejected, Settled, Target, TargetOptions, TargetSpec,
+};
 
 /// Applies journal entries to a target (an SQLite file or a PostgreSQL server) exactly once.
 /// See the module documentation for the protocol.
@@ -389,22 +394,43 @@ impl<E: JournalEvent> Replayer<E> {
         head: Lsn,
         first_retained: Lsn,
     ) -> Result<Step, BatchError> {
-        self.target.begin(id)?;
-        let wm = self.target.read_watermark(id)?;
-        if let Some(step) = self.before_applying(wm, head, first_retained)? {
-            self.target.rollback();
-            return Ok(step);
-        }
-        let run = self.apply_entries(id, wm, head)?;
-        if run.last == wm {
-            self.target.rollback();
-            self.reader = None;
-            return match run.stopped {
-                Some(e) => Err(BatchError::Failed(e)),
-                None => Ok(Step::CaughtUp),
-            };
-        }
-        self.target.set_watermark(id, run.last)?;
+        let mut mode = BatchMode::Combined;
+        let run = loop {
+            self.target.begin(id, mode)?;
+            let wm = self.target.read_watermark(id)?;
+            if let Some(step) = self.before_applying(wm, head, first_retained)? {
+                self.target.rollback();
+                return Ok(step);
+            }
+            let run = self.apply_entries(id, wm, head)?;
+            if run.last == wm {
+                self.target.rollback();
+                self.reader = None;
+                return match run.stopped {
+                    Some(e) => Err(BatchError::Failed(e)),
+                    None => Ok(Step::CaughtUp),
+                };
+            }
+            self.target.set_watermark(id, run.last)?;
+            match self.target.settle()? {
+                Settled::Applied => break (wm, run),
+                Settled::Redo(why) if mode == BatchMode::Combined => {
+                    // The target refused something of the batch sent together: do it again
+                    // entry by entry, where the refused entry is known.
+                    tracing::debug!(first = wm + 1, last = run.last, %why, "batch redone entry by entry");
+                    self.target.rollback();
+                    self.reader = None;
+                    mode = BatchMode::EntryByEntry;
+                }
+                Settled::Redo(why) => {
+                    return Err(BatchError::Failed(Error::Target(TargetError::Unusable {
+                        path: self.spec.error_path(),
+                        reason: format!("the target refused a batch applied entry by entry at settle: {why}"),
+                    })));
+                }
+            }
+        };
+        let (wm, run) = run;
         let Run {
             last,
             entries,

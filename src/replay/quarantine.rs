@@ -5,7 +5,7 @@ use crate::error::{Error, Result, TargetError};
 use crate::event::{JournalEvent, decode_event};
 use crate::format::Lsn;
 use crate::replay::driver::Replayer;
-use crate::target::{Applied, Commit, EventDb};
+use crate::target::{Applied, BatchMode, Commit, EventDb};
 
 /// An entry the target refused, kept in its `syncjournal_rejected` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,8 @@ impl<E: JournalEvent> Replayer<E> {
     fn retry(&mut self, lsn: Lsn) -> Result<()> {
         let id = self.source.id();
         let target = &mut self.target;
-        target.begin(id)?;
+        // One entry: nothing to combine, and its refusal must be known as it happens.
+        target.begin(id, BatchMode::EntryByEntry)?;
         let Some(row) = target.quarantined_entry(id, lsn)? else {
             target.rollback();
             return Err(Error::Target(TargetError::EntryRejected {

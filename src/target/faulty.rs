@@ -1,7 +1,7 @@
 //! The fault-injecting target (feature `fault-injection`): wraps any target and fails chosen
 //! protocol steps, as redb's crash tests wrap its storage backend. Steps are numbered per batch
 //! (`BEGIN` is 0, then `read watermark`, per entry `savepoint`, `event`, `release` or
-//! `rollback to` (+ `quarantine`), then `update watermark`, `commit`); see
+//! `rollback to` (+ `quarantine`), then `update watermark`, `settle`, `commit`); see
 //! [`TargetFaults`](crate::fault::TargetFaults).
 
 use std::sync::Arc;
@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::fault::TargetFaults;
 use crate::format::Lsn;
 use crate::target::sqlite::target_error;
-use crate::target::{Applied, Commit, EventDb, QuarantineRow, Rejected, Target};
+use crate::target::{
+    Applied, BatchMode, Commit, EventDb, QuarantineRow, Rejected, Settled, Target,
+};
 
 /// A target whose protocol steps pass through a [`TargetFaults`] first.
 pub(crate) struct Faulty {
@@ -65,11 +67,11 @@ impl Target for Faulty {
         self.inner.discard()
     }
 
-    fn begin(&mut self, journal: Uuid) -> Result<()> {
+    fn begin(&mut self, journal: Uuid, mode: BatchMode) -> Result<()> {
         self.step = 0;
         self.inner.connect()?;
         self.hook("BEGIN")?;
-        self.inner.begin(journal)
+        self.inner.begin(journal, mode)
     }
 
     fn read_watermark(&mut self, journal: Uuid) -> Result<Lsn> {
@@ -119,6 +121,11 @@ impl Target for Faulty {
     fn set_watermark(&mut self, journal: Uuid, lsn: Lsn) -> Result<()> {
         self.hook("update watermark")?;
         self.inner.set_watermark(journal, lsn)
+    }
+
+    fn settle(&mut self) -> Result<Settled> {
+        self.hook("settle")?;
+        self.inner.settle()
     }
 
     fn commit(&mut self) -> Commit {

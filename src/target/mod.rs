@@ -95,6 +95,27 @@ pub(crate) enum Commit {
     InDoubt(Error),
 }
 
+/// How a batch applies its entries (see [`Target::begin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchMode {
+    /// A target that can may send the batch's entries together (rows of one table sharing
+    /// statements) without a savepoint each, and report at [`Target::settle`]; if the target
+    /// refused something in it, the batch is rolled back and done again entry by entry.
+    Combined,
+    /// Each entry is applied and confirmed in its own savepoint before the next: a refused
+    /// entry is known as it happens (and quarantined or stopped before).
+    EntryByEntry,
+}
+
+/// The outcome of [`Target::settle`].
+pub(crate) enum Settled {
+    /// Every entry of the batch (and its watermark) is applied in the open transaction.
+    Applied,
+    /// The target refused something of a combined batch, which entry is not known: roll the
+    /// batch back and do it again [`BatchMode::EntryByEntry`]. The string says what failed.
+    Redo(String),
+}
+
 /// How an entry's apply ended (see [`Target::apply`]).
 pub(crate) enum Applied {
     /// Its effects are in the open savepoint.
@@ -110,7 +131,8 @@ pub(crate) enum Applied {
 /// (Target::read_watermark), per entry [`savepoint`](Target::savepoint) →
 /// [`apply`](Target::apply) → [`release`](Target::release) or
 /// [`rollback_to`](Target::rollback_to) (then maybe [`quarantine`](Target::quarantine)),
-/// [`set_watermark`](Target::set_watermark), [`commit`](Target::commit). Any error ends the
+/// [`set_watermark`](Target::set_watermark), [`settle`](Target::settle) (which may ask for the
+/// batch again entry by entry), [`commit`](Target::commit). Any error ends the
 /// batch: the driver calls [`rollback`](Target::rollback) and, unless
 /// [`keeps_connection`](Target::keeps_connection), [`discard`](Target::discard).
 ///
@@ -130,8 +152,9 @@ pub(crate) trait Target: Send {
     fn discard(&mut self);
 
     /// Starts a batch: a transaction holding the target's write lock for journal `journal`, so
-    /// that no other replayer moves its watermark until the batch ends.
-    fn begin(&mut self, journal: Uuid) -> Result<()>;
+    /// that no other replayer moves its watermark until the batch ends. `mode` says whether
+    /// the entries may be sent together (a target without round trips to save ignores it).
+    fn begin(&mut self, journal: Uuid, mode: BatchMode) -> Result<()>;
 
     /// The watermark of `journal`, read inside the batch (0: nothing applied yet).
     fn read_watermark(&mut self, journal: Uuid) -> Result<Lsn>;
@@ -159,6 +182,10 @@ pub(crate) trait Target: Send {
 
     /// Moves the watermark of `journal` to `lsn`, in the batch.
     fn set_watermark(&mut self, journal: Uuid, lsn: Lsn) -> Result<()>;
+
+    /// Sends what the batch still holds back and confirms that every entry and the watermark
+    /// are applied in the open transaction (before [`commit`](Target::commit)).
+    fn settle(&mut self) -> Result<Settled>;
 
     /// Commits the batch.
     fn commit(&mut self) -> Commit;

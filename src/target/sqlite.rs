@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::target::{
-    Applied, Commit, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow, REJECTED_COLUMNS,
-    REJECTED_TABLE, Rejected, Target, TargetOptions, watermark_value,
+    Applied, BatchMode, Commit, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow,
+    REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Settled, Target, TargetOptions, watermark_value,
 };
 
 const CREATE_TABLES: &str = "
@@ -450,7 +450,8 @@ impl Target for SqliteTarget {
         self.drop_connection();
     }
 
-    fn begin(&mut self, _journal: Uuid) -> Result<()> {
+    fn begin(&mut self, _journal: Uuid, _mode: BatchMode) -> Result<()> {
+        // Local statements cost no round trip: every batch goes entry by entry.
         self.open_connection()?;
         // The file's write lock, for the whole batch: no other writer (of any journal) can
         // move this journal's watermark until it ends.
@@ -540,6 +541,11 @@ impl Target for SqliteTarget {
             .and_then(|mut s| s.execute((journal.to_string(), lsn as i64, now_ms() as i64)))
             .map(|_| ())
             .map_err(|e| target_error(&self.path, "update watermark", e))
+    }
+
+    fn settle(&mut self) -> Result<Settled> {
+        // Every statement already ran (entry by entry).
+        Ok(Settled::Applied)
     }
 
     fn commit(&mut self) -> Commit {

@@ -5,7 +5,9 @@ use uuid::Uuid;
 use crate::apply::ApplyError;
 use crate::error::{Error, Result, TargetError};
 use crate::format::Lsn;
-use crate::target::{Applied, Commit, ConnString, EventDb, QuarantineRow, Rejected, Target};
+use crate::target::{
+    Applied, BatchMode, Commit, ConnString, EventDb, QuarantineRow, Rejected, Settled, Target,
+};
 
 /// The error every use of a PostgreSQL target gives in this build.
 pub(crate) fn no_postgres(conn: &ConnString) -> Error {
@@ -38,7 +40,10 @@ impl Target for NoPostgres {
         false
     }
     fn discard(&mut self) {}
-    fn begin(&mut self, _: Uuid) -> Result<()> {
+    fn begin(&mut self, _: Uuid, _: BatchMode) -> Result<()> {
+        self.err()
+    }
+    fn settle(&mut self) -> Result<Settled> {
         self.err()
     }
     fn read_watermark(&mut self, _: Uuid) -> Result<Lsn> {

@@ -1,9 +1,11 @@
 //! Applying row mutations to PostgreSQL: names checked against the server's catalog for the
 //! configured schema (the canonical name found there, double-quoted, is what goes into SQL;
 //! syncjournal's own tables are out of reach), values checked against the column's type, and
-//! each entry's statements sent as one simple-query message with its savepoint (one round
-//! trip per entry). Literals are rendered here, with `standard_conforming_strings` on for the
-//! session, so a value can never end its literal early.
+//! rendered as statements for the batch's message ([`Pending`]): in a combined batch the rows
+//! of many entries share multi-row statements and one message, entry by entry each entry's
+//! statements are one message with its savepoint. Literals are rendered here, with
+//! `standard_conforming_strings` on for the session, so a value can never end its literal
+//! early.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,6 +16,8 @@ use crate::apply::ApplyError;
 use crate::format::Lsn;
 use crate::mutation::{Mutation, Value};
 use crate::target::{PROGRESS_TABLE, REJECTED_TABLE};
+
+use super::batch::{Expect, Pending, Rendered, Row, SendError};
 
 /// One column, as the catalog describes it.
 #[derive(Debug, Clone)]
@@ -60,17 +64,16 @@ pub struct PgApplyContext<'c> {
     pub(crate) client: &'c mut Client,
     pub(crate) catalog: &'c mut Catalog,
     pub(crate) schema: &'c str,
-    /// Statements to send before anything else (the savepoint, the last entry's release).
-    pub(crate) pending: &'c mut String,
+    /// Statements not sent yet (the savepoint, the last entry's release; in a combined batch
+    /// the entries before this one).
+    pub(crate) pending: &'c mut Pending,
     pub(crate) lsn: Lsn,
-}
-
-/// What each statement of a message must do to count as applied.
-#[derive(Clone)]
-enum Expect {
-    Anything,
-    /// At least one row changed, else the mutation (described) is refused: "no such row".
-    Changes(String),
+    /// The batch is combined: statements wait in `pending` until the batch is settled, and
+    /// entries have no savepoints.
+    pub(crate) combined: bool,
+    /// Set when something of this entry went into a combined batch (sent or waiting), which
+    /// has no savepoint to undo it with.
+    pub(crate) written: &'c mut bool,
 }
 
 impl PgApplyContext<'_> {
@@ -102,20 +105,28 @@ impl PgApplyContext<'_> {
         self.client.query(sql, params).map_err(apply_error)
     }
 
+    /// Sends what waits, before a statement whose answer the event needs now.
     fn flush_pending(&mut self) -> Result<(), ApplyError> {
-        if self.pending.is_empty() {
-            return Ok(());
+        if self.combined {
+            *self.written = true;
         }
-        let sql = std::mem::take(self.pending);
-        self.client.batch_execute(&sql).map_err(apply_error)
+        self.send_pending()
+    }
+
+    fn send_pending(&mut self) -> Result<(), ApplyError> {
+        self.pending.send(self.client).map_err(|e| match e {
+            SendError::Server(e) => apply_error(e),
+            SendError::Refused(what) => ApplyError::permanent(what),
+        })
     }
 
     /// Applies row mutations (a [`ChangeSet`](crate::ChangeSet)'s) after checking their
-    /// tables, keys, columns and values against the catalog: one message to the server.
+    /// tables, keys, columns and values against the catalog. Entry by entry they go to the
+    /// server at once (one message with the entry's savepoint); in a combined batch they wait
+    /// for the rest of the batch, rows of one table sharing statements.
     pub fn apply_changes(&mut self, mutations: &[Mutation]) -> Result<(), ApplyError> {
-        // Rendered first: a refusal found here leaves the pending savepoint in place.
-        let mut body = String::new();
-        let mut checks = Vec::with_capacity(mutations.len());
+        // Rendered first: a refusal found here leaves nothing of the entry pending.
+        let mut rendered = Vec::with_capacity(mutations.len());
         for m in mutations {
             let (t, cached) = self.table(m.table())?;
             let stmt = match render(&t, m) {
@@ -129,34 +140,18 @@ impl PgApplyContext<'_> {
                 }
                 Err(e) => return Err(e),
             };
-            body.push_str(&stmt);
-            body.push(';');
-            checks.push(if matches!(m, Mutation::Update { .. }) {
-                Expect::Changes(format!("{m}: no row in {} has this key", t.name))
-            } else {
-                Expect::Anything
-            });
+            rendered.push(stmt);
         }
-        let mut sql = std::mem::take(self.pending);
-        let mut expect = vec![Expect::Anything; count_statements(&sql)];
-        expect.extend(checks);
-        sql.push_str(&body);
-        if sql.is_empty() {
+        if self.combined && !rendered.is_empty() {
+            *self.written = true;
+        }
+        for r in rendered {
+            self.pending.push(r);
+        }
+        if self.combined {
             return Ok(());
         }
-        let msgs = self.client.simple_query(&sql).map_err(apply_error)?;
-        let mut i = 0;
-        for msg in msgs {
-            if let postgres::SimpleQueryMessage::CommandComplete(n) = msg {
-                if let Some(Expect::Changes(what)) = expect.get(i)
-                    && n == 0
-                {
-                    return Err(ApplyError::permanent(what.clone()));
-                }
-                i += 1;
-            }
-        }
-        Ok(())
+        self.send_pending()
     }
 
     /// The table `name` of the configured schema, from the catalog (cached per connection;
@@ -169,11 +164,6 @@ impl PgApplyContext<'_> {
         self.catalog.tables.insert(name.to_string(), t.clone());
         Ok((t, false))
     }
-}
-
-/// The statements in a message syncjournal itself built (`;`-terminated, no `;` inside).
-fn count_statements(sql: &str) -> usize {
-    sql.matches(';').count()
 }
 
 /// Maps a client error inside an entry to an [`ApplyError`].
@@ -248,8 +238,8 @@ fn column<'t>(t: &'t PgTable, m: &Mutation, name: &str) -> Result<&'t PgColumn, 
         })
 }
 
-/// One mutation as SQL (without the `;`).
-fn render(t: &PgTable, m: &Mutation) -> Result<String, ApplyError> {
+/// One mutation as a statement, or as a row that may share an `INSERT` with its neighbours.
+fn render(t: &PgTable, m: &Mutation) -> Result<Rendered, ApplyError> {
     let key = m.key();
     let values = m.values();
     if key.is_empty() {
@@ -292,15 +282,25 @@ fn render(t: &PgTable, m: &Mutation) -> Result<String, ApplyError> {
         .map(|(c, l)| format!("{} = {l}", q(c)))
         .collect::<Vec<_>>()
         .join(" AND ");
-    let insert = || {
-        let names: Vec<String> = cols.iter().map(|(c, _)| q(c)).collect();
-        let lits: Vec<&str> = cols.iter().map(|(_, l)| l.as_str()).collect();
-        format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            t.qualified,
-            names.join(", "),
-            lits.join(", ")
-        )
+    let names = || {
+        cols.iter()
+            .map(|(c, _)| q(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lits = || {
+        cols.iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let row = |tail: String, key: Option<String>| {
+        Rendered::Row(Row {
+            head: format!("INSERT INTO {} ({}) VALUES ", t.qualified, names()),
+            values: format!("({})", lits()),
+            tail,
+            key,
+        })
     };
     let set = || {
         vcols
@@ -310,14 +310,20 @@ fn render(t: &PgTable, m: &Mutation) -> Result<String, ApplyError> {
             .join(", ")
     };
     Ok(match m {
-        Mutation::Insert { .. } => insert(),
+        Mutation::Insert { .. } => row(String::new(), None),
         Mutation::Update { .. } => {
             if vcols.is_empty() {
                 return Err(ApplyError::permanent(format!("{m}: update sets no column")));
             }
-            format!("UPDATE {} SET {} WHERE {key_where}", t.qualified, set())
+            Rendered::Statement(
+                format!("UPDATE {} SET {} WHERE {key_where}", t.qualified, set()),
+                Expect::Changes(format!("{m}: no row in {} has this key", t.name)),
+            )
         }
-        Mutation::Delete { .. } => format!("DELETE FROM {} WHERE {key_where}", t.qualified),
+        Mutation::Delete { .. } => Rendered::Statement(
+            format!("DELETE FROM {} WHERE {key_where}", t.qualified),
+            Expect::Anything,
+        ),
         Mutation::Upsert { .. } => {
             let pk: Vec<&PgColumn> = t.columns.iter().filter(|c| c.in_pk).collect();
             let same = pk.len() == kcols.len()
@@ -344,15 +350,23 @@ fn render(t: &PgTable, m: &Mutation) -> Result<String, ApplyError> {
                 .collect::<Vec<_>>()
                 .join(", ");
             if covered {
+                let key = kcols
+                    .iter()
+                    .map(|(_, l)| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if vcols.is_empty() {
-                    format!("{} ON CONFLICT ({conflict}) DO NOTHING", insert())
+                    row(format!(" ON CONFLICT ({conflict}) DO NOTHING"), Some(key))
                 } else {
                     let ex = vcols
                         .iter()
                         .map(|(c, _)| format!("{n} = EXCLUDED.{n}", n = q(c)))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    format!("{} ON CONFLICT ({conflict}) DO UPDATE SET {ex}", insert())
+                    row(
+                        format!(" ON CONFLICT ({conflict}) DO UPDATE SET {ex}"),
+                        Some(key),
+                    )
                 }
             } else {
                 // Not every required column is given: update the row if it exists, else
@@ -366,13 +380,14 @@ fn render(t: &PgTable, m: &Mutation) -> Result<String, ApplyError> {
                         set()
                     )
                 };
-                let names: Vec<String> = cols.iter().map(|(c, _)| q(c)).collect();
-                let lits: Vec<&str> = cols.iter().map(|(_, l)| l.as_str()).collect();
-                format!(
-                    "WITH sj_u AS ({upd}) INSERT INTO {} ({}) SELECT {} WHERE NOT EXISTS (SELECT 1 FROM sj_u)",
-                    t.qualified,
-                    names.join(", "),
-                    lits.join(", ")
+                Rendered::Statement(
+                    format!(
+                        "WITH sj_u AS ({upd}) INSERT INTO {} ({}) SELECT {} WHERE NOT EXISTS (SELECT 1 FROM sj_u)",
+                        t.qualified,
+                        names(),
+                        lits()
+                    ),
+                    Expect::Anything,
                 )
             }
         }

@@ -3,13 +3,21 @@
 //! A batch is `BEGIN` (READ COMMITTED) plus `pg_advisory_xact_lock` on a key derived from the
 //! journal id, sent as one message: every replayer of this journal serialises on that lock
 //! until its transaction ends, so the watermark read next cannot move under it; replayers of
-//! other journals proceed in parallel. Entries are applied in a savepoint each, with the
-//! previous entry's `RELEASE` and the next `SAVEPOINT` sent with the entry's statements (one
-//! round trip per entry); the watermark moves in the same transaction. A `COMMIT` that fails
-//! without an answer from the server, or with a connection or shutdown error, is in doubt and
-//! resolved by reading the watermark through a new connection.
+//! other journals proceed in parallel.
+//!
+//! A combined batch (the normal case) sends all its entries and the watermark update as one
+//! message when it is settled, the rows of consecutive inserts and upserts into one table
+//! sharing multi-row statements, without savepoints: a batch costs four round trips (begin,
+//! read the watermark, the entries, commit) however many entries it holds. If the server
+//! refuses anything in that message (a constraint, an update that finds no row, …) the
+//! transaction is rolled back and the driver does the batch again entry by entry: each entry
+//! in a savepoint, with the previous entry's `RELEASE` and the next `SAVEPOINT` sent with its
+//! statements (one round trip per entry), so that the refused entry is known. A `COMMIT` that
+//! fails without an answer from the server, or with a connection or shutdown error, is in
+//! doubt and resolved by reading the watermark through a new connection.
 
 mod apply;
+mod batch;
 mod connect;
 
 use postgres::Client;
@@ -20,12 +28,14 @@ use crate::error::{Error, Result, TargetError};
 use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::target::{
-    Applied, Commit, ConnString, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow,
-    REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Target, TargetOptions, watermark_value,
+    Applied, BatchMode, Commit, ConnString, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE,
+    QuarantineRow, REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Settled, Target, TargetOptions,
+    watermark_value,
 };
 
 pub use apply::PgApplyContext;
 use apply::{Catalog, quote_ident};
+use batch::{Expect, Pending, SendError};
 use connect::pg_error;
 
 /// A connection to a PostgreSQL server, opened lazily and discarded after any failure that
@@ -35,8 +45,17 @@ pub(crate) struct PgTarget {
     opts: TargetOptions,
     client: Option<Client>,
     catalog: Catalog,
-    /// Statements to send before the next one (a savepoint, the last entry's release).
-    pending: String,
+    /// Statements not sent yet: a savepoint and the last entry's release; in a combined batch
+    /// every entry's statements and the watermark update, until the batch is settled.
+    pending: Pending,
+    /// The open batch is combined ([`BatchMode::Combined`]).
+    combined: bool,
+    /// In a combined batch: something of the current entry went into the batch (sent or
+    /// waiting), which has no savepoint to undo it with.
+    entry_written: bool,
+    /// In a combined batch: what the server refused; the batch is to be done again entry by
+    /// entry, and nothing more is sent in it.
+    redo: Option<String>,
     /// A statement of the open transaction failed and was not rolled back to a savepoint:
     /// the transaction can only roll back.
     aborted: bool,
@@ -85,9 +104,21 @@ impl PgTarget {
             opts,
             client: None,
             catalog: Catalog::default(),
-            pending: String::new(),
+            pending: Pending::default(),
+            combined: false,
+            entry_written: false,
+            redo: None,
             aborted: false,
         }
+    }
+
+    /// Forgets the open batch's state (not the connection).
+    fn reset_batch(&mut self) {
+        self.pending.reset(false);
+        self.combined = false;
+        self.entry_written = false;
+        self.redo = None;
+        self.aborted = false;
     }
 
     fn name(&self) -> &str {
@@ -150,8 +181,7 @@ impl PgTarget {
         tracing::debug!(target = %self.conn.redacted(), "target connected");
         self.client = Some(client);
         self.catalog.clear();
-        self.pending.clear();
-        self.aborted = false;
+        self.reset_batch();
         Ok(())
     }
 
@@ -221,23 +251,44 @@ impl PgTarget {
         Ok(())
     }
 
-    /// Sends what is pending (a savepoint, a release), if anything.
-    fn flush(&mut self, what: &str) -> Result<()> {
-        if self.pending.is_empty() {
+    /// Sends what waits, if anything, as one message.
+    fn send_pending(&mut self, what: &str) -> Result<()> {
+        if self.pending.is_empty() || self.redo.is_some() {
             return Ok(());
         }
-        self.send(what, "")
+        let Some(client) = self.client.as_mut() else {
+            return Err(self.err_no_connection());
+        };
+        match self.pending.send(client) {
+            Ok(()) => Ok(()),
+            Err(SendError::Server(e)) => {
+                let err = self.err(what, e);
+                self.failed(err)
+            }
+            Err(SendError::Refused(why)) => {
+                let err = Error::Target(TargetError::Server {
+                    target: self.name().to_string(),
+                    message: format!("{what}: {why}"),
+                    sqlstate: None,
+                    transient: false,
+                    source: None,
+                });
+                self.failed(err)
+            }
+        }
     }
 
-    /// Sends what is pending plus `sql` as one message.
-    fn send(&mut self, what: &str, sql: &str) -> Result<()> {
-        let mut msg = std::mem::take(&mut self.pending);
-        msg.push_str(sql);
-        let r = self.client()?.batch_execute(&msg);
-        r.map_err(|e| {
-            self.aborted = true;
-            self.err(what, e)
-        })
+    /// A statement of the open transaction failed with `err`. Entry by entry that ends the
+    /// batch; in a combined batch, a failure that a retry cannot cure is some entry's (which
+    /// one is not known): remembered, and the batch settles as [`Settled::Redo`].
+    fn failed(&mut self, err: Error) -> Result<()> {
+        self.aborted = true;
+        if self.combined && !err.is_transient() {
+            tracing::debug!(error = %err, "combined batch refused; it is done again entry by entry");
+            self.redo = Some(err.to_string());
+            return Ok(());
+        }
+        Err(err)
     }
 }
 
@@ -260,21 +311,23 @@ impl Target for PgTarget {
             tracing::debug!(target = %self.conn.redacted(), "target connection discarded");
         }
         self.catalog.clear();
-        self.pending.clear();
-        self.aborted = false;
+        self.reset_batch();
     }
 
-    fn begin(&mut self, journal: Uuid) -> Result<()> {
+    fn begin(&mut self, journal: Uuid, mode: BatchMode) -> Result<()> {
         Target::connect(self)?;
-        self.pending.clear();
-        self.aborted = false;
-        self.send(
-            "BEGIN",
+        self.reset_batch();
+        self.pending.statement(
             &format!(
                 "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
                 lock_key(journal)
             ),
-        )
+            Expect::Anything,
+        );
+        self.send_pending("BEGIN")?;
+        self.combined = mode == BatchMode::Combined;
+        self.pending.reset(self.combined);
+        Ok(())
     }
 
     fn read_watermark(&mut self, journal: Uuid) -> Result<Lsn> {
@@ -295,7 +348,12 @@ impl Target for PgTarget {
     }
 
     fn savepoint(&mut self) -> Result<()> {
-        self.pending.push_str("SAVEPOINT sj_entry;");
+        if self.combined {
+            // No savepoints in a combined batch: a refusal redoes the whole batch.
+            self.entry_written = false;
+        } else {
+            self.pending.statement("SAVEPOINT sj_entry", Expect::Anything);
+        }
         Ok(())
     }
 
@@ -304,6 +362,10 @@ impl Target for PgTarget {
         lsn: Lsn,
         f: &mut dyn FnMut(EventDb<'_, '_>) -> std::result::Result<(), ApplyError>,
     ) -> Result<Applied> {
+        if self.redo.is_some() {
+            // The batch is done again entry by entry: nothing more goes into this one.
+            return Ok(Applied::Done);
+        }
         Target::connect(self)?;
         let name = self.conn.redacted().to_string();
         let Some(client) = self.client.as_mut() else {
@@ -315,19 +377,35 @@ impl Target for PgTarget {
             schema: &self.schema,
             pending: &mut self.pending,
             lsn,
+            combined: self.combined,
+            written: &mut self.entry_written,
         };
         let r = f(EventDb::Postgres(&mut ctx));
-        // Whatever the event did not send (it ran no statement) still opens its savepoint.
+        let unwritten = !self.entry_written;
         match r {
             Ok(()) => Ok(Applied::Done),
-            Err(ApplyError::Permanent { reason }) => {
-                self.aborted = true;
+            // Entry by entry the entry's savepoint undoes what it did; in a combined batch
+            // a refusal is clean only if nothing of the entry went into the batch.
+            Err(ApplyError::Permanent { reason }) if !self.combined || unwritten => {
+                self.aborted = !self.combined;
                 Ok(Applied::Refused(reason))
             }
-            Err(ApplyError::Unsupported { backend }) => Ok(Applied::Unsupported(backend)),
+            Err(ApplyError::Unsupported { backend }) if !self.combined || unwritten => {
+                Ok(Applied::Unsupported(backend))
+            }
+            Err(e @ (ApplyError::Permanent { .. } | ApplyError::Unsupported { .. })) => {
+                self.failed(Error::Target(TargetError::Server {
+                    target: name,
+                    message: format!("apply LSN {lsn}: {e}"),
+                    sqlstate: None,
+                    transient: false,
+                    source: None,
+                }))?;
+                Ok(Applied::Done)
+            }
             Err(ApplyError::Server(e)) => {
-                self.aborted = true;
-                Err(pg_error(&name, &format!("apply LSN {lsn}"), e.into_inner()))
+                self.failed(pg_error(&name, &format!("apply LSN {lsn}"), e.into_inner()))?;
+                Ok(Applied::Done)
             }
             Err(ApplyError::Transient(e)) => {
                 self.aborted = true;
@@ -343,19 +421,29 @@ impl Target for PgTarget {
     }
 
     fn release(&mut self) -> Result<()> {
-        self.pending.push_str("RELEASE sj_entry;");
+        if !self.combined {
+            self.pending.statement("RELEASE sj_entry", Expect::Anything);
+        }
         Ok(())
     }
 
     fn rollback_to(&mut self) -> Result<()> {
+        if self.combined {
+            // Nothing of the entry went into the batch (else its refusal redoes the batch).
+            return Ok(());
+        }
         self.pending
-            .push_str("ROLLBACK TO SAVEPOINT sj_entry; RELEASE sj_entry;");
+            .statement("ROLLBACK TO SAVEPOINT sj_entry", Expect::Anything);
+        self.pending.statement("RELEASE sj_entry", Expect::Anything);
         self.aborted = false;
         Ok(())
     }
 
     fn quarantine(&mut self, journal: Uuid, entry: &Rejected<'_>) -> Result<()> {
-        self.flush("quarantine")?;
+        self.send_pending("quarantine")?;
+        if self.redo.is_some() {
+            return Ok(());
+        }
         let sql = format!(
             "INSERT INTO {} (journal_id, lsn, kind, payload, summary, error, rejected_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -377,10 +465,13 @@ impl Target for PgTarget {
                 &at,
             ],
         );
-        r.map(|_| ()).map_err(|e| {
-            self.aborted = true;
-            self.err("quarantine", e)
-        })
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = self.err("quarantine", e);
+                self.failed(err)
+            }
+        }
     }
 
     fn set_watermark(&mut self, journal: Uuid, lsn: Lsn) -> Result<()> {
@@ -392,7 +483,20 @@ impl Target for PgTarget {
             self.progress,
             now_ms()
         );
-        self.send("update watermark", &sql)
+        self.pending.statement(&sql, Expect::Anything);
+        if self.combined {
+            // Sent with the entries when the batch is settled.
+            return Ok(());
+        }
+        self.send_pending("update watermark")
+    }
+
+    fn settle(&mut self) -> Result<Settled> {
+        self.send_pending("apply the batch")?;
+        Ok(match self.redo.take() {
+            Some(why) => Settled::Redo(why),
+            None => Settled::Applied,
+        })
     }
 
     fn commit(&mut self) -> Commit {
@@ -429,8 +533,7 @@ impl Target for PgTarget {
     }
 
     fn rollback(&mut self) {
-        self.pending.clear();
-        self.aborted = false;
+        self.reset_batch();
         if let Some(c) = self.client.as_mut()
             && c.batch_execute("ROLLBACK").is_err()
         {
@@ -512,7 +615,7 @@ impl Target for PgTarget {
     fn remove_quarantined(&mut self, journal: Uuid, lsn: Lsn) -> Result<u64> {
         // The table names are the schema's, known once connected.
         Target::connect(self)?;
-        self.flush("remove quarantined entry")?;
+        self.send_pending("remove quarantined entry")?;
         let sql = format!(
             "DELETE FROM {} WHERE journal_id = $1 AND lsn = $2",
             self.rejected
