@@ -425,7 +425,9 @@ impl<E: JournalEvent> Replayer<E> {
                 Settled::Redo(why) => {
                     return Err(BatchError::Failed(Error::Target(TargetError::Unusable {
                         path: self.spec.error_path(),
-                        reason: format!("the target refused a batch applied entry by entry at settle: {why}"),
+                        reason: format!(
+                            "the target refused a batch applied entry by entry at settle: {why}"
+                        ),
                     })));
                 }
             }
@@ -594,18 +596,19 @@ impl<E: JournalEvent> Replayer<E> {
                 break;
             }
             let decoded = decode_event::<E>(rec.payload);
-            let summary = match &decoded {
+            target.savepoint()?;
+            let applied = match &decoded {
+                Ok((_, event)) => target.apply(lsn, &mut |db| apply_event(event, db))?,
+                Err(reason) => Applied::Refused(format!("undecodable payload: {reason}")),
+            };
+            // Described only when refused (describing every entry costs as much as applying).
+            let summary = || match &decoded {
                 Ok((_, e)) => e.describe(),
                 Err(_) => format!(
                     "kind {:#04x} record of {} bytes",
                     rec.kind,
                     rec.payload.len()
                 ),
-            };
-            target.savepoint()?;
-            let applied = match decoded {
-                Ok((_, event)) => target.apply(lsn, &mut |db| apply_event(&event, db))?,
-                Err(reason) => Applied::Refused(format!("undecodable payload: {reason}")),
             };
             match applied {
                 Applied::Done => target.release()?,
@@ -620,6 +623,7 @@ impl<E: JournalEvent> Replayer<E> {
                 }
                 Applied::Refused(reason) => {
                     target.rollback_to()?;
+                    let summary = summary();
                     if policy == RejectPolicy::Stop {
                         run.stopped = Some(Error::Target(TargetError::EntryRejected {
                             lsn,

@@ -409,7 +409,7 @@ fn nothing_is_acknowledged_unless_the_target_transaction_committed() {
     with_timeout(60, || {
         // By label, and by index: with batches of 3 entries the statements are BEGIN (0),
         // read watermark (1), 3 per entry (savepoint, event, release: 2..=10), update
-        // watermark (11), COMMIT (12).
+        // watermark (11), settle (12: SQLite has nothing left to send), COMMIT (13).
         for (how, plan) in [
             (
                 "label",
@@ -423,7 +423,7 @@ fn nothing_is_acknowledged_unless_the_target_transaction_committed() {
             (
                 "index",
                 Plan {
-                    index: Some(12),
+                    index: Some(13),
                     times: usize::MAX,
                     code: rusqlite::ffi::SQLITE_IOERR,
                     ..Plan::default()

@@ -7,8 +7,7 @@
 //! `standard_conforming_strings` on for the session, so a value can never end its literal
 //! early.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::sync::Arc;
 
 use postgres::Client;
 
@@ -17,45 +16,8 @@ use crate::format::Lsn;
 use crate::mutation::{Mutation, Value};
 use crate::target::{PROGRESS_TABLE, REJECTED_TABLE};
 
-use super::batch::{Expect, Pending, Rendered, Row, SendError};
-
-/// One column, as the catalog describes it.
-#[derive(Debug, Clone)]
-pub(crate) struct PgColumn {
-    pub name: String,
-    /// `pg_type.typname` (`int8`, `text`, `bytea`, …).
-    pub typ: String,
-    /// Part of the primary key.
-    pub in_pk: bool,
-    /// NOT NULL without a default: an insert must give it.
-    pub required: bool,
-}
-
-/// One table of the schema.
-#[derive(Debug, Clone)]
-pub(crate) struct PgTable {
-    /// The table's name, quoted and schema-qualified.
-    pub qualified: String,
-    pub name: String,
-    pub columns: Vec<PgColumn>,
-}
-
-/// The tables looked up so far on this connection.
-#[derive(Debug, Default)]
-pub(crate) struct Catalog {
-    tables: HashMap<String, PgTable>,
-}
-
-impl Catalog {
-    pub(crate) fn clear(&mut self) {
-        self.tables.clear();
-    }
-}
-
-/// Quotes an identifier for PostgreSQL.
-pub(crate) fn quote_ident(name: &str) -> String {
-    crate::apply::quote_ident(name)
-}
+use super::batch::{Cell, Conflict, Expect, Pending, Rendered, Row, SendError};
+use super::catalog::{Catalog, PgColumn, PgTable, quote_ident};
 
 /// What an application event's `apply_postgres` works with: the LSN of the entry, the row
 /// mutations of [`ChangeSet`](crate::ChangeSet) ([`PgApplyContext::apply_changes`]) and its
@@ -134,7 +96,7 @@ impl PgApplyContext<'_> {
                 // The schema may have changed under us (a migration): look again before
                 // calling the entry permanently wrong.
                 Err(ApplyError::Permanent { .. }) if cached => {
-                    self.catalog.tables.remove(m.table());
+                    self.catalog.remove(m.table());
                     let (t, _) = self.table(m.table())?;
                     render(&t, m)?
                 }
@@ -156,12 +118,12 @@ impl PgApplyContext<'_> {
 
     /// The table `name` of the configured schema, from the catalog (cached per connection;
     /// true if it came from the cache).
-    fn table(&mut self, name: &str) -> Result<(PgTable, bool), ApplyError> {
-        if let Some(t) = self.catalog.tables.get(name) {
-            return Ok((t.clone(), true));
+    fn table(&mut self, name: &str) -> Result<(Arc<PgTable>, bool), ApplyError> {
+        if let Some(t) = self.catalog.get(name) {
+            return Ok((t, true));
         }
-        let t = lookup(self.client, self.schema, name)?;
-        self.catalog.tables.insert(name.to_string(), t.clone());
+        let t = Arc::new(lookup(self.client, self.schema, name)?);
+        self.catalog.insert(name, Arc::clone(&t));
         Ok((t, false))
     }
 }
@@ -193,7 +155,11 @@ fn lookup(client: &mut Client, schema: &str, name: &str) -> Result<PgTable, Appl
         .query(
             "SELECT c.relname, a.attname, t.typname, a.attnotnull,
                     (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') AS has_default,
-                    COALESCE(a.attnum = ANY (i.indkey), false) AS in_pk
+                    COALESCE(a.attnum = ANY (i.indkey), false) AS in_pk,
+                    pg_catalog.format_type(a.atttypid, NULL) AS sql_type,
+                    NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal)
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f WHERE f.contype = 'f' AND (f.conrelid = c.oid OR f.confrelid = c.oid))
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w WHERE w.ev_class = c.oid AND w.rulename <> '_RETURN') AS reorderable
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -210,52 +176,61 @@ fn lookup(client: &mut Client, schema: &str, name: &str) -> Result<PgTable, Appl
         )));
     };
     let relname: String = first.get(0);
+    let reorderable: bool = first.get(7);
     let columns = rows
         .iter()
         .filter(|r| r.get::<_, String>(0) == relname)
         .map(|r| PgColumn {
+            quoted: quote_ident(&r.get::<_, String>(1)),
             name: r.get(1),
             typ: r.get(2),
             required: r.get::<_, bool>(3) && !r.get::<_, bool>(4),
             in_pk: r.get(5),
+            sql_type: r.get(6),
         })
         .collect();
     Ok(PgTable {
         qualified: format!("{}.{}", quote_ident(schema), quote_ident(&relname)),
         name: relname,
         columns,
+        reorderable,
     })
 }
 
-/// The column `name` of `t` (exact, else ignoring case).
-fn column<'t>(t: &'t PgTable, m: &Mutation, name: &str) -> Result<&'t PgColumn, ApplyError> {
+/// The column `name` of `t` (exact, else ignoring case), by index.
+fn column(t: &PgTable, m: &Mutation, name: &str) -> Result<usize, ApplyError> {
     t.columns
         .iter()
-        .find(|c| c.name == name)
-        .or_else(|| t.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+        .position(|c| c.name == name)
+        .or_else(|| {
+            t.columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(name))
+        })
         .ok_or_else(|| {
             ApplyError::permanent(format!("{m}: table {} has no column {name:?}", t.name))
         })
 }
 
 /// One mutation as a statement, or as a row that may share an `INSERT` with its neighbours.
-fn render(t: &PgTable, m: &Mutation) -> Result<Rendered, ApplyError> {
+fn render(t: &Arc<PgTable>, m: &Mutation) -> Result<Rendered, ApplyError> {
     let key = m.key();
     let values = m.values();
     if key.is_empty() {
         return Err(ApplyError::permanent(format!("{m}: no key")));
     }
-    let mut seen: Vec<&str> = Vec::new();
-    let mut cols = Vec::with_capacity(key.len() + values.len());
+    let mut idx: Vec<usize> = Vec::with_capacity(key.len() + values.len());
+    let mut cells: Vec<Cell> = Vec::with_capacity(key.len() + values.len());
     for (i, (name, v)) in key.iter().chain(values).enumerate() {
-        let c = column(t, m, name)?;
-        if seen.contains(&c.name.as_str()) {
+        let ci = column(t, m, name)?;
+        let c = &t.columns[ci];
+        if idx.contains(&ci) {
             return Err(ApplyError::permanent(format!(
                 "{m}: column {}.{} is given twice",
                 t.name, c.name
             )));
         }
-        seen.push(&c.name);
+        idx.push(ci);
         if i < key.len() {
             match v {
                 Value::Null => {
@@ -273,63 +248,55 @@ fn render(t: &PgTable, m: &Mutation) -> Result<Rendered, ApplyError> {
                 _ => {}
             }
         }
-        cols.push((c, literal(t, c, m, v)?));
+        cells.push(cell(t, c, m, v)?);
     }
-    let (kcols, vcols) = cols.split_at(key.len());
-    let q = |c: &PgColumn| quote_ident(&c.name);
-    let key_where = kcols
-        .iter()
-        .map(|(c, l)| format!("{} = {l}", q(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let names = || {
-        cols.iter()
-            .map(|(c, _)| q(c))
+    let nkey = key.len();
+    let assign = |range: std::ops::Range<usize>, sep: &str| {
+        range
+            .map(|i| format!("{} = {}", t.columns[idx[i]].quoted, cells[i].literal()))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(sep)
     };
-    let lits = || {
-        cols.iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let row = |tail: String, key: Option<String>| {
+    let key_where = || assign(0..nkey, " AND ");
+    let row = |conflict: Option<Conflict>, idx: Vec<usize>, cells: Vec<Cell>| {
+        let key = conflict.map(|_| {
+            cells[..nkey]
+                .iter()
+                .map(Cell::literal)
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         Rendered::Row(Row {
-            head: format!("INSERT INTO {} ({}) VALUES ", t.qualified, names()),
-            values: format!("({})", lits()),
-            tail,
+            table: Arc::clone(t),
+            cols: idx,
+            conflict,
             key,
+            cells,
         })
     };
-    let set = || {
-        vcols
-            .iter()
-            .map(|(c, l)| format!("{} = {l}", q(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     Ok(match m {
-        Mutation::Insert { .. } => row(String::new(), None),
+        Mutation::Insert { .. } => row(None, idx, cells),
         Mutation::Update { .. } => {
-            if vcols.is_empty() {
+            if idx.len() == nkey {
                 return Err(ApplyError::permanent(format!("{m}: update sets no column")));
             }
             Rendered::Statement(
-                format!("UPDATE {} SET {} WHERE {key_where}", t.qualified, set()),
+                format!(
+                    "UPDATE {} SET {} WHERE {}",
+                    t.qualified,
+                    assign(nkey..idx.len(), ", "),
+                    key_where()
+                ),
                 Expect::Changes(format!("{m}: no row in {} has this key", t.name)),
             )
         }
         Mutation::Delete { .. } => Rendered::Statement(
-            format!("DELETE FROM {} WHERE {key_where}", t.qualified),
+            format!("DELETE FROM {} WHERE {}", t.qualified, key_where()),
             Expect::Anything,
         ),
         Mutation::Upsert { .. } => {
             let pk: Vec<&PgColumn> = t.columns.iter().filter(|c| c.in_pk).collect();
-            let same = pk.len() == kcols.len()
-                && kcols
-                    .iter()
-                    .all(|(c, _)| pk.iter().any(|p| p.name == c.name));
+            let same = pk.len() == nkey && idx[..nkey].iter().all(|&i| t.columns[i].in_pk);
             if !same {
                 return Err(ApplyError::permanent(format!(
                     "{m}: an upsert's key must be the primary key of {} ({})",
@@ -343,49 +310,31 @@ fn render(t: &PgTable, m: &Mutation) -> Result<Rendered, ApplyError> {
             let covered = t
                 .columns
                 .iter()
-                .all(|c| !c.required || cols.iter().any(|(g, _)| g.name == c.name));
-            let conflict = kcols
-                .iter()
-                .map(|(c, _)| q(c))
-                .collect::<Vec<_>>()
-                .join(", ");
+                .enumerate()
+                .all(|(i, c)| !c.required || idx.contains(&i));
             if covered {
-                let key = kcols
-                    .iter()
-                    .map(|(_, l)| l.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if vcols.is_empty() {
-                    row(format!(" ON CONFLICT ({conflict}) DO NOTHING"), Some(key))
-                } else {
-                    let ex = vcols
-                        .iter()
-                        .map(|(c, _)| format!("{n} = EXCLUDED.{n}", n = q(c)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    row(
-                        format!(" ON CONFLICT ({conflict}) DO UPDATE SET {ex}"),
-                        Some(key),
-                    )
-                }
+                row(Some(Conflict { key_cols: nkey }), idx, cells)
             } else {
                 // Not every required column is given: update the row if it exists, else
                 // insert (which then fails on the missing column, naming it) — one statement.
-                let upd = if vcols.is_empty() {
+                let key_where = key_where();
+                let upd = if idx.len() == nkey {
                     format!("SELECT 1 FROM {} WHERE {key_where}", t.qualified)
                 } else {
                     format!(
                         "UPDATE {} SET {} WHERE {key_where} RETURNING 1",
                         t.qualified,
-                        set()
+                        assign(nkey..idx.len(), ", ")
                     )
                 };
+                let names: Vec<&str> = idx.iter().map(|&i| t.columns[i].quoted.as_str()).collect();
+                let lits: Vec<String> = cells.iter().map(Cell::literal).collect();
                 Rendered::Statement(
                     format!(
                         "WITH sj_u AS ({upd}) INSERT INTO {} ({}) SELECT {} WHERE NOT EXISTS (SELECT 1 FROM sj_u)",
                         t.qualified,
-                        names(),
-                        lits()
+                        names.join(", "),
+                        lits.join(", ")
                     ),
                     Expect::Anything,
                 )
@@ -394,8 +343,8 @@ fn render(t: &PgTable, m: &Mutation) -> Result<Rendered, ApplyError> {
     })
 }
 
-/// `v` as a literal for column `c`, or the reason the column cannot take it.
-fn literal(t: &PgTable, c: &PgColumn, m: &Mutation, v: &Value) -> Result<String, ApplyError> {
+/// `v` as a value of column `c`, or the reason the column cannot take it.
+fn cell(t: &PgTable, c: &PgColumn, m: &Mutation, v: &Value) -> Result<Cell, ApplyError> {
     let mismatch = |what: &str| {
         ApplyError::permanent(format!(
             "{m}: type mismatch: column {}.{} is {} but the value is {what}",
@@ -419,29 +368,23 @@ fn literal(t: &PgTable, c: &PgColumn, m: &Mutation, v: &Value) -> Result<String,
         }
     };
     Ok(match v {
-        Value::Null => "NULL".into(),
+        Value::Null => Cell::Null,
         Value::Integer(i) => match typ {
             "int2" | "int4" | "int8" => {
                 integer_range(*i)?;
-                i.to_string()
+                Cell::Int(*i)
             }
-            "float4" | "float8" | "numeric" => format!("{i}"),
-            "bool" if *i == 0 || *i == 1 => (if *i == 1 { "true" } else { "false" }).into(),
+            "float4" | "float8" | "numeric" => Cell::Int(*i),
+            "bool" if *i == 0 || *i == 1 => Cell::Bool(*i == 1),
             _ => return Err(mismatch("an integer")),
         },
         Value::Real(r) => match typ {
             "float4" | "float8" | "numeric" => {
                 if r.is_nan() {
                     // As at the SQLite cache, where NaN is stored as NULL.
-                    "NULL".into()
-                } else if r.is_infinite() {
-                    if *r > 0.0 {
-                        "'Infinity'::float8".into()
-                    } else {
-                        "'-Infinity'::float8".into()
-                    }
+                    Cell::Null
                 } else {
-                    format!("'{r:?}'::float8")
+                    Cell::Float(*r)
                 }
             }
             _ => return Err(mismatch("a real")),
@@ -456,28 +399,13 @@ fn literal(t: &PgTable, c: &PgColumn, m: &Mutation, v: &Value) -> Result<String,
                     t.name, c.name
                 )));
             }
-            let mut l = String::with_capacity(s.len() + 2);
-            l.push('\'');
-            for ch in s.chars() {
-                if ch == '\'' {
-                    l.push('\'');
-                }
-                l.push(ch);
-            }
-            l.push('\'');
-            l
+            Cell::Text(s.clone())
         }
         Value::Blob(b) => {
             if typ != "bytea" {
                 return Err(mismatch("a blob"));
             }
-            let mut l = String::with_capacity(b.len() * 2 + 12);
-            l.push_str("'\\x");
-            for byte in b {
-                let _ = write!(l, "{byte:02x}");
-            }
-            l.push_str("'::bytea");
-            l
+            Cell::Bytes(b.clone())
         }
     })
 }

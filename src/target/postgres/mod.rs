@@ -18,6 +18,7 @@
 
 mod apply;
 mod batch;
+mod catalog;
 mod connect;
 
 use postgres::Client;
@@ -34,8 +35,8 @@ use crate::target::{
 };
 
 pub use apply::PgApplyContext;
-use apply::{Catalog, quote_ident};
 use batch::{Expect, Pending, SendError};
+use catalog::{Catalog, quote_ident};
 use connect::pg_error;
 
 /// A connection to a PostgreSQL server, opened lazily and discarded after any failure that
@@ -182,6 +183,8 @@ impl PgTarget {
         self.client = Some(client);
         self.catalog.clear();
         self.reset_batch();
+        // Statements prepared on the last connection do not exist on this one.
+        self.pending.new_connection();
         Ok(())
     }
 
@@ -352,7 +355,8 @@ impl Target for PgTarget {
             // No savepoints in a combined batch: a refusal redoes the whole batch.
             self.entry_written = false;
         } else {
-            self.pending.statement("SAVEPOINT sj_entry", Expect::Anything);
+            self.pending
+                .statement("SAVEPOINT sj_entry", Expect::Anything);
         }
         Ok(())
     }
