@@ -684,6 +684,30 @@ mod tests {
     }
 
     #[test]
+    fn the_run_limits_are_the_ones_journal_format_md_states() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/journal-format.md"))
+                .expect("journal-format.md");
+        assert!(
+            doc.contains(&format!("Runs shorter than {RUN_ROWS_MIN} rows")),
+            "{RUN_ROWS_MIN}"
+        );
+        assert!(
+            doc.contains(&format!("cached per\nconnection (at most {PREPARED_MAX})")),
+            "{PREPARED_MAX}"
+        );
+        let mut p = combined();
+        for i in 0..RUN_ROWS_MIN as i64 - 1 {
+            p.push(row("t", Cell::Int(i), true, true));
+        }
+        assert_eq!(
+            shape(&mut p),
+            [format!("sql {}", RUN_ROWS_MIN - 1)],
+            "one row short of a run"
+        );
+    }
+
+    #[test]
     fn literals_quote_what_needs_quoting() {
         assert_eq!(Cell::Text("it's".into()).literal(), "'it''s'");
         assert_eq!(
