@@ -45,6 +45,8 @@
 //!   1000), a raw loop of the same `postgres` crate (one multi-row `INSERT … VALUES (…),(…)
 //!   ON CONFLICT DO UPDATE` per batch of 1000 plus the watermark update, a transaction per
 //!   batch), and a naive replay committing one entry (plus its watermark) per transaction.
+//! * `pg_replay_fsync` — the same three against a server with `fsync=on` (as in production):
+//!   the test cluster's `fsync=off` makes a commit nearly free, which flatters the naive case.
 //! * `pg_backlog` — the `backlog` group's measurement with a PostgreSQL database as the
 //!   target (`--pg-backlog N` or env `SYNCJOURNAL_BENCH_PG_BACKLOG`, default 5,000,000); the
 //!   peak RSS is the replaying child's, not the server's.
@@ -86,7 +88,7 @@ use std::time::{Duration, Instant};
 use crate::cases::backlog::{CHILD_FLAG, backlog_child, group_backlog, group_pg_backlog};
 use crate::cases::durable::group_durable;
 use crate::cases::nosync::group_nosync;
-use crate::cases::pg_replay::group_pg_replay;
+use crate::cases::pg_replay::{group_pg_replay, group_pg_replay_fsync};
 use crate::cases::replay::group_replay;
 use crate::cases::scan::group_scan;
 use crate::harness::Config;
@@ -110,13 +112,14 @@ fn main() {
     print_facts(&cfg, dir);
     let mut res = Results::default();
     type Group = fn(&Config, &Path, &mut Results);
-    let groups: [(&str, Group); 7] = [
+    let groups: [(&str, Group); 8] = [
         ("durable", group_durable),
         ("nosync", group_nosync),
         ("replay", group_replay),
         ("scan", group_scan),
         ("backlog", group_backlog),
         ("pg_replay", group_pg_replay),
+        ("pg_replay_fsync", group_pg_replay_fsync),
         ("pg_backlog", group_pg_backlog),
     ];
     for (name, g) in groups {

@@ -16,8 +16,9 @@ pub const PG_SCHEMA: &str =
      CREATE TABLE replay_watermark (journal_id TEXT PRIMARY KEY, lsn BIGINT NOT NULL);
      INSERT INTO replay_watermark VALUES ('bench', 0);";
 
-/// A server for `group`, or `None` with the reason printed and noted.
-pub fn start_server(group: &str, res: &mut Results) -> Option<Cluster> {
+/// A server for `group` (with `durable`, one that fsyncs its commits, as in production; else
+/// the test cluster's `fsync=off`), or `None` with the reason printed and noted.
+pub fn start_server(group: &str, durable: bool, res: &mut Results) -> Option<Cluster> {
     if bin_dir().is_none() {
         let why = format!(
             "{group} skipped: PostgreSQL server binaries not found (install postgresql-15)"
@@ -27,14 +28,18 @@ pub fn start_server(group: &str, res: &mut Results) -> Option<Cluster> {
         return None;
     }
     let c = Cluster::start()?;
+    if durable {
+        c.restart_with("-c fsync=on -c synchronous_commit=on -c full_page_writes=on");
+    }
     let mut client = c.client().expect("connect to the bench server");
     let version: String = client
         .query_one("SHOW server_version", &[])
         .expect("server_version")
         .get(0);
     let fsync: String = client.query_one("SHOW fsync", &[]).expect("fsync").get(0);
+    assert_eq!(fsync == "on", durable, "the server's fsync setting");
     let note = format!(
-        "{group}: PostgreSQL {version} started by the bench (unix socket, fsync={fsync}, shared_buffers=32MB: the test cluster's settings), on the same 2 cores as the client"
+        "{group}: PostgreSQL {version} started by the bench (unix socket, fsync={fsync}, shared_buffers=32MB), on the same 2 cores as the client"
     );
     println!("[{group}] {note}");
     res.note(note);

@@ -224,8 +224,34 @@ fn report_rows() -> Vec<Row> {
                 Ratio("sj_replay_batch1000", None, "SQLite target"),
             ],
         ),
-        row("pg_raw_upsert_multirow1000_wm", "entries/s", vec![]),
+        row(
+            "pg_raw_upsert_multirow1000_wm",
+            "entries/s",
+            vec![Ratio(
+                "pg_naive_replay_1_per_txn",
+                None,
+                "what batching itself gains",
+            )],
+        ),
         row("pg_naive_replay_1_per_txn", "entries/s", vec![]),
+        row(
+            "pg_sj_replay_batch1000_fsync",
+            "entries/s",
+            vec![
+                Ratio("pg_raw_upsert_multirow1000_wm_fsync", Some(0.8), ""),
+                Ratio("pg_naive_replay_1_per_txn_fsync", Some(50.0), ""),
+            ],
+        ),
+        row(
+            "pg_raw_upsert_multirow1000_wm_fsync",
+            "entries/s",
+            vec![Ratio(
+                "pg_naive_replay_1_per_txn_fsync",
+                None,
+                "what batching itself gains",
+            )],
+        ),
+        row("pg_naive_replay_1_per_txn_fsync", "entries/s", vec![]),
         row("sj_verify_inspect", "GB/s", vec![AtLeast(2.0)]),
         row("sj_recovery_open", "GB/s", vec![AtLeast(2.0)]),
         row("sj_recovery_open_report", "GB/s", vec![]),

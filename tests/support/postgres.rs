@@ -124,8 +124,26 @@ impl Cluster {
 
     /// Starts the server (again), waiting until it accepts connections.
     pub fn start_server(&self) {
+        self.start_server_with("");
+    }
+
+    /// Stops the server (`-m fast`) and starts it again with `settings` (`-c name=value …`)
+    /// after the test settings, which they override (e.g. `-c fsync=on` for a durable server).
+    pub fn restart_with(&self, settings: &str) {
+        let _ = as_server_user(
+            &self.bin,
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "fast", "-w", "stop"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+        self.start_server_with(settings);
+    }
+
+    fn start_server_with(&self, settings: &str) {
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off -c max_connections=60 -c shared_buffers=32MB",
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off -c max_connections=60 -c shared_buffers=32MB {settings}",
             self.port,
             self.socket_dir()
         );

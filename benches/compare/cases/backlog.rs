@@ -177,7 +177,7 @@ pub fn group_pg_backlog(cfg: &Config, dir: &Path, res: &mut Results) {
     if !cfg.wants("pg_backlog", "pg_sj_backlog") {
         return;
     }
-    let Some(cluster) = start_server("pg_backlog", res) else {
+    let Some(cluster) = start_server("pg_backlog", false, res) else {
         return;
     };
     run_pair(

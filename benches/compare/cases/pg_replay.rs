@@ -2,7 +2,9 @@
 //! database (on a server the bench starts) by the `Replayer` in batches of 1000, by a raw loop
 //! of the same `postgres` crate (one multi-row `INSERT … VALUES (…),(…) ON CONFLICT DO UPDATE`
 //! per batch of 1000 plus the watermark update, a transaction per batch), and by a naive replay
-//! of one entry (and its watermark) per transaction.
+//! of one entry (and its watermark) per transaction. `pg_replay_fsync` measures the same three
+//! against a server that fsyncs its commits (`fsync=on`, as in production), where a transaction
+//! per entry pays a WAL flush each.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +27,13 @@ pub const PG_REPLAY_CASES: &[&str] = &[
     "pg_sj_replay_batch1000",
     "pg_raw_upsert_multirow1000_wm",
     "pg_naive_replay_1_per_txn",
+];
+
+/// The same cases against a durable server (`pg_replay_fsync`).
+pub const PG_REPLAY_FSYNC_CASES: &[&str] = &[
+    "pg_sj_replay_batch1000_fsync",
+    "pg_raw_upsert_multirow1000_wm_fsync",
+    "pg_naive_replay_1_per_txn_fsync",
 ];
 
 const WATERMARK_SQL: &str = "UPDATE replay_watermark SET lsn = $1 WHERE journal_id = $2";
@@ -145,15 +154,37 @@ pub fn pg_naive_replay(j: &Journal, url: &str, d: Duration) -> Tally {
 }
 
 pub fn group_pg_replay(cfg: &Config, dir: &Path, res: &mut Results) {
-    let names: Vec<&str> = PG_REPLAY_CASES
+    run_group("pg_replay", PG_REPLAY_CASES, false, cfg, dir, res);
+}
+
+pub fn group_pg_replay_fsync(cfg: &Config, dir: &Path, res: &mut Results) {
+    run_group(
+        "pg_replay_fsync",
+        PG_REPLAY_FSYNC_CASES,
+        true,
+        cfg,
+        dir,
+        res,
+    );
+}
+
+fn run_group(
+    group: &str,
+    cases: &[&'static str],
+    durable: bool,
+    cfg: &Config,
+    dir: &Path,
+    res: &mut Results,
+) {
+    let names: Vec<&str> = cases
         .iter()
         .copied()
-        .filter(|n| cfg.wants("pg_replay", n))
+        .filter(|n| cfg.wants(group, n))
         .collect();
     if names.is_empty() {
         return;
     }
-    let Some(cluster) = start_server("pg_replay", res) else {
+    let Some(cluster) = start_server(group, durable, res) else {
         return;
     };
     let n = cfg.replay_entries;
@@ -161,12 +192,12 @@ pub fn group_pg_replay(cfg: &Config, dir: &Path, res: &mut Results) {
     let payloads: Vec<Vec<u8>> = (0..n).map(cert_payload).collect();
     let rows: Vec<(i64, String, Vec<u8>)> = (0..n).map(cert_row).collect();
     println!(
-        "[pg_replay] {n} entries per rep, {} reps; payloads encoded in {:.1?}",
+        "[{group}] {n} entries per rep, {} reps; payloads encoded in {:.1?}",
         cfg.reps,
         t.elapsed()
     );
     for rep in 0..cfg.reps {
-        let rep_dir = dir.join(format!("pg-replay-{rep}"));
+        let rep_dir = dir.join(format!("{group}-{rep}"));
         std::fs::create_dir_all(&rep_dir).unwrap();
         let jdir = rep_dir.join("journal");
         write_changeset_journal(&jdir, payloads.iter().cloned());
@@ -183,7 +214,7 @@ pub fn group_pg_replay(cfg: &Config, dir: &Path, res: &mut Results) {
             let name = names[(rep + o) % k];
             let db = format!("r{rep}_{name}");
             let url = make_pg_target(&cluster, &db);
-            let t = match name {
+            let t = match name.trim_end_matches("_fsync") {
                 "pg_sj_replay_batch1000" => sj_replay(&j, url.as_str(), n),
                 "pg_raw_upsert_multirow1000_wm" => pg_raw_batched_upserts(&url, &rows),
                 _ => pg_naive_replay(&j, &url, cfg.duration()),
