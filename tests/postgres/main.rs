@@ -7,6 +7,8 @@
 mod support;
 
 mod batching;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::Path;

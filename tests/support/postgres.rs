@@ -195,6 +195,24 @@ impl Cluster {
         .status();
     }
 
+    /// Writes `bytes` to `name` in the data directory, owned by the server's user with mode
+    /// 0600 (as the server demands of a TLS key), e.g. `server.crt` and `server.key` for
+    /// `restart_with("-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key")`.
+    pub fn put_file(&self, name: &str, bytes: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join("data").join(name);
+        std::fs::write(&path, bytes).expect("write into the data directory");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        if is_root() {
+            let st = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&path)
+                .status()
+                .expect("chown");
+            assert!(st.success());
+        }
+    }
+
     /// Reloads the configuration.
     pub fn reload(&self) {
         let _ = as_server_user(&self.bin, "pg_ctl", &["-D", &self.data(), "reload"])

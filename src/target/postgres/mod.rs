@@ -20,6 +20,8 @@ mod apply;
 mod batch;
 mod catalog;
 mod connect;
+#[cfg(feature = "tls")]
+mod tls;
 
 use postgres::Client;
 use uuid::Uuid;
