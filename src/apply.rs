@@ -296,15 +296,21 @@ impl SchemaCache {
 
 /// Double-quotes an SQL identifier (`"` inside is doubled).
 pub fn quote_ident(name: &str) -> String {
-    let mut q = String::with_capacity(name.len() + 2);
-    q.push('"');
-    for c in name.chars() {
-        if c == '"' {
-            q.push('"');
+    quote_with(name, '"')
+}
+
+/// `s` between two `quote`s, each `quote` inside doubled: SQL's quoting of identifiers (`"`)
+/// and of string literals (`'`, with standard-conforming strings).
+pub(crate) fn quote_with(s: &str, quote: char) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push(quote);
+    for c in s.chars() {
+        if c == quote {
+            q.push(quote);
         }
         q.push(c);
     }
-    q.push('"');
+    q.push(quote);
     q
 }
 

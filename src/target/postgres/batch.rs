@@ -89,18 +89,7 @@ impl Cell {
             })
             .into(),
             Cell::Float(r) => format!("'{r:?}'::float8"),
-            Cell::Text(s) => {
-                let mut l = String::with_capacity(s.len() + 2);
-                l.push('\'');
-                for ch in s.chars() {
-                    if ch == '\'' {
-                        l.push('\'');
-                    }
-                    l.push(ch);
-                }
-                l.push('\'');
-                l
-            }
+            Cell::Text(s) => crate::apply::quote_with(s, '\''),
             Cell::Bytes(b) => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 let mut l = String::with_capacity(b.len() * 2 + 12);
@@ -165,16 +154,26 @@ fn conflict_clause(t: &PgTable, cols: &[usize], conflict: Option<Conflict>) -> S
     )
 }
 
+/// One row's `INSERT` as a statement of its own, with literals.
+fn literal_insert(
+    t: &PgTable,
+    cols: &[usize],
+    conflict: Option<Conflict>,
+    cells: &[Cell],
+) -> String {
+    let values: Vec<String> = cells.iter().map(Cell::literal).collect();
+    format!(
+        "{} VALUES ({}){}",
+        insert_into(t, cols),
+        values.join(", "),
+        conflict_clause(t, cols, conflict)
+    )
+}
+
 impl Row {
     /// The row as a statement of its own, with literals.
     fn statement(&self) -> String {
-        let values: Vec<String> = self.cells.iter().map(Cell::literal).collect();
-        format!(
-            "{} VALUES ({}){}",
-            insert_into(&self.table, &self.cols),
-            values.join(", "),
-            conflict_clause(&self.table, &self.cols, self.conflict)
-        )
+        literal_insert(&self.table, &self.cols, self.conflict, &self.cells)
     }
 
     /// True if the table's rows may move past other such tables' rows.
@@ -238,19 +237,20 @@ impl Run {
     /// Adds `row` if it has this run's shape, a key not in it yet and values of the run's
     /// kinds; else hands it back.
     fn add(&mut self, row: Row) -> Option<Row> {
-        let fits = self.same_shape(&row)
-            && row.key.as_ref().is_none_or(|k| !self.keys.contains(k))
-            && row
-                .cells
-                .iter()
-                .zip(&self.classes)
-                .all(|(c, k)| Class::of(c).is_none() || k.is_none() || Class::of(c) == *k);
+        if !self.same_shape(&row) || row.key.as_ref().is_some_and(|k| self.keys.contains(k)) {
+            return Some(row);
+        }
+        let classes: Vec<Option<Class>> = row.cells.iter().map(Class::of).collect();
+        let fits = classes
+            .iter()
+            .zip(&self.classes)
+            .all(|(c, k)| c.is_none() || k.is_none() || c == k);
         if !fits {
             return Some(row);
         }
-        for (c, k) in row.cells.iter().zip(self.classes.iter_mut()) {
+        for (c, k) in classes.into_iter().zip(self.classes.iter_mut()) {
             if k.is_none() {
-                *k = Class::of(c);
+                *k = c;
             }
         }
         if let Some(k) = row.key {
@@ -460,30 +460,18 @@ impl Pending {
         }
     }
 
-    fn close_run(&mut self, mut run: Run) {
-        {
-            if run.len() < RUN_ROWS_MIN {
-                let rows: Vec<Row> = match run.first.take() {
-                    Some(first) => vec![first],
-                    None => run
-                        .rows
-                        .drain(..)
-                        .map(|cells| Row {
-                            table: Arc::clone(&run.table),
-                            cols: run.cols.clone(),
-                            conflict: run.conflict,
-                            key: None,
-                            cells,
-                        })
-                        .collect(),
-                };
-                for row in rows {
-                    self.literal_statement(&row.statement(), Expect::Anything);
-                }
-            } else {
-                self.close_sql();
-                self.items.push(Item::Rows(run));
-            }
+    fn close_run(&mut self, run: Run) {
+        if run.len() >= RUN_ROWS_MIN {
+            self.close_sql();
+            self.items.push(Item::Rows(run));
+            return;
+        }
+        if let Some(first) = &run.first {
+            self.literal_statement(&first.statement(), Expect::Anything);
+        }
+        for cells in &run.rows {
+            let sql = literal_insert(&run.table, &run.cols, run.conflict, cells);
+            self.literal_statement(&sql, Expect::Anything);
         }
     }
 
