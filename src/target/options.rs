@@ -91,12 +91,17 @@ impl TargetOptions {
 
     /// Create the target file if it does not exist. Default: false — a missing target is an
     /// error, because on an unmounted share SQLite would silently create an empty local file.
+    /// PostgreSQL: a database the connection string names that does not exist is created, as
+    /// `createdb` does (through the `postgres` database; the role needs `CREATEDB`).
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
         self
     }
 
-    /// SQL run once when the target is created (with `create_if_missing`). Default: none.
+    /// SQL run once when the target is created (with `create_if_missing`): on SQLite when the
+    /// file holds no table; on PostgreSQL when the configured schema holds no table but
+    /// syncjournal's own (in one transaction, with that schema first on the `search_path`).
+    /// Default: none.
     pub fn create_schema(mut self, sql: impl Into<String>) -> Self {
         self.create_schema = Some(sql.into());
         self

@@ -1,5 +1,6 @@
-//! The PostgreSQL target on a real server (a throwaway PostgreSQL 15 cluster per test): the
-//! exactly-once protocol under faults at every step, real in-doubt commits (a backend killed
+//! The PostgreSQL target on a real server (a throwaway PostgreSQL 15 cluster per test), in
+//! what only a server has (the replay suites run their fault-at-every-step, in-doubt, outage,
+//! status and quarantine bodies on both kinds of target): real in-doubt commits (a backend killed
 //! while its COMMIT waits, an immediate shutdown mid-batch), outages, two journals at once,
 //! privileges, quarantine, value and identifier checks, passwords.
 
@@ -12,8 +13,8 @@ mod tls;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -81,111 +82,6 @@ fn fast_retries() -> ReplayOptions {
         .retry_delay_ms(5)
         .retry_delay_max_ms(50)
         .retry_attempts_max(3)
-}
-
-/// Fails the statement at one index of the protocol (once), or simulates an in-doubt commit.
-struct FailAt {
-    index: Option<usize>,
-    after_commit: bool,
-    fired: AtomicUsize,
-    labels: Mutex<Vec<String>>,
-}
-
-impl TargetFaults for FailAt {
-    fn before_statement(&self, index: usize, label: &str) -> rusqlite::Result<()> {
-        self.labels.lock().unwrap().push(label.to_string());
-        if Some(index) == self.index && self.fired.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                Some(format!("injected at {index} ({label})")),
-            ));
-        }
-        Ok(())
-    }
-    fn after_commit(&self) -> rusqlite::Result<()> {
-        if self.after_commit && self.fired.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                Some("injected after commit".into()),
-            ));
-        }
-        Ok(())
-    }
-}
-
-#[test]
-fn a_fault_at_every_protocol_step_applies_each_non_idempotent_entry_exactly_once() {
-    let Some(c) = Cluster::start() else { return };
-    // Count the steps of one batch of 4 entries first.
-    let probe = Arc::new(FailAt {
-        index: None,
-        after_commit: false,
-        fired: AtomicUsize::new(0),
-        labels: Mutex::new(Vec::new()),
-    });
-    let url = c.database("probe", COUNTERS);
-    let tmp = tempfile::tempdir().unwrap();
-    let j = journal(&tmp.path().join("j"));
-    append_bumps(&j, 0, 4);
-    let mut r: Replayer<Bump> = Replayer::new(
-        Arc::clone(&j),
-        url.as_str(),
-        TargetOptions::new().faults(probe.clone()),
-        fast_retries(),
-    );
-    let rep = r.sync_now();
-    assert!(rep.error.is_none(), "{:?}", rep.error);
-    let labels = probe.labels.lock().unwrap().clone();
-    let steps = labels.iter().position(|l| l == "commit").expect("a commit") + 1;
-    assert!(steps >= 2 + 4 * 3 + 2, "steps of one batch: {steps}");
-    drop(r);
-    let mut cases = 0;
-    for (n, (index, after_commit)) in (0..steps)
-        .map(|i| (Some(i), false))
-        .chain([(None, true)])
-        .enumerate()
-    {
-        let db = format!("f{n}");
-        let url = c.database(&db, COUNTERS);
-        let tmp = tempfile::tempdir().unwrap();
-        let j = journal(&tmp.path().join("j"));
-        append_bumps(&j, 0, 4);
-        let faults = Arc::new(FailAt {
-            index,
-            after_commit,
-            fired: AtomicUsize::new(0),
-            labels: Mutex::new(Vec::new()),
-        });
-        let mut r: Replayer<Bump> = Replayer::new(
-            Arc::clone(&j),
-            url.as_str(),
-            TargetOptions::new().faults(faults.clone()),
-            fast_retries(),
-        );
-        let rep = r.sync_now();
-        assert!(rep.error.is_none(), "fault at {index:?}: {:?}", rep.error);
-        assert_eq!(rep.pending, 0, "fault at {index:?}");
-        assert!(
-            faults.fired.load(Ordering::SeqCst) >= 1,
-            "the fault at {index:?} fired"
-        );
-        // More entries after the fault, through the same replayer.
-        append_bumps(&j, 4, 10);
-        let rep = r.sync_now();
-        assert!(rep.error.is_none(), "{:?}", rep.error);
-        let (counters, rows, distinct) = state(&c, &db);
-        assert_eq!(counters, expected(0, 10), "fault at {index:?}");
-        assert_eq!(
-            (rows, distinct),
-            (10, 10),
-            "fault at {index:?}: each entry once"
-        );
-        assert_eq!(r.target_watermark().unwrap(), 10);
-        cases += 1;
-    }
-    println!(
-        "postgres exactly once: {cases} fault positions (of {steps} steps per batch + after commit), 0 lost, 0 duplicated"
-    );
 }
 
 #[test]

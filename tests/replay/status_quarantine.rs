@@ -19,14 +19,16 @@ use syncjournal::error::TargetError;
 
 use crate::support::events::now_ms;
 use crate::support::store::{
-    Paths, SCHEMA, dump_cache, dump_target, item, item_ids, local_opts, open, store_opts,
-    store_opts_existing, store_opts_full, store_opts_with_target_schema, tag,
+    Paths, SCHEMA, dump_cache, dump_target, item, local_opts, open, store_opts,
+    store_opts_existing, store_opts_full, store_opts_with_target_schema, tag, target_item_ids,
 };
 use crate::support::targets::{TargetKind, TestTarget};
 use syncjournal::event::{KIND_CHANGESET, decode_event, encode_event};
 use syncjournal::format::frame_bytes;
 use syncjournal::replay::TargetFaults;
-use syncjournal::{ChangeSet, Error, JournalEvent, RejectPolicy, ReplayOptions, Store, SyncStatus};
+use syncjournal::{
+    ChangeSet, Error, JournalEvent, RejectPolicy, ReplayOptions, Store, SyncStatus, Value,
+};
 
 /// The target's schema without the `tags` table: every change set touching `tags` is refused
 /// there (while the cache accepts it).
@@ -260,18 +262,15 @@ fn last_error_from_a_missing_target_survives_restart_and_only_success_clears_it(
         store.apply(&item(1)).unwrap();
         let report = store.sync_now();
         assert!(
-            matches!(
-                report.error,
-                Some(Error::Target(TargetError::Missing { .. }))
-            ),
-            "{report}"
+            report.error.as_ref().is_some_and(|e| kind.is_missing(e)),
+            "{kind}: {report}"
         );
         assert_eq!(report.pending, 1);
         assert!(!paths.target.exists(), "a missing target is never created");
         let st = status(&store);
         let err = st.last_error.clone().expect("the failure is recorded");
         assert!(err.message.contains("does not exist"), "{}", err.message);
-        assert!(err.transient);
+        assert_eq!(err.transient, kind.missing_is_transient(), "{kind}");
         assert_eq!((err.lsn, &err.entry), (None, &None));
         assert_eq!(st.last_success_ms, None);
         assert_eq!(st.pending_entries, 1);
@@ -302,7 +301,7 @@ fn last_error_from_a_missing_target_survives_restart_and_only_success_clears_it(
         assert_eq!(st.last_error, None);
         assert!(st.last_success_ms.is_some());
         assert_eq!((st.pending_entries, st.acked_lsn), (0, 2));
-        assert_eq!(item_ids(&paths.target.read_only()), vec![1, 2]);
+        assert_eq!(target_item_ids(&paths.target), vec![1, 2]);
         drop(store);
         let store = open(&paths, opts());
         assert_same_after_restart(&status(&store), &st, "after a restart");
@@ -417,15 +416,13 @@ fn stop_policy_case(kind: TargetKind, batch_entries_max: usize) {
         );
         assert!(st.stalled_since_ms.is_some());
         // Nothing after the rejected entry reached the target.
-        let target = paths.target.read_only();
-        assert_eq!(item_ids(&target), vec![1, 2]);
+        assert_eq!(target_item_ids(&paths.target), vec![1, 2]);
         assert_eq!(paths.target.watermark(st.journal_id), 2);
-        let quarantined: i64 = target
-            .query_row("SELECT count(*) FROM syncjournal_rejected", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(quarantined, 0, "Stop never quarantines");
+        assert_eq!(
+            paths.target.count_rows("syncjournal_rejected"),
+            0,
+            "Stop never quarantines"
+        );
     };
     let report = store.sync_now();
     assert_eq!(report.applied, 2);
@@ -489,25 +486,28 @@ impl TargetFaults for FailOn {
 type RejectedRow = (String, i64, i64, Vec<u8>, String, String);
 
 fn rejected_rows(target: &TestTarget) -> Vec<RejectedRow> {
-    let conn = target.read_only();
-    let mut stmt = conn
-        .prepare(
-            "SELECT journal_id, lsn, kind, payload, summary, error FROM syncjournal_rejected ORDER BY lsn",
-        )
-        .unwrap();
-    stmt.query_map([], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ))
-    })
-    .unwrap()
-    .collect::<rusqlite::Result<_>>()
-    .unwrap()
+    target
+        .rows("SELECT journal_id, lsn, kind, payload, summary, error FROM syncjournal_rejected ORDER BY lsn")
+        .into_iter()
+        .map(|r| match &r[..] {
+            [
+                Value::Text(id),
+                Value::Integer(lsn),
+                Value::Integer(kind),
+                Value::Blob(payload),
+                Value::Text(summary),
+                Value::Text(error),
+            ] => (
+                id.clone(),
+                *lsn,
+                *kind,
+                payload.clone(),
+                summary.clone(),
+                error.clone(),
+            ),
+            _ => panic!("a rejected row: {r:?}"),
+        })
+        .collect()
 }
 
 /// Every entry up to the watermark is applied on the target or listed in quarantine (each
@@ -519,29 +519,19 @@ fn every_entry_accounted_for(
     discarded: &[u64],
 ) {
     let listed: Vec<u64> = store.quarantined().unwrap().iter().map(|q| q.lsn).collect();
-    let conn = target.read_only();
-    let has_table = |t: &str| -> bool {
-        conn.query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-            [t],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap()
-            > 0
-    };
     let wm = target.watermark(store.journal_state().journal_id);
     for (lsn, cs) in entries.iter().filter(|(l, _)| *l <= wm) {
         let (table, key) = (cs.mutations[0].table(), cs.mutations[0].key());
         let (col, val) = &key[0];
-        let applied = has_table(table)
-            && conn
-                .query_row(
-                    &format!("SELECT count(*) FROM {table} WHERE {col} = ?1"),
-                    [val],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap()
-                == 1;
+        let literal = match val {
+            Value::Integer(i) => i.to_string(),
+            Value::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            v => panic!("a key of these tests: {v:?}"),
+        };
+        let applied = target.has_table(table)
+            && target.ints(&format!(
+                "SELECT count(*) FROM {table} WHERE {col} = {literal}"
+            )) == [1];
         let quarantined = listed.contains(lsn);
         assert!(
             applied ^ quarantined || (discarded.contains(lsn) && !applied && !quarantined),
@@ -589,7 +579,7 @@ fn quarantine_policy_records_refused_entries_and_continues() {
         let report = store.sync_now();
         assert!(report.error.is_some(), "{report}");
         assert_eq!(rejected_rows(&paths.target), vec![]);
-        assert_eq!(item_ids(&paths.target.read_only()), Vec::<i64>::new());
+        assert_eq!(target_item_ids(&paths.target), Vec::<i64>::new());
         assert_eq!(paths.target.watermark(id), 0);
         assert_eq!(status(&store).pending_entries, 5);
         assert_eq!(status(&store).quarantined, 0);
@@ -612,7 +602,7 @@ fn quarantine_policy_records_refused_entries_and_continues() {
         assert_eq!(st.last_error, None);
         assert_eq!(paths.target.watermark(id), 5);
         // Replay went on past the refused entries.
-        assert_eq!(item_ids(&paths.target.read_only()), vec![1, 2, 3]);
+        assert_eq!(target_item_ids(&paths.target), vec![1, 2, 3]);
 
         // On the target: the refused entries with their payload, summary and reason.
         let rows = rejected_rows(&paths.target);
@@ -666,16 +656,8 @@ fn quarantine_policy_records_refused_entries_and_continues() {
         // Fix the cause: the retry applies it and removes it from quarantine.
         create_tags_on(&paths.target);
         store.retry_quarantined(2).unwrap();
-        let tags: Vec<String> = paths
-            .target
-            .read_only()
-            .prepare("SELECT tag FROM tags")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(tags, vec!["red".to_string()]);
+        let tags = paths.target.rows("SELECT tag FROM tags");
+        assert_eq!(tags, vec![vec![Value::Text("red".to_string())]]);
         assert_eq!(
             store
                 .quarantined()
@@ -699,7 +681,7 @@ fn quarantine_policy_records_refused_entries_and_continues() {
         store.apply(&item(4)).unwrap();
         let report = store.sync_now();
         assert!(report.error.is_none(), "{report}");
-        assert_eq!(item_ids(&paths.target.read_only()), vec![1, 2, 3, 4]);
+        assert_eq!(target_item_ids(&paths.target), vec![1, 2, 3, 4]);
         assert_eq!(status(&store).pending_entries, 0);
     }
 }

@@ -6,16 +6,19 @@
 //!   writable", nothing is acknowledged, and once writable a sync applies everything. As root,
 //!   `chmod` does not stop writes, so `chattr +i` is used as well (undone by a guard); where
 //!   neither works the scenario is skipped LOUDLY (a failure when `CI` is set);
-//! * the share gone and back (the target's directory moved away): `TargetMissing`, transient,
-//!   retried, in the status; once back, the next sync applies and clears the error;
-//! * a missing target is never created when `create_if_missing` is off.
+//! * the target gone and back (SQLite: the file moved away, `TargetMissing`; PostgreSQL: the
+//!   server's network gone, connections cut, a connection failure): transient, retried, in
+//!   the status; once back, the next sync applies and clears the error;
+//! * a missing target (SQLite: the file or its directory; PostgreSQL: the database, SQLSTATE
+//!   3D000) is never created when `create_if_missing` is off.
+//!
+//! The lock and read-only scenarios are SQLite's; the rest run on both kinds of target.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
-use syncjournal::error::TargetError;
 
 use crate::support::inventory::{
     INVENTORY_SCHEMA, Inventory, assert_in_sync, dump_inventory, host,
@@ -57,7 +60,8 @@ fn is_busy_error(e: &Error) -> bool {
 
 #[test]
 fn a_target_locked_by_another_connection_is_retried_then_applied_once() {
-    for kind in TargetKind::all() {
+    // Locks of a file on a share; a server has no such lock for another client to hold.
+    for kind in TargetKind::sqlite_only() {
         with_timeout(60, move || {
             let rig = Rig::new(kind, ENTRIES);
             let topts = || rig.target_opts().busy_timeout_ms(50);
@@ -110,7 +114,8 @@ fn a_target_locked_by_another_connection_is_retried_then_applied_once() {
 
 #[test]
 fn busy_at_begin_on_a_live_connection_is_retried_within_one_sync() {
-    for kind in TargetKind::all() {
+    // Locks of a file on a share; a server has no such lock for another client to hold.
+    for kind in TargetKind::sqlite_only() {
         with_timeout(60, move || {
             let mut rig = Rig::new(kind, ENTRIES);
             let mut r = rig.replayer_with(
@@ -164,10 +169,10 @@ fn add_hosts(store: &Store, ids: std::ops::RangeInclusive<i64>) -> u64 {
     n + 1
 }
 
-/// The share comes back from `away`: the next sync applies the `pending` entries and the
-/// target is in sync.
-fn share_back_applies(inv: &Inventory, store: &Store, away: &Path, pending: u64) {
-    std::fs::rename(away, &inv.share).unwrap();
+/// The share comes back (the target is brought back): the next sync applies the `pending`
+/// entries and the target is in sync.
+fn share_back_applies(inv: &Inventory, store: &Store, pending: u64) {
+    inv.target.bring_back();
     let rep = store.sync_now();
     assert!(rep.error.is_none(), "{rep}");
     assert_eq!(rep.applied, pending);
@@ -254,27 +259,32 @@ fn the_share_gone_and_back_before_the_first_connection() {
             inv.target.create_schema(INVENTORY_SCHEMA);
             let store = open_store(&inv, 3);
             let pending = add_hosts(&store, 1..=6);
-            let away = inv.share.with_extension("gone");
-            std::fs::rename(&inv.share, &away).unwrap();
+            inv.target.take_away();
 
             let rep = store.sync_now();
-            assert!(
-                matches!(rep.error, Some(Error::Target(TargetError::Missing { .. }))),
-                "the share is gone: {rep}"
-            );
-            assert!(rep.error.as_ref().unwrap().is_transient());
-            assert_eq!(rep.retries, 3, "TargetMissing is retried: {rep}");
+            let e = rep.error.as_ref().expect("the target is gone");
+            assert!(kind.is_out_of_reach(e), "{kind}: the target is gone: {rep}");
+            assert!(e.is_transient(), "{kind}: {e}");
+            assert_eq!(rep.retries, 3, "{kind}: out of reach is retried: {rep}");
             assert_eq!(rep.applied, 0);
             let st = store.status().unwrap();
             let last = st.last_error.expect("status.last_error");
+            let says = match kind {
+                TargetKind::Sqlite => "does not exist",
+                #[cfg(feature = "postgres")]
+                TargetKind::Postgres => "connection failure",
+            };
             assert!(
-                last.transient && last.message.contains("does not exist"),
-                "{last:?}"
+                last.transient && last.message.contains(says),
+                "{kind}: {last:?}"
             );
             assert_eq!(st.acked_lsn, 0);
-            assert!(!inv.share.exists(), "nothing created in place of the share");
+            assert!(
+                !inv.target.exists(),
+                "{kind}: nothing created in place of the target"
+            );
 
-            share_back_applies(&inv, &store, &away, pending);
+            share_back_applies(&inv, &store, pending);
         });
     }
 }
@@ -291,26 +301,30 @@ fn the_share_gone_and_back_while_connected() {
             assert!(r.error.is_none(), "{r}");
             let acked = store.status().unwrap().acked_lsn;
 
-            // The share disappears while the replayer has a connection to it.
+            // The target disappears while the replayer has a connection to it.
             let pending = add_hosts(&store, 4..=8);
-            let away = inv.share.with_extension("gone");
-            std::fs::rename(&inv.share, &away).unwrap();
+            inv.target.take_away();
             let rep = store.sync_now();
             let st = store.status().unwrap();
-            let moved = TestTarget::named(kind, &away, "inventory.db");
+            let moved = inv.target.while_away();
             assert!(
-                matches!(rep.error, Some(Error::Target(TargetError::Missing { .. }))),
-                "the share is gone, yet the sync reported {rep}; the moved-away file now has watermark {} (acknowledged {})",
+                rep.error.as_ref().is_some_and(|e| kind.is_out_of_reach(e)),
+                "{kind}: the target is gone, yet the sync reported {rep}; the target taken away now has watermark {} (acknowledged {})",
                 moved.watermark(st.journal_id),
                 st.acked_lsn
             );
             assert_eq!(
                 st.acked_lsn, acked,
-                "nothing acknowledged while the share is gone"
+                "{kind}: nothing acknowledged while the target is gone"
+            );
+            assert_eq!(
+                moved.watermark(st.journal_id),
+                acked,
+                "{kind}: nothing committed"
             );
             assert!(st.last_error.is_some());
 
-            share_back_applies(&inv, &store, &away, pending);
+            share_back_applies(&inv, &store, pending);
         });
     }
 }
@@ -321,6 +335,9 @@ fn a_missing_target_is_never_created_without_create_if_missing() {
         with_timeout(60, move || {
             // The file is missing from an existing directory, and the directory is missing too.
             for (what, make_share) in [("file", true), ("directory", false)] {
+                if kind != TargetKind::Sqlite && !make_share {
+                    continue; // A server has no directory to lose.
+                }
                 let inv = Inventory::new(kind);
                 if !make_share {
                     std::fs::remove_dir(&inv.share).unwrap();
@@ -330,17 +347,22 @@ fn a_missing_target_is_never_created_without_create_if_missing() {
                 for _ in 0..2 {
                     let rep = store.sync_now();
                     assert!(
-                        matches!(rep.error, Some(Error::Target(TargetError::Missing { .. }))),
-                        "{what}: {rep}"
+                        rep.error.as_ref().is_some_and(|e| kind.is_missing(e)),
+                        "{kind} {what}: {rep}"
                     );
                     assert_eq!(rep.pending, pending);
                 }
-                assert!(!inv.target.exists(), "{what}: the target was created");
                 assert!(
-                    !PathBuf::from(format!("{}-journal", inv.target.path().display())).exists(),
-                    "{what}: a rollback journal was created"
+                    !inv.target.exists(),
+                    "{kind} {what}: the target was created"
                 );
-                assert_eq!(inv.share.exists(), make_share, "{what}");
+                if kind == TargetKind::Sqlite {
+                    assert!(
+                        !PathBuf::from(format!("{}-journal", inv.target.path().display())).exists(),
+                        "{what}: a rollback journal was created"
+                    );
+                    assert_eq!(inv.share.exists(), make_share, "{what}");
+                }
                 assert_eq!(store.status().unwrap().acked_lsn, 0);
 
                 // The replayer API refuses the same way.
@@ -353,15 +375,17 @@ fn a_missing_target_is_never_created_without_create_if_missing() {
                     inv.target.options(),
                     replay_opts(),
                 );
-                assert!(matches!(
-                    r.target_watermark(),
-                    Err(Error::Target(TargetError::Missing { .. }))
-                ));
-                assert!(matches!(
-                    r.sync_now().error,
-                    Some(Error::Target(TargetError::Missing { .. }))
-                ));
-                assert!(!inv.target.exists(), "{what}: the target was created");
+                let e = r.target_watermark().expect_err("no target");
+                assert!(kind.is_missing(&e), "{kind} {what}: {e}");
+                let rep = r.sync_now();
+                assert!(
+                    rep.error.as_ref().is_some_and(|e| kind.is_missing(e)),
+                    "{kind} {what}: {rep}"
+                );
+                assert!(
+                    !inv.target.exists(),
+                    "{kind} {what}: the target was created"
+                );
             }
         });
     }

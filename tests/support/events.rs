@@ -6,9 +6,9 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use syncjournal::event::encode_event;
-use syncjournal::{ApplyContext, ApplyError, Journal, JournalEvent, Lsn};
+use syncjournal::{ApplyContext, ApplyError, Journal, JournalEvent, Lsn, Value};
 
-use super::targets::{TestTarget, integrity};
+use super::targets::TestTarget;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -285,23 +285,37 @@ pub fn ranges_of(sorted: &[i64]) -> Vec<std::ops::RangeInclusive<i64>> {
     out
 }
 
-/// The counters on a target, through a fresh connection.
+/// The counters on a target (of any kind), through a fresh connection; as [`counters_of`].
 pub fn target_counters(target: &TestTarget) -> BTreeMap<i64, i64> {
-    counters_of(&target.connect())
+    target
+        .rows("SELECT id, n FROM counters WHERE n <> 0 ORDER BY id")
+        .into_iter()
+        .map(|r| match &r[..] {
+            [Value::Integer(id), Value::Integer(n)] => (*id, *n),
+            _ => panic!("a counter row: {r:?}"),
+        })
+        .collect()
+}
+
+/// `(log rows, sequence numbers applied more than once)` on a target (of any kind); as
+/// [`log_stats`].
+pub fn target_log_stats(target: &TestTarget) -> (i64, Vec<i64>) {
+    let rows = target.ints("SELECT count(*) FROM log")[0];
+    let dups = target.ints("SELECT seq FROM log GROUP BY seq HAVING count(*) > 1 ORDER BY seq");
+    (rows, dups)
 }
 
 /// Asserts that the counter target holds exactly the fold of the entries up to its watermark,
 /// with no duplicate, and returns the watermark.
 pub fn assert_target_is_fold(target: &TestTarget, journal_id: uuid::Uuid, ledger: &Ledger) -> Lsn {
     let w = target.watermark(journal_id);
-    let c = target.connect();
-    assert_eq!(integrity(&c), "ok", "target integrity");
+    assert_eq!(target.integrity(), "ok", "target integrity");
     assert_eq!(
-        counters_of(&c),
+        target_counters(target),
         ledger.fold(w),
         "target counters must be the fold of LSNs 1..={w}"
     );
-    let (rows, dups) = log_stats(&c);
+    let (rows, dups) = target_log_stats(target);
     assert!(dups.is_empty(), "entries applied twice: {dups:?}");
     let increments = ledger.fold(w).values().sum::<i64>();
     assert_eq!(rows, increments, "log rows = increments up to {w}");

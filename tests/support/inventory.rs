@@ -28,6 +28,15 @@ pub fn dump_inventory(c: &Connection) -> BTreeMap<&'static str, Vec<Vec<Value>>>
     INVENTORY_TABLES.iter().map(|t| (*t, dump(c, t))).collect()
 }
 
+/// Every inventory table of a target (of any kind), through a fresh connection; as
+/// [`dump_inventory`].
+pub fn target_inventory(target: &TestTarget) -> BTreeMap<&'static str, Vec<Vec<Value>>> {
+    INVENTORY_TABLES
+        .iter()
+        .map(|t| (*t, target.dump(t)))
+        .collect()
+}
+
 /// An inventory's journal (`dir/journal`), cache (`dir/cache.db`) and target (of a kind,
 /// `dir/share/inventory.db`, not created) in a temporary directory; the share directory
 /// exists.
@@ -84,7 +93,7 @@ pub fn host(i: i64) -> ChangeSet {
 /// that the target's watermark equals the acknowledgement and the journal head.
 pub fn assert_in_sync(store: &Store, target: &TestTarget) {
     let cache = store.read(|c| Ok(dump_inventory(c))).unwrap();
-    let shared = dump_inventory(&target.connect());
+    let shared = target_inventory(target);
     assert_eq!(cache, shared, "target rows must equal cache rows");
     let st = store.status().unwrap();
     assert_eq!(st.pending_entries, 0);

@@ -2,10 +2,18 @@
 //! unprivileged `postgres` user when the tests run as root: `initdb` refuses root), a unix
 //! socket in that directory and a free 127.0.0.1 port; stopped (`-m immediate`) and removed on
 //! drop, also when the test panics.
+//!
+//! Suites that run one body per target kind share one cluster per test binary ([`shared`]),
+//! a database per test target; a watchdog process stops and removes that cluster once the
+//! binary has exited (statics are never dropped). A [`Proxy`] in front of the server lets a
+//! test take the server out of reach and bring it back without stopping it.
 
-use std::net::TcpListener;
+use std::io::ErrorKind;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::process::{is_root, skip_or_fail};
@@ -54,6 +62,11 @@ impl Cluster {
     /// Starts a new cluster, or `None` (with the reason printed) where PostgreSQL is not
     /// installed and the run is not CI (under `CI=1` that is a failure).
     pub fn start() -> Option<Cluster> {
+        Cluster::start_with("")
+    }
+
+    /// [`Cluster::start`] with extra server settings (`-c name=value …`).
+    pub fn start_with(settings: &str) -> Option<Cluster> {
         let Some(bin) = bin_dir() else {
             skip_or_fail(
                 "PostgreSQL",
@@ -109,7 +122,7 @@ impl Cluster {
             bin,
             port: free_port(),
         };
-        c.start_server();
+        c.start_server_with(settings);
         Some(c)
     }
 
@@ -222,11 +235,15 @@ impl Cluster {
 
     /// The connection string of database `db` through the socket, as user `user`.
     pub fn url_for(&self, db: &str, user: &str) -> String {
-        format!(
-            "host={} port={} user={user} dbname={db}",
-            self.socket_dir(),
-            self.port
-        )
+        self.server().url_for(db, user)
+    }
+
+    /// The server's address (what a connection, or a child process, needs to reach it).
+    pub fn server(&self) -> Server {
+        Server {
+            socket_dir: self.socket_dir(),
+            port: self.port,
+        }
     }
 
     /// A connection as the superuser to the `postgres` database.
@@ -236,9 +253,7 @@ impl Cluster {
 
     /// A connection as the superuser to database `db`.
     pub fn client_of(&self, db: &str) -> Result<postgres::Client, postgres::Error> {
-        let mut c = postgres::Client::connect(&self.url_for(db, "postgres"), postgres::NoTls)?;
-        c.batch_execute("SET synchronous_commit = local")?;
-        Ok(c)
+        self.server().client_of(db)
     }
 
     /// A new database named `name` with `schema` (SQL) run in it; returns its connection
@@ -257,4 +272,208 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_immediate();
     }
+}
+
+/// Where a running server is: its socket directory and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    socket_dir: String,
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// The environment variable that hands the shared server to a child process
+/// (`<port>:<socket dir>`), so that the child does not start a cluster of its own.
+pub const SHARED_SERVER_ENV: &str = "SYNCJOURNAL_TEST_PG_SERVER";
+
+impl Server {
+    /// The connection string of database `db` through the socket, as user `user`.
+    pub fn url_for(&self, db: &str, user: &str) -> String {
+        format!(
+            "host={} port={} user={user} dbname={db}",
+            self.socket_dir, self.port
+        )
+    }
+
+    /// A connection as the superuser to database `db`.
+    pub fn client_of(&self, db: &str) -> Result<postgres::Client, postgres::Error> {
+        let mut c = postgres::Client::connect(&self.url_for(db, "postgres"), postgres::NoTls)?;
+        c.batch_execute("SET synchronous_commit = local")?;
+        Ok(c)
+    }
+
+    /// A connection as the superuser to the `postgres` database.
+    pub fn client(&self) -> Result<postgres::Client, postgres::Error> {
+        self.client_of("postgres")
+    }
+
+    /// The value of [`SHARED_SERVER_ENV`] that names this server.
+    pub fn env_value(&self) -> String {
+        format!("{}:{}", self.port, self.socket_dir)
+    }
+
+    fn from_env_value(v: &str) -> Option<Server> {
+        let (port, dir) = v.split_once(':')?;
+        Some(Server {
+            socket_dir: dir.to_string(),
+            port: port.parse().ok()?,
+        })
+    }
+}
+
+/// The cluster this test binary shares between its tests (started on first use, with room
+/// for many connections), or the one a parent process named in [`SHARED_SERVER_ENV`]. `None`
+/// where PostgreSQL is not installed and the run is not CI (see [`Cluster::start`]).
+///
+/// A watchdog (`setsid -f sh`, its output discarded) polls this process and, once it is gone,
+/// stops the cluster (`-m immediate`) and removes its directory.
+pub fn shared() -> Option<&'static Server> {
+    static SHARED: OnceLock<Option<Server>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            if let Some(v) = std::env::var_os(SHARED_SERVER_ENV) {
+                let v = v.to_str().expect("utf-8 server address");
+                return Some(Server::from_env_value(v).expect("a server address"));
+            }
+            let cluster = Cluster::start_with("-c max_connections=300")?;
+            let server = cluster.server();
+            let stop = as_server_user(
+                &cluster.bin,
+                "pg_ctl",
+                &["-D", &cluster.data(), "-m", "immediate", "-w", "stop"],
+            );
+            let mut line = shell_words(&stop);
+            line.push_str(&format!(
+                "; rm -rf '{}'",
+                cluster.dir.path().to_str().expect("utf-8 path")
+            ));
+            let script = format!(
+                "while kill -0 {} 2>/dev/null; do sleep 0.3; done; {line}",
+                std::process::id()
+            );
+            // `setsid -f` forks the watchdog off and returns at once.
+            let st = Command::new("setsid")
+                .args(["-f", "sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("start the cluster's watchdog");
+            assert!(st.success(), "start the cluster's watchdog: {st}");
+            // The watchdog owns the cluster from here: never stop it on drop.
+            std::mem::forget(cluster);
+            Some(server)
+        })
+        .as_ref()
+}
+
+/// `cmd` as a shell command line (its arguments single-quoted).
+fn shell_words(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_str().expect("utf-8 argument")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A TCP forwarder on 127.0.0.1 to a server's port, that can take the server out of reach:
+/// while down, every connection it has forwarded is cut and new ones are closed at once (the
+/// client sees the connection fail, as when a server's network goes away).
+#[derive(Debug)]
+pub struct Proxy {
+    port: u16,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    up: AtomicBool,
+    /// Both ends of every forwarded connection, to cut them.
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+impl Proxy {
+    /// A forwarder to `127.0.0.1:<upstream>`, up. Its thread ends soon after the proxy is
+    /// dropped.
+    pub fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().expect("proxy address").port();
+        let state = Arc::new(ProxyState {
+            up: AtomicBool::new(true),
+            conns: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&state);
+        let to = SocketAddr::from(([127, 0, 0, 1], upstream));
+        std::thread::spawn(move || accept_loop(listener, weak, to));
+        Proxy { port, state }
+    }
+
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// True while the server is in reach.
+    pub fn is_up(&self) -> bool {
+        self.state.up.load(Ordering::SeqCst)
+    }
+
+    /// Takes the server out of reach: cuts every forwarded connection, refuses new ones.
+    pub fn down(&self) {
+        self.state.up.store(false, Ordering::SeqCst);
+        for c in self.state.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Brings the server back in reach.
+    pub fn up(&self) {
+        self.state.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(listener: TcpListener, state: Weak<ProxyState>, to: SocketAddr) {
+    loop {
+        let Some(st) = state.upgrade() else { return };
+        match listener.accept() {
+            Ok((client, _)) => {
+                if !st.up.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                // No Nagle delay on either leg: a forwarded message must not wait for an ACK.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let ends = [&client, &server].map(|s| s.try_clone().expect("clone a socket"));
+                st.conns.lock().unwrap().extend(ends);
+                pipe(&client, &server);
+                pipe(&server, &client);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                drop(st);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Copies `from` to `to` on a thread of its own until either side closes.
+fn pipe(from: &TcpStream, to: &TcpStream) {
+    let (mut from, mut to) = (
+        from.try_clone().expect("clone a socket"),
+        to.try_clone().expect("clone a socket"),
+    );
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
 }

@@ -152,9 +152,17 @@ pub fn dump_cache(store: &Store) -> Vec<Vec<Vec<Value>>> {
     store.read(dump_all).expect("read cache")
 }
 
-/// The application tables of the target.
+/// The application tables of the target (of any kind).
 pub fn dump_target(target: &TestTarget) -> Vec<Vec<Vec<Value>>> {
-    dump_all(&target.read_only()).expect("read target")
+    TABLES
+        .iter()
+        .map(|(t, order)| target.dump_ordered(t, order))
+        .collect()
+}
+
+/// The item ids on a target (of any kind), in order; as [`item_ids`].
+pub fn target_item_ids(target: &TestTarget) -> Vec<i64> {
+    target.ints("SELECT id FROM items ORDER BY id")
 }
 
 /// A change set that inserts item `id` with a name, a quantity, a price and some bytes.

@@ -154,7 +154,7 @@ fn diff(
 #[test]
 fn replay_kill9_cycles() {
     let _load = alongside();
-    for kind in TargetKind::all() {
+    for kind in TargetKind::sqlite_only() {
         replay_kill9_cycles_on(kind);
     }
 }

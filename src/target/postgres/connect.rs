@@ -523,7 +523,60 @@ pub(crate) fn config(
 /// server without TLS under a mode that requires it: a permanent [`TargetError::Server`]; an
 /// unreachable server: a transient one.
 pub(crate) fn connect(conn: &ConnString, opts: &TargetOptions) -> Result<Client, Error> {
+    match connect_to(conn, opts, None) {
+        Err(e) if opts.create_if_missing && sqlstate_of(&e) == Some("3D000") => {
+            create_database(conn, opts)?;
+            connect_to(conn, opts, None)
+        }
+        r => r,
+    }
+}
+
+/// The SQLSTATE of a server error, if `e` is one.
+fn sqlstate_of(e: &Error) -> Option<&str> {
+    match e {
+        Error::Target(TargetError::Server { sqlstate, .. }) => sqlstate.as_deref(),
+        _ => None,
+    }
+}
+
+/// With [`TargetOptions::create_if_missing`], a database the connection string names that
+/// does not exist is created as `createdb` does: through the `postgres` maintenance database,
+/// owned by the connecting role (which needs `CREATEDB`). A database another replayer created
+/// meanwhile is fine.
+fn create_database(conn: &ConnString, opts: &TargetOptions) -> Result<(), Error> {
+    let (cfg, _) = config(conn, opts)?;
+    let name = cfg
+        .get_dbname()
+        .map(str::to_owned)
+        .or_else(|| cfg.get_user().map(str::to_owned))
+        .unwrap_or_default();
+    let mut admin = connect_to(conn, opts, Some("postgres"))?;
+    let sql = format!("CREATE DATABASE {}", super::catalog::quote_ident(&name));
+    match admin.batch_execute(&sql) {
+        Ok(()) => {
+            tracing::info!(target = %conn.redacted(), database = %name, "created the target database");
+            Ok(())
+        }
+        Err(e) if e.code().is_some_and(|c| c.code() == "42P04") => Ok(()),
+        Err(e) => Err(pg_error(
+            conn.redacted(),
+            &format!("create database {name:?} (TargetOptions::create_if_missing)"),
+            e,
+        )),
+    }
+}
+
+/// Connects as the connection string says, to database `dbname` instead of its own if given.
+fn connect_to(
+    conn: &ConnString,
+    opts: &TargetOptions,
+    dbname: Option<&str>,
+) -> Result<Client, Error> {
     let (mut cfg, tls) = config(conn, opts)?;
+    if let Some(d) = dbname {
+        cfg.dbname(d);
+    }
     #[cfg(not(feature = "tls"))]
     if let Some(reason) = refusal_without_tls(tls.mode) {
         return Err(tls_settings_error(conn, reason));

@@ -180,6 +180,7 @@ impl PgTarget {
                 source: None,
             }));
         }
+        self.ensure_app_schema(&mut client)?;
         self.ensure_tables(&mut client)?;
         tracing::debug!(target = %self.conn.redacted(), "target connected");
         self.client = Some(client);
@@ -188,6 +189,55 @@ impl PgTarget {
         // Statements prepared on the last connection do not exist on this one.
         self.pending.new_connection();
         Ok(())
+    }
+
+    /// With [`TargetOptions::create_if_missing`] and a [`TargetOptions::create_schema`]: runs
+    /// that SQL (in the configured schema) when the schema holds no table but syncjournal's
+    /// own, as SQLite runs it on an empty file. One transaction under the bookkeeping lock, so
+    /// two replayers starting at once run it once and a failure leaves no half schema.
+    fn ensure_app_schema(&self, client: &mut Client) -> Result<()> {
+        let Some(sql) = self
+            .opts
+            .create_schema
+            .as_deref()
+            .filter(|_| self.opts.create_if_missing)
+        else {
+            return Ok(());
+        };
+        let lit = |s: &str| crate::apply::quote_with(s, '\'');
+        let check = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({TABLES_LOCK_KEY});
+             SET LOCAL search_path = {};
+             SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = {}
+               AND tablename NOT IN ({}, {})",
+            quote_ident(&self.schema),
+            lit(&self.schema),
+            lit(PROGRESS_TABLE),
+            lit(REJECTED_TABLE),
+        );
+        let run = |client: &mut Client| -> std::result::Result<(), (&str, postgres::Error)> {
+            let tables = client
+                .simple_query(&check)
+                .map_err(|e| ("check for the application's tables", e))?
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .last(); // the count (the lock's row comes first)
+            if tables.as_deref() == Some("0") {
+                client
+                    .batch_execute(sql)
+                    .map_err(|e| ("create schema (TargetOptions::create_schema)", e))?;
+            }
+            client
+                .batch_execute("COMMIT")
+                .map_err(|e| ("commit the schema", e))
+        };
+        run(client).map_err(|(what, e)| {
+            let _ = client.batch_execute("ROLLBACK");
+            self.err(what, e)
+        })
     }
 
     /// Creates the bookkeeping tables if missing (as on SQLite), and checks their columns.
