@@ -117,7 +117,11 @@ impl<E: JournalEvent> Replayer<E> {
     ) -> Self {
         let name = spec.name();
         let mut state = ReplayState::load(source.dir());
-        if state.target.as_deref() != Some(name.as_str()) {
+        if !state
+            .target
+            .as_deref()
+            .is_some_and(|t| spec.names_same_target(t))
+        {
             state = ReplayState {
                 target: Some(name.clone()),
                 acknowledged_target: state.acknowledged_target,
@@ -126,7 +130,7 @@ impl<E: JournalEvent> Replayer<E> {
         }
         let acknowledges = match &state.acknowledged_target {
             None => true,
-            Some(t) if *t == name || opts.adopt_target => true,
+            Some(t) if spec.names_same_target(t) || opts.adopt_target => true,
             Some(t) => {
                 if matches!(source, Source::Owner(_)) {
                     tracing::warn!(target = %name, acknowledged_target = %t, "this journal is acknowledged against another target: entries are applied here but not acknowledged (ReplayOptions::adopt_target, `sync --adopt-target`, makes this one the journal's target)");
@@ -707,7 +711,11 @@ impl<E: JournalEvent> Replayer<E> {
         }
         let name = self.spec.name();
         let st = self.obs.watch.get();
-        if st.acknowledged_target.as_deref() != Some(name.as_str()) {
+        if !st
+            .acknowledged_target
+            .as_deref()
+            .is_some_and(|t| self.spec.names_same_target(t))
+        {
             self.obs
                 .watch
                 .update(|s| s.acknowledged_target = Some(name.clone()));

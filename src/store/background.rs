@@ -112,7 +112,10 @@ pub(crate) fn with_target_evidence(
         Ok(wm) => (wm, Some(wm)),
         Err(_) => {
             let st = ReplayState::load(dir);
-            let same = st.target.as_deref() == Some(target.name().as_str());
+            let same = st
+                .target
+                .as_deref()
+                .is_some_and(|t| target.names_same_target(t));
             (if same { st.target_lsn.unwrap_or(0) } else { 0 }, None)
         }
     };

@@ -75,6 +75,23 @@ impl TargetSpec {
         }
     }
 
+    /// True if `recorded` (a [`TargetSpec::name`] recorded earlier, e.g. in `replay.json`)
+    /// names the target this spec names. An SQLite file: the same absolute path. A server:
+    /// the same hosts, ports, user and database, however spelled and whatever the options
+    /// that do not change which database it is (timeouts, `sslmode`, a password).
+    pub fn names_same_target(&self, recorded: &str) -> bool {
+        if self.name() == recorded {
+            return true;
+        }
+        match (self, TargetSpec::parse(recorded)) {
+            #[cfg(feature = "postgres")]
+            (TargetSpec::Postgres(a), TargetSpec::Postgres(b)) => {
+                crate::target::postgres::identity(a) == crate::target::postgres::identity(&b)
+            }
+            _ => false,
+        }
+    }
+
     /// The SQLite file's path, if this names one.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
@@ -344,5 +361,34 @@ mod tests {
             assert!(!format!("{t:?} {t}").contains("s3cret"), "{t:?}");
             assert!(!format!("{t:?}").contains("a b"));
         }
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn one_database_however_spelled() {
+        let a = TargetSpec::parse("postgres://app@DB1:5433/infra?connect_timeout=5");
+        for same in [
+            "postgresql://app:s3cret@db1:5433/infra",
+            "host=db1 port=5433 user=app dbname=infra sslmode=disable",
+            "host=db1 port=5433 user=app password=*** dbname=infra connect_timeout=30",
+        ] {
+            assert!(a.names_same_target(same), "{same}");
+        }
+        for other in [
+            "postgres://app@db1:5434/infra",
+            "postgres://app@db2:5433/infra",
+            "postgres://other@db1:5433/infra",
+            "postgres://app@db1:5433/infra2",
+            "/mnt/share/infra.db",
+        ] {
+            assert!(!a.names_same_target(other), "{other}");
+        }
+        let file = TargetSpec::parse("share/infra.db");
+        assert!(file.names_same_target(&file.name()));
+        assert!(!file.names_same_target("share/other.db"));
     }
 }

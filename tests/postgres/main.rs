@@ -225,6 +225,50 @@ fn a_server_down_at_start_is_a_transient_error_and_sync_succeeds_once_it_is_back
 }
 
 #[test]
+fn a_server_named_with_other_options_is_the_same_target_and_is_acknowledged() {
+    let Some(c) = Cluster::start() else { return };
+    let url = c.database("spelled", COUNTERS);
+    let tmp = tempfile::tempdir().unwrap();
+    let j = journal(&tmp.path().join("j"));
+    append_bumps(&j, 0, 5);
+    let mut r: Replayer<Bump> = Replayer::new(
+        Arc::clone(&j),
+        url.as_str(),
+        TargetOptions::new(),
+        fast_retries(),
+    );
+    assert!(r.sync_now().error.is_none());
+    assert_eq!(j.state().acked_lsn, 5);
+    drop(r);
+    // Other timeouts and an application name do not make it another database.
+    let respelled = format!("{url} connect_timeout=7 application_name=elsewhere");
+    append_bumps(&j, 5, 9);
+    let mut r: Replayer<Bump> = Replayer::new(
+        Arc::clone(&j),
+        respelled.as_str(),
+        TargetOptions::new(),
+        fast_retries(),
+    );
+    assert_eq!(r.acknowledged_elsewhere(), None);
+    let rep = r.sync_now();
+    assert!(rep.error.is_none(), "{rep}");
+    assert_eq!(j.state().acked_lsn, 9, "acknowledged on the same server");
+    assert_eq!(state(&c, "spelled").1, 9);
+    // Another database is another target: applied there, never acknowledged for it.
+    let other = c.database("other", COUNTERS);
+    append_bumps(&j, 9, 10);
+    let mut r: Replayer<Bump> = Replayer::new(
+        Arc::clone(&j),
+        other.as_str(),
+        TargetOptions::new(),
+        fast_retries(),
+    );
+    assert!(r.acknowledged_elsewhere().is_some());
+    assert!(r.sync_now().error.is_none());
+    assert_eq!(j.state().acked_lsn, 9);
+}
+
+#[test]
 fn two_journals_replaying_concurrently_to_one_database_each_apply_exactly_once() {
     let Some(c) = Cluster::start() else { return };
     let url = c.database("two", COUNTERS);
@@ -475,6 +519,14 @@ fn values_the_column_cannot_take_and_names_outside_the_schema_are_refused_naming
         (
             ChangeSet::new().insert("hosts", [("id", 6)], [("name", "nul\0byte")]),
             "NUL character",
+        ),
+        (
+            ChangeSet::new().insert(
+                "hosts",
+                [("id", 7)],
+                [("name", Value::from("x")), ("small", Value::from("12"))],
+            ),
+            "hosts.small is int4 but the value is text",
         ),
     ];
     for (cs, _) in &bad {

@@ -195,6 +195,18 @@ fn hosts_of(c: &Connection) -> Vec<(i64, String)> {
         .unwrap()
 }
 
+/// The hosts on a target of any kind.
+fn hosts_on(target: &TestTarget) -> Vec<(i64, String)> {
+    target
+        .rows("SELECT id, name FROM hosts ORDER BY id")
+        .into_iter()
+        .map(|r| match &r[..] {
+            [Value::Integer(id), Value::Text(name)] => (*id, name.clone()),
+            other => panic!("a host row: {other:?}"),
+        })
+        .collect()
+}
+
 fn replay_opts() -> ReplayOptions {
     ReplayOptions::new()
         .retry_attempts_max(1)
@@ -687,10 +699,7 @@ fn target_locked_by_another_process_for_30_s() {
 #[test]
 fn schema_mismatch_on_the_target() {
     Matrix::run("schema mismatch on the target", 60, || {
-        let lost = TargetKind::sqlite_only()
-            .into_iter()
-            .map(schema_mismatch_on)
-            .sum();
+        let lost = TargetKind::all().into_iter().map(schema_mismatch_on).sum();
         Found::Error(
             "EntryRejected (no table \"hosts\"; type mismatch hosts.name), SchemaMismatch \
              (syncjournal_progress: missing lsn, updated_at)"
@@ -703,6 +712,12 @@ fn schema_mismatch_on_the_target() {
 /// The schema mismatch cases on a target of `kind`; returns the entries lost.
 fn schema_mismatch_on(kind: TargetKind) -> u64 {
     let mut lost = 0;
+    // How each kind names the declared type of an INTEGER column.
+    let integer = match kind {
+        TargetKind::Sqlite => "INTEGER",
+        #[cfg(feature = "postgres")]
+        TargetKind::Postgres => "int8",
+    };
     // (target DDL, what must be named, the fix)
     let cases: [(&str, &[&str], &str); 2] = [
         (
@@ -712,7 +727,7 @@ fn schema_mismatch_on(kind: TargetKind) -> u64 {
         ),
         (
             "CREATE TABLE hosts (id INTEGER PRIMARY KEY, name INTEGER);",
-            &["type mismatch", "hosts.name", "INTEGER", "text"],
+            &["type mismatch", "hosts.name", integer, "text"],
             "DROP TABLE hosts; CREATE TABLE hosts (id INTEGER PRIMARY KEY, name TEXT);",
         ),
     ];
@@ -750,11 +765,11 @@ fn schema_mismatch_on(kind: TargetKind) -> u64 {
         assert!(!last.transient);
         assert_eq!(st.acked_lsn, 0);
         // Fixed: everything applies.
-        target.connect().execute_batch(fix).unwrap();
+        target.execute(&kind.dialect(fix));
         let rep = store.sync_now();
         assert!(rep.error.is_none(), "{ddl}: after the fix: {rep}");
         let cache = store.read(|c| Ok(hosts_of(c))).unwrap();
-        let on_target = hosts_of(&target.connect());
+        let on_target = hosts_on(&target);
         lost += cache.iter().filter(|h| !on_target.contains(h)).count() as u64;
         assert_eq!(on_target, cache);
         assert_eq!(store.status().unwrap().acked_lsn, 2);
@@ -784,7 +799,7 @@ fn schema_mismatch_on(kind: TargetKind) -> u64 {
             }),
         ) => {
             assert_eq!(table, "syncjournal_progress");
-            assert_eq!(path, target.path());
+            assert_eq!(path, Path::new(&target.spec().name()));
             assert!(
                 detail.contains("lsn") && detail.contains("updated_at"),
                 "{detail}"
@@ -796,13 +811,10 @@ fn schema_mismatch_on(kind: TargetKind) -> u64 {
     }
     assert_eq!(rep.retries, 0);
     assert_eq!(store.status().unwrap().acked_lsn, 0);
-    target
-        .connect()
-        .execute_batch("DROP TABLE syncjournal_progress;")
-        .unwrap();
+    target.execute("DROP TABLE syncjournal_progress;");
     let rep = store.sync_now();
     assert!(rep.error.is_none(), "{rep}");
-    let on_target = hosts_of(&target.connect());
+    let on_target = hosts_on(&target);
     lost += u64::from(on_target != vec![(1, "web-1".to_owned())]);
     assert_eq!(on_target, vec![(1, "web-1".to_owned())]);
     lost

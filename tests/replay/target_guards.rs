@@ -117,12 +117,7 @@ fn inv_store(inv: &Inventory, policy: RejectPolicy) -> Store {
 }
 
 fn hosts_on(target: &TestTarget) -> Vec<i64> {
-    let c = target.connect();
-    let mut s = c.prepare("SELECT id FROM hosts ORDER BY id").unwrap();
-    s.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
+    target.ints("SELECT id FROM hosts ORDER BY id")
 }
 
 /// An inventory whose target (of `kind`) lacks `domains`, its store with `policy`, and three
@@ -144,7 +139,7 @@ fn with_a_refused_entry(kind: TargetKind, policy: RejectPolicy) -> (Inventory, S
 
 #[test]
 fn an_entry_for_a_table_missing_on_the_target_stops_replay() {
-    for kind in TargetKind::sqlite_only() {
+    for kind in TargetKind::all() {
         with_timeout(60, move || {
             let (inv, store, bad) = with_a_refused_entry(kind, RejectPolicy::Stop);
             store.apply(&host(3)).unwrap();
@@ -188,12 +183,9 @@ fn an_entry_for_a_table_missing_on_the_target_stops_replay() {
             }
 
             // The target gets the table: the entry and everything after it apply.
-            inv.target
-                .connect()
-                .execute_batch(
-                    "CREATE TABLE domains (name TEXT PRIMARY KEY, host_id INTEGER, registrar TEXT)",
-                )
-                .unwrap();
+            inv.target.execute(&kind.dialect(
+                "CREATE TABLE domains (name TEXT PRIMARY KEY, host_id INTEGER, registrar TEXT)",
+            ));
             let rep = store.sync_now();
             assert!(rep.error.is_none(), "{rep}");
             assert_eq!(rep.applied, 3);
@@ -207,7 +199,7 @@ fn an_entry_for_a_table_missing_on_the_target_stops_replay() {
 
 #[test]
 fn an_entry_for_a_table_missing_on_the_target_is_quarantined_with_that_policy() {
-    for kind in TargetKind::sqlite_only() {
+    for kind in TargetKind::all() {
         with_timeout(60, move || {
             let (inv, store, bad) = with_a_refused_entry(kind, RejectPolicy::Quarantine);
             let rep = store.sync_now();
@@ -229,7 +221,7 @@ fn an_entry_for_a_table_missing_on_the_target_is_quarantined_with_that_policy() 
 
 #[test]
 fn syncjournal_tables_with_wrong_columns_are_a_schema_mismatch() {
-    for kind in TargetKind::sqlite_only() {
+    for kind in TargetKind::all() {
         with_timeout(60, move || {
             for (table, ddl, missing) in [
                 (
@@ -244,7 +236,7 @@ fn syncjournal_tables_with_wrong_columns_are_a_schema_mismatch() {
                 ),
             ] {
                 let rig = Rig::new(kind, 5);
-                rig.target.connect().execute_batch(ddl).unwrap();
+                rig.target.execute(&kind.dialect(ddl));
                 let mut r = rig.replayer(replay_opts().retry_attempts_max(3));
                 let rep = r.sync_now();
                 match &rep.error {
@@ -632,19 +624,16 @@ fn a_target_watermark_ahead_of_the_local_acknowledgement_is_not_applied_twice() 
 
 #[test]
 fn a_target_watermark_beyond_the_journal_head_is_refused() {
-    for kind in TargetKind::sqlite_only() {
+    for kind in TargetKind::all() {
         with_timeout(60, move || {
             let rig = Rig::new(kind, 6);
             let mut r = rig.replayer(replay_opts());
             assert!(r.sync_now().error.is_none());
             let before = target_counters(&rig.target);
-            rig.target
-                .connect()
-                .execute(
-                    "UPDATE syncjournal_progress SET lsn = 11 WHERE journal_id = ?1",
-                    [rig.journal.id().to_string()],
-                )
-                .unwrap();
+            rig.target.execute(&format!(
+                "UPDATE syncjournal_progress SET lsn = 11 WHERE journal_id = '{}'",
+                rig.journal.id()
+            ));
             let mut rig = rig;
             rig.append(2);
             let rep = r.sync_now();

@@ -202,8 +202,8 @@ impl TargetFaults for Faults {
 }
 
 /// A slow target for the kill -9 children: every statement sleeps `statement_sleep` (a slow
-/// share, so that most of the time is spent inside target transactions); after each commit it
-/// prints `COMMITTED` on stdout, then sleeps `after_commit_sleep` (widening the window between
+/// share, so that most of the time is spent inside target transactions); once a transaction
+/// has begun (before its second statement) it prints `BEGIN` on stdout, after each commit `COMMITTED`, then sleeps `after_commit_sleep` (widening the window between
 /// a commit and its acknowledgement, so that some kills land there too).
 #[derive(Debug, Clone, Copy)]
 pub struct SlowTarget {
@@ -219,7 +219,10 @@ impl SlowTarget {
 }
 
 impl TargetFaults for SlowTarget {
-    fn before_statement(&self, _index: usize, _label: &str) -> rusqlite::Result<()> {
+    fn before_statement(&self, index: usize, _label: &str) -> rusqlite::Result<()> {
+        if index == 1 {
+            println!("BEGIN");
+        }
         std::thread::sleep(self.statement_sleep);
         Ok(())
     }

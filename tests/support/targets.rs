@@ -52,10 +52,21 @@ impl TargetKind {
         }
     }
 
-    /// The kind named `name` (see [`TargetKind::name`]).
+    /// The kind named `name` (see [`TargetKind::name`]). It starts no server: a child
+    /// process handed "sqlite" must not start a PostgreSQL cluster of its own.
     pub fn from_name(name: &str) -> Option<TargetKind> {
-        TargetKind::all().into_iter().find(|k| k.name() == name)
+        TargetKind::COMPILED
+            .iter()
+            .copied()
+            .find(|k| k.name() == name)
     }
+
+    /// Every kind this build knows, whether its server is installed or not.
+    const COMPILED: &'static [TargetKind] = &[
+        TargetKind::Sqlite,
+        #[cfg(feature = "postgres")]
+        TargetKind::Postgres,
+    ];
 
     /// The SQL of a schema written for SQLite, in this kind's dialect (PostgreSQL: `INTEGER`
     /// → `BIGINT`, `REAL` → `DOUBLE PRECISION`, `BLOB` → `BYTEA`, a column without a type →
@@ -195,10 +206,13 @@ impl TestTarget {
         match self.kind {
             TargetKind::Sqlite => Vec::new(),
             #[cfg(feature = "postgres")]
-            TargetKind::Postgres => vec![(
-                super::postgres::SHARED_SERVER_ENV,
-                self.pg().server.env_value(),
-            )],
+            TargetKind::Postgres => vec![
+                (
+                    super::postgres::SHARED_SERVER_ENV,
+                    self.pg().server.env_value(),
+                ),
+                (pg::PROXY_ENV, self.pg().proxy_env()),
+            ],
         }
     }
 
@@ -392,7 +406,7 @@ impl TestTarget {
                 std::fs::rename(&self.path, self.away()).expect("take the target away")
             }
             #[cfg(feature = "postgres")]
-            TargetKind::Postgres => self.pg().proxy.down(),
+            TargetKind::Postgres => self.pg().own_proxy().down(),
         }
     }
 
@@ -403,7 +417,7 @@ impl TestTarget {
                 std::fs::rename(self.away(), &self.path).expect("bring the target back")
             }
             #[cfg(feature = "postgres")]
-            TargetKind::Postgres => self.pg().proxy.up(),
+            TargetKind::Postgres => self.pg().own_proxy().up(),
         }
     }
 
@@ -484,28 +498,61 @@ mod pg {
     pub(super) struct PgTarget {
         pub(super) server: Server,
         pub(super) db: String,
-        pub(super) proxy: Arc<Proxy>,
+        /// The proxy this process started; `None` in a child process that reaches the
+        /// database through its parent's (see [`PROXY_ENV`]).
+        pub(super) proxy: Option<Arc<Proxy>>,
+        /// The port of the proxy in front of the server.
+        pub(super) port: u16,
     }
+
+    /// Names the proxy of a parent process to its children (`<database>=<port>`), so that a
+    /// child reaches the database through the same connection string as its parent: one
+    /// target, one name (and the parent's `take_away` reaches the child's connections too).
+    pub(super) const PROXY_ENV: &str = "SYNCJOURNAL_TEST_PG_PROXY";
 
     impl PgTarget {
         pub(super) fn named(path: &Path) -> PgTarget {
             let server = shared().expect("a PostgreSQL server").clone();
             let mut h = std::collections::hash_map::DefaultHasher::new();
             path.hash(&mut h);
-            let proxy = Arc::new(Proxy::start(server.port));
+            let db = format!("sj_{:016x}", h.finish());
+            let parents = std::env::var(PROXY_ENV).ok().and_then(|v| {
+                let (name, port) = v.split_once('=')?;
+                (name == db).then(|| port.parse::<u16>().ok())?
+            });
+            let (proxy, port) = match parents {
+                Some(port) => (None, port),
+                None => {
+                    let p = Proxy::start(server.port);
+                    let port = p.port();
+                    (Some(Arc::new(p)), port)
+                }
+            };
             PgTarget {
                 server,
-                db: format!("sj_{:016x}", h.finish()),
+                db,
                 proxy,
+                port,
             }
+        }
+
+        /// The proxy, which only the process that started it controls.
+        pub(super) fn own_proxy(&self) -> &Proxy {
+            self.proxy
+                .as_deref()
+                .expect("the proxy is the parent process's: take the target away there")
+        }
+
+        /// What a child process needs to reach this database through this proxy.
+        pub(super) fn proxy_env(&self) -> String {
+            format!("{}={}", self.db, self.port)
         }
 
         /// The connection string through the proxy (TCP, no TLS).
         pub(super) fn url(&self) -> String {
             format!(
                 "host=127.0.0.1 port={} user=postgres dbname={} sslmode=disable connect_timeout=5",
-                self.proxy.port(),
-                self.db
+                self.port, self.db
             )
         }
 
@@ -527,7 +574,7 @@ mod pg {
         }
 
         pub(super) fn exists(&self) -> bool {
-            self.proxy.is_up() && self.database_exists()
+            self.proxy.as_ref().is_none_or(|p| p.is_up()) && self.database_exists()
         }
 
         pub(super) fn create(&self, schema: &str) {

@@ -14,19 +14,27 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::events::{Bump, COUNTER_SCHEMA, Ledger, counters_of, log_stats};
+use crate::support::events::{Bump, COUNTER_SCHEMA, Ledger, target_counters, target_log_stats};
 use crate::support::faults::SlowTarget;
 use crate::support::process::{CHILD_WAIT, ChildLines, alongside, child_test_command, test_path};
 use crate::support::rng::Rng;
-use crate::support::targets::{TargetKind, TestTarget, integrity};
+use crate::support::targets::{TargetKind, TestTarget};
 use syncjournal::{Journal, JournalOptions, Lsn, ReplayOptions, Replayer};
 
 const ENV_DIR: &str = "SYNCJOURNAL_REPLAY_KILL9_DIR";
 const ENV_KIND: &str = "SYNCJOURNAL_REPLAY_KILL9_TARGET_KIND";
 const CHILD_TEST: &str = "replay_kill9_child";
-const CYCLES: usize = 40;
-/// Entries per target transaction in the child.
-const BATCH: usize = 250;
+const CYCLES: usize = 200;
+/// Entries per target transaction in the child, by kind: a transaction takes some 150 ms on
+/// either (a PostgreSQL entry costs a few round trips through the proxy), so that kills land
+/// before, inside and after commits alike.
+fn batch_entries(kind: TargetKind) -> usize {
+    match kind {
+        TargetKind::Sqlite => 250,
+        #[cfg(feature = "postgres")]
+        TargetKind::Postgres => 60,
+    }
+}
 /// Each statement of the child's target transactions sleeps this long (a slow share).
 const STATEMENT_SLEEP: Duration = Duration::from_micros(150);
 /// The child sleeps this long between a commit and its acknowledgement.
@@ -75,13 +83,14 @@ fn replay_kill9_child() {
         }
         .options(target.options()),
         ReplayOptions::new()
-            .batch_entries_max(BATCH)
+            .batch_entries_max(batch_entries(kind))
             .retry_attempts_max(3)
             .retry_delay_ms(5),
     );
     println!("READY");
     loop {
         let report = replayer.sync_now();
+
         match &report.error {
             Some(e) => {
                 println!("ERROR {e}");
@@ -99,13 +108,19 @@ fn replay_kill9_child() {
 #[derive(Default)]
 struct ChildOutput {
     commits: u64,
+    /// The last transaction it began had not committed (it printed `BEGIN` after its last
+    /// `COMMITTED`): the kill landed inside a target transaction.
+    in_transaction: bool,
     errors: Vec<String>,
     caught_up: bool,
 }
 
-fn run_and_kill(dir: &Path, kind: TargetKind, rng: &mut Rng) -> ChildOutput {
+fn run_and_kill(dir: &Path, target: &TestTarget, rng: &mut Rng) -> ChildOutput {
+    let kind = target.kind();
     let mut cmd = child_test_command(&test_path(module_path!(), CHILD_TEST), ENV_DIR, dir);
-    cmd.env(ENV_KIND, kind.name()).stderr(Stdio::inherit());
+    cmd.env(ENV_KIND, kind.name())
+        .envs(target.child_env())
+        .stderr(Stdio::inherit());
     let mut child = ChildLines::spawn(cmd);
     // Wait for READY (hang guard only). The test harness may print "test <name> ... " in
     // front of the child's first line.
@@ -117,10 +132,15 @@ fn run_and_kill(dir: &Path, kind: TargetKind, rng: &mut Rng) -> ChildOutput {
     if let Err(why) = child.kill9(&mut |l| rest.push(l.to_owned())) {
         panic!("the child must die of SIGKILL, not exit on its own: {why}");
     }
+    // PostgreSQL: the killed client's backend rolls back once it notices.
+    target.wait_for_other_sessions();
     let mut out = ChildOutput::default();
     for line in rest {
         if line.ends_with("COMMITTED") {
             out.commits += 1;
+            out.in_transaction = false;
+        } else if line.ends_with("BEGIN") {
+            out.in_transaction = true;
         } else if line.ends_with("CAUGHT_UP") {
             out.caught_up = true;
         } else if let Some((_, e)) = line.split_once("ERROR ") {
@@ -154,7 +174,7 @@ fn diff(
 #[test]
 fn replay_kill9_cycles() {
     let _load = alongside();
-    for kind in TargetKind::sqlite_only() {
+    for kind in TargetKind::all() {
         replay_kill9_cycles_on(kind);
     }
 }
@@ -187,14 +207,15 @@ fn replay_kill9_cycles_on(kind: TargetKind) {
             let j = Journal::open(&jdir, journal_opts()).unwrap();
             ledger.append_increments_batched(&j, TOP_UP, 500);
         }
-        let out = run_and_kill(dir.path(), kind, &mut rng);
+        let out = run_and_kill(dir.path(), &target, &mut rng);
         batches += out.commits;
         for e in &out.errors {
             failures.push(format!("cycle {cycle}: the child's sync failed: {e}"));
         }
 
-        // The kill landed inside a target transaction (SQLite: a non-empty rollback journal).
-        if target.interrupted_transaction() {
+        // The kill landed inside a target transaction (SQLite: a non-empty rollback journal;
+        // any kind: the child said it began one and did not say it committed).
+        if target.interrupted_transaction() || out.in_transaction {
             mid_transaction += 1;
         }
         let ic = target.integrity();
@@ -202,10 +223,8 @@ fn replay_kill9_cycles_on(kind: TargetKind) {
             failures.push(format!("cycle {cycle}: integrity_check: {ic}"));
         }
         let w = target.watermark(journal_id);
-        let c = target.connect();
-        let (d_lost, d_dup) = diff(&counters_of(&c), &ledger.fold(w));
-        let (rows, dup_seqs) = log_stats(&c);
-        drop(c);
+        let (d_lost, d_dup) = diff(&target_counters(&target), &ledger.fold(w));
+        let (rows, dup_seqs) = target_log_stats(&target);
         lost += d_lost;
         duplicated += d_dup;
         if d_lost != 0 || d_dup != 0 || !dup_seqs.is_empty() {
@@ -256,9 +275,8 @@ fn replay_kill9_cycles_on(kind: TargetKind) {
     );
     let report = r.sync_now();
     let w = target.watermark(journal_id);
-    let c = target.connect();
-    let (d_lost, d_dup) = diff(&counters_of(&c), &ledger.fold(ledger.head()));
-    let (rows, dup_seqs) = log_stats(&c);
+    let (d_lost, d_dup) = diff(&target_counters(&target), &ledger.fold(ledger.head()));
+    let (rows, dup_seqs) = target_log_stats(&target);
     lost += d_lost;
     duplicated += d_dup + dup_seqs.len() as i64;
     eprintln!(
@@ -269,7 +287,7 @@ fn replay_kill9_cycles_on(kind: TargetKind) {
     assert!(report.error.is_none(), "final sync: {report}");
     assert_eq!(w, ledger.head(), "final watermark");
     assert_eq!(journal.state().acked_lsn, w, "final acknowledgement");
-    assert_eq!(integrity(&c), "ok");
+    assert_eq!(target.integrity(), "ok");
     assert_eq!(rows, ledger.head() as i64);
     assert_eq!((lost, duplicated), (0, 0));
     assert!(

@@ -390,7 +390,13 @@ fn cell(t: &PgTable, c: &PgColumn, m: &Mutation, v: &Value) -> Result<Cell, Appl
             _ => return Err(mismatch("a real")),
         },
         Value::Text(s) => {
-            if typ == "bytea" {
+            // Text goes to the text-like types and to those the server reads from text (dates,
+            // UUIDs, JSON…, whose own checks name the column's type); never to a number, a
+            // boolean or bytes, as at the SQLite cache.
+            if matches!(
+                typ,
+                "bytea" | "int2" | "int4" | "int8" | "float4" | "float8" | "numeric" | "bool"
+            ) {
                 return Err(mismatch("text"));
             }
             if s.contains('\0') {

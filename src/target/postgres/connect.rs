@@ -514,6 +514,37 @@ pub(crate) fn config(
     Ok((cfg, tls))
 }
 
+/// Which database `conn` names, whatever its spelling and the options that do not change it
+/// (timeouts, TLS mode, application name, password): hosts (in order), ports, user and
+/// database, completed from the `PG*` environment as a connection would be. Two connection
+/// strings with one identity reach one database; a journal acknowledged against one is
+/// acknowledged against the other. A string that does not parse is its own (redacted)
+/// identity.
+pub(crate) fn identity(conn: &ConnString) -> String {
+    let Ok((cfg, _)) = config(conn, &TargetOptions::default()) else {
+        return conn.redacted().to_string();
+    };
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => name.to_ascii_lowercase(),
+            Host::Unix(dir) => dir.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = match cfg.get_ports() {
+        [] => vec!["5432".into()],
+        ps => ps.iter().map(u16::to_string).collect(),
+    };
+    format!(
+        "postgresql host={} port={} user={} dbname={}",
+        hosts.join(","),
+        ports.join(","),
+        cfg.get_user().unwrap_or(""),
+        cfg.get_dbname().or(cfg.get_user()).unwrap_or(""),
+    )
+}
+
 /// Connects, encrypted as the TLS settings ask (see [`SslMode`]); over a unix socket plain,
 /// as libpq does.
 ///

@@ -39,6 +39,7 @@ use crate::target::{
 pub use apply::PgApplyContext;
 use batch::{Expect, Pending, SendError};
 use catalog::{Catalog, quote_ident};
+pub(crate) use connect::identity;
 use connect::pg_error;
 
 /// A connection to a PostgreSQL server, opened lazily and discarded after any failure that
