@@ -655,11 +655,16 @@ fn a_target_watermark_beyond_the_journal_head_is_refused() {
     }
 }
 
-/// A journal of small segments, `first` increments synced to the target, a backup copy of
-/// the target, then `second` more synced. Returns the rig and the backup's path.
-fn restore_rig(retain: usize, first: u64, second: u64) -> (Rig, Replayer<Bump>, PathBuf) {
+/// A journal of small segments, `first` increments synced to a target of `kind`, a backup
+/// of the target, then `second` more synced. Returns the rig and the backup's path.
+fn restore_rig(
+    kind: TargetKind,
+    retain: usize,
+    first: u64,
+    second: u64,
+) -> (Rig, Replayer<Bump>, PathBuf) {
     let mut rig = Rig::with_journal(
-        TargetKind::Sqlite,
+        kind,
         JournalOptions::new()
             .segment_bytes_max(64 << 10)
             .retain_acked_segments(retain)
@@ -671,7 +676,7 @@ fn restore_rig(retain: usize, first: u64, second: u64) -> (Rig, Replayer<Bump>, 
     let mut r = rig.replayer(replay_opts().batch_entries_max(1000));
     assert!(r.sync_now().error.is_none());
     let backup = rig.dir.path().join("backup.db");
-    std::fs::copy(rig.target.path(), &backup).unwrap();
+    rig.target.backup(&backup);
     rig.ledger.append_increments_batched(&j, second, 200);
     assert!(r.sync_now().error.is_none());
     rig.check_complete("before the restore");
@@ -680,77 +685,81 @@ fn restore_rig(retain: usize, first: u64, second: u64) -> (Rig, Replayer<Bump>, 
 
 #[test]
 fn a_target_restored_from_an_older_backup_is_replayed_from_its_watermark() {
-    with_timeout(60, || {
-        let (rig, mut r, backup) = restore_rig(1000, 1500, 1500);
-        assert_eq!(rig.journal.state().first_lsn, 1, "everything retained");
-        // Restore: the backup's bytes copied over the target.
-        std::fs::copy(&backup, rig.target.path()).unwrap();
-        assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
-        let rep = r.sync_now();
-        assert!(rep.error.is_none(), "{rep}");
-        assert_eq!(rep.applied, 1500, "exactly the missing entries: {rep}");
-        rig.check_complete("after the restore");
-    });
+    for kind in TargetKind::all() {
+        with_timeout(60, move || {
+            let (rig, mut r, backup) = restore_rig(kind, 1000, 1500, 1500);
+            assert_eq!(rig.journal.state().first_lsn, 1, "everything retained");
+            // Restore: the backup's contents put into the target.
+            rig.target.restore_in_place(&backup);
+            assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
+            let rep = r.sync_now();
+            assert!(rep.error.is_none(), "{rep}");
+            assert_eq!(rep.applied, 1500, "exactly the missing entries: {rep}");
+            rig.check_complete("after the restore");
+        });
+    }
 }
 
 #[test]
 fn a_target_restored_by_replacing_its_file_is_replayed_from_its_watermark() {
-    with_timeout(60, || {
-        let (rig, mut r, backup) = restore_rig(1000, 1500, 1500);
-        // Restore: the backup renamed over the target (a new file at the same path), while
-        // the replayer is connected to the old one.
-        let tmp = rig.target.path().with_extension("restoring");
-        std::fs::copy(&backup, &tmp).unwrap();
-        std::fs::rename(&tmp, rig.target.path()).unwrap();
-        assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
-        let rep = r.sync_now();
-        assert!(rep.error.is_none(), "{rep}");
-        assert_eq!(
-            rig.target.watermark(rig.journal.id()),
-            3000,
-            "the file at the target's path must get the missing entries ({rep})"
-        );
-        assert_eq!(rep.applied, 1500, "exactly the missing entries: {rep}");
-        rig.check_complete("after the restore");
-    });
+    for kind in TargetKind::all() {
+        with_timeout(60, move || {
+            let (rig, mut r, backup) = restore_rig(kind, 1000, 1500, 1500);
+            // Restore: the backup as a new target of the same name (a new file at the same path;
+            // a new database of the same name), while the replayer is connected to the old one.
+            rig.target.restore_replacing(&backup);
+            assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
+            let rep = r.sync_now();
+            assert!(rep.error.is_none(), "{rep}");
+            assert_eq!(
+                rig.target.watermark(rig.journal.id()),
+                3000,
+                "the file at the target's path must get the missing entries ({rep})"
+            );
+            assert_eq!(rep.applied, 1500, "exactly the missing entries: {rep}");
+            rig.check_complete("after the restore");
+        });
+    }
 }
 
 #[test]
 fn a_target_restored_after_its_entries_were_retired_is_a_replay_gap() {
-    with_timeout(60, || {
-        let (rig, mut r, backup) = restore_rig(0, 1500, 1500);
-        let first = rig.journal.state().first_lsn;
-        assert!(
-            first > 1501,
-            "the backup's missing entries are retired (first {first})"
-        );
-        std::fs::copy(&backup, rig.target.path()).unwrap();
-        let rep = r.sync_now();
-        match &rep.error {
-            Some(
-                e @ Error::Target(TargetError::ReplayGap {
-                    target_lsn,
-                    first_retained,
-                    ..
-                }),
-            ) => {
-                assert_eq!((*target_lsn, *first_retained), (1500, first));
-                let msg = e.to_string();
-                assert!(msg.contains(&format!("LSNs 1501..{first}")), "{msg}");
-                assert!(!e.is_transient());
+    for kind in TargetKind::all() {
+        with_timeout(60, move || {
+            let (rig, mut r, backup) = restore_rig(kind, 0, 1500, 1500);
+            let first = rig.journal.state().first_lsn;
+            assert!(
+                first > 1501,
+                "the backup's missing entries are retired (first {first})"
+            );
+            rig.target.restore_in_place(&backup);
+            let rep = r.sync_now();
+            match &rep.error {
+                Some(
+                    e @ Error::Target(TargetError::ReplayGap {
+                        target_lsn,
+                        first_retained,
+                        ..
+                    }),
+                ) => {
+                    assert_eq!((*target_lsn, *first_retained), (1500, first));
+                    let msg = e.to_string();
+                    assert!(msg.contains(&format!("LSNs 1501..{first}")), "{msg}");
+                    assert!(!e.is_transient());
+                }
+                other => panic!("expected ReplayGap, got {other:?}"),
             }
-            other => panic!("expected ReplayGap, got {other:?}"),
-        }
-        assert_eq!(rep.applied, 0);
-        assert_eq!(
-            target_counters(&rig.target),
-            rig.ledger.fold(1500),
-            "the restored target is left as it is"
-        );
-        assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
-        let last = r.state().last_error.clone().expect("last_error");
-        assert!(last.message.contains("1501"), "{last:?}");
-    });
+            assert_eq!(rep.applied, 0);
+            assert_eq!(
+                target_counters(&rig.target),
+                rig.ledger.fold(1500),
+                "the restored target is left as it is"
+            );
+            assert_eq!(rig.target.watermark(rig.journal.id()), 1500);
+            let last = r.state().last_error.clone().expect("last_error");
+            assert!(last.message.contains("1501"), "{last:?}");
+        });
+    }
 }
 
 /// (The counter event's kind must differ from the change sets'.)

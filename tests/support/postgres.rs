@@ -307,6 +307,23 @@ impl Server {
         self.client_of("postgres")
     }
 
+    /// Runs the client tool `tool` (`pg_dump`, `pg_restore`) of the server's installation
+    /// against database `db` as the superuser, with `args`; panics if it fails.
+    pub fn run_tool(&self, tool: &str, db: &str, args: &[&str]) {
+        let bin = bin_dir().expect("the server binaries");
+        let out = Command::new(bin.join(tool))
+            .args(["-h", &self.socket_dir, "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", db])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} on {db}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The value of [`SHARED_SERVER_ENV`] that names this server.
     pub fn env_value(&self) -> String {
         format!("{}:{}", self.port, self.socket_dir)

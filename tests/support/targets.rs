@@ -388,6 +388,69 @@ impl TestTarget {
         }
     }
 
+    /// A backup of the target as it is now, in the file `to` (SQLite: a copy of the file;
+    /// PostgreSQL: `pg_dump` in its custom format), for [`TestTarget::restore_in_place`] and
+    /// [`TestTarget::restore_replacing`].
+    pub fn backup(&self, to: &Path) {
+        match self.kind {
+            TargetKind::Sqlite => {
+                std::fs::copy(&self.path, to).expect("back the target up");
+            }
+            #[cfg(feature = "postgres")]
+            TargetKind::Postgres => self.pg().server.run_tool(
+                "pg_dump",
+                &self.pg().db,
+                &["-Fc", "-f", to.to_str().expect("utf-8 path")],
+            ),
+        }
+    }
+
+    /// Restores the backup `from` into the target itself, while clients stay connected
+    /// (SQLite: the backup's bytes copied over the file; PostgreSQL: `pg_restore --clean`
+    /// into the same database, in one transaction).
+    pub fn restore_in_place(&self, from: &Path) {
+        match self.kind {
+            TargetKind::Sqlite => {
+                std::fs::copy(from, &self.path).expect("restore the target");
+            }
+            #[cfg(feature = "postgres")]
+            TargetKind::Postgres => self.pg().server.run_tool(
+                "pg_restore",
+                &self.pg().db,
+                &[
+                    "--clean",
+                    "--if-exists",
+                    "--single-transaction",
+                    from.to_str().expect("utf-8 path"),
+                ],
+            ),
+        }
+    }
+
+    /// Restores the backup `from` as a new target under the same name (SQLite: a new file
+    /// renamed over the target's path, clients still holding the old one; PostgreSQL: the
+    /// database dropped, its sessions ended, created again and restored).
+    pub fn restore_replacing(&self, from: &Path) {
+        match self.kind {
+            TargetKind::Sqlite => {
+                let tmp = self.path.with_extension("restoring");
+                std::fs::copy(from, &tmp).expect("copy the backup");
+                std::fs::rename(&tmp, &self.path).expect("rename the backup over the target");
+            }
+            #[cfg(feature = "postgres")]
+            TargetKind::Postgres => {
+                let pg = self.pg();
+                pg.drop_database();
+                pg.create("");
+                pg.server.run_tool(
+                    "pg_restore",
+                    &pg.db,
+                    &["--single-transaction", from.to_str().expect("utf-8 path")],
+                );
+            }
+        }
+    }
+
     /// Deletes the target (SQLite: the file; PostgreSQL: the database).
     pub fn remove(&self) {
         match self.kind {

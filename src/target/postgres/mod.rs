@@ -148,6 +148,22 @@ impl PgTarget {
         })
     }
 
+    /// `BEGIN` and the lock of `journal`'s progress row on the current connection.
+    fn begin_on_connection(&mut self, journal: Uuid, mode: BatchMode) -> Result<()> {
+        self.reset_batch();
+        self.pending.statement(
+            &format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
+                lock_key(journal)
+            ),
+            Expect::Anything,
+        );
+        self.send_pending("BEGIN")?;
+        self.combined = mode == BatchMode::Combined;
+        self.pending.reset(self.combined);
+        Ok(())
+    }
+
     fn open_client(&mut self) -> Result<()> {
         let mut client = connect::connect(&self.conn, &self.opts)?;
         let name = self.conn.redacted().to_string();
@@ -371,19 +387,20 @@ impl Target for PgTarget {
     }
 
     fn begin(&mut self, journal: Uuid, mode: BatchMode) -> Result<()> {
+        let reused = self.client.is_some();
         Target::connect(self)?;
-        self.reset_batch();
-        self.pending.statement(
-            &format!(
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
-                lock_key(journal)
-            ),
-            Expect::Anything,
-        );
-        self.send_pending("BEGIN")?;
-        self.combined = mode == BatchMode::Combined;
-        self.pending.reset(self.combined);
-        Ok(())
+        match self.begin_on_connection(journal, mode) {
+            // The connection kept from the last batch died while idle (a server restart, a
+            // dropped and restored database, an idle timeout, a failover): nothing of this
+            // batch was sent, so a new connection is taken at once instead of failing a sync.
+            Err(e) if reused && idle_connection_lost(&e) => {
+                tracing::info!(target = %self.conn.redacted(), error = %e, "the kept connection was gone; reconnecting");
+                self.discard();
+                Target::connect(self)?;
+                self.begin_on_connection(journal, mode)
+            }
+            r => r,
+        }
     }
 
     fn read_watermark(&mut self, journal: Uuid) -> Result<Lsn> {
@@ -871,6 +888,16 @@ pub(crate) fn inspect(conn: &ConnString, rows_max: usize) -> Result<PgInspection
         journals,
         journals_total,
     })
+}
+
+/// True if `e` says the connection itself is gone (closed, reset, the backend terminated or
+/// the server shut down), as opposed to a statement's failure.
+fn idle_connection_lost(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Target(TargetError::Server { sqlstate, transient: true, .. })
+            if sqlstate.as_deref().is_none_or(|s| s.starts_with("08") || s.starts_with("57P0"))
+    )
 }
 
 #[cfg(test)]
