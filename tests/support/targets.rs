@@ -37,8 +37,8 @@ impl TargetKind {
         kinds
     }
 
-    /// The kinds of the suites whose bodies still read the target through SQLite connections
-    /// (SQLite only; not yet parameterised over PostgreSQL).
+    /// The kinds of the suites about what only a file has: a lock another process holds, a
+    /// read-only file (a server has neither; its equivalents are tested in `tests/postgres`).
     pub fn sqlite_only() -> Vec<TargetKind> {
         vec![TargetKind::Sqlite]
     }
