@@ -39,18 +39,47 @@ pub fn status(
 ) -> Outcome {
     let st = offline_status_of(dir, target, stalled_after)?;
     let (label, code) = verdict(&st);
+    let lease = target.and_then(|t| t.sqlite_path()).map(lease_line);
     match format {
         StatusFormat::Json => {
             let mut v = serde_json::to_value(&st)
                 .map_err(|e| crate::cli::outcome::Failure::Msg(format!("status as JSON: {e}")))?;
             v["verdict"] = json!(label);
             v["exit_code"] = json!(code);
+            if let Some(l) = &lease {
+                v["writer_lease"] = json!(l);
+            }
             writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json"))?;
         }
         StatusFormat::Prometheus => prometheus(out, &st, code)?,
-        StatusFormat::Text => text(out, &st, label)?,
+        StatusFormat::Text => {
+            text(out, &st, label)?;
+            if let Some(l) = &lease {
+                writeln!(out, "{:<14}{}", "writer lease", escape(l))?;
+            }
+        }
     }
     Ok(code)
+}
+
+/// Who holds the SQLite target's writer lease, as a line of the status.
+fn lease_line(target: &Path) -> String {
+    match syncjournal::target::lease_holder(target) {
+        Ok(None) => "free".into(),
+        Ok(Some(h)) => format!(
+            "held by host {} pid {}{} since {} (renewal {} of a {} ms lease)",
+            h.host,
+            h.pid,
+            h.journal
+                .as_deref()
+                .map(|j| format!(" journal {j}"))
+                .unwrap_or_default(),
+            timestamp(h.since_unix_ms),
+            h.counter,
+            h.lease_ms
+        ),
+        Err(e) => format!("unreadable: {e}"),
+    }
 }
 
 fn text(out: &mut dyn Write, st: &OfflineStatus, verdict: &str) -> std::io::Result<()> {

@@ -105,8 +105,11 @@ impl Error {
             }) | Error::Target(TargetError::Server {
                 transient: true,
                 ..
-            }) | Error::Target(TargetError::Missing { .. })
-                | Error::Journal(JournalError::DiskFull { .. })
+            }) | Error::Target(
+                TargetError::Missing { .. }
+                    | TargetError::LeaseHeld { .. }
+                    | TargetError::LeaseLost { .. }
+            ) | Error::Journal(JournalError::DiskFull { .. })
         )
     }
 

@@ -47,6 +47,41 @@ pub enum TargetError {
         source: Option<crate::error::PostgresError>,
     },
 
+    /// Another machine holds the SQLite target's writer lease (the `-sjlease` file beside it,
+    /// see `sync-protocol.md`) and did not release it within `TargetOptions::lease_wait_ms`:
+    /// retried.
+    #[error("target {}: {message}", path.display())]
+    LeaseHeld {
+        /// The target database.
+        path: PathBuf,
+        /// Who holds it and how long this replayer waited.
+        message: String,
+        /// The holder, as its lease record names it (none while a record is being written).
+        holder: Option<Box<crate::target::LeaseHolder>>,
+    },
+
+    /// This replayer's writer lease on the SQLite target was lost: taken over, removed, or run
+    /// out before it could be renewed (a paused process, a share too slow). Nothing more is
+    /// written under it; a commit made under it is verified, and the file's integrity checked
+    /// before it is written again. Retried (the lease is taken again).
+    #[error("target {}: {message}; another machine may have written the file meanwhile: its integrity is checked before it is written again", path.display())]
+    LeaseLost {
+        /// The target database.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+    },
+
+    /// The lease file beside the SQLite target is not a lease file (a symbolic link, a
+    /// directory, a foreign file): an operator must remove it.
+    #[error("target {}: {message}", path.display())]
+    LeaseUnusable {
+        /// The target database.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// The target failed an integrity check through a fresh connection: the replayer does not
     /// write into it until a check passes again.
     #[error("target {} is damaged: {detail}; syncjournal will not write into it — run `syncjournal check-target {}`, then restore it from a backup (the journal re-applies what it still holds) or repair it", path.display(), path.display())]

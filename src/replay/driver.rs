@@ -289,6 +289,7 @@ impl<E: JournalEvent> Replayer<E> {
                 self.obs.watch.update(|s| s.failed(e));
             }
         }
+        self.target.idle();
         self.persist();
         report.duration = started.elapsed();
         tracing::info!(parent: &span, applied = report.applied, transactions = report.transactions, pending = report.pending, "sync finished");
@@ -685,6 +686,10 @@ impl<E: JournalEvent> Replayer<E> {
             }
         };
         self.obs.observe(wm, &self.spec);
+        if self.target.is_damage(&cause) {
+            // The commit may have met another writer (a lost writer lease): check the file.
+            self.check_integrity(&cause.to_string())?;
+        }
         if wm >= last {
             tracing::info!(last, "the in-doubt commit had landed");
             self.obs.watch.update(|s| s.quarantined += quarantined);
@@ -742,7 +747,9 @@ impl<E: JournalEvent> Replayer<E> {
     /// The target's watermark for this journal, read now.
     pub fn target_watermark(&mut self) -> Result<Lsn> {
         let id = self.source.id();
-        self.target.watermark(id)
+        let r = self.target.watermark(id);
+        self.target.idle();
+        r
     }
 }
 

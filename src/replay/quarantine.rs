@@ -27,6 +27,7 @@ impl<E: JournalEvent> Replayer<E> {
     /// Lists the entries quarantined on the target for this journal.
     pub fn quarantined(&mut self) -> Result<Vec<QuarantinedEntry>> {
         let rows = self.target.quarantined(self.source.id());
+        self.target.idle();
         let rows = match rows {
             Ok(r) => r,
             Err(e) => {
@@ -60,6 +61,7 @@ impl<E: JournalEvent> Replayer<E> {
         } else {
             self.recount_quarantine();
         }
+        self.target.idle();
         result
     }
 
@@ -145,6 +147,7 @@ impl<E: JournalEvent> Replayer<E> {
         let n = match self.target.remove_quarantined(self.source.id(), lsn) {
             Ok(n) => n,
             Err(e) => {
+                self.target.idle();
                 self.discard_target();
                 return Err(e);
             }
@@ -153,6 +156,7 @@ impl<E: JournalEvent> Replayer<E> {
             tracing::warn!(lsn, "quarantined entry discarded by request");
         }
         self.recount_quarantine();
+        self.target.idle();
         Ok(n > 0)
     }
 }

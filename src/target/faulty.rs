@@ -67,6 +67,10 @@ impl Target for Faulty {
         self.inner.discard()
     }
 
+    fn idle(&mut self) {
+        self.inner.idle()
+    }
+
     fn begin(&mut self, journal: Uuid, mode: BatchMode) -> Result<()> {
         self.step = 0;
         self.inner.connect()?;

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "fault-injection")]
 mod faulty;
+mod lease;
 mod options;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -23,6 +24,7 @@ use crate::apply::{ApplyContext, ApplyError};
 use crate::error::{Error, Result};
 use crate::format::Lsn;
 
+pub use lease::{LeaseHolder, lease_holder, lease_path};
 pub use options::{TargetJournalMode, TargetOptions};
 #[cfg(feature = "postgres")]
 pub use postgres::PgApplyContext;
@@ -150,6 +152,11 @@ pub(crate) trait Target: Send {
 
     /// Drops the connection; the next use reconnects.
     fn discard(&mut self);
+
+    /// The replayer is done with the target for now (a sync ended): a target that holds a
+    /// writer lease releases it, so that another machine can take over at once. The next use
+    /// takes it again.
+    fn idle(&mut self) {}
 
     /// Starts a batch: a transaction holding the target's write lock for journal `journal`, so
     /// that no other replayer moves its watermark until the batch ends. `mode` says whether

@@ -37,6 +37,9 @@ pub struct TargetOptions {
     pub(crate) schema: String,
     pub(crate) connect_timeout_ms: u64,
     pub(crate) statement_timeout_ms: u64,
+    pub(crate) lease_ms: u64,
+    pub(crate) lease_wait_ms: u64,
+    pub(crate) sqlite_vfs: Option<String>,
 }
 
 impl fmt::Debug for TargetOptions {
@@ -50,6 +53,9 @@ impl fmt::Debug for TargetOptions {
             .field("schema", &self.schema)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("lease_ms", &self.lease_ms)
+            .field("lease_wait_ms", &self.lease_wait_ms)
+            .field("sqlite_vfs", &self.sqlite_vfs)
             .finish()
     }
 }
@@ -65,15 +71,52 @@ impl Default for TargetOptions {
             schema: String::new(),
             connect_timeout_ms: 10_000,
             statement_timeout_ms: 30_000,
+            lease_ms: 0,
+            lease_wait_ms: 30_000,
+            sqlite_vfs: None,
         }
     }
 }
 
 impl TargetOptions {
-    /// Defaults: TRUNCATE journal mode, 5 s busy timeout, never create the target; on a
-    /// PostgreSQL server the session's current schema, 10 s connect timeout, 30 s statement timeout.
+    /// Defaults: TRUNCATE journal mode, 5 s busy timeout, never create the target, no writer
+    /// lease (waited for up to 30 s once turned on); on a PostgreSQL server the session's current
+    /// schema, 10 s connect timeout, 30 s statement timeout.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// SQLite: the writer lease's duration, in milliseconds. Before touching the target file a
+    /// replayer takes the lease (the `<target>-sjlease` file beside it), so that two machines
+    /// never write — or read mid-write — the file at once, even on a share that does not
+    /// forward byte-range locks (sshfs, smbnetfs, NFS without lockd). The holder renews it
+    /// every third of this and releases it after each sync; a holder that stopped (killed,
+    /// cut off, paused) is taken over about twice this after its last renewal (at once when
+    /// it was a process of this machine that is gone). `0` turns the lease off (a target on a
+    /// local disk, or on a share whose locks are known to be forwarded). Values below 3000
+    /// count as 3000; 5000 is a good value on a share. Ignored on PostgreSQL (the server
+    /// serialises writers). Default: 0 (off) for now — it becomes the default for SQLite
+    /// targets once its kill -9 suite on a store is clean (see `sync-protocol.md`, "Writer
+    /// lease", which describes the protocol and its status).
+    pub fn lease_ms(mut self, ms: u64) -> Self {
+        self.lease_ms = ms;
+        self
+    }
+
+    /// SQLite: the VFS the replayer opens the target with (`unix-dotfile`, say). Tests use
+    /// `unix-none`, which takes no byte-range locks at all, to stand for a share that does not
+    /// forward them. Default: none (SQLite's default VFS, `unix`).
+    pub fn sqlite_vfs(mut self, name: &str) -> Self {
+        self.sqlite_vfs = Some(name.to_string());
+        self
+    }
+
+    /// SQLite: how long a replayer waits for another machine's writer lease before the sync
+    /// fails with a transient [`TargetError::LeaseHeld`](crate::error::TargetError::LeaseHeld)
+    /// naming the holder, in milliseconds. Default: 30000.
+    pub fn lease_wait_ms(mut self, ms: u64) -> Self {
+        self.lease_wait_ms = ms;
+        self
     }
 
     /// Rollback-journal mode. Default: [`TargetJournalMode::Truncate`].

@@ -13,6 +13,7 @@ use crate::apply::{ApplyContext, ApplyError, SchemaCache, is_transient};
 use crate::error::{Error, Result};
 use crate::format::Lsn;
 use crate::journal::ack::now_ms;
+use crate::target::lease::{Lease, LeaseError};
 use crate::target::{
     Applied, BatchMode, Commit, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow,
     REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Settled, Target, TargetOptions, watermark_value,
@@ -47,6 +48,42 @@ pub(crate) struct SqliteTarget {
     /// Device and inode of the file the connection has open: if the path comes to name another
     /// file (a backup renamed into place), the connection is replaced.
     identity: Option<(u64, u64)>,
+    /// The writer lease, held whenever the file is touched (`None`: turned off).
+    lease: Option<Lease>,
+}
+
+/// A lease failure as the target's error.
+fn lease_error(path: &Path, e: LeaseError) -> Error {
+    let message = e.to_string();
+    let path = path.to_path_buf();
+    Error::Target(match e {
+        LeaseError::Held { holder, .. } => TargetError::LeaseHeld {
+            path,
+            message,
+            holder,
+        },
+        LeaseError::Lost(_) => TargetError::LeaseLost { path, message },
+        LeaseError::Hostile(_) => TargetError::LeaseUnusable { path, message },
+        LeaseError::Io(_, io) => {
+            let hint = match io.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+                Some(
+                    rustix::io::Errno::PERM | rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS,
+                ) => {
+                    " (the target's directory is read-only or not writable: syncjournal keeps its writer lease file there, and SQLite its rollback journal; will retry)"
+                }
+                Some(rustix::io::Errno::NOENT) => {
+                    " (the target's directory does not exist: is the share mounted? will retry)"
+                }
+                _ => " (the share may be offline; will retry)",
+            };
+            TargetError::Unavailable {
+                path,
+                message: format!("{message}{hint}"),
+                transient: true,
+                source: None,
+            }
+        }
+    })
 }
 
 /// Maps an SQLite error on the target to [`TargetError::Unavailable`].
@@ -96,13 +133,39 @@ pub(crate) fn target_error(path: &Path, what: &str, e: rusqlite::Error) -> Error
 
 impl SqliteTarget {
     pub(crate) fn new(path: PathBuf, opts: TargetOptions) -> Self {
+        let lease =
+            (opts.lease_ms > 0).then(|| Lease::new(&path, None, opts.lease_ms, opts.lease_wait_ms));
         SqliteTarget {
+            lease,
             path,
             opts,
             conn: None,
             schema: SchemaCache::new(),
             identity: None,
         }
+    }
+
+    /// Takes the writer lease (or keeps it, renewing it when due) before the file is touched.
+    fn hold_lease(&mut self) -> Result<()> {
+        match &mut self.lease {
+            Some(l) => l.acquire().map_err(|e| lease_error(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Renews the lease when due, inside a batch; fails if it is lost or about to run out.
+    fn keep_lease(&mut self) -> Result<()> {
+        let Some(l) = &mut self.lease else {
+            return Ok(());
+        };
+        l.renew_if_due().map_err(|e| lease_error(&self.path, e))?;
+        if !l.is_usable() {
+            return Err(lease_error(
+                &self.path,
+                LeaseError::Lost("it is about to run out".into()),
+            ));
+        }
+        Ok(())
     }
 
     /// Drops the connection. The next use reconnects.
@@ -117,6 +180,17 @@ impl SqliteTarget {
     /// Opens the connection if there is none. Returns true if a new connection was opened
     /// (whatever was cached about the schema must then be forgotten).
     pub(crate) fn open_connection(&mut self) -> Result<bool> {
+        // A missing target is reported as such, before a lease is taken beside it.
+        if self.conn.is_none()
+            && !self.opts.create_if_missing
+            && let Err(e) = std::fs::metadata(&self.path)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            return Err(Error::Target(TargetError::Missing {
+                path: self.path.clone(),
+            }));
+        }
+        self.hold_lease()?;
         if self.conn.is_some() {
             // The path may name another file now (replaced by a restore or a rename, or the
             // share was remounted): then this connection writes to a file nobody reads.
@@ -163,7 +237,19 @@ impl SqliteTarget {
             conn.prepare_cached(sql)
                 .and_then(|mut s| s.execute([]).map(|_| ()))
         };
-        r.map_err(|e| target_error(&self.path, what, e))
+        r.map_err(|e| self.unless_lease_ran_out(target_error(&self.path, what, e)))
+    }
+
+    /// `e`, or — if the lease can no longer be used (SQLite's progress handler interrupted the
+    /// statement for it) — the lost lease, which is what stopped it.
+    fn unless_lease_ran_out(&self, e: Error) -> Error {
+        match &self.lease {
+            Some(l) if !l.is_usable() => lease_error(
+                &self.path,
+                LeaseError::Lost(format!("it ran out during a statement ({e})")),
+            ),
+            _ => e,
+        }
     }
 
     fn open(&self) -> Result<Connection> {
@@ -190,8 +276,18 @@ impl SqliteTarget {
         if !exists {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|e| target_error(path, "open", e))?;
+        let mut conn = match &self.opts.sqlite_vfs {
+            Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs.as_str()),
+            None => Connection::open_with_flags(path, flags),
+        }
+        .map_err(|e| target_error(path, "open", e))?;
+        if let Some(lease) = &self.lease {
+            // A statement stops (interrupted) once the lease could run out: the file is not
+            // touched past it, however long the statement.
+            let validity = lease.validity();
+            conn.progress_handler(1000, Some(move || !validity.usable_now()))
+                .map_err(|e| target_error(path, "install the lease check", e))?;
+        }
         conn.busy_timeout(Duration::from_millis(self.opts.busy_timeout_ms))
             .map_err(|e| target_error(path, "set busy timeout", e))?;
         // A target in WAL is refused as it is, never switched behind its users' backs (WAL's
@@ -450,9 +546,13 @@ impl Target for SqliteTarget {
         self.drop_connection();
     }
 
-    fn begin(&mut self, _journal: Uuid, _mode: BatchMode) -> Result<()> {
+    fn begin(&mut self, journal: Uuid, _mode: BatchMode) -> Result<()> {
+        if let Some(l) = &mut self.lease {
+            l.name_journal(journal);
+        }
         // Local statements cost no round trip: every batch goes entry by entry.
         self.open_connection()?;
+        self.keep_lease()?;
         // The file's write lock, for the whole batch: no other writer (of any journal) can
         // move this journal's watermark until it ends.
         self.exec("BEGIN", "BEGIN IMMEDIATE")
@@ -473,6 +573,7 @@ impl Target for SqliteTarget {
         lsn: Lsn,
         f: &mut dyn FnMut(EventDb<'_, '_>) -> std::result::Result<(), ApplyError>,
     ) -> Result<Applied> {
+        self.keep_lease()?;
         let path = self.path.clone();
         let conn = self.conn.as_ref().ok_or_else(|| {
             Error::Target(TargetError::Unavailable {
@@ -483,7 +584,18 @@ impl Target for SqliteTarget {
             })
         })?;
         let mut ctx = ApplyContext::new(conn, &mut self.schema, lsn);
-        match f(EventDb::Sqlite(&mut ctx)) {
+        let r = f(EventDb::Sqlite(&mut ctx));
+        // An entry "refused" because the lease check interrupted it was not refused.
+        if r.is_err()
+            && let Some(l) = &self.lease
+            && !l.is_usable()
+        {
+            return Err(lease_error(
+                &path,
+                LeaseError::Lost("it ran out while an entry was applied".into()),
+            ));
+        }
+        match r {
             Ok(()) => Ok(Applied::Done),
             Err(ApplyError::Permanent { reason }) => Ok(Applied::Refused(reason)),
             Err(ApplyError::Unsupported { backend }) => Ok(Applied::Unsupported(backend)),
@@ -549,10 +661,26 @@ impl Target for SqliteTarget {
     }
 
     fn commit(&mut self) -> Commit {
+        // Never commit under a lease that could run out before the commit has landed.
+        if let Err(e) = self.keep_lease() {
+            return Commit::Failed(e);
+        }
         // On a share, a COMMIT that reports an error may still have landed: always in doubt.
         match self.exec("commit", "COMMIT") {
-            Ok(()) => Commit::Landed,
-            Err(e) => Commit::InDoubt(e),
+            Ok(()) => {}
+            Err(e) => return Commit::InDoubt(e),
+        }
+        // The lease must still have been ours: if not, another machine may have written the
+        // file while this commit did.
+        match &mut self.lease {
+            Some(l) => match l.check_ours() {
+                Ok(()) => Commit::Landed,
+                Err(e) => {
+                    tracing::error!(target = %self.path.display(), error = %e, "WRITER LEASE LOST across a commit: verifying the commit and the file's integrity");
+                    Commit::InDoubt(lease_error(&self.path, e))
+                }
+            },
+            None => Commit::Landed,
         }
     }
 
@@ -578,10 +706,18 @@ impl Target for SqliteTarget {
 
     fn is_damage(&self, e: &Error) -> bool {
         e.sqlite().is_some_and(|s| s.is_corrupt())
+            || matches!(e, Error::Target(TargetError::LeaseLost { .. }))
     }
 
     fn integrity(&mut self) -> Result<Option<String>> {
+        self.hold_lease()?;
         quick_check(&self.path)
+    }
+
+    fn idle(&mut self) {
+        if let Some(l) = &mut self.lease {
+            l.release();
+        }
     }
 
     fn quarantined(&mut self, journal: Uuid) -> Result<Vec<QuarantineRow>> {

@@ -21,3 +21,4 @@ mod sync_truth;
 mod target_guards;
 mod target_unavailable;
 mod truth_model;
+mod writer_lease;
