@@ -296,17 +296,7 @@ impl LeaseState {
                 return Ok(());
             }
             tracing::info!(lease = %self.path.display(), own = ours, "the writer lease's holder is gone (a process of this machine, or this lease before it lapsed); taking it over");
-            let begun = Moment::now();
-            let since_unix_ms = now_ms();
-            self.write_replacing(1, since_unix_ms)?;
-            self.held = Some(Held {
-                renewed: begun,
-                counter: 1,
-                since_unix_ms,
-                fenced_until: None,
-            });
-            self.watching = None;
-            return Ok(());
+            return self.replace_record(None);
         }
         let since = match &self.watching {
             Some((prev, t)) if *prev == seen => *t,
@@ -327,7 +317,11 @@ impl LeaseState {
             _ => "an unreadable record".into(),
         };
         tracing::warn!(lease = %self.path.display(), holder = %who, "the writer lease expired (its record did not change for longer than its lease); taking it over");
-        let fence = now + Self::expiry_after(theirs);
+        self.replace_record(Some(now + Self::expiry_after(theirs)))
+    }
+
+    /// Takes the lease over: our record renamed over the one there, fenced until `fence`.
+    fn replace_record(&mut self, fence: Option<Moment>) -> Result<(), LeaseError> {
         let begun = Moment::now();
         let since_unix_ms = now_ms();
         self.write_replacing(1, since_unix_ms)?;
@@ -335,7 +329,7 @@ impl LeaseState {
             renewed: begun,
             counter: 1,
             since_unix_ms,
-            fenced_until: Some(fence),
+            fenced_until: fence,
         });
         self.watching = None;
         Ok(())
