@@ -246,7 +246,13 @@ impl LeaseState {
                             return Ok(());
                         }
                     }
-                    seen => self.watch(seen)?,
+                    seen => {
+                        self.watch(seen)?;
+                        if self.held.is_some() {
+                            // Taken over: fenced, or usable at once (a dead local holder).
+                            continue;
+                        }
+                    }
                 }
             }
             let waited = Moment::now().since(started);

@@ -71,7 +71,7 @@ impl Default for TargetOptions {
             schema: String::new(),
             connect_timeout_ms: 10_000,
             statement_timeout_ms: 30_000,
-            lease_ms: 0,
+            lease_ms: 5_000,
             lease_wait_ms: 30_000,
             sqlite_vfs: None,
         }
@@ -79,8 +79,8 @@ impl Default for TargetOptions {
 }
 
 impl TargetOptions {
-    /// Defaults: TRUNCATE journal mode, 5 s busy timeout, never create the target, no writer
-    /// lease (waited for up to 30 s once turned on); on a PostgreSQL server the session's current
+    /// Defaults: TRUNCATE journal mode, 5 s busy timeout, never create the target, a 5 s
+    /// writer lease waited for up to 30 s; on a PostgreSQL server the session's current
     /// schema, 10 s connect timeout, 30 s statement timeout.
     pub fn new() -> Self {
         Self::default()
@@ -94,10 +94,8 @@ impl TargetOptions {
     /// cut off, paused) is taken over about twice this after its last renewal (at once when
     /// it was a process of this machine that is gone). `0` turns the lease off (a target on a
     /// local disk, or on a share whose locks are known to be forwarded). Values below 3000
-    /// count as 3000; 5000 is a good value on a share. Ignored on PostgreSQL (the server
-    /// serialises writers). Default: 0 (off) for now — it becomes the default for SQLite
-    /// targets once its kill -9 suite on a store is clean (see `sync-protocol.md`, "Writer
-    /// lease", which describes the protocol and its status).
+    /// count as 3000. Ignored on PostgreSQL (the server serialises writers). Default: 5000.
+    /// See `sync-protocol.md`, "Writer lease".
     pub fn lease_ms(mut self, ms: u64) -> Self {
         self.lease_ms = ms;
         self
