@@ -596,6 +596,12 @@ impl Lease {
         self.shared.lock().is_usable()
     }
 
+    /// [`Lease::is_usable`] as of the last step, without the lock (the renewal thread keeps
+    /// it current): for the per-entry check.
+    pub(crate) fn usable_now(&self) -> bool {
+        LeaseValidity(Arc::clone(&self.shared)).usable_now()
+    }
+
     /// Takes the lease (see `LeaseState::acquire`), then keeps it renewed from a thread.
     pub(crate) fn acquire(&mut self) -> Result<(), LeaseError> {
         self.shared.step(LeaseState::acquire)?;

@@ -573,7 +573,16 @@ impl Target for SqliteTarget {
         lsn: Lsn,
         f: &mut dyn FnMut(EventDb<'_, '_>) -> std::result::Result<(), ApplyError>,
     ) -> Result<Applied> {
-        self.keep_lease()?;
+        // Per entry only the published state is read: the renewal thread renews, and BEGIN
+        // and COMMIT check on their own.
+        if let Some(l) = &self.lease
+            && !l.usable_now()
+        {
+            return Err(lease_error(
+                &self.path,
+                LeaseError::Lost("it is about to run out".into()),
+            ));
+        }
         let path = self.path.clone();
         let conn = self.conn.as_ref().ok_or_else(|| {
             Error::Target(TargetError::Unavailable {
