@@ -15,7 +15,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use crate::error::SqliteError;
 use crate::format::Lsn;
-use crate::mutation::{Mutation, Value};
+use crate::mutation::{Columns, Mutation, Value};
 
 /// Why an event could not be applied.
 #[derive(Debug)]
@@ -292,6 +292,90 @@ impl SchemaCache {
             }
         }
     }
+}
+
+/// A row as it is now, for the change log (see [`row_image`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RowImage {
+    /// The database has no such table, or the key does not name its primary key: nothing to
+    /// record.
+    Unknown,
+    /// No row has the key (its table's own name and key columns).
+    Absent { table: String, key: Columns },
+    /// The row: its table's own name, its key in key order, its other columns.
+    Present {
+        table: String,
+        key: Columns,
+        row: Columns,
+    },
+}
+
+/// Reads the row of `table` whose primary key is `key` as it is now (in the open transaction),
+/// names as the schema spells them.
+pub(crate) fn row_image(
+    conn: &Connection,
+    schema: &mut SchemaCache,
+    table: &str,
+    key: &Columns,
+) -> Result<RowImage, ApplyError> {
+    let Some(info) = schema.table(conn, table, false)? else {
+        return Ok(RowImage::Unknown);
+    };
+    // The key's columns, in primary-key order; a key that is not exactly the primary key
+    // (a table without one, a missing or extra column) names no row to record.
+    if info.pk.is_empty() || key.len() != info.pk.len() {
+        return Ok(RowImage::Unknown);
+    }
+    let mut ordered: Vec<(usize, &Value)> = Vec::with_capacity(key.len());
+    for &ix in &info.pk {
+        let name = &info.columns[ix].name;
+        match key.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, v)) => ordered.push((ix, v)),
+            None => return Ok(RowImage::Unknown),
+        }
+    }
+    let cols: Vec<String> = info.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let cond: Vec<String> = ordered
+        .iter()
+        .enumerate()
+        .map(|(i, (ix, _))| format!("{} = ?{}", quote_ident(&info.columns[*ix].name), i + 1))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        cols.join(", "),
+        quote_ident(&info.name),
+        cond.join(" AND ")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let values: Option<Vec<Value>> = stmt
+        .query_row(
+            rusqlite::params_from_iter(ordered.iter().map(|(_, v)| *v)),
+            |r| (0..info.columns.len()).map(|i| r.get(i)).collect(),
+        )
+        .optional()?;
+    let Some(values) = values else {
+        return Ok(RowImage::Absent {
+            table: info.name.clone(),
+            key: ordered
+                .iter()
+                .map(|(ix, v)| (info.columns[*ix].name.clone(), (*v).clone()))
+                .collect(),
+        });
+    };
+    let mut keyed: Vec<Option<(String, Value)>> = vec![None; info.pk.len()];
+    let mut row = Vec::with_capacity(values.len() - info.pk.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let name = info.columns[i].name.clone();
+        match info.pk.iter().position(|&p| p == i) {
+            Some(k) => keyed[k] = Some((name, v)),
+            None => row.push((name, v)),
+        }
+    }
+    Ok(RowImage::Present {
+        table: info.name.clone(),
+        key: keyed.into_iter().flatten().collect(),
+        row,
+    })
 }
 
 /// Double-quotes an SQL identifier (`"` inside is doubled).

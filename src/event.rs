@@ -22,11 +22,12 @@ use serde::de::DeserializeOwned;
 
 use crate::apply::{ApplyContext, ApplyError};
 use crate::error::Error;
-use crate::mutation::ChangeSet;
+use crate::mutation::{ChangeSet, Columns};
 
 mod payload;
 
 pub use payload::DEPTH_MAX;
+pub(crate) use payload::decode_prefix;
 
 /// Record kind of a row [`ChangeSet`] (schema version 1; see `journal-format.md` §5.1).
 pub const KIND_CHANGESET: u8 = 0x10;
@@ -91,6 +92,16 @@ pub trait JournalEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// A one-line human description, for status, logs and quarantine listings.
     fn describe(&self) -> String;
+
+    /// The rows this event writes, as (table, primary key): what the target's change log
+    /// records once the event is applied there (each row as it is after the batch), so that
+    /// other machines' caches pull the change; and what holds other machines' changes to
+    /// these rows back from this cache until the event has reached the target. Default: none.
+    /// An event that writes rows with its own SQL should list them here, or other machines
+    /// never see its changes (`sync-protocol.md` §2).
+    fn touched_rows(&self) -> Vec<(&str, &Columns)> {
+        Vec::new()
+    }
 }
 
 impl JournalEvent for ChangeSet {
@@ -106,6 +117,10 @@ impl JournalEvent for ChangeSet {
     #[cfg(feature = "postgres")]
     fn apply_postgres(&self, db: &mut crate::target::PgApplyContext<'_>) -> Result<(), ApplyError> {
         db.apply_changes(&self.mutations)
+    }
+
+    fn touched_rows(&self) -> Vec<(&str, &Columns)> {
+        self.mutations.iter().map(|m| (m.table(), m.key())).collect()
     }
 
     fn describe(&self) -> String {

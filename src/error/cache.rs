@@ -130,4 +130,32 @@ pub enum CacheError {
         /// What serde or the decoder said.
         reason: String,
     },
+
+    /// The cache's pull cursor is older than what the target's change log keeps (records up
+    /// to `floor_seq` were pruned): the changes in between cannot be pulled. Reseed the cache
+    /// (`Store::reseed`, `syncjournal reseed`).
+    #[error(
+        "cache {}: its pull cursor (change {cursor_seq}) is older than the target's change log keeps (changes up to {floor_seq} were pruned): reseed the cache from the target (Store::reseed, `syncjournal reseed`)",
+        path.display()
+    )]
+    NeedsReseed {
+        /// The cache.
+        path: PathBuf,
+        /// The cache's cursor.
+        cursor_seq: u64,
+        /// The change log's floor.
+        floor_seq: u64,
+    },
+
+    /// The cache refused a change pulled from the target (a table or column it does not have,
+    /// a constraint of its own): the pull stops before it, nothing of it is applied.
+    #[error(
+        "the cache refused change {seq} pulled from the target: {reason}; give the cache the target's schema (StoreOptions::cache_schema)"
+    )]
+    PullRefused {
+        /// The change's sequence number.
+        seq: u64,
+        /// What the cache said.
+        reason: String,
+    },
 }

@@ -615,8 +615,18 @@ impl<E: JournalEvent> Replayer<E> {
                     rec.payload.len()
                 ),
             };
+            let touch = |target: &mut Box<dyn Target>| {
+                if let Ok((created_at_ms, event)) = &decoded {
+                    for (table, key) in event.touched_rows() {
+                        target.touch(table, key, lsn, *created_at_ms);
+                    }
+                }
+            };
             match applied {
-                Applied::Done => target.release()?,
+                Applied::Done => {
+                    target.release()?;
+                    touch(target);
+                }
                 Applied::Unsupported(backend) => {
                     target.rollback_to()?;
                     run.stopped = Some(Error::Target(TargetError::NoApply {
@@ -648,6 +658,7 @@ impl<E: JournalEvent> Replayer<E> {
                             reason: &reason,
                         },
                     )?;
+                    touch(target);
                     run.quarantined += 1;
                     run.last = lsn;
                     continue;
@@ -742,6 +753,25 @@ impl<E: JournalEvent> Replayer<E> {
         let wm = self.target_watermark()?;
         self.obs.observe(wm, &self.spec);
         Ok(wm)
+    }
+
+    /// A page of the target's change log after `after`, with this journal's watermark, read
+    /// in one snapshot (the target's lease is kept until [`Replayer::idle`]). The watermark
+    /// is recorded as an observation.
+    pub(crate) fn changes_after(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<crate::target::ChangePage> {
+        let id = self.source.id();
+        let page = self.target.changes_after(id, after, limit)?;
+        self.obs.observe(page.watermark, &self.spec);
+        Ok(page)
+    }
+
+    /// Done with the target for now: a writer lease is released.
+    pub(crate) fn idle(&mut self) {
+        self.target.idle();
     }
 
     /// The target's watermark for this journal, read now.

@@ -81,11 +81,17 @@ impl<E: JournalEvent> Replayer<E> {
         target.savepoint()?;
         let applied = if row.kind == E::KIND {
             match decode_event::<E>(&row.payload) {
-                Ok((_, ev)) => target.apply(lsn, &mut |db| match db {
-                    EventDb::Sqlite(ctx) => ev.apply(ctx),
-                    #[cfg(feature = "postgres")]
-                    EventDb::Postgres(ctx) => ev.apply_postgres(ctx),
-                })?,
+                Ok((created_at_ms, ev)) => {
+                    let applied = target.apply(lsn, &mut |db| match db {
+                        EventDb::Sqlite(ctx) => ev.apply(ctx),
+                        #[cfg(feature = "postgres")]
+                        EventDb::Postgres(ctx) => ev.apply_postgres(ctx),
+                    })?;
+                    for (table, key) in ev.touched_rows() {
+                        target.touch(table, key, lsn, created_at_ms);
+                    }
+                    applied
+                }
                 Err(r) => Applied::Refused(format!("undecodable payload: {r}")),
             }
         } else {

@@ -40,15 +40,34 @@ pub(crate) fn sync_loop<E: JournalEvent>(inner: &Inner<E>, interval: Duration) {
             delay = interval;
             continue;
         };
+        delay = sync_step(inner, replayer, interval, &mut failures);
+        // A failing sync's target is not read again until its retry.
+        if inner.pull_enabled && failures == 0 {
+            let report = inner.pull_now();
+            if let Some(e) = &report.error {
+                tracing::debug!(error = %e, "background pull failed");
+            } else if report.applied > 0 {
+                tracing::debug!(applied = report.applied, cursor = report.cursor_seq, "pulled");
+                inner.publish();
+            }
+        }
+    }
+}
+
+/// One pass of the background sync; returns the delay before the next.
+fn sync_step<E: JournalEvent>(
+    inner: &Inner<E>,
+    replayer: &std::sync::Mutex<crate::replay::Replayer<E>>,
+    interval: Duration,
+    failures: &mut u32,
+) -> Duration {
+    {
         let st = inner.journal.state();
         let mut r = lock(replayer);
         if st.durable_lsn <= st.acked_lsn && r.state().last_error.is_none() {
             // Nothing pending by the journal's record: the target is the truth, ask it.
             match r.observe_target() {
-                Ok(wm) if wm >= st.durable_lsn => {
-                    delay = interval;
-                    continue;
-                }
+                Ok(wm) if wm >= st.durable_lsn => return interval,
                 Ok(wm) => {
                     tracing::warn!(
                         watermark = wm,
@@ -58,25 +77,25 @@ pub(crate) fn sync_loop<E: JournalEvent>(inner: &Inner<E>, interval: Duration) {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot read the target's watermark");
-                    delay = interval;
-                    continue;
+                    return interval;
                 }
             }
         }
         let report = r.sync_now();
         match &report.error {
             None => {
-                failures = 0;
-                delay = interval;
+                *failures = 0;
+                interval
             }
             Some(e) => {
-                failures = failures.saturating_add(1);
-                delay = if e.is_transient() {
-                    r.backoff(failures.min(16)).max(Duration::from_millis(10))
+                *failures = failures.saturating_add(1);
+                let delay = if e.is_transient() {
+                    r.backoff((*failures).min(16)).max(Duration::from_millis(10))
                 } else {
                     interval.max(Duration::from_millis(500))
                 };
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "background sync failed");
+                delay
             }
         }
     }

@@ -77,6 +77,8 @@ pub(crate) fn open_cache_writer(
         );",
     )
     .map_err(&ce)?;
+    conn.execute_batch(crate::store::pull::CREATE_CURSOR_TABLE)
+        .map_err(&ce)?;
     // Rows in a table without guards did not come from the journal.
     refuse_unguarded(&conn, path)?;
     if let Some(sql) = schema {
@@ -210,7 +212,7 @@ fn refuse_unguarded(conn: &Connection, path: &Path) -> Result<()> {
     let tables: Vec<String> = conn
         .prepare(
             "SELECT name FROM sqlite_schema AS t WHERE type = 'table'
-             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> 'syncjournal_cache'
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT IN ('syncjournal_cache', 'syncjournal_pull')
              AND (SELECT count(*) FROM sqlite_schema AS g WHERE g.type = 'trigger'
                   AND g.tbl_name = t.name AND g.name LIKE 'syncjournal\\_guard\\_%' ESCAPE '\\') < 3",
         )

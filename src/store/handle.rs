@@ -21,6 +21,7 @@ use crate::replay::{QuarantinedEntry, ReplayState, Replayer, SyncReport, SyncSta
 use crate::store::background::{sync_loop, with_target_evidence};
 use crate::store::cache::{CacheWriter, catch_up, open_cache_writer};
 use crate::store::options::StoreOptions;
+use crate::store::pull::{PullMemory, PullReport, PullStatus};
 
 #[derive(Default)]
 pub(crate) struct Signal {
@@ -45,6 +46,10 @@ pub(crate) struct Inner<E: JournalEvent> {
     pub(crate) signal: Mutex<Signal>,
     pub(crate) signal_cv: Condvar,
     pub(crate) broken: Mutex<Option<String>>,
+    /// Pull other machines' changes into the cache (with a target).
+    pub(crate) pull_enabled: bool,
+    /// What the last pull read and found.
+    pub(crate) pull: Mutex<PullMemory>,
     pub(crate) _event: PhantomData<fn() -> E>,
 }
 
@@ -155,6 +160,8 @@ impl<E: JournalEvent> Store<E> {
             signal: Mutex::new(Signal::default()),
             signal_cv: Condvar::new(),
             broken: Mutex::new(None),
+            pull_enabled: opts.pull,
+            pull: Mutex::new(PullMemory::default()),
             _event: PhantomData,
         });
         let weak = Arc::downgrade(&inner);
@@ -201,6 +208,24 @@ impl<E: JournalEvent> Store<E> {
         };
         self.inner.publish();
         report
+    }
+
+    /// Pull now: applies to the cache every change of the target's change log after the
+    /// cache's cursor (other machines' changes, and this journal's own as the target has the
+    /// rows), the cursor moved in the same cache transaction. A change to a row this journal
+    /// has changed and the target does not hold yet stops the pull before it, until that
+    /// change is on the target (the report says which). Waits for a sync in progress.
+    /// The background sync pulls after each sync (see [`StoreOptions::pull`]).
+    pub fn pull_now(&self) -> PullReport {
+        let r = self.inner.pull_now();
+        self.inner.publish();
+        r
+    }
+
+    /// The pull's status: the cache's cursor, the change log's head as last read, how far
+    /// behind the cache is, and what holds it back.
+    pub fn pull_status(&self) -> Result<PullStatus> {
+        self.inner.pull_status()
     }
 
     /// The sync status, measured against the target: the journal's positions, the cache's

@@ -63,7 +63,9 @@ mod background;
 mod cache;
 mod handle;
 mod options;
+mod pull;
 mod write;
 
 pub use handle::Store;
 pub use options::StoreOptions;
+pub use pull::{HeldBack, PullReport, PullStatus};

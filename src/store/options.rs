@@ -13,6 +13,7 @@ pub struct StoreOptions {
     pub(crate) background_sync: Option<bool>,
     pub(crate) acknowledge_followers: bool,
     pub(crate) stalled_after_ms: u64,
+    pub(crate) pull: bool,
 }
 
 impl Default for StoreOptions {
@@ -25,6 +26,7 @@ impl Default for StoreOptions {
             background_sync: None,
             acknowledge_followers: true,
             stalled_after_ms: crate::replay::STALLED_AFTER_MS_DEFAULT,
+            pull: true,
         }
     }
 }
@@ -99,6 +101,14 @@ impl StoreOptions {
     /// Default: 300 000 ms.
     pub fn stalled_after_ms(mut self, ms: u64) -> Self {
         self.stalled_after_ms = ms;
+        self
+    }
+
+    /// Pull the target's change log into the cache after every background sync (other
+    /// machines' changes; see [`Store::pull_now`](crate::Store::pull_now)). Only with a target.
+    /// Default: true.
+    pub fn pull(mut self, on: bool) -> Self {
+        self.pull = on;
         self
     }
 }

@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 use crate::fault::TargetFaults;
 use crate::format::Lsn;
 use crate::target::sqlite::target_error;
+use crate::mutation::Columns;
 use crate::target::{
-    Applied, BatchMode, Commit, EventDb, QuarantineRow, Rejected, Settled, Target,
+    Applied, BatchMode, ChangePage, Commit, EventDb, QuarantineRow, Rejected, Settled, Target,
 };
 
 /// A target whose protocol steps pass through a [`TargetFaults`] first.
@@ -130,6 +131,15 @@ impl Target for Faulty {
     fn settle(&mut self) -> Result<Settled> {
         self.hook("settle")?;
         self.inner.settle()
+    }
+
+    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64) {
+        self.inner.touch(table, key, lsn, created_at_ms);
+    }
+
+    fn changes_after(&mut self, journal: Uuid, after: u64, limit: usize) -> Result<ChangePage> {
+        self.hook("read changes")?;
+        self.inner.changes_after(journal, after, limit)
     }
 
     fn commit(&mut self) -> Commit {

@@ -9,12 +9,14 @@
 
 #[cfg(feature = "fault-injection")]
 mod faulty;
+pub(crate) mod changes;
 mod lease;
 mod options;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 mod spec;
 pub(crate) mod sqlite;
+mod sqlite_changes;
 #[cfg(not(feature = "postgres"))]
 mod unsupported;
 
@@ -23,6 +25,10 @@ use uuid::Uuid;
 use crate::apply::{ApplyContext, ApplyError};
 use crate::error::{Error, Result};
 use crate::format::Lsn;
+use crate::mutation::Columns;
+
+pub use changes::{CHANGE_HEAD_TABLE, CHANGES_TABLE, Change, HLC_LOGICAL_BITS};
+pub(crate) use changes::ChangePage;
 
 pub use lease::{LeaseHolder, lease_holder, lease_path};
 pub use options::{TargetJournalMode, TargetOptions};
@@ -194,7 +200,13 @@ pub(crate) trait Target: Send {
     /// are applied in the open transaction (before [`commit`](Target::commit)).
     fn settle(&mut self) -> Result<Settled>;
 
-    /// Commits the batch.
+    /// Notes that entry `lsn` (created at `created_at_ms`) touched `key` of `table`: the batch
+    /// records the row, as it is then, in the change log before it commits. Called for every
+    /// entry kept and every entry quarantined (whose rows are recorded as the target has them,
+    /// so that a cache that applied the refused change is set back).
+    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64);
+
+    /// Commits the batch, with its change-log records (unless the options turn the log off).
     fn commit(&mut self) -> Commit;
 
     /// Ends the batch without its effects (best effort: a connection that cannot roll back is
@@ -230,6 +242,11 @@ pub(crate) trait Target: Send {
 
     /// The number of quarantined entries of `journal`.
     fn quarantine_count(&mut self, journal: Uuid) -> Result<u64>;
+
+    /// Up to `limit` change-log records after sequence number `after`, with `journal`'s
+    /// watermark and the log's head and floor, read in one snapshot of the target (outside
+    /// any batch; a target without a change log yet reads as an empty one).
+    fn changes_after(&mut self, journal: Uuid, after: u64, limit: usize) -> Result<ChangePage>;
 }
 
 /// A watermark read from a progress table (either kind of target), checked: a negative value,

@@ -40,6 +40,7 @@ pub struct TargetOptions {
     pub(crate) lease_ms: u64,
     pub(crate) lease_wait_ms: u64,
     pub(crate) sqlite_vfs: Option<String>,
+    pub(crate) change_log: bool,
 }
 
 impl fmt::Debug for TargetOptions {
@@ -54,6 +55,7 @@ impl fmt::Debug for TargetOptions {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("statement_timeout_ms", &self.statement_timeout_ms)
             .field("lease_ms", &self.lease_ms)
+            .field("change_log", &self.change_log)
             .field("lease_wait_ms", &self.lease_wait_ms)
             .field("sqlite_vfs", &self.sqlite_vfs)
             .finish()
@@ -72,6 +74,7 @@ impl Default for TargetOptions {
             connect_timeout_ms: 10_000,
             statement_timeout_ms: 30_000,
             lease_ms: 5_000,
+            change_log: true,
             lease_wait_ms: 30_000,
             sqlite_vfs: None,
         }
@@ -80,7 +83,7 @@ impl Default for TargetOptions {
 
 impl TargetOptions {
     /// Defaults: TRUNCATE journal mode, 5 s busy timeout, never create the target, a 5 s
-    /// writer lease waited for up to 30 s; on a PostgreSQL server the session's current
+    /// writer lease waited for up to 30 s, the change log on; on a PostgreSQL server the session's current
     /// schema, 10 s connect timeout, 30 s statement timeout.
     pub fn new() -> Self {
         Self::default()
@@ -98,6 +101,15 @@ impl TargetOptions {
     /// See `sync-protocol.md`, "Writer lease".
     pub fn lease_ms(mut self, ms: u64) -> Self {
         self.lease_ms = ms;
+        self
+    }
+
+    /// Record every row change a batch makes in the target's change log
+    /// (`syncjournal_changes`), in the batch's transaction, for other machines' stores to
+    /// pull into their caches (`sync-protocol.md` §2). Costs a read of each touched row and one
+    /// insert per row per batch. `false`: a single machine that never pulls. Default: true.
+    pub fn change_log(mut self, on: bool) -> Self {
+        self.change_log = on;
         self
     }
 

@@ -12,8 +12,14 @@ use uuid::Uuid;
 use crate::apply::{ApplyContext, ApplyError, SchemaCache, is_transient};
 use crate::error::{Error, Result};
 use crate::format::Lsn;
+use crate::mutation::Columns;
 use crate::journal::ack::now_ms;
+use crate::target::changes::{
+    CHANGE_HEAD_COLUMNS, CHANGE_HEAD_TABLE, CHANGES_COLUMNS, CHANGES_TABLE, ChangeBuffer,
+    ChangePage,
+};
 use crate::target::lease::{Lease, LeaseError};
+use crate::target::sqlite_changes::{self, CREATE_CHANGE_TABLES};
 use crate::target::{
     Applied, BatchMode, Commit, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow,
     REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Settled, Target, TargetOptions, watermark_value,
@@ -50,6 +56,10 @@ pub(crate) struct SqliteTarget {
     identity: Option<(u64, u64)>,
     /// The writer lease, held whenever the file is touched (`None`: turned off).
     lease: Option<Lease>,
+    /// The rows the open batch touched, recorded in the change log before it commits.
+    changes: ChangeBuffer,
+    /// The journal of the open batch.
+    journal: Uuid,
 }
 
 /// A lease failure as the target's error.
@@ -142,6 +152,8 @@ impl SqliteTarget {
             conn: None,
             schema: SchemaCache::new(),
             identity: None,
+            changes: ChangeBuffer::default(),
+            journal: Uuid::nil(),
         }
     }
 
@@ -375,10 +387,20 @@ impl SqliteTarget {
             conn.execute_batch(CREATE_TABLES)
                 .map_err(|e| target_error(&self.path, "create syncjournal tables", e))?;
         }
-        for (table, want, found) in [
+        if self.opts.change_log && (has(CHANGES_TABLE)?.is_empty() || has(CHANGE_HEAD_TABLE)?.is_empty())
+        {
+            conn.execute_batch(CREATE_CHANGE_TABLES)
+                .map_err(|e| target_error(&self.path, "create the change log", e))?;
+        }
+        let mut checks = vec![
             (PROGRESS_TABLE, &PROGRESS_COLUMNS[..], has(PROGRESS_TABLE)?),
             (REJECTED_TABLE, &REJECTED_COLUMNS[..], has(REJECTED_TABLE)?),
-        ] {
+        ];
+        if self.opts.change_log {
+            checks.push((CHANGES_TABLE, &CHANGES_COLUMNS[..], has(CHANGES_TABLE)?));
+            checks.push((CHANGE_HEAD_TABLE, &CHANGE_HEAD_COLUMNS[..], has(CHANGE_HEAD_TABLE)?));
+        }
+        for (table, want, found) in checks {
             let missing: Vec<&str> = want
                 .iter()
                 .copied()
@@ -393,6 +415,35 @@ impl SqliteTarget {
             }
         }
         Ok(())
+    }
+
+    /// Writes the change-log records of the rows the batch touched, in the batch.
+    fn record_changes(&mut self) -> Result<()> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let conn = self.conn.as_ref().ok_or_else(|| {
+            Error::Target(TargetError::Unavailable {
+                path: path.clone(),
+                message: "no connection: the batch was ended".into(),
+                transient: true,
+                source: None,
+            })
+        })?;
+        let records = sqlite_changes::images(conn, &mut self.schema, &self.changes, self.journal)
+            .map_err(|e| match e {
+                ApplyError::Transient(e) => {
+                    target_error(&path, "read rows for the change log", e.into_inner())
+                }
+                other => Error::Target(TargetError::Unusable {
+                    path: path.clone(),
+                    reason: format!("reading rows for the change log: {other}"),
+                }),
+            })?;
+        self.changes.clear();
+        sqlite_changes::write(conn, &records)
+            .map_err(|e| self.unless_lease_ran_out(target_error(&path, "write the change log", e)))
     }
 
     /// The target's watermark for `journal_id`, read through a fresh query (0: nothing
@@ -550,6 +601,8 @@ impl Target for SqliteTarget {
         if let Some(l) = &mut self.lease {
             l.name_journal(journal);
         }
+        self.changes.clear();
+        self.journal = journal;
         // Local statements cost no round trip: every batch goes entry by entry.
         self.open_connection()?;
         self.keep_lease()?;
@@ -669,7 +722,16 @@ impl Target for SqliteTarget {
         Ok(Settled::Applied)
     }
 
+    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64) {
+        if self.opts.change_log {
+            self.changes.touch(table, key, lsn, created_at_ms);
+        }
+    }
+
     fn commit(&mut self) -> Commit {
+        if let Err(e) = self.record_changes() {
+            return Commit::Failed(e);
+        }
         // Never commit under a lease that could run out before the commit has landed.
         if let Err(e) = self.keep_lease() {
             return Commit::Failed(e);
@@ -694,6 +756,7 @@ impl Target for SqliteTarget {
     }
 
     fn rollback(&mut self) {
+        self.changes.clear();
         if let Some(c) = &self.conn
             && !c.is_autocommit()
         {
@@ -721,6 +784,17 @@ impl Target for SqliteTarget {
     fn integrity(&mut self) -> Result<Option<String>> {
         self.hold_lease()?;
         quick_check(&self.path)
+    }
+
+    fn changes_after(&mut self, journal: Uuid, after: u64, limit: usize) -> Result<ChangePage> {
+        let path = self.path.clone();
+        let r = self
+            .conn()
+            .and_then(|c| sqlite_changes::read_page(c, &path, journal, after, limit));
+        if r.is_err() {
+            self.drop_connection();
+        }
+        r
     }
 
     fn idle(&mut self) {

@@ -15,6 +15,7 @@ mod follower;
 mod hostile_store;
 mod model_store;
 mod operator_footguns;
+mod pull;
 mod seed_failures;
 mod status_quarantine;
 mod sync_truth;

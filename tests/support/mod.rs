@@ -7,6 +7,7 @@ pub mod events;
 pub mod faults;
 pub mod inventory;
 pub mod journal;
+pub mod machines;
 pub mod netshare;
 #[cfg(feature = "postgres")]
 pub mod postgres;

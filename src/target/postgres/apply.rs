@@ -14,7 +14,6 @@ use postgres::Client;
 use crate::apply::ApplyError;
 use crate::format::Lsn;
 use crate::mutation::{Mutation, Value};
-use crate::target::{PROGRESS_TABLE, REJECTED_TABLE};
 
 use super::batch::{Cell, Conflict, Expect, Pending, Rendered, Row, SendError};
 use super::catalog::{Catalog, PgColumn, PgTable, quote_ident};
@@ -145,8 +144,8 @@ pub(crate) fn apply_error(e: postgres::Error) -> ApplyError {
 
 /// Looks `name` up in the catalog of `schema`: exact name first, else the one table whose
 /// name matches ignoring case (SQLite's rule, so that one journal fits both targets).
-fn lookup(client: &mut Client, schema: &str, name: &str) -> Result<PgTable, ApplyError> {
-    if name.eq_ignore_ascii_case(PROGRESS_TABLE) || name.eq_ignore_ascii_case(REJECTED_TABLE) {
+pub(crate) fn lookup(client: &mut Client, schema: &str, name: &str) -> Result<PgTable, ApplyError> {
+    if name.to_ascii_lowercase().starts_with("syncjournal_") {
         return Err(ApplyError::permanent(format!(
             "table {name:?} is syncjournal's own bookkeeping: entries cannot change it"
         )));
@@ -344,7 +343,7 @@ fn render(t: &Arc<PgTable>, m: &Mutation) -> Result<Rendered, ApplyError> {
 }
 
 /// `v` as a value of column `c`, or the reason the column cannot take it.
-fn cell(t: &PgTable, c: &PgColumn, m: &Mutation, v: &Value) -> Result<Cell, ApplyError> {
+pub(crate) fn cell(t: &PgTable, c: &PgColumn, m: &Mutation, v: &Value) -> Result<Cell, ApplyError> {
     let mismatch = |what: &str| {
         ApplyError::permanent(format!(
             "{m}: type mismatch: column {}.{} is {} but the value is {what}",

@@ -19,6 +19,7 @@
 mod apply;
 mod batch;
 mod catalog;
+mod changes;
 mod connect;
 #[cfg(feature = "tls")]
 mod tls;
@@ -30,6 +31,11 @@ use crate::apply::ApplyError;
 use crate::error::{Error, Result, TargetError};
 use crate::format::Lsn;
 use crate::journal::ack::now_ms;
+use crate::mutation::Columns;
+use crate::target::changes::{
+    CHANGE_HEAD_COLUMNS, CHANGE_HEAD_TABLE, CHANGES_COLUMNS, CHANGES_TABLE, ChangeBuffer,
+    ChangePage,
+};
 use crate::target::{
     Applied, BatchMode, Commit, ConnString, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE,
     QuarantineRow, REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Settled, Target, TargetOptions,
@@ -68,6 +74,12 @@ pub(crate) struct PgTarget {
     schema: String,
     progress: String,
     rejected: String,
+    changes_table: String,
+    head_table: String,
+    /// The rows the open batch touched, recorded in the change log before it commits.
+    changes: ChangeBuffer,
+    /// The journal of the open batch.
+    journal: Uuid,
 }
 
 /// The schema `opts` names, or the session's current one.
@@ -103,6 +115,10 @@ impl PgTarget {
         PgTarget {
             schema: String::new(),
             progress: String::new(),
+            changes_table: String::new(),
+            head_table: String::new(),
+            changes: ChangeBuffer::default(),
+            journal: Uuid::nil(),
             rejected: String::new(),
             conn,
             opts,
@@ -118,6 +134,7 @@ impl PgTarget {
 
     /// Forgets the open batch's state (not the connection).
     fn reset_batch(&mut self) {
+        self.changes.clear();
         self.pending.reset(false);
         self.combined = false;
         self.entry_written = false;
@@ -151,6 +168,7 @@ impl PgTarget {
     /// `BEGIN` and the lock of `journal`'s progress row on the current connection.
     fn begin_on_connection(&mut self, journal: Uuid, mode: BatchMode) -> Result<()> {
         self.reset_batch();
+        self.journal = journal;
         self.pending.statement(
             &format!(
                 "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
@@ -178,6 +196,8 @@ impl PgTarget {
         let q = quote_ident(&self.schema);
         self.progress = format!("{q}.{}", quote_ident(PROGRESS_TABLE));
         self.rejected = format!("{q}.{}", quote_ident(REJECTED_TABLE));
+        self.changes_table = format!("{q}.{}", quote_ident(CHANGES_TABLE));
+        self.head_table = format!("{q}.{}", quote_ident(CHANGE_HEAD_TABLE));
         let schema_exists = client
             .query_opt(
                 "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
@@ -303,10 +323,29 @@ impl PgTarget {
             progress = columns(client, PROGRESS_TABLE)?;
             rejected = columns(client, REJECTED_TABLE)?;
         }
-        for (table, want, found) in [
+        let mut checks = vec![
             (PROGRESS_TABLE, &PROGRESS_COLUMNS[..], progress),
             (REJECTED_TABLE, &REJECTED_COLUMNS[..], rejected),
-        ] {
+        ];
+        if self.opts.change_log {
+            let mut log = columns(client, CHANGES_TABLE)?;
+            let mut head = columns(client, CHANGE_HEAD_TABLE)?;
+            if log.is_empty() || head.is_empty() {
+                let sql = format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({TABLES_LOCK_KEY}); {} COMMIT",
+                    changes::create_sql(&self.changes_table, &self.head_table)
+                );
+                if let Err(e) = client.batch_execute(&sql) {
+                    let _ = client.batch_execute("ROLLBACK");
+                    return Err(self.err("create the change log", e));
+                }
+                log = columns(client, CHANGES_TABLE)?;
+                head = columns(client, CHANGE_HEAD_TABLE)?;
+            }
+            checks.push((CHANGES_TABLE, &CHANGES_COLUMNS[..], log));
+            checks.push((CHANGE_HEAD_TABLE, &CHANGE_HEAD_COLUMNS[..], head));
+        }
+        for (table, want, found) in checks {
             let missing: Vec<&str> = want
                 .iter()
                 .copied()
@@ -586,6 +625,32 @@ impl Target for PgTarget {
         let Some(client) = self.client.as_mut() else {
             return Commit::Failed(self.err_no_connection());
         };
+        if !self.changes.is_empty() {
+            let r = changes::record(
+                client,
+                &mut self.catalog,
+                &self.schema,
+                (&self.changes_table, &self.head_table),
+                &self.changes,
+                self.journal,
+            );
+            self.changes.clear();
+            if let Err(e) = r {
+                self.aborted = true;
+                return Commit::Failed(match e {
+                    ApplyError::Server(e) => {
+                        pg_error(self.conn.redacted(), "write the change log", e.into_inner())
+                    }
+                    other => Error::Target(TargetError::Unusable {
+                        path: self.name().into(),
+                        reason: format!("write the change log: {other}"),
+                    }),
+                });
+            }
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Commit::Failed(self.err_no_connection());
+        };
         match client.batch_execute("COMMIT") {
             Ok(()) => Commit::Landed,
             Err(e) => {
@@ -612,6 +677,39 @@ impl Target for PgTarget {
             && c.batch_execute("ROLLBACK").is_err()
         {
             self.client = None;
+        }
+    }
+
+    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64) {
+        if self.opts.change_log {
+            self.changes.touch(table, key, lsn, created_at_ms);
+        }
+    }
+
+    fn changes_after(&mut self, journal: Uuid, after: u64, limit: usize) -> Result<ChangePage> {
+        Target::connect(self)?;
+        let name = self.name().to_string();
+        let tables = (
+            self.progress.clone(),
+            self.changes_table.clone(),
+            self.head_table.clone(),
+        );
+        let client = self.client()?;
+        match changes::read_page(
+            client,
+            &name,
+            (&tables.0, &tables.1, &tables.2),
+            journal,
+            after,
+            limit,
+        ) {
+            Ok(p) => Ok(p),
+            Err(changes::PageError::Invalid(e)) => Err(e),
+            Err(changes::PageError::Server(e)) => {
+                let err = self.err("read the change log", e);
+                self.discard();
+                Err(err)
+            }
         }
     }
 

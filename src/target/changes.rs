@@ -1,0 +1,363 @@
+//! The change log on the target: what a batch records of the rows its entries touched (the row
+//! after the batch, or a tombstone), the sequence and hybrid-logical-clock numbers each record
+//! gets, the codec of its key and row columns, and the records as a pulling store reads them
+//! back (`sync-protocol.md` §2).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result, TargetError};
+use crate::format::Lsn;
+use crate::mutation::{Columns, Value};
+
+/// The change log: one row per row change a batch made, numbered in commit order.
+pub const CHANGES_TABLE: &str = "syncjournal_changes";
+/// The change log's head: one row holding the last sequence and HLC numbers given out and the
+/// floor below which records were pruned.
+pub const CHANGE_HEAD_TABLE: &str = "syncjournal_change_head";
+
+/// The columns syncjournal requires of [`CHANGES_TABLE`].
+pub(crate) const CHANGES_COLUMNS: [&str; 8] = [
+    "seq",
+    "hlc",
+    "journal_id",
+    "lsn",
+    "table_name",
+    "key",
+    "row",
+    "committed_at",
+];
+/// The columns syncjournal requires of [`CHANGE_HEAD_TABLE`].
+pub(crate) const CHANGE_HEAD_COLUMNS: [&str; 4] = ["id", "seq", "hlc", "floor_seq"];
+
+/// Bits of an HLC value below its milliseconds: `hlc = ms << HLC_LOGICAL_BITS | counter`.
+pub const HLC_LOGICAL_BITS: u32 = 16;
+
+/// Records read per page when a store pulls.
+pub(crate) const PULL_PAGE_ROWS: usize = 1000;
+
+/// Bytes a record's key or row may take: a larger value read from a target is refused, not
+/// decoded.
+pub(crate) const COLUMNS_BYTES_MAX: usize = 64 << 20;
+
+/// One row change, as a pulling store reads it from the change log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Target-wide sequence number: the order of the commits that made the changes.
+    pub seq: u64,
+    /// Hybrid-logical-clock timestamp (milliseconds `<< 16` plus a counter): at least the
+    /// entry's creation time, and increasing with `seq`.
+    pub hlc: u64,
+    /// The journal whose entry made the change.
+    pub journal_id: Uuid,
+    /// That entry's LSN (the last of the batch's entries that touched the row).
+    pub lsn: Lsn,
+    /// The table, as the target's schema names it.
+    pub table: String,
+    /// The row's primary-key columns, in key order.
+    pub key: Columns,
+    /// The row's other columns after the change; `None`: the row was deleted.
+    pub row: Option<Columns>,
+    /// When the batch committed (the replayer's clock, Unix milliseconds).
+    pub committed_at_ms: u64,
+}
+
+/// A page of the change log read in one snapshot of the target.
+#[derive(Debug, Default)]
+pub(crate) struct ChangePage {
+    /// The pulling journal's watermark in the same snapshot.
+    pub watermark: Lsn,
+    /// The last sequence number given out (every record up to it is committed).
+    pub head_seq: u64,
+    /// Records at or below this were pruned.
+    pub floor_seq: u64,
+    /// Records after the cursor, by sequence number.
+    pub changes: Vec<Change>,
+    /// The page stopped before a record that was not written by syncjournal: why.
+    pub damaged: Option<Error>,
+}
+
+/// A row an entry touched, to record at the end of the batch.
+#[derive(Debug, Clone)]
+pub(crate) struct Touched {
+    pub table: String,
+    pub key: Columns,
+    pub lsn: Lsn,
+    pub created_at_ms: u64,
+}
+
+/// A record to write, with the row as it is after the batch.
+#[derive(Debug, Clone)]
+pub(crate) struct NewChange {
+    pub journal_id: Uuid,
+    pub lsn: Lsn,
+    pub created_at_ms: u64,
+    pub table: String,
+    pub key: Columns,
+    pub row: Option<Columns>,
+}
+
+/// The rows a batch touched, in the order last touched, once each (a row touched twice is
+/// recorded once, as it is after the batch, under the later entry's LSN).
+#[derive(Debug, Default)]
+pub(crate) struct ChangeBuffer {
+    rows: Vec<Touched>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl ChangeBuffer {
+    /// Forgets everything (a batch begins or is rolled back).
+    pub(crate) fn clear(&mut self) {
+        self.rows.clear();
+        self.index.clear();
+    }
+
+    /// Notes that entry `lsn` touched `key` of `table`.
+    pub(crate) fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64) {
+        let id = row_identity(table, key);
+        let t = Touched {
+            table: table.to_owned(),
+            key: key.clone(),
+            lsn,
+            created_at_ms,
+        };
+        match self.index.get(&id) {
+            Some(&i) => self.rows[i] = t,
+            None => {
+                self.index.insert(id, self.rows.len());
+                self.rows.push(t);
+            }
+        }
+    }
+
+    /// The rows touched, in first-touch order.
+    pub(crate) fn rows(&self) -> &[Touched] {
+        &self.rows
+    }
+
+    /// True if nothing was touched.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// A comparable identity of a row: the table's name and the key columns' names (both without
+/// case) and values, in name order. Integers and reals that are equal compare equal.
+pub(crate) fn row_identity(table: &str, key: &Columns) -> Vec<u8> {
+    let mut cols: Vec<(String, &Value)> = key
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+        .collect();
+    cols.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = table.to_ascii_lowercase().into_bytes();
+    out.push(0);
+    for (n, v) in cols {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+        match v {
+            Value::Null => out.push(b'n'),
+            Value::Integer(i) => {
+                out.push(b'r');
+                out.extend_from_slice(&(*i as f64).to_bits().to_le_bytes());
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            Value::Real(r) if r.fract() == 0.0 && r.abs() < 9.0e18 => {
+                out.push(b'r');
+                out.extend_from_slice(&r.to_bits().to_le_bytes());
+                out.extend_from_slice(&(*r as i64).to_le_bytes());
+            }
+            Value::Real(r) => {
+                out.push(b'f');
+                out.extend_from_slice(&r.to_bits().to_le_bytes());
+            }
+            Value::Text(t) => {
+                out.push(b't');
+                out.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                out.extend_from_slice(t.as_bytes());
+            }
+            Value::Blob(b) => {
+                out.push(b'b');
+                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    out
+}
+
+/// Encodes a record's key or row: bincode 2's standard format of `Vec<(String, Value)>`, as in
+/// a change set's payload (`journal-format.md` §5.1).
+pub(crate) fn encode_columns(cols: &Columns) -> Vec<u8> {
+    bincode::serde::encode_to_vec(cols, bincode::config::standard())
+        .expect("columns of strings and values always encode")
+}
+
+/// Decodes a record's key or row; never allocates by a length it reads (`event::payload`).
+pub(crate) fn decode_columns(bytes: &[u8]) -> Result<Columns, String> {
+    if bytes.len() > COLUMNS_BYTES_MAX {
+        return Err(format!(
+            "{} bytes, more than the {COLUMNS_BYTES_MAX} a record's columns may take",
+            bytes.len()
+        ));
+    }
+    let (cols, used): (Columns, usize) =
+        crate::event::decode_prefix(bytes).map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - used));
+    }
+    Ok(cols)
+}
+
+/// The HLC values of `n` new records after `last` (the head's), the `i`-th at least
+/// `created_at_ms(i) << 16`: each is the larger of that and the one before plus one.
+pub(crate) fn next_hlcs(last: u64, created_at_ms: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut prev = last;
+    created_at_ms
+        .map(|ms| {
+            let physical = ms.min(u64::MAX >> HLC_LOGICAL_BITS) << HLC_LOGICAL_BITS;
+            prev = physical.max(prev.saturating_add(1));
+            prev
+        })
+        .collect()
+}
+
+/// A change-log row as either kind of target returns it, before it is checked.
+pub(crate) struct RawChange {
+    pub seq: i64,
+    pub hlc: i64,
+    pub journal_id: String,
+    pub lsn: i64,
+    pub table: String,
+    pub key: Vec<u8>,
+    pub row: Option<Vec<u8>>,
+    pub committed_at: i64,
+}
+
+impl RawChange {
+    /// The record, or a specific error naming what in it was not written by syncjournal.
+    pub(crate) fn check(self, path: &Path) -> Result<Change> {
+        let bad = |detail: String| {
+            Error::Target(TargetError::SchemaMismatch {
+                path: path.to_path_buf(),
+                table: CHANGES_TABLE.into(),
+                detail: format!("record seq {}: {detail}", self.seq),
+            })
+        };
+        let journal_id = Uuid::parse_str(&self.journal_id)
+            .map_err(|_| bad(format!("journal_id {:?} is not a UUID", self.journal_id)))?;
+        if self.lsn <= 0 || self.lsn as u64 > crate::format::LSN_MAX {
+            return Err(bad(format!("lsn {} is not an LSN", self.lsn)));
+        }
+        let key = decode_columns(&self.key).map_err(|e| bad(format!("key: {e}")))?;
+        let row = match &self.row {
+            Some(r) => Some(decode_columns(r).map_err(|e| bad(format!("row: {e}")))?),
+            None => None,
+        };
+        if key.is_empty() {
+            return Err(bad("an empty key".into()));
+        }
+        Ok(Change {
+            seq: nonnegative(path, "seq", self.seq)?,
+            hlc: nonnegative(path, "hlc", self.hlc)?,
+            journal_id,
+            lsn: self.lsn as Lsn,
+            table: self.table,
+            key,
+            row,
+            committed_at_ms: self.committed_at.max(0) as u64,
+        })
+    }
+}
+
+/// A sequence number read from the log, refused if negative.
+pub(crate) fn nonnegative(path: &Path, what: &str, v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| {
+        Error::Target(TargetError::SchemaMismatch {
+            path: path.to_path_buf(),
+            table: CHANGES_TABLE.into(),
+            detail: format!("{what} {v} is negative"),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_touched_twice_is_recorded_once_under_the_later_lsn() {
+        let mut b = ChangeBuffer::default();
+        let k = |i: i64| vec![("id".to_string(), Value::Integer(i))];
+        b.touch("hosts", &k(1), 5, 10);
+        b.touch("certs", &k(1), 6, 11);
+        b.touch("HOSTS", &vec![("ID".into(), Value::Real(1.0))], 7, 12);
+        let rows: Vec<(&str, Lsn)> = b.rows().iter().map(|t| (t.table.as_str(), t.lsn)).collect();
+        assert_eq!(rows, [("HOSTS", 7), ("certs", 6)]);
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn identities_differ_by_table_value_and_kind() {
+        let k = |v: Value| vec![("id".to_string(), v)];
+        let id = |t: &str, v: Value| row_identity(t, &k(v));
+        assert_ne!(id("a", Value::Integer(1)), id("b", Value::Integer(1)));
+        assert_ne!(id("a", Value::Integer(1)), id("a", Value::Integer(2)));
+        assert_ne!(id("a", Value::Integer(1)), id("a", Value::Text("1".into())));
+        assert_ne!(id("a", Value::Text("x".into())), id("a", Value::Blob(b"x".to_vec())));
+        assert_eq!(id("a", Value::Integer(3)), id("A", Value::Real(3.0)));
+        // Name order does not matter.
+        let two = |a: (&str, i64), b: (&str, i64)| {
+            row_identity(
+                "t",
+                &vec![(a.0.into(), Value::Integer(a.1)), (b.0.into(), Value::Integer(b.1))],
+            )
+        };
+        assert_eq!(two(("x", 1), ("y", 2)), two(("y", 2), ("x", 1)));
+        assert_ne!(two(("x", 1), ("y", 2)), two(("x", 2), ("y", 1)));
+    }
+
+    #[test]
+    fn columns_round_trip_and_garbage_is_an_error() {
+        let cols: Columns = vec![
+            ("id".into(), Value::Integer(-4)),
+            ("name".into(), Value::Text("w\"eb".into())),
+            ("blob".into(), Value::Blob(vec![0, 1, 2])),
+            ("r".into(), Value::Real(1.5)),
+            ("n".into(), Value::Null),
+        ];
+        assert_eq!(decode_columns(&encode_columns(&cols)).unwrap(), cols);
+        assert!(decode_columns(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        let mut long = encode_columns(&cols);
+        long.push(0);
+        assert!(decode_columns(&long).unwrap_err().contains("trailing"));
+    }
+
+    #[test]
+    fn hlcs_increase_and_are_at_least_the_creation_time() {
+        let h = next_hlcs(0, [5u64, 5, 3, 9].into_iter());
+        assert_eq!(h[0], 5 << 16);
+        assert_eq!(h[1], (5 << 16) + 1);
+        assert_eq!(h[2], (5 << 16) + 2);
+        assert_eq!(h[3], 9 << 16);
+        let after = next_hlcs(u64::MAX - 1, [1u64].into_iter());
+        assert_eq!(after, [u64::MAX]);
+    }
+
+    #[test]
+    fn the_constants_are_the_ones_sync_protocol_md_states() {
+        assert_eq!(CHANGES_TABLE, "syncjournal_changes");
+        assert_eq!(CHANGE_HEAD_TABLE, "syncjournal_change_head");
+        assert_eq!(HLC_LOGICAL_BITS, 16);
+        assert_eq!(PULL_PAGE_ROWS, 1000);
+        let doc = include_str!("../../sync-protocol.md");
+        for c in CHANGES_COLUMNS.iter().chain(CHANGE_HEAD_COLUMNS.iter()) {
+            assert!(doc.contains(&format!("`{c}`")), "sync-protocol.md names column {c}");
+        }
+        assert!(doc.contains("`hlc = ms << 16 | counter`"));
+        assert!(doc.contains(&format!("at most {PULL_PAGE_ROWS} records")));
+        assert!(doc.contains("over 64 MiB") && COLUMNS_BYTES_MAX == 64 << 20);
+    }
+}

@@ -1,0 +1,386 @@
+//! The change log's statements on a PostgreSQL server: its tables; the records a batch writes
+//! before it commits — the head row locked first (`FOR UPDATE`, held to the commit), so that
+//! sequence numbers follow the commit order and each row is read after every earlier record's
+//! transaction committed — and a page read in one `REPEATABLE READ` snapshot.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use postgres::Client;
+use uuid::Uuid;
+
+use crate::apply::ApplyError;
+use crate::error::Error;
+use crate::journal::ack::now_ms;
+use crate::mutation::{Columns, Mutation, Value};
+use crate::target::changes::{
+    ChangeBuffer, ChangePage, NewChange, RawChange, Touched, encode_columns, next_hlcs,
+    nonnegative,
+};
+use crate::target::watermark_value;
+
+use super::apply::{cell, lookup};
+use super::batch::Cell;
+use super::catalog::{Catalog, PgTable};
+
+/// The change log's tables, in schema-qualified, quoted names `changes` and `head`.
+pub(crate) fn create_sql(changes: &str, head: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {changes} (
+            seq BIGINT PRIMARY KEY,
+            hlc BIGINT NOT NULL,
+            journal_id TEXT NOT NULL,
+            lsn BIGINT NOT NULL,
+            table_name TEXT NOT NULL,
+            key BYTEA NOT NULL,
+            row BYTEA,
+            committed_at BIGINT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS {head} (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq BIGINT NOT NULL,
+            hlc BIGINT NOT NULL,
+            floor_seq BIGINT NOT NULL
+         );
+         INSERT INTO {head} (id, seq, hlc, floor_seq) VALUES (1, 0, 0, 0) ON CONFLICT (id) DO NOTHING;"
+    )
+}
+
+/// How a column's value is read back: cast on the server to one of these.
+enum Read {
+    Int,
+    Float,
+    Bool,
+    Bytes,
+    Text,
+}
+
+fn read_as(typ: &str) -> (Read, &'static str) {
+    match typ {
+        "int2" | "int4" | "int8" => (Read::Int, "::int8"),
+        "float4" | "float8" => (Read::Float, "::float8"),
+        "bool" => (Read::Bool, "::bool"),
+        "bytea" => (Read::Bytes, "::bytea"),
+        _ => (Read::Text, "::text"),
+    }
+}
+
+/// Locks the log's head (held until the batch ends), reads each touched row as it is now and
+/// writes its record; moves the head.
+pub(crate) fn record(
+    client: &mut Client,
+    catalog: &mut Catalog,
+    schema: &str,
+    tables: (&str, &str),
+    buffer: &ChangeBuffer,
+    journal_id: Uuid,
+) -> std::result::Result<(), ApplyError> {
+    let (changes_table, head_table) = tables;
+    let head = client
+        .query_one(
+            &format!("SELECT seq, hlc FROM {head_table} WHERE id = 1 FOR UPDATE"),
+            &[],
+        )
+        .map_err(super::apply::apply_error)?;
+    let (seq, hlc): (i64, i64) = (head.get(0), head.get(1));
+    let records = images(client, catalog, schema, buffer, journal_id)?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let hlcs = next_hlcs(hlc as u64, records.iter().map(|c| c.created_at_ms));
+    let at = now_ms() as i64;
+    let mut sql = format!(
+        "INSERT INTO {changes_table} (seq, hlc, journal_id, lsn, table_name, key, row, committed_at) VALUES "
+    );
+    let journal = Cell::Text(journal_id.to_string()).literal();
+    for (i, (c, h)) in records.iter().zip(&hlcs).enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let row = match &c.row {
+            Some(r) => Cell::Bytes(encode_columns(r)).literal(),
+            None => "NULL".into(),
+        };
+        sql.push_str(&format!(
+            "({}, {}, {journal}, {}, {}, {}, {row}, {at})",
+            seq + 1 + i as i64,
+            *h as i64,
+            c.lsn as i64,
+            Cell::Text(c.table.clone()).literal(),
+            Cell::Bytes(encode_columns(&c.key)).literal(),
+        ));
+    }
+    sql.push_str(&format!(
+        "; UPDATE {head_table} SET seq = {}, hlc = {} WHERE id = 1",
+        seq + records.len() as i64,
+        *hlcs.last().expect("not empty") as i64
+    ));
+    client
+        .batch_execute(&sql)
+        .map_err(super::apply::apply_error)
+}
+
+/// The records of the touched rows, each as it is now: one query per table.
+fn images(
+    client: &mut Client,
+    catalog: &mut Catalog,
+    schema: &str,
+    buffer: &ChangeBuffer,
+    journal_id: Uuid,
+) -> std::result::Result<Vec<NewChange>, ApplyError> {
+    let mut by_table: Vec<(String, Vec<&Touched>)> = Vec::new();
+    let mut ix: HashMap<String, usize> = HashMap::new();
+    for t in buffer.rows() {
+        let k = t.table.to_ascii_lowercase();
+        let i = *ix.entry(k).or_insert_with(|| {
+            by_table.push((t.table.clone(), Vec::new()));
+            by_table.len() - 1
+        });
+        by_table[i].1.push(t);
+    }
+    let mut out = Vec::with_capacity(buffer.rows().len());
+    for (name, rows) in by_table {
+        let table = match catalog.get(&name) {
+            Some(t) => t,
+            None => match lookup(client, schema, &name) {
+                Ok(t) => {
+                    let t = Arc::new(t);
+                    catalog.insert(&name, Arc::clone(&t));
+                    t
+                }
+                // A table the target does not have (a quarantined entry's): nothing to record.
+                Err(ApplyError::Permanent { .. }) => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        out.extend(table_images(client, &table, &rows, journal_id)?);
+    }
+    Ok(out)
+}
+
+fn table_images(
+    client: &mut Client,
+    t: &PgTable,
+    rows: &[&Touched],
+    journal_id: Uuid,
+) -> std::result::Result<Vec<NewChange>, ApplyError> {
+    let pk: Vec<usize> = (0..t.columns.len())
+        .filter(|&i| t.columns[i].in_pk)
+        .collect();
+    if pk.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Each row's key, as literals of the key columns' types; a key that is not exactly the
+    // primary key names no row to record.
+    let mut wanted: Vec<(&Touched, Vec<String>)> = Vec::new();
+    'rows: for r in rows {
+        if r.key.len() != pk.len() {
+            continue;
+        }
+        let m = Mutation::Delete {
+            table: r.table.clone(),
+            key: r.key.clone(),
+        };
+        let mut lits = Vec::with_capacity(pk.len());
+        for &p in &pk {
+            let c = &t.columns[p];
+            let Some((_, v)) = r.key.iter().find(|(n, _)| n.eq_ignore_ascii_case(&c.name)) else {
+                continue 'rows;
+            };
+            match cell(t, c, &m, v) {
+                Ok(cell) => lits.push(format!("{}::{}", cell.literal(), c.sql_type)),
+                Err(_) => continue 'rows,
+            }
+        }
+        wanted.push((r, lits));
+    }
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reads: Vec<(Read, &str)> = t.columns.iter().map(|c| read_as(&c.typ)).collect();
+    let select: Vec<String> = t
+        .columns
+        .iter()
+        .zip(&reads)
+        .map(|(c, (_, cast))| format!("t.{}{cast}", c.quoted))
+        .collect();
+    let key_names: Vec<String> = (0..pk.len()).map(|i| format!("k{i}")).collect();
+    let values: Vec<String> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, (_, lits))| format!("({i}, {})", lits.join(", ")))
+        .collect();
+    let on: Vec<String> = pk
+        .iter()
+        .zip(&key_names)
+        .map(|(&p, k)| format!("t.{} = v.{k}", t.columns[p].quoted))
+        .collect();
+    let sql = format!(
+        "SELECT v.ord, t.ctid IS NOT NULL, {} FROM (VALUES {}) AS v(ord, {}) LEFT JOIN {} t ON {} ORDER BY v.ord",
+        select.join(", "),
+        values.join(", "),
+        key_names.join(", "),
+        t.qualified,
+        on.join(" AND ")
+    );
+    let result = client
+        .query(&sql, &[])
+        .map_err(super::apply::apply_error)?;
+    let mut out = Vec::with_capacity(wanted.len());
+    for row in result {
+        let ord: i32 = row.get(0);
+        let present: bool = row.get(1);
+        let Some((touched, _)) = wanted.get(ord as usize) else {
+            continue;
+        };
+        let (key, rest) = if present {
+            let mut key: Vec<Option<(String, Value)>> = vec![None; pk.len()];
+            let mut rest = Columns::new();
+            for (i, (c, (read, _))) in t.columns.iter().zip(&reads).enumerate() {
+                let v = read_value(&row, i + 2, read)?;
+                match pk.iter().position(|&p| p == i) {
+                    Some(k) => key[k] = Some((c.name.clone(), v)),
+                    None => rest.push((c.name.clone(), v)),
+                }
+            }
+            (key.into_iter().flatten().collect(), Some(rest))
+        } else {
+            let key = pk
+                .iter()
+                .filter_map(|&p| {
+                    let c = &t.columns[p];
+                    touched
+                        .key
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(&c.name))
+                        .map(|(_, v)| (c.name.clone(), v.clone()))
+                })
+                .collect();
+            (key, None)
+        };
+        out.push(NewChange {
+            journal_id,
+            lsn: touched.lsn,
+            created_at_ms: touched.created_at_ms,
+            table: t.name.clone(),
+            key,
+            row: rest,
+        });
+    }
+    Ok(out)
+}
+
+fn read_value(row: &postgres::Row, i: usize, read: &Read) -> std::result::Result<Value, ApplyError> {
+    let e = super::apply::apply_error;
+    Ok(match read {
+        Read::Int => row.try_get::<_, Option<i64>>(i).map_err(e)?.into(),
+        Read::Float => row.try_get::<_, Option<f64>>(i).map_err(e)?.into(),
+        Read::Bool => row.try_get::<_, Option<bool>>(i).map_err(e)?.into(),
+        Read::Bytes => row.try_get::<_, Option<Vec<u8>>>(i).map_err(e)?.into(),
+        Read::Text => row.try_get::<_, Option<String>>(i).map_err(e)?.into(),
+    })
+}
+
+/// A page of the log after `after`, with `journal`'s watermark, in one snapshot. `tables`:
+/// the progress, changes and head tables, qualified and quoted.
+pub(crate) fn read_page(
+    client: &mut Client,
+    name: &str,
+    tables: (&str, &str, &str),
+    journal: Uuid,
+    after: u64,
+    limit: usize,
+) -> std::result::Result<ChangePage, PageError> {
+    let (progress, changes, head) = tables;
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+    let r = read_in_snapshot(client, name, (progress, changes, head), journal, after, limit);
+    let end = client.batch_execute(if r.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let page = r?;
+    end?;
+    Ok(page)
+}
+
+/// Why a page could not be read.
+pub(crate) enum PageError {
+    Server(postgres::Error),
+    Invalid(Error),
+}
+
+impl From<postgres::Error> for PageError {
+    fn from(e: postgres::Error) -> Self {
+        PageError::Server(e)
+    }
+}
+
+impl From<Error> for PageError {
+    fn from(e: Error) -> Self {
+        PageError::Invalid(e)
+    }
+}
+
+fn read_in_snapshot(
+    client: &mut Client,
+    name: &str,
+    tables: (&str, &str, &str),
+    journal: Uuid,
+    after: u64,
+    limit: usize,
+) -> std::result::Result<ChangePage, PageError> {
+    let (progress, changes, head) = tables;
+    let path = Path::new(name);
+    let id = journal.to_string();
+    let wm = client
+        .query_opt(
+            &format!("SELECT lsn FROM {progress} WHERE journal_id = $1"),
+            &[&id],
+        )?
+        .map(|r| r.get::<_, i64>(0));
+    let watermark = watermark_value(path, wm)?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&head])?
+        .get(0);
+    if !exists {
+        return Ok(ChangePage {
+            watermark,
+            ..ChangePage::default()
+        });
+    }
+    let h = client.query_opt(&format!("SELECT seq, floor_seq FROM {head} WHERE id = 1"), &[])?;
+    let (head_seq, floor_seq): (i64, i64) = h.map_or((0, 0), |r| (r.get(0), r.get(1)));
+    let rows = client.query(
+        &format!(
+            "SELECT seq, hlc, journal_id, lsn, table_name, key, row, committed_at
+             FROM {changes} WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ),
+        &[&(after.min(i64::MAX as u64) as i64), &(limit as i64)],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut damaged = None;
+    for r in rows {
+        let raw = RawChange {
+            seq: r.try_get(0)?,
+            hlc: r.try_get(1)?,
+            journal_id: r.try_get(2)?,
+            lsn: r.try_get(3)?,
+            table: r.try_get(4)?,
+            key: r.try_get(5)?,
+            row: r.try_get(6)?,
+            committed_at: r.try_get(7)?,
+        };
+        match raw.check(path) {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                damaged = Some(e);
+                break;
+            }
+        }
+    }
+    Ok(ChangePage {
+        watermark,
+        head_seq: nonnegative(path, "head seq", head_seq)?,
+        floor_seq: nonnegative(path, "floor_seq", floor_seq)?,
+        changes: out,
+        damaged,
+    })
+}

@@ -1,0 +1,173 @@
+//! The change log's statements on an SQLite target: its tables, the records a batch writes
+//! before it commits (the file's write lock orders them), and a page read in one snapshot.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+use uuid::Uuid;
+
+use crate::apply::{ApplyError, RowImage, SchemaCache, row_image};
+use crate::error::Result;
+use crate::journal::ack::now_ms;
+use crate::target::changes::{
+    CHANGE_HEAD_TABLE, ChangeBuffer, ChangePage, NewChange, RawChange, encode_columns, next_hlcs,
+    nonnegative,
+};
+use crate::target::sqlite::{read_watermark, table_exists, target_error};
+use crate::target::watermark_value;
+
+/// The change log's tables.
+pub(crate) const CREATE_CHANGE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS syncjournal_changes (
+    seq INTEGER PRIMARY KEY,
+    hlc INTEGER NOT NULL,
+    journal_id TEXT NOT NULL,
+    lsn INTEGER NOT NULL,
+    table_name TEXT NOT NULL,
+    key BLOB NOT NULL,
+    row BLOB,
+    committed_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS syncjournal_change_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hlc INTEGER NOT NULL,
+    floor_seq INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO syncjournal_change_head (id, seq, hlc, floor_seq) VALUES (1, 0, 0, 0);";
+
+/// The records of the rows `buffer` holds, each as it is now (in the batch's transaction).
+pub(crate) fn images(
+    conn: &Connection,
+    schema: &mut SchemaCache,
+    buffer: &ChangeBuffer,
+    journal_id: Uuid,
+) -> std::result::Result<Vec<NewChange>, ApplyError> {
+    let mut out = Vec::with_capacity(buffer.rows().len());
+    for t in buffer.rows() {
+        let (table, key, row) = match row_image(conn, schema, &t.table, &t.key)? {
+            RowImage::Unknown => continue,
+            RowImage::Absent { table, key } => (table, key, None),
+            RowImage::Present { table, key, row } => (table, key, Some(row)),
+        };
+        out.push(NewChange {
+            journal_id,
+            lsn: t.lsn,
+            created_at_ms: t.created_at_ms,
+            table,
+            key,
+            row,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `changes` to the log and moves its head, in the open transaction.
+pub(crate) fn write(conn: &Connection, changes: &[NewChange]) -> rusqlite::Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let (seq, hlc): (i64, i64) = conn
+        .prepare_cached("SELECT seq, hlc FROM syncjournal_change_head WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let hlcs = next_hlcs(hlc as u64, changes.iter().map(|c| c.created_at_ms));
+    let at = now_ms() as i64;
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO syncjournal_changes
+         (seq, hlc, journal_id, lsn, table_name, key, row, committed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let journal = changes[0].journal_id.to_string();
+    for (i, (c, h)) in changes.iter().zip(&hlcs).enumerate() {
+        ins.execute((
+            seq + 1 + i as i64,
+            *h as i64,
+            &journal,
+            c.lsn as i64,
+            &c.table,
+            encode_columns(&c.key),
+            c.row.as_ref().map(encode_columns),
+            at,
+        ))?;
+    }
+    conn.prepare_cached("UPDATE syncjournal_change_head SET seq = ?1, hlc = ?2 WHERE id = 1")?
+        .execute((
+            seq + changes.len() as i64,
+            *hlcs.last().expect("not empty") as i64,
+        ))?;
+    Ok(())
+}
+
+/// A page of the log after `after` with `journal`'s watermark, in one read transaction.
+pub(crate) fn read_page(
+    conn: &Connection,
+    path: &Path,
+    journal: Uuid,
+    after: u64,
+    limit: usize,
+) -> Result<ChangePage> {
+    let te = |e| target_error(path, "read the change log", e);
+    conn.execute_batch("BEGIN").map_err(te)?;
+    let page = read_in_snapshot(conn, path, journal, after, limit);
+    let _ = conn.execute_batch("COMMIT");
+    page
+}
+
+fn read_in_snapshot(
+    conn: &Connection,
+    path: &Path,
+    journal: Uuid,
+    after: u64,
+    limit: usize,
+) -> Result<ChangePage> {
+    let te = |e| target_error(path, "read the change log", e);
+    let watermark = watermark_value(path, read_watermark(conn, journal).map_err(te)?)?;
+    if !table_exists(conn, CHANGE_HEAD_TABLE).map_err(te)? {
+        return Ok(ChangePage {
+            watermark,
+            ..ChangePage::default()
+        });
+    }
+    let head: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT seq, floor_seq FROM syncjournal_change_head WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(te)?;
+    let (head_seq, floor_seq) = head.unwrap_or((0, 0));
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, hlc, journal_id, lsn, table_name, key, row, committed_at
+             FROM syncjournal_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .map_err(te)?;
+    let mut rows = stmt
+        .query((after.min(i64::MAX as u64) as i64, limit as i64))
+        .map_err(te)?;
+    let mut changes = Vec::new();
+    let mut damaged = None;
+    while let Some(r) = rows.next().map_err(te)? {
+        let raw = RawChange {
+            seq: r.get(0).map_err(te)?,
+            hlc: r.get(1).map_err(te)?,
+            journal_id: r.get(2).map_err(te)?,
+            lsn: r.get(3).map_err(te)?,
+            table: r.get(4).map_err(te)?,
+            key: r.get(5).map_err(te)?,
+            row: r.get(6).map_err(te)?,
+            committed_at: r.get(7).map_err(te)?,
+        };
+        match raw.check(path) {
+            Ok(c) => changes.push(c),
+            Err(e) => {
+                damaged = Some(e);
+                break;
+            }
+        }
+    }
+    Ok(ChangePage {
+        watermark,
+        head_seq: nonnegative(path, "head seq", head_seq)?,
+        floor_seq: nonnegative(path, "floor_seq", floor_seq)?,
+        changes,
+        damaged,
+    })
+}
