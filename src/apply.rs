@@ -378,6 +378,45 @@ pub(crate) fn row_image(
     })
 }
 
+/// Calls `f` with every row of `table` (its key in key order, its other columns), names as
+/// the schema spells them; returns false if the database has no such table or it has no
+/// primary key. `db_err` names the database in errors.
+pub(crate) fn for_each_row(
+    conn: &Connection,
+    schema: &mut SchemaCache,
+    table: &str,
+    db_err: &dyn Fn(rusqlite::Error) -> crate::error::Error,
+    f: &mut dyn FnMut(&str, Columns, Columns) -> crate::error::Result<()>,
+) -> crate::error::Result<bool> {
+    let info = match schema.table(conn, table, true) {
+        Ok(Some(t)) if !t.pk.is_empty() => t,
+        Ok(_) => return Ok(false),
+        Err(ApplyError::Transient(e)) => return Err(db_err(e.into_inner())),
+        Err(_) => return Ok(false),
+    };
+    let cols: Vec<String> = info.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let sql = format!(
+        "SELECT {} FROM {}",
+        cols.join(", "),
+        quote_ident(&info.name)
+    );
+    let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    while let Some(r) = rows.next().map_err(db_err)? {
+        let mut key: Vec<Option<(String, Value)>> = vec![None; info.pk.len()];
+        let mut rest = Vec::with_capacity(info.columns.len() - info.pk.len());
+        for (i, c) in info.columns.iter().enumerate() {
+            let v: Value = r.get(i).map_err(db_err)?;
+            match info.pk.iter().position(|&p| p == i) {
+                Some(k) => key[k] = Some((c.name.clone(), v)),
+                None => rest.push((c.name.clone(), v)),
+            }
+        }
+        f(&info.name, key.into_iter().flatten().collect(), rest)?;
+    }
+    Ok(true)
+}
+
 /// Double-quotes an SQL identifier (`"` inside is doubled).
 pub fn quote_ident(name: &str) -> String {
     quote_with(name, '"')

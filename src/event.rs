@@ -120,7 +120,10 @@ impl JournalEvent for ChangeSet {
     }
 
     fn touched_rows(&self) -> Vec<(&str, &Columns)> {
-        self.mutations.iter().map(|m| (m.table(), m.key())).collect()
+        self.mutations
+            .iter()
+            .map(|m| (m.table(), m.key()))
+            .collect()
     }
 
     fn describe(&self) -> String {

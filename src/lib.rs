@@ -53,7 +53,7 @@ pub use mutation::{ChangeSet, Mutation, Value};
 pub use replay::{
     RejectPolicy, ReplayOptions, Replayer, SyncReport, SyncStatus, TargetJournalMode, TargetOptions,
 };
-pub use store::{HeldBack, PullReport, PullStatus, Store, StoreOptions};
+pub use store::{HeldBack, PullReport, PullStatus, ReseedReport, Store, StoreOptions};
 pub use target::TargetSpec;
 
 /// The SQLite binding of the public API (`Store::read`'s connection, `ApplyContext::conn`):

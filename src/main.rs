@@ -68,6 +68,12 @@ fn main() -> ExitCode {
                 adopt_target,
             },
         ),
+        Command::Reseed {
+            dir,
+            cache,
+            target,
+            json,
+        } => sync_cmds::reseed(&mut out, &dir, &cache, &target.target, json),
         Command::CheckTarget { db, json } => cli::check::check_target_cmd(&mut out, &db, json),
         Command::Quarantine(q) => sync_cmds::quarantine(&mut out, q),
     };

@@ -162,6 +162,26 @@ pub enum Command {
         adopt_target: bool,
     },
 
+    /// Rebuild a store's cache from the target: every row of the cache's tables as the target
+    /// has them, then the journal's entries the target does not hold yet on top, and the pull
+    /// cursor at the target's change-log head — in one cache transaction. For a new machine,
+    /// a lost or restored cache, or a cache whose pull cursor is older than the change log
+    /// keeps. The journal must not be open in another process (the application).
+    #[command(
+        after_help = "Example:\n  syncjournal reseed /var/lib/app/journal /var/lib/app/cache.db --target /mnt/share/app.db"
+    )]
+    Reseed {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The cache database (it must exist, with the application's tables).
+        cache: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Check a target database without changing it (nor creating it): its integrity
     /// (`PRAGMA integrity_check`), its journal mode (WAL is refused for a share), syncjournal's
     /// progress and quarantine tables, and the journals it has applied (watermark, when it

@@ -261,3 +261,51 @@ pub fn quarantine(out: &mut dyn Write, cmd: QuarantineCommand) -> Outcome {
         }
     }
 }
+
+/// `syncjournal reseed`: rebuilds the cache of the journal in `dir` from the target.
+pub fn reseed(
+    out: &mut dyn Write,
+    dir: &Path,
+    cache: &Path,
+    target: &TargetSpec,
+    json: bool,
+) -> Outcome {
+    if !dir.is_dir() {
+        return Err(Error::Journal(JournalError::NotFound {
+            dir: dir.to_path_buf(),
+        })
+        .into());
+    }
+    if !cache.is_file() {
+        return Err(Failure::Msg(format!(
+            "cache {} does not exist (the application creates it with its tables)",
+            cache.display()
+        )));
+    }
+    let store: syncjournal::Store = syncjournal::Store::open(
+        dir,
+        cache,
+        syncjournal::StoreOptions::new()
+            .target(target.clone(), syncjournal::TargetOptions::new())
+            .background_sync(false)
+            .pull(false),
+    )?;
+    let r = store.reseed()?;
+    store.close()?;
+    if json {
+        let text = serde_json::to_string_pretty(&r).map_err(|e| Failure::Msg(e.to_string()))?;
+        writeln!(out, "{text}")?;
+    } else {
+        say!(
+            out,
+            "reseeded {}: {} rows from the target (change log at {}, journal applied there up to LSN {}); {} local entries not on the target applied again on top, {} refused by the target's rows",
+            cache.display(),
+            r.rows,
+            r.cursor_seq,
+            r.target_lsn,
+            r.local_reapplied,
+            r.local_refused
+        )?;
+    }
+    Ok(OK)
+}

@@ -158,4 +158,17 @@ pub enum CacheError {
         /// What the cache said.
         reason: String,
     },
+
+    /// The cache could not be caught up from the journal at open (`why`: it is behind what
+    /// the journal retains, or ahead of it), and rebuilding it from the target failed.
+    #[error("cache {}: {why}; rebuilding it from the target failed: {cause}", path.display())]
+    ReseedFailed {
+        /// The cache.
+        path: PathBuf,
+        /// Why it needed a reseed.
+        why: Box<Error>,
+        /// Why the reseed failed.
+        #[source]
+        cause: Box<Error>,
+    },
 }

@@ -769,6 +769,19 @@ impl<E: JournalEvent> Replayer<E> {
         Ok(page)
     }
 
+    /// Every row of `tables` on the target, in one snapshot, to `sink`; returns the change
+    /// log's head and this journal's watermark in that snapshot (recorded as an observation).
+    pub(crate) fn snapshot(
+        &mut self,
+        tables: &[String],
+        sink: &mut crate::target::RowSink<'_>,
+    ) -> Result<(u64, Lsn)> {
+        let id = self.source.id();
+        let (head, wm) = self.target.snapshot(id, tables, sink)?;
+        self.obs.observe(wm, &self.spec);
+        Ok((head, wm))
+    }
+
     /// Done with the target for now: a writer lease is released.
     pub(crate) fn idle(&mut self) {
         self.target.idle();

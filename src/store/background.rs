@@ -46,8 +46,26 @@ pub(crate) fn sync_loop<E: JournalEvent>(inner: &Inner<E>, interval: Duration) {
             let report = inner.pull_now();
             if let Some(e) = &report.error {
                 tracing::debug!(error = %e, "background pull failed");
+                if inner.reseed_when_needed
+                    && matches!(
+                        e,
+                        Error::Cache(crate::error::CacheError::NeedsReseed { .. })
+                    )
+                {
+                    match inner.reseed() {
+                        Ok(r) => {
+                            tracing::info!(rows = r.rows, cursor = r.cursor_seq, "cache reseeded")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reseed failed"),
+                    }
+                    inner.publish();
+                }
             } else if report.applied > 0 {
-                tracing::debug!(applied = report.applied, cursor = report.cursor_seq, "pulled");
+                tracing::debug!(
+                    applied = report.applied,
+                    cursor = report.cursor_seq,
+                    "pulled"
+                );
                 inner.publish();
             }
         }
@@ -90,7 +108,8 @@ fn sync_step<E: JournalEvent>(
             Some(e) => {
                 *failures = failures.saturating_add(1);
                 let delay = if e.is_transient() {
-                    r.backoff((*failures).min(16)).max(Duration::from_millis(10))
+                    r.backoff((*failures).min(16))
+                        .max(Duration::from_millis(10))
                 } else {
                     interval.max(Duration::from_millis(500))
                 };

@@ -22,6 +22,7 @@ use crate::store::background::{sync_loop, with_target_evidence};
 use crate::store::cache::{CacheWriter, catch_up, open_cache_writer};
 use crate::store::options::StoreOptions;
 use crate::store::pull::{PullMemory, PullReport, PullStatus};
+use crate::store::reseed::{ReseedReport, reseed};
 
 #[derive(Default)]
 pub(crate) struct Signal {
@@ -48,6 +49,8 @@ pub(crate) struct Inner<E: JournalEvent> {
     pub(crate) broken: Mutex<Option<String>>,
     /// Pull other machines' changes into the cache (with a target).
     pub(crate) pull_enabled: bool,
+    /// Reseed when the pull finds the cursor older than the change log keeps.
+    pub(crate) reseed_when_needed: bool,
     /// What the last pull read and found.
     pub(crate) pull: Mutex<PullMemory>,
     pub(crate) _event: PhantomData<fn() -> E>,
@@ -121,7 +124,15 @@ impl<E: JournalEvent> Store<E> {
         let journal = Arc::new(Journal::open(journal_dir, journal_opts)?);
         let cache_path = cache_path.as_ref().to_path_buf();
         let mut writer = open_cache_writer(&cache_path, &journal, opts.cache_schema.as_deref())?;
-        catch_up::<E>(&cache_path, &journal, &mut writer)?;
+        let needs_reseed = match catch_up::<E>(&cache_path, &journal, &mut writer) {
+            Ok(()) => None,
+            Err(e @ Error::Cache(CacheError::Behind { .. } | CacheError::Ahead { .. }))
+                if opts.target.is_some() && opts.reseed_when_needed =>
+            {
+                Some(e)
+            }
+            Err(e) => return Err(e),
+        };
         let reader = Connection::open_with_flags(
             &cache_path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -133,7 +144,7 @@ impl<E: JournalEvent> Store<E> {
         })
         .map_err(cache_err(&cache_path))?;
         let background = opts.background_sync.unwrap_or(true);
-        let replayer: Option<Replayer<E>> = opts.target.map(|(path, topts)| {
+        let mut replayer: Option<Replayer<E>> = opts.target.map(|(path, topts)| {
             let mut r = Replayer::new(Arc::clone(&journal), path, topts, opts.replay.clone());
             if let Some(wm) = target_seen {
                 // Read just now: the status is measured on the target from the start.
@@ -141,6 +152,16 @@ impl<E: JournalEvent> Store<E> {
             }
             r
         });
+        if let (Some(why), Some(r)) = (needs_reseed, replayer.as_mut()) {
+            tracing::warn!(cache = %cache_path.display(), reason = %why, "the cache cannot be caught up from the journal: reseeding it from the target");
+            reseed::<E>(&cache_path, &journal, &mut writer, r).map_err(|e| {
+                Error::Cache(CacheError::ReseedFailed {
+                    path: cache_path.clone(),
+                    why: Box::new(why),
+                    cause: Box::new(e),
+                })
+            })?;
+        }
         let watch = match &replayer {
             Some(r) => r.watch(),
             None => Arc::new(Watch::new(ReplayState::default())),
@@ -161,6 +182,7 @@ impl<E: JournalEvent> Store<E> {
             signal_cv: Condvar::new(),
             broken: Mutex::new(None),
             pull_enabled: opts.pull,
+            reseed_when_needed: opts.reseed_when_needed,
             pull: Mutex::new(PullMemory::default()),
             _event: PhantomData,
         });
@@ -218,6 +240,23 @@ impl<E: JournalEvent> Store<E> {
     /// The background sync pulls after each sync (see [`StoreOptions::pull`]).
     pub fn pull_now(&self) -> PullReport {
         let r = self.inner.pull_now();
+        self.inner.publish();
+        r
+    }
+
+    /// Rebuilds the cache from one consistent snapshot of the target: every row of the
+    /// cache's tables as the target has them, then this journal's entries the target does
+    /// not hold yet applied again on top, and the pull cursor set to the change log's head in
+    /// that snapshot — in one cache transaction (nothing changes unless all of it succeeds).
+    /// For a new machine, a lost or restored cache, or a cursor older than the change log
+    /// keeps. Waits for a sync or pull in progress.
+    ///
+    /// # Errors
+    ///
+    /// [`TargetError::NoTarget`] without a target; the target's errors (unreadable, a table
+    /// of the cache it does not have); the cache's.
+    pub fn reseed(&self) -> Result<ReseedReport> {
+        let r = self.inner.reseed();
         self.inner.publish();
         r
     }
@@ -375,6 +414,31 @@ impl<E: JournalEvent> Inner<E> {
             let _ = w.conn.execute_batch("ROLLBACK");
             w.txn_open = false;
         }
+    }
+
+    /// See [`Store::reseed`].
+    pub(crate) fn reseed(&self) -> Result<ReseedReport> {
+        let inner = self;
+        inner.check()?;
+        let mut rep = lock(inner.replayer()?);
+        let mut w = lock(&inner.writer);
+        while w.txn_open || w.closing {
+            w = inner
+                .writer_cv
+                .wait_timeout(w, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let r = reseed::<E>(&inner.cache_path, &inner.journal, &mut w, &mut rep);
+        drop(w);
+        drop(rep);
+        if r.is_ok() {
+            let mut m = lock(&inner.pull);
+            m.needs_reseed = false;
+            m.held_back = None;
+            m.last_error = None;
+        }
+        r
     }
 
     pub(crate) fn wake(&self) {

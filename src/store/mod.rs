@@ -64,8 +64,10 @@ mod cache;
 mod handle;
 mod options;
 mod pull;
+mod reseed;
 mod write;
 
 pub use handle::Store;
 pub use options::StoreOptions;
 pub use pull::{HeldBack, PullReport, PullStatus};
+pub use reseed::ReseedReport;

@@ -14,6 +14,7 @@ pub struct StoreOptions {
     pub(crate) acknowledge_followers: bool,
     pub(crate) stalled_after_ms: u64,
     pub(crate) pull: bool,
+    pub(crate) reseed_when_needed: bool,
 }
 
 impl Default for StoreOptions {
@@ -27,6 +28,7 @@ impl Default for StoreOptions {
             acknowledge_followers: true,
             stalled_after_ms: crate::replay::STALLED_AFTER_MS_DEFAULT,
             pull: true,
+            reseed_when_needed: true,
         }
     }
 }
@@ -109,6 +111,18 @@ impl StoreOptions {
     /// Default: true.
     pub fn pull(mut self, on: bool) -> Self {
         self.pull = on;
+        self
+    }
+
+    /// With a target: when the cache cannot be caught up from the journal at open (it is
+    /// behind what the journal retains, or ahead of it: a lost or restored cache), rebuild it
+    /// from the target ([`Store::reseed`](crate::Store::reseed)) instead of failing with
+    /// [`CacheError::Behind`](crate::error::CacheError::Behind) or
+    /// [`CacheError::Ahead`](crate::error::CacheError::Ahead); and when the pull cursor is
+    /// older than the target's change log keeps, reseed in the background. The open fails if
+    /// the target cannot be read then. Default: true.
+    pub fn reseed_when_needed(mut self, on: bool) -> Self {
+        self.reseed_when_needed = on;
         self
     }
 }

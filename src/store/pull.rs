@@ -268,17 +268,18 @@ impl<E: JournalEvent> Inner<E> {
         // the page's snapshot) may not be on the target yet.
         let pending = pending_rows::<E>(&self.journal, page.watermark, w.txn_max);
         w.conn.execute_batch("BEGIN IMMEDIATE").map_err(&ce)?;
-        let now: i64 = match w
-            .conn
-            .query_row("SELECT seq FROM syncjournal_pull WHERE id = 1", [], |r| {
-                r.get(0)
-            }) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = w.conn.execute_batch("ROLLBACK");
-                return Err(ce(e));
-            }
-        };
+        let now: i64 =
+            match w
+                .conn
+                .query_row("SELECT seq FROM syncjournal_pull WHERE id = 1", [], |r| {
+                    r.get(0)
+                }) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = w.conn.execute_batch("ROLLBACK");
+                    return Err(ce(e));
+                }
+            };
         if now.max(0) as u64 != cursor {
             // Another pull moved it meanwhile.
             let _ = w.conn.execute_batch("ROLLBACK");
@@ -328,7 +329,10 @@ impl<E: JournalEvent> Inner<E> {
         }
         let r = w
             .conn
-            .execute("UPDATE syncjournal_pull SET seq = ?1 WHERE id = 1", [last as i64])
+            .execute(
+                "UPDATE syncjournal_pull SET seq = ?1 WHERE id = 1",
+                [last as i64],
+            )
             .and_then(|_| w.conn.execute_batch("COMMIT"));
         if let Err(e) = r {
             let _ = w.conn.execute_batch("ROLLBACK");

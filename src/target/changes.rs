@@ -306,13 +306,19 @@ mod tests {
         assert_ne!(id("a", Value::Integer(1)), id("b", Value::Integer(1)));
         assert_ne!(id("a", Value::Integer(1)), id("a", Value::Integer(2)));
         assert_ne!(id("a", Value::Integer(1)), id("a", Value::Text("1".into())));
-        assert_ne!(id("a", Value::Text("x".into())), id("a", Value::Blob(b"x".to_vec())));
+        assert_ne!(
+            id("a", Value::Text("x".into())),
+            id("a", Value::Blob(b"x".to_vec()))
+        );
         assert_eq!(id("a", Value::Integer(3)), id("A", Value::Real(3.0)));
         // Name order does not matter.
         let two = |a: (&str, i64), b: (&str, i64)| {
             row_identity(
                 "t",
-                &vec![(a.0.into(), Value::Integer(a.1)), (b.0.into(), Value::Integer(b.1))],
+                &vec![
+                    (a.0.into(), Value::Integer(a.1)),
+                    (b.0.into(), Value::Integer(b.1)),
+                ],
             )
         };
         assert_eq!(two(("x", 1), ("y", 2)), two(("y", 2), ("x", 1)));
@@ -354,7 +360,10 @@ mod tests {
         assert_eq!(PULL_PAGE_ROWS, 1000);
         let doc = include_str!("../../sync-protocol.md");
         for c in CHANGES_COLUMNS.iter().chain(CHANGE_HEAD_COLUMNS.iter()) {
-            assert!(doc.contains(&format!("`{c}`")), "sync-protocol.md names column {c}");
+            assert!(
+                doc.contains(&format!("`{c}`")),
+                "sync-protocol.md names column {c}"
+            );
         }
         assert!(doc.contains("`hlc = ms << 16 | counter`"));
         assert!(doc.contains(&format!("at most {PULL_PAGE_ROWS} records")));

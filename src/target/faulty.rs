@@ -12,10 +12,11 @@ use crate::apply::ApplyError;
 use crate::error::{Error, Result};
 use crate::fault::TargetFaults;
 use crate::format::Lsn;
-use crate::target::sqlite::target_error;
 use crate::mutation::Columns;
+use crate::target::sqlite::target_error;
 use crate::target::{
-    Applied, BatchMode, ChangePage, Commit, EventDb, QuarantineRow, Rejected, Settled, Target,
+    Applied, BatchMode, ChangePage, Commit, EventDb, QuarantineRow, Rejected, RowSink, Settled,
+    Target,
 };
 
 /// A target whose protocol steps pass through a [`TargetFaults`] first.
@@ -140,6 +141,16 @@ impl Target for Faulty {
     fn changes_after(&mut self, journal: Uuid, after: u64, limit: usize) -> Result<ChangePage> {
         self.hook("read changes")?;
         self.inner.changes_after(journal, after, limit)
+    }
+
+    fn snapshot(
+        &mut self,
+        journal: Uuid,
+        tables: &[String],
+        sink: &mut RowSink<'_>,
+    ) -> Result<(u64, Lsn)> {
+        self.hook("snapshot")?;
+        self.inner.snapshot(journal, tables, sink)
     }
 
     fn commit(&mut self) -> Commit {

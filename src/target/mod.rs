@@ -7,9 +7,9 @@
 //! share), `postgres://…`, `postgresql://…` or a libpq `key=value` string is a PostgreSQL
 //! server.
 
+pub(crate) mod changes;
 #[cfg(feature = "fault-injection")]
 mod faulty;
-pub(crate) mod changes;
 mod lease;
 mod options;
 #[cfg(feature = "postgres")]
@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 use crate::format::Lsn;
 use crate::mutation::Columns;
 
-pub use changes::{CHANGE_HEAD_TABLE, CHANGES_TABLE, Change, HLC_LOGICAL_BITS};
 pub(crate) use changes::ChangePage;
+pub use changes::{CHANGE_HEAD_TABLE, CHANGES_TABLE, Change, HLC_LOGICAL_BITS};
 
 pub use lease::{LeaseHolder, lease_holder, lease_path};
 pub use options::{TargetJournalMode, TargetOptions};
@@ -247,7 +247,21 @@ pub(crate) trait Target: Send {
     /// watermark and the log's head and floor, read in one snapshot of the target (outside
     /// any batch; a target without a change log yet reads as an empty one).
     fn changes_after(&mut self, journal: Uuid, after: u64, limit: usize) -> Result<ChangePage>;
+
+    /// Reads every row of `tables` in one snapshot of the target, handing each to `sink`
+    /// (table as the target names it, key in key order, other columns), and returns the change
+    /// log's head and `journal`'s watermark in that snapshot. A table the target does not
+    /// have is an error naming it.
+    fn snapshot(
+        &mut self,
+        journal: Uuid,
+        tables: &[String],
+        sink: &mut RowSink<'_>,
+    ) -> Result<(u64, Lsn)>;
 }
+
+/// Where [`Target::snapshot`] sends each row: (table, key, other columns).
+pub(crate) type RowSink<'a> = dyn FnMut(&str, Columns, Columns) -> Result<()> + 'a;
 
 /// A watermark read from a progress table (either kind of target), checked: a negative value,
 /// or one past the largest LSN, was not written by syncjournal. `path` names the target.

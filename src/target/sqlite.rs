@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::apply::{ApplyContext, ApplyError, SchemaCache, is_transient};
 use crate::error::{Error, Result};
 use crate::format::Lsn;
-use crate::mutation::Columns;
 use crate::journal::ack::now_ms;
+use crate::mutation::Columns;
 use crate::target::changes::{
     CHANGE_HEAD_COLUMNS, CHANGE_HEAD_TABLE, CHANGES_COLUMNS, CHANGES_TABLE, ChangeBuffer,
     ChangePage,
@@ -22,7 +22,8 @@ use crate::target::lease::{Lease, LeaseError};
 use crate::target::sqlite_changes::{self, CREATE_CHANGE_TABLES};
 use crate::target::{
     Applied, BatchMode, Commit, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow,
-    REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Settled, Target, TargetOptions, watermark_value,
+    REJECTED_COLUMNS, REJECTED_TABLE, Rejected, RowSink, Settled, Target, TargetOptions,
+    watermark_value,
 };
 
 const CREATE_TABLES: &str = "
@@ -387,7 +388,8 @@ impl SqliteTarget {
             conn.execute_batch(CREATE_TABLES)
                 .map_err(|e| target_error(&self.path, "create syncjournal tables", e))?;
         }
-        if self.opts.change_log && (has(CHANGES_TABLE)?.is_empty() || has(CHANGE_HEAD_TABLE)?.is_empty())
+        if self.opts.change_log
+            && (has(CHANGES_TABLE)?.is_empty() || has(CHANGE_HEAD_TABLE)?.is_empty())
         {
             conn.execute_batch(CREATE_CHANGE_TABLES)
                 .map_err(|e| target_error(&self.path, "create the change log", e))?;
@@ -398,7 +400,11 @@ impl SqliteTarget {
         ];
         if self.opts.change_log {
             checks.push((CHANGES_TABLE, &CHANGES_COLUMNS[..], has(CHANGES_TABLE)?));
-            checks.push((CHANGE_HEAD_TABLE, &CHANGE_HEAD_COLUMNS[..], has(CHANGE_HEAD_TABLE)?));
+            checks.push((
+                CHANGE_HEAD_TABLE,
+                &CHANGE_HEAD_COLUMNS[..],
+                has(CHANGE_HEAD_TABLE)?,
+            ));
         }
         for (table, want, found) in checks {
             let missing: Vec<&str> = want
@@ -433,14 +439,14 @@ impl SqliteTarget {
         })?;
         let records = sqlite_changes::images(conn, &mut self.schema, &self.changes, self.journal)
             .map_err(|e| match e {
-                ApplyError::Transient(e) => {
-                    target_error(&path, "read rows for the change log", e.into_inner())
-                }
-                other => Error::Target(TargetError::Unusable {
-                    path: path.clone(),
-                    reason: format!("reading rows for the change log: {other}"),
-                }),
-            })?;
+            ApplyError::Transient(e) => {
+                target_error(&path, "read rows for the change log", e.into_inner())
+            }
+            other => Error::Target(TargetError::Unusable {
+                path: path.clone(),
+                reason: format!("reading rows for the change log: {other}"),
+            }),
+        })?;
         self.changes.clear();
         sqlite_changes::write(conn, &records)
             .map_err(|e| self.unless_lease_ran_out(target_error(&path, "write the change log", e)))
@@ -791,6 +797,29 @@ impl Target for SqliteTarget {
         let r = self
             .conn()
             .and_then(|c| sqlite_changes::read_page(c, &path, journal, after, limit));
+        if r.is_err() {
+            self.drop_connection();
+        }
+        r
+    }
+
+    fn snapshot(
+        &mut self,
+        journal: Uuid,
+        tables: &[String],
+        sink: &mut RowSink<'_>,
+    ) -> Result<(u64, Lsn)> {
+        let path = self.path.clone();
+        self.open_connection()?;
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(Error::Target(TargetError::Unavailable {
+                path,
+                message: "no connection".into(),
+                transient: true,
+                source: None,
+            }));
+        };
+        let r = sqlite_changes::read_snapshot(conn, &mut self.schema, &path, journal, tables, sink);
         if r.is_err() {
             self.drop_connection();
         }

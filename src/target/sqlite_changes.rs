@@ -6,15 +6,16 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 use uuid::Uuid;
 
-use crate::apply::{ApplyError, RowImage, SchemaCache, row_image};
-use crate::error::Result;
+use crate::apply::{ApplyError, RowImage, SchemaCache, for_each_row, row_image};
+use crate::error::{Error, Result, TargetError};
+use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::target::changes::{
     CHANGE_HEAD_TABLE, ChangeBuffer, ChangePage, NewChange, RawChange, encode_columns, next_hlcs,
     nonnegative,
 };
 use crate::target::sqlite::{read_watermark, table_exists, target_error};
-use crate::target::watermark_value;
+use crate::target::{RowSink, watermark_value};
 
 /// The change log's tables.
 pub(crate) const CREATE_CHANGE_TABLES: &str = "
@@ -170,4 +171,33 @@ fn read_in_snapshot(
         changes,
         damaged,
     })
+}
+
+/// Every row of `tables` and the log's head and `journal`'s watermark, in one read transaction.
+pub(crate) fn read_snapshot(
+    conn: &Connection,
+    schema: &mut SchemaCache,
+    path: &Path,
+    journal: Uuid,
+    tables: &[String],
+    sink: &mut RowSink<'_>,
+) -> Result<(u64, Lsn)> {
+    let te = |e| target_error(path, "read a snapshot", e);
+    conn.execute_batch("BEGIN").map_err(te)?;
+    let r = (|| {
+        let page = read_in_snapshot(conn, path, journal, u64::MAX, 0)?;
+        for t in tables {
+            if !for_each_row(conn, schema, t, &te, sink)? {
+                return Err(Error::Target(TargetError::Unusable {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "the target has no table {t:?} with a primary key, which the cache has"
+                    ),
+                }));
+            }
+        }
+        Ok((page.head_seq, page.watermark))
+    })();
+    let _ = conn.execute_batch("COMMIT");
+    r
 }

@@ -30,6 +30,7 @@ mod dump;
 mod held_open;
 mod help;
 mod recover;
+mod reseed;
 mod status;
 mod sync;
 mod verify;

@@ -346,7 +346,7 @@ fn a_cache_ahead_of_the_journal_is_refused() {
 }
 
 #[test]
-fn a_cache_older_than_the_retained_journal_is_refused() {
+fn a_cache_older_than_the_retained_journal_is_refused_or_reseeded() {
     let (dir, paths) = Paths::temp();
     let opts = || store_opts(&paths.target, RejectPolicy::Stop);
     let store = open(&paths, opts());
@@ -378,7 +378,7 @@ fn a_cache_older_than_the_retained_journal_is_refused() {
     let first_retained = js.first_lsn;
     store.close().unwrap();
 
-    match Store::<ChangeSet>::open(&paths.journal, &old_cache, opts()) {
+    match Store::<ChangeSet>::open(&paths.journal, &old_cache, opts().reseed_when_needed(false)) {
         Err(Error::Cache(CacheError::Behind {
             path,
             cache_lsn,
@@ -393,6 +393,25 @@ fn a_cache_older_than_the_retained_journal_is_refused() {
     // The current cache is fine.
     let store = open(&paths, opts());
     assert_eq!(applied_lsn(&store), Some(18));
+    store.close().unwrap();
+    // By default the old cache is rebuilt from the target (which holds every entry) at open.
+    let store = Store::<ChangeSet>::open(&paths.journal, &old_cache, opts()).unwrap();
+    assert_eq!(applied_lsn(&store), Some(18));
+    let ids: Vec<i64> = store
+        .read(|c| {
+            c.prepare("SELECT id FROM items ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap();
+    let mut want = vec![1, 2];
+    want.extend(10..26);
+    assert_eq!(ids, want, "reseeded from the target");
+    assert_eq!(
+        store.pull_status().unwrap().cursor_seq,
+        18,
+        "the cursor at the log's head"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,7 +56,11 @@ fn another_machines_inserts_updates_and_deletes_reach_every_cache() {
                 .iter()
                 .filter(|r| r[3] == Value::Integer(1) || r[3] == Value::Text("t".into()))
                 .collect();
-            assert_eq!(tombstones.len(), 1, "{kind}: one tombstone (host 3): {log:?}");
+            assert_eq!(
+                tombstones.len(),
+                1,
+                "{kind}: one tombstone (host 3): {log:?}"
+            );
             for (i, st) in s.iter().enumerate().skip(1) {
                 let p = st.pull_now();
                 assert!(p.error.is_none(), "{kind}: {:?}", p.error);
@@ -101,21 +105,35 @@ fn a_remote_change_to_a_row_changed_locally_waits_for_the_local_change() {
                 .unwrap();
             let p = s[1].pull_now();
             assert!(p.error.is_none(), "{kind}: {:?}", p.error);
-            let held = p.held_back.expect("the remote rename waits for the local change");
+            let held = p
+                .held_back
+                .expect("the remote rename waits for the local change");
             assert_eq!(held.table, "hosts");
             assert_eq!(held.local_lsn, local);
             assert_eq!(p.applied, 0);
             let name: String = s[1]
-                .read(|c| c.query_row("SELECT name || '/' || os FROM hosts WHERE id = 1", [], |r| r.get(0)))
+                .read(|c| {
+                    c.query_row(
+                        "SELECT name || '/' || os FROM hosts WHERE id = 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
                 .unwrap();
-            assert_eq!(name, "web-01/bsd", "{kind}: the cache shows only what the target will have");
+            assert_eq!(
+                name, "web-01/bsd",
+                "{kind}: the cache shows only what the target will have"
+            );
             assert_eq!(s[1].pull_status().unwrap().held_back.as_ref(), Some(&held));
             // Once the local change is on the target, both changes are in every cache.
             quiesce(&s);
             let target = m.target.rows("SELECT name, os FROM hosts WHERE id = 1");
             assert_eq!(
                 target,
-                vec![vec![Value::Text("renamed".into()), Value::Text("bsd".into())]]
+                vec![vec![
+                    Value::Text("renamed".into()),
+                    Value::Text("bsd".into())
+                ]]
             );
             for st in &s {
                 assert_eq!(cache_rows(st), m.target_rows(), "{kind}");
@@ -165,19 +183,29 @@ fn three_machines_editing_overlapping_rows_converge_on_the_target() {
                     let id = rng.range(1, 12) as i64;
                     let cs = match rng.below(6) {
                         0 => ChangeSet::new().delete("hosts", [("id", id)]),
-                        1 => ChangeSet::new()
-                            .insert("hosts", [("id", id)], [("name", format!("ins-{who}-{id}"))]),
+                        1 => ChangeSet::new().insert(
+                            "hosts",
+                            [("id", id)],
+                            [("name", format!("ins-{who}-{id}"))],
+                        ),
                         2 => ChangeSet::new().update(
                             "hosts",
                             [("id", id)],
                             [("os", format!("os-{who}-{}", rng.below(100)))],
                         ),
-                        3 => ChangeSet::new()
-                            .upsert("domains", [("name", format!("d{}", id % 4))], [("host_id", id)]),
+                        3 => ChangeSet::new().upsert(
+                            "domains",
+                            [("name", format!("d{}", id % 4))],
+                            [("host_id", id)],
+                        ),
                         4 => ChangeSet::new().delete("domains", [("name", format!("d{}", id % 4))]),
                         _ => ChangeSet::new()
                             .upsert("hosts", [("id", id)], [("name", format!("up-{who}-{id}"))])
-                            .upsert("domains", [("name", format!("d{}", id % 3))], [("registrar", who as i64)]),
+                            .upsert(
+                                "domains",
+                                [("name", format!("d{}", id % 3))],
+                                [("registrar", who as i64)],
+                            ),
                     };
                     // A change the cache refuses (an insert of a row it has, an update of one
                     // it does not) is not journaled: that is the cache's rule, not the test's.
@@ -238,7 +266,8 @@ fn a_damaged_record_or_a_change_the_cache_cannot_take_stops_the_pull_before_it()
             assert_eq!(s[1].pull_status().unwrap().cursor_seq, 1);
             assert!(s[1].pull_status().unwrap().last_error.is_some());
             // A record of a table the cache does not have.
-            m.target.execute("DELETE FROM syncjournal_changes WHERE seq = 2");
+            m.target
+                .execute("DELETE FROM syncjournal_changes WHERE seq = 2");
             m.target.execute(
                 "INSERT INTO syncjournal_changes (seq, hlc, journal_id, lsn, table_name, key, row, committed_at)
                  SELECT 2, hlc, journal_id, lsn, 'vanished', key, row, committed_at FROM syncjournal_changes WHERE seq = 1",
@@ -251,6 +280,67 @@ fn a_damaged_record_or_a_change_the_cache_cannot_take_stops_the_pull_before_it()
                 other => panic!("{kind}: expected PullRefused for change 2, got {other:?}"),
             }
             assert_eq!(s[1].pull_status().unwrap().cursor_seq, 1);
+        });
+    }
+}
+
+#[test]
+fn a_reseed_builds_the_cache_from_the_target_and_keeps_the_local_entries_not_on_it() {
+    for kind in TargetKind::all() {
+        with_timeout(120, move || {
+            let m = Machines::new(kind, 2);
+            // Rows the target had before any change log: no pull brings them.
+            m.target
+                .execute("INSERT INTO hosts (id, name) VALUES (100, 'before-the-log')");
+            let s = m.open_all();
+            for i in 1..=3 {
+                s[0].apply(&host(i)).unwrap();
+            }
+            quiesce(&s);
+            assert_ne!(
+                cache_rows(&s[1]),
+                m.target_rows(),
+                "{kind}: the old row is missing"
+            );
+            // Machine 1 changes host 2 and adds host 9, not synced yet; then reseeds.
+            s[1].apply(&ChangeSet::new().update("hosts", [("id", 2)], [("os", "mine")]))
+                .unwrap();
+            s[1].apply(&host(9)).unwrap();
+            let r = s[1].reseed().unwrap();
+            assert_eq!(r.rows, 4, "{kind}: {r:?}");
+            assert_eq!(r.local_reapplied, 2);
+            assert_eq!(r.local_refused, 0);
+            assert_eq!(r.cursor_seq, 3);
+            assert_eq!(s[1].pull_status().unwrap().cursor_seq, 3);
+            let mine: Vec<String> = s[1]
+                .read(|c| {
+                    c.prepare("SELECT name || ':' || coalesce(os, '') FROM hosts ORDER BY id")?
+                        .query_map([], |r| r.get(0))?
+                        .collect()
+                })
+                .unwrap();
+            assert_eq!(
+                mine,
+                [
+                    "web-01:",
+                    "web-02:mine",
+                    "web-03:",
+                    "web-09:",
+                    "before-the-log:"
+                ],
+                "{kind}: the target's rows with the local changes on top"
+            );
+            // After quiescence every cache but machine 0's (which never saw the old row)
+            // equals the target; machine 0 reseeds too.
+            quiesce(&s);
+            assert_eq!(cache_rows(&s[1]), m.target_rows(), "{kind}");
+            s[0].reseed().unwrap();
+            assert_eq!(cache_rows(&s[0]), m.target_rows(), "{kind}");
+            // The reseeded cache survives a restart as it is.
+            drop(s);
+            let again = m.open(1);
+            assert_eq!(cache_rows(&again), m.target_rows());
+            assert_eq!(again.pull_now().applied, 0);
         });
     }
 }

@@ -82,7 +82,11 @@ pub fn quiesce(stores: &[Store]) {
         for s in stores {
             let p = s.pull_now();
             assert!(p.error.is_none(), "pull: {:?}", p.error);
-            assert!(p.held_back.is_none(), "held back after every sync: {:?}", p.held_back);
+            assert!(
+                p.held_back.is_none(),
+                "held back after every sync: {:?}",
+                p.held_back
+            );
             moved |= p.applied > 0;
         }
         if !moved && round > 0 {

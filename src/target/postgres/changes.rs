@@ -15,10 +15,9 @@ use crate::error::Error;
 use crate::journal::ack::now_ms;
 use crate::mutation::{Columns, Mutation, Value};
 use crate::target::changes::{
-    ChangeBuffer, ChangePage, NewChange, RawChange, Touched, encode_columns, next_hlcs,
-    nonnegative,
+    ChangeBuffer, ChangePage, NewChange, RawChange, Touched, encode_columns, next_hlcs, nonnegative,
 };
-use crate::target::watermark_value;
+use crate::target::{RowSink, watermark_value};
 
 use super::apply::{cell, lookup};
 use super::batch::Cell;
@@ -224,9 +223,7 @@ fn table_images(
         t.qualified,
         on.join(" AND ")
     );
-    let result = client
-        .query(&sql, &[])
-        .map_err(super::apply::apply_error)?;
+    let result = client.query(&sql, &[]).map_err(super::apply::apply_error)?;
     let mut out = Vec::with_capacity(wanted.len());
     for row in result {
         let ord: i32 = row.get(0);
@@ -271,7 +268,11 @@ fn table_images(
     Ok(out)
 }
 
-fn read_value(row: &postgres::Row, i: usize, read: &Read) -> std::result::Result<Value, ApplyError> {
+fn read_value(
+    row: &postgres::Row,
+    i: usize,
+    read: &Read,
+) -> std::result::Result<Value, ApplyError> {
     let e = super::apply::apply_error;
     Ok(match read {
         Read::Int => row.try_get::<_, Option<i64>>(i).map_err(e)?.into(),
@@ -294,7 +295,14 @@ pub(crate) fn read_page(
 ) -> std::result::Result<ChangePage, PageError> {
     let (progress, changes, head) = tables;
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-    let r = read_in_snapshot(client, name, (progress, changes, head), journal, after, limit);
+    let r = read_in_snapshot(
+        client,
+        name,
+        (progress, changes, head),
+        journal,
+        after,
+        limit,
+    );
     let end = client.batch_execute(if r.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let page = r?;
     end?;
@@ -346,7 +354,10 @@ fn read_in_snapshot(
             ..ChangePage::default()
         });
     }
-    let h = client.query_opt(&format!("SELECT seq, floor_seq FROM {head} WHERE id = 1"), &[])?;
+    let h = client.query_opt(
+        &format!("SELECT seq, floor_seq FROM {head} WHERE id = 1"),
+        &[],
+    )?;
     let (head_seq, floor_seq): (i64, i64) = h.map_or((0, 0), |r| (r.get(0), r.get(1)));
     let rows = client.query(
         &format!(
@@ -383,4 +394,97 @@ fn read_in_snapshot(
         changes: out,
         damaged,
     })
+}
+
+/// Every row of `tables` (each looked up afresh in `schema`) and the log's head and
+/// `journal`'s watermark, in one `REPEATABLE READ` snapshot, rows streamed to `sink`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn read_snapshot(
+    client: &mut Client,
+    name: &str,
+    schema: &str,
+    bookkeeping: (&str, &str, &str),
+    journal: Uuid,
+    tables: &[String],
+    sink: &mut RowSink<'_>,
+) -> std::result::Result<(u64, crate::format::Lsn), PageError> {
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+    let r = snapshot_in(client, name, schema, bookkeeping, journal, tables, sink);
+    let end = client.batch_execute(if r.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let out = r?;
+    end?;
+    Ok(out)
+}
+
+fn snapshot_in(
+    client: &mut Client,
+    name: &str,
+    schema: &str,
+    bookkeeping: (&str, &str, &str),
+    journal: Uuid,
+    tables: &[String],
+    sink: &mut RowSink<'_>,
+) -> std::result::Result<(u64, crate::format::Lsn), PageError> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let page = read_in_snapshot(client, name, bookkeeping, journal, u64::MAX, 0)?;
+    for t in tables {
+        let table = match lookup(client, schema, t) {
+            Ok(table) => table,
+            Err(ApplyError::Server(e)) => return Err(PageError::Server(e.into_inner())),
+            Err(e) => {
+                return Err(PageError::Invalid(Error::Target(
+                    crate::error::TargetError::Unusable {
+                        path: name.into(),
+                        reason: format!(
+                            "the cache's table {t:?} cannot be read from the target: {e}"
+                        ),
+                    },
+                )));
+            }
+        };
+        let pk: Vec<usize> = (0..table.columns.len())
+            .filter(|&i| table.columns[i].in_pk)
+            .collect();
+        if pk.is_empty() {
+            return Err(PageError::Invalid(Error::Target(
+                crate::error::TargetError::Unusable {
+                    path: name.into(),
+                    reason: format!("table {t:?} has no primary key on the target"),
+                },
+            )));
+        }
+        let reads: Vec<(Read, &str)> = table.columns.iter().map(|c| read_as(&c.typ)).collect();
+        let select: Vec<String> = table
+            .columns
+            .iter()
+            .zip(&reads)
+            .map(|(c, (_, cast))| format!("{}{cast}", c.quoted))
+            .collect();
+        let sql = format!("SELECT {} FROM {}", select.join(", "), table.qualified);
+        let mut rows = client.query_raw(
+            &sql,
+            std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>(),
+        )?;
+        while let Some(row) = rows.next()? {
+            let mut key: Vec<Option<(String, Value)>> = vec![None; pk.len()];
+            let mut rest = Columns::new();
+            for (i, (c, (read, _))) in table.columns.iter().zip(&reads).enumerate() {
+                let v = read_value(&row, i, read).map_err(|e| match e {
+                    ApplyError::Server(e) => PageError::Server(e.into_inner()),
+                    other => {
+                        PageError::Invalid(Error::Target(crate::error::TargetError::Unusable {
+                            path: name.into(),
+                            reason: other.to_string(),
+                        }))
+                    }
+                })?;
+                match pk.iter().position(|&p| p == i) {
+                    Some(k) => key[k] = Some((c.name.clone(), v)),
+                    None => rest.push((c.name.clone(), v)),
+                }
+            }
+            sink(&table.name, key.into_iter().flatten().collect(), rest)?;
+        }
+    }
+    Ok((page.head_seq, page.watermark))
 }

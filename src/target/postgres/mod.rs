@@ -38,8 +38,8 @@ use crate::target::changes::{
 };
 use crate::target::{
     Applied, BatchMode, Commit, ConnString, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE,
-    QuarantineRow, REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Settled, Target, TargetOptions,
-    watermark_value,
+    QuarantineRow, REJECTED_COLUMNS, REJECTED_TABLE, Rejected, RowSink, Settled, Target,
+    TargetOptions, watermark_value,
 };
 
 pub use apply::PgApplyContext;
@@ -707,6 +707,43 @@ impl Target for PgTarget {
             Err(changes::PageError::Invalid(e)) => Err(e),
             Err(changes::PageError::Server(e)) => {
                 let err = self.err("read the change log", e);
+                self.discard();
+                Err(err)
+            }
+        }
+    }
+
+    fn snapshot(
+        &mut self,
+        journal: Uuid,
+        tables: &[String],
+        sink: &mut RowSink<'_>,
+    ) -> Result<(u64, Lsn)> {
+        Target::connect(self)?;
+        let name = self.name().to_string();
+        let schema = self.schema.clone();
+        let bk = (
+            self.progress.clone(),
+            self.changes_table.clone(),
+            self.head_table.clone(),
+        );
+        let client = self.client()?;
+        match changes::read_snapshot(
+            client,
+            &name,
+            &schema,
+            (&bk.0, &bk.1, &bk.2),
+            journal,
+            tables,
+            sink,
+        ) {
+            Ok(r) => Ok(r),
+            Err(changes::PageError::Invalid(e)) => {
+                let _ = self.client()?.batch_execute("ROLLBACK");
+                Err(e)
+            }
+            Err(changes::PageError::Server(e)) => {
+                let err = self.err("read a snapshot", e);
                 self.discard();
                 Err(err)
             }
