@@ -33,6 +33,10 @@
 //!   entry (plus its watermark) per transaction.
 //! * `scan` — `syncjournal::inspect::inspect` and `Journal::open` of a prepared journal of
 //!   128 B records, page cache warm, in GB/s of valid frame bytes.
+//! * `pull` — the change log's cost at replay (`sj_replay_log_on` against
+//!   `sj_replay_log_off`), and a store's pull of the log into a fresh cache against a raw loop
+//!   reading the same records and upserting them (`sj_pull_page1000` against
+//!   `raw_pull_upsert_page1000`).
 //! * `backlog` — the replay of a large backlog (`--backlog N`, default 5,000,000 change sets)
 //!   in a CHILD process (this binary re-executed with a hidden flag); its peak RSS is read
 //!   from `/proc/<pid>/status` (`VmHWM`) once it has finished, and compared with a 10×
@@ -89,6 +93,7 @@ use crate::cases::backlog::{CHILD_FLAG, backlog_child, group_backlog, group_pg_b
 use crate::cases::durable::group_durable;
 use crate::cases::nosync::group_nosync;
 use crate::cases::pg_replay::{group_pg_replay, group_pg_replay_fsync};
+use crate::cases::pull::group_pull;
 use crate::cases::replay::group_replay;
 use crate::cases::scan::group_scan;
 use crate::harness::Config;
@@ -112,10 +117,11 @@ fn main() {
     print_facts(&cfg, dir);
     let mut res = Results::default();
     type Group = fn(&Config, &Path, &mut Results);
-    let groups: [(&str, Group); 8] = [
+    let groups: [(&str, Group); 9] = [
         ("durable", group_durable),
         ("nosync", group_nosync),
         ("replay", group_replay),
+        ("pull", group_pull),
         ("scan", group_scan),
         ("backlog", group_backlog),
         ("pg_replay", group_pg_replay),

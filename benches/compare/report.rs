@@ -214,6 +214,22 @@ fn report_rows() -> Vec<Row> {
             ],
         ),
         row("raw_sqlite_upsert_batch1000_wm", "entries/s", vec![]),
+        row(
+            "sj_replay_log_on",
+            "entries/s",
+            vec![Ratio(
+                "sj_replay_log_off",
+                None,
+                "what the change log costs at replay",
+            )],
+        ),
+        row("sj_replay_log_off", "entries/s", vec![]),
+        row(
+            "sj_pull_page1000",
+            "changes/s",
+            vec![Ratio("raw_pull_upsert_page1000", Some(0.8), "")],
+        ),
+        row("raw_pull_upsert_page1000", "changes/s", vec![]),
         row("naive_replay_1_per_txn", "entries/s", vec![]),
         row(
             "pg_sj_replay_batch1000",

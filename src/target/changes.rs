@@ -271,6 +271,34 @@ impl RawChange {
     }
 }
 
+/// A page of records as a target read them: each checked, up to the first that was not
+/// written by syncjournal (the page ends before it, and says why).
+pub(crate) fn page_of(
+    path: &Path,
+    watermark: Lsn,
+    (head_seq, floor_seq): (i64, i64),
+    raws: Vec<RawChange>,
+) -> Result<ChangePage> {
+    let mut changes = Vec::with_capacity(raws.len());
+    let mut damaged = None;
+    for raw in raws {
+        match raw.check(path) {
+            Ok(c) => changes.push(c),
+            Err(e) => {
+                damaged = Some(e);
+                break;
+            }
+        }
+    }
+    Ok(ChangePage {
+        watermark,
+        head_seq: nonnegative(path, "head seq", head_seq)?,
+        floor_seq: nonnegative(path, "floor_seq", floor_seq)?,
+        changes,
+        damaged,
+    })
+}
+
 /// A sequence number read from the log, refused if negative.
 pub(crate) fn nonnegative(path: &Path, what: &str, v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| {

@@ -230,14 +230,7 @@ impl SqliteTarget {
 
     /// The open connection (of the batch in progress).
     fn in_batch(&self) -> Result<&Connection> {
-        self.conn.as_ref().ok_or_else(|| {
-            Error::Target(TargetError::Unavailable {
-                path: self.path.clone(),
-                message: "no connection: the batch was ended".into(),
-                transient: true,
-                source: None,
-            })
-        })
+        open_conn(&self.conn, &self.path)
     }
 
     /// Runs one statement of the batch (single statements through the statement cache: no
@@ -429,14 +422,7 @@ impl SqliteTarget {
             return Ok(());
         }
         let path = self.path.clone();
-        let conn = self.conn.as_ref().ok_or_else(|| {
-            Error::Target(TargetError::Unavailable {
-                path: path.clone(),
-                message: "no connection: the batch was ended".into(),
-                transient: true,
-                source: None,
-            })
-        })?;
+        let conn = open_conn(&self.conn, &path)?;
         let records = sqlite_changes::images(conn, &mut self.schema, &self.changes, self.journal)
             .map_err(|e| match e {
             ApplyError::Transient(e) => {
@@ -461,6 +447,19 @@ impl SqliteTarget {
             .map_err(|e| target_error(&path, "read watermark", e))?;
         watermark_value(&path, raw)
     }
+}
+
+/// The connection in `conn`, or the error of a batch whose connection was dropped (`path`
+/// names the target). A free function, so that the caller can borrow other fields beside it.
+fn open_conn<'a>(conn: &'a Option<Connection>, path: &Path) -> Result<&'a Connection> {
+    conn.as_ref().ok_or_else(|| {
+        Error::Target(TargetError::Unavailable {
+            path: path.to_path_buf(),
+            message: "no connection: the batch was ended".into(),
+            transient: true,
+            source: None,
+        })
+    })
 }
 
 /// Reads the watermark row (the raw value: check it with [`watermark_value`]).
@@ -643,14 +642,7 @@ impl Target for SqliteTarget {
             ));
         }
         let path = self.path.clone();
-        let conn = self.conn.as_ref().ok_or_else(|| {
-            Error::Target(TargetError::Unavailable {
-                path: path.clone(),
-                message: "no connection: the batch was ended".into(),
-                transient: true,
-                source: None,
-            })
-        })?;
+        let conn = open_conn(&self.conn, &path)?;
         let mut ctx = ApplyContext::new(conn, &mut self.schema, lsn);
         let r = f(EventDb::Sqlite(&mut ctx));
         // An entry "refused" because the lease check interrupted it was not refused.
@@ -811,14 +803,7 @@ impl Target for SqliteTarget {
     ) -> Result<(u64, Lsn)> {
         let path = self.path.clone();
         self.open_connection()?;
-        let Some(conn) = self.conn.as_ref() else {
-            return Err(Error::Target(TargetError::Unavailable {
-                path,
-                message: "no connection".into(),
-                transient: true,
-                source: None,
-            }));
-        };
+        let conn = open_conn(&self.conn, &path)?;
         let r = sqlite_changes::read_snapshot(conn, &mut self.schema, &path, journal, tables, sink);
         if r.is_err() {
             self.drop_connection();

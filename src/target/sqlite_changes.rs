@@ -12,7 +12,7 @@ use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::target::changes::{
     CHANGE_HEAD_TABLE, ChangeBuffer, ChangePage, NewChange, RawChange, encode_columns, next_hlcs,
-    nonnegative,
+    page_of,
 };
 use crate::target::sqlite::{read_watermark, table_exists, target_error};
 use crate::target::{RowSink, watermark_value};
@@ -143,10 +143,9 @@ fn read_in_snapshot(
     let mut rows = stmt
         .query((after.min(i64::MAX as u64) as i64, limit as i64))
         .map_err(te)?;
-    let mut changes = Vec::new();
-    let mut damaged = None;
+    let mut raws = Vec::new();
     while let Some(r) = rows.next().map_err(te)? {
-        let raw = RawChange {
+        raws.push(RawChange {
             seq: r.get(0).map_err(te)?,
             hlc: r.get(1).map_err(te)?,
             journal_id: r.get(2).map_err(te)?,
@@ -155,22 +154,9 @@ fn read_in_snapshot(
             key: r.get(5).map_err(te)?,
             row: r.get(6).map_err(te)?,
             committed_at: r.get(7).map_err(te)?,
-        };
-        match raw.check(path) {
-            Ok(c) => changes.push(c),
-            Err(e) => {
-                damaged = Some(e);
-                break;
-            }
-        }
+        });
     }
-    Ok(ChangePage {
-        watermark,
-        head_seq: nonnegative(path, "head seq", head_seq)?,
-        floor_seq: nonnegative(path, "floor_seq", floor_seq)?,
-        changes,
-        damaged,
-    })
+    page_of(path, watermark, (head_seq, floor_seq), raws)
 }
 
 /// Every row of `tables` and the log's head and `journal`'s watermark, in one read transaction.

@@ -10,4 +10,5 @@ mod follower_kill9;
 mod kill9;
 mod netshare;
 mod pipeline_kill9;
+mod pull_kill9;
 mod replay_kill9;

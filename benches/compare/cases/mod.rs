@@ -8,6 +8,7 @@ pub mod nosync;
 pub mod okaywal;
 pub mod outbox;
 pub mod pg_replay;
+pub mod pull;
 pub mod raw;
 pub mod replay;
 pub mod scan;

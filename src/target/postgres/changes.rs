@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::journal::ack::now_ms;
 use crate::mutation::{Columns, Mutation, Value};
 use crate::target::changes::{
-    ChangeBuffer, ChangePage, NewChange, RawChange, Touched, encode_columns, next_hlcs, nonnegative,
+    ChangeBuffer, ChangePage, NewChange, RawChange, Touched, encode_columns, next_hlcs, page_of,
 };
 use crate::target::{RowSink, watermark_value};
 
@@ -293,20 +293,9 @@ pub(crate) fn read_page(
     after: u64,
     limit: usize,
 ) -> std::result::Result<ChangePage, PageError> {
-    let (progress, changes, head) = tables;
-    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-    let r = read_in_snapshot(
-        client,
-        name,
-        (progress, changes, head),
-        journal,
-        after,
-        limit,
-    );
-    let end = client.batch_execute(if r.is_ok() { "COMMIT" } else { "ROLLBACK" });
-    let page = r?;
-    end?;
-    Ok(page)
+    in_read_snapshot(client, |c| {
+        read_in_snapshot(c, name, tables, journal, after, limit)
+    })
 }
 
 /// Why a page could not be read.
@@ -366,10 +355,9 @@ fn read_in_snapshot(
         ),
         &[&(after.min(i64::MAX as u64) as i64), &(limit as i64)],
     )?;
-    let mut out = Vec::with_capacity(rows.len());
-    let mut damaged = None;
+    let mut raws = Vec::with_capacity(rows.len());
     for r in rows {
-        let raw = RawChange {
+        raws.push(RawChange {
             seq: r.try_get(0)?,
             hlc: r.try_get(1)?,
             journal_id: r.try_get(2)?,
@@ -378,22 +366,9 @@ fn read_in_snapshot(
             key: r.try_get(5)?,
             row: r.try_get(6)?,
             committed_at: r.try_get(7)?,
-        };
-        match raw.check(path) {
-            Ok(c) => out.push(c),
-            Err(e) => {
-                damaged = Some(e);
-                break;
-            }
-        }
+        });
     }
-    Ok(ChangePage {
-        watermark,
-        head_seq: nonnegative(path, "head seq", head_seq)?,
-        floor_seq: nonnegative(path, "floor_seq", floor_seq)?,
-        changes: out,
-        damaged,
-    })
+    Ok(page_of(path, watermark, (head_seq, floor_seq), raws)?)
 }
 
 /// Every row of `tables` (each looked up afresh in `schema`) and the log's head and
@@ -408,8 +383,18 @@ pub(crate) fn read_snapshot(
     tables: &[String],
     sink: &mut RowSink<'_>,
 ) -> std::result::Result<(u64, crate::format::Lsn), PageError> {
+    in_read_snapshot(client, |c| {
+        snapshot_in(c, name, schema, bookkeeping, journal, tables, sink)
+    })
+}
+
+/// Runs `f` in a `REPEATABLE READ READ ONLY` transaction: one snapshot.
+fn in_read_snapshot<T>(
+    client: &mut Client,
+    f: impl FnOnce(&mut Client) -> std::result::Result<T, PageError>,
+) -> std::result::Result<T, PageError> {
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-    let r = snapshot_in(client, name, schema, bookkeeping, journal, tables, sink);
+    let r = f(client);
     let end = client.batch_execute(if r.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let out = r?;
     end?;
