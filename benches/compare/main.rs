@@ -37,6 +37,8 @@
 //!   `sj_replay_log_off`), and a store's pull of the log into a fresh cache against a raw loop
 //!   reading the same records and upserting them (`sj_pull_page1000` against
 //!   `raw_pull_upsert_page1000`).
+//! * `pull_backlog` — a store pulling a change log of `--backlog N` records (default
+//!   5,000,000) into a fresh cache in a child process, its peak RSS against a 10× smaller log.
 //! * `backlog` — the replay of a large backlog (`--backlog N`, default 5,000,000 change sets)
 //!   in a CHILD process (this binary re-executed with a hidden flag); its peak RSS is read
 //!   from `/proc/<pid>/status` (`VmHWM`) once it has finished, and compared with a 10×
@@ -93,7 +95,7 @@ use crate::cases::backlog::{CHILD_FLAG, backlog_child, group_backlog, group_pg_b
 use crate::cases::durable::group_durable;
 use crate::cases::nosync::group_nosync;
 use crate::cases::pg_replay::{group_pg_replay, group_pg_replay_fsync};
-use crate::cases::pull::group_pull;
+use crate::cases::pull::{PULL_CHILD_FLAG, group_pull, group_pull_backlog, pull_child};
 use crate::cases::replay::group_replay;
 use crate::cases::scan::group_scan;
 use crate::harness::Config;
@@ -104,6 +106,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(CHILD_FLAG) {
         backlog_child(Path::new(&args[1]), &args[2]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some(PULL_CHILD_FLAG) {
+        pull_child(Path::new(&args[1]), &args[2]);
         return;
     }
     let cfg = Config::from_args(&args);
@@ -117,13 +123,14 @@ fn main() {
     print_facts(&cfg, dir);
     let mut res = Results::default();
     type Group = fn(&Config, &Path, &mut Results);
-    let groups: [(&str, Group); 9] = [
+    let groups: [(&str, Group); 10] = [
         ("durable", group_durable),
         ("nosync", group_nosync),
         ("replay", group_replay),
         ("pull", group_pull),
         ("scan", group_scan),
         ("backlog", group_backlog),
+        ("pull_backlog", group_pull_backlog),
         ("pg_replay", group_pg_replay),
         ("pg_replay_fsync", group_pg_replay_fsync),
         ("pg_backlog", group_pg_backlog),

@@ -222,3 +222,159 @@ pub fn group_pull(cfg: &Config, dir: &Path, res: &mut Results) {
         println!("{line}");
     }
 }
+
+/// Hidden flag: run as the pull-backlog child.
+pub const PULL_CHILD_FLAG: &str = "--pull-child";
+
+/// The child: open a store (empty journal, fresh cache) on the target and pull its whole
+/// change log; report on stdout, then wait for the parent (which reads our `VmHWM`) to close
+/// stdin.
+pub fn pull_child(dir: &Path, target: &str) {
+    let store: Store = Store::open(
+        dir.join("journal"),
+        dir.join("cache.db"),
+        StoreOptions::new()
+            .cache_schema(CERT_SCHEMA)
+            .target(target, TargetOptions::new())
+            .background_sync(false),
+    )
+    .expect("child: open store");
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let start = Instant::now();
+    let r = store.pull_now();
+    let secs = start.elapsed().as_secs_f64();
+    let err = r
+        .error
+        .map_or_else(|| "none".to_string(), |e| e.to_string().replace(' ', "_"));
+    println!(
+        "done applied={} pull_secs={secs:.3} reset={reset} error={err}",
+        r.applied
+    );
+    std::io::Write::flush(&mut std::io::stdout()).unwrap();
+    let mut s = String::new();
+    let _ = std::io::stdin().read_line(&mut s);
+}
+
+/// A target whose change log holds `n` certificate records (written directly, in the log's
+/// format), so that a backlog of millions costs seconds to build.
+fn make_log_target(path: &Path, n: u64) {
+    make_target(path);
+    // The replayer's tables, as it creates them.
+    let mut r: Replayer<ChangeSet> = Replayer::new(
+        Arc::new(
+            Journal::open(path.with_extension("journal"), JournalOptions::new()).expect("journal"),
+        ),
+        path,
+        TargetOptions::new(),
+        ReplayOptions::new(),
+    );
+    r.target_watermark().expect("create the bookkeeping");
+    let c = open_target(path);
+    c.pragma_update(None, "synchronous", "OFF").unwrap();
+    c.execute_batch("BEGIN").unwrap();
+    {
+        let mut ins = c
+            .prepare(
+                "INSERT INTO syncjournal_changes (seq, hlc, journal_id, lsn, table_name, key, row, committed_at)
+                 VALUES (?1, ?2, '00000000-0000-0000-0000-000000000001', ?1, 'certificates', ?3, ?4, 0)",
+            )
+            .unwrap();
+        let enc = |c: &Cols| bincode::serde::encode_to_vec(c, bincode::config::standard()).unwrap();
+        for i in 0..n {
+            let (id, name, body) = crate::workload::cert_row(i);
+            let key: Cols = vec![("id".into(), Value::Integer(id))];
+            let row: Cols = vec![
+                ("name".into(), Value::Text(name)),
+                ("body".into(), Value::Blob(body)),
+            ];
+            let seq = i as i64 + 1;
+            ins.execute((seq, seq << 16, enc(&key), enc(&row))).unwrap();
+        }
+    }
+    c.execute(
+        "UPDATE syncjournal_change_head SET seq = ?1, hlc = ?2",
+        (n as i64, (n as i64) << 16),
+    )
+    .unwrap();
+    c.execute_batch("COMMIT").unwrap();
+}
+
+/// Pulls a backlog of `n` changes in a child process; returns (applied, seconds, peak KiB).
+fn run_pull_backlog(dir: &Path, n: u64) -> (u64, f64, u64, String) {
+    use std::io::BufRead;
+    let bdir = dir.join(format!("pull-backlog-{n}"));
+    std::fs::create_dir_all(&bdir).unwrap();
+    let target = bdir.join("target.db");
+    let t = Instant::now();
+    make_log_target(&target, n);
+    rustix::fs::sync();
+    println!(
+        "  change log of {n} records written in {:.1?}; pulling in a child process",
+        t.elapsed()
+    );
+    let child_dir = bdir.join("puller");
+    std::fs::create_dir_all(&child_dir).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg(PULL_CHILD_FLAG)
+        .arg(&child_dir)
+        .arg(&target)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let pid = child.id().to_string();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("child report");
+    let hwm = crate::cases::backlog::status_kib(&pid, "VmHWM").unwrap_or(0);
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let field = |k: &str| -> String {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or("")
+            .to_string()
+    };
+    settle(&bdir);
+    let _ = std::fs::remove_dir_all(&bdir);
+    (
+        field("applied").parse().unwrap_or(0),
+        field("pull_secs").parse().unwrap_or(f64::NAN),
+        hwm,
+        field("error"),
+    )
+}
+
+/// The `pull_backlog` group: a change log of `--backlog N` records (default 5,000,000) and
+/// one 10× smaller, each pulled into a fresh cache by a child process, its peak RSS read from
+/// `/proc` once it has finished.
+pub fn group_pull_backlog(cfg: &Config, dir: &Path, res: &mut Results) {
+    if !cfg.wants("pull_backlog", "sj_pull_backlog") {
+        return;
+    }
+    let big = cfg.backlog;
+    let small = (big / 10).max(1000);
+    println!("[pull_backlog] {small} then {big} changes, pulled by a child process each");
+    let mut peaks = Vec::new();
+    for n in [small, big] {
+        let (applied, secs, hwm, err) = run_pull_backlog(dir, n);
+        let mib = hwm as f64 / 1024.0;
+        println!(
+            "  {n} changes: applied {applied} in {secs:.1} s ({} changes/s); peak RSS {mib:.1} MiB; error={err}",
+            crate::harness::fmt_num(applied as f64 / secs)
+        );
+        if applied != n || err != "none" {
+            res.note(format!(
+                "WARNING: pull_backlog {n}: applied {applied} of {n} (error {err})"
+            ));
+        }
+        peaks.push(mib);
+    }
+    res.note(format!(
+        "pull_backlog: peak RSS {:.1} MiB pulling {big} changes (bar <= 64 MiB), {:.1} MiB pulling {small}: {:.2}x",
+        peaks[1],
+        peaks[0],
+        peaks[1] / peaks[0]
+    ));
+}
