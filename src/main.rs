@@ -24,7 +24,8 @@ fn main() -> ExitCode {
             dir,
             changes,
             target,
-        } => cli::demo::run(&mut out, dir, changes, target),
+            machines,
+        } => cli::demo::run(&mut out, dir, changes, target, machines),
         Command::Status {
             dir,
             target,

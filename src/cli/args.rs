@@ -68,6 +68,11 @@ pub enum Command {
         /// dropped and created again).
         #[arg(long, value_parser = parse_target)]
         target: Option<TargetSpec>,
+        /// Run the inventory on this many machines (2 to 8) sharing one SQLite "share" file,
+        /// each with its own journal and cache: they edit at once, sync and pull, and every
+        /// machine's status is shown. Default: 1 (the single-machine demo).
+        #[arg(long, default_value_t = 1)]
+        machines: usize,
     },
 
     /// Show the sync status from durable state: head, acknowledged and target LSNs, pending

@@ -59,7 +59,13 @@ pub fn run(
     dir: Option<PathBuf>,
     changes: usize,
     target: Option<TargetSpec>,
+    machines: usize,
 ) -> Outcome {
+    if machines > 1 && target.is_some() {
+        return Err(Failure::Msg(
+            "--machines runs on a new SQLite share file of its own: leave out --target".into(),
+        ));
+    }
     let dir = match dir {
         Some(d) => {
             std::fs::create_dir_all(&d)
@@ -72,6 +78,9 @@ pub fn run(
             .map_err(|e| Failure::Msg(format!("cannot create a temporary directory: {e}")))?
             .keep(),
     };
+    if machines != 1 {
+        return crate::cli::demo_machines::run_machines(out, &dir, machines);
+    }
     let journal_dir = dir.join("journal");
     let cache = dir.join("cache.db");
     let share = match &target {

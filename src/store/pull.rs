@@ -102,6 +102,7 @@ enum Pending {
 impl Pending {
     fn lookup(&self, c: &Change) -> Option<Lsn> {
         match self {
+            Pending::Rows(m) if m.is_empty() => None,
             Pending::Rows(m) => m.get(&row_identity(&c.table, &c.key)).copied(),
             Pending::All(_) => Some(0),
         }
@@ -217,7 +218,7 @@ impl<E: JournalEvent> Inner<E> {
             self.check()?;
             let cursor = self.pull_cursor()?;
             report.cursor_seq = cursor;
-            let page = lock(rep).changes_after(cursor, PULL_PAGE_ROWS)?;
+            let mut page = lock(rep).changes_after(cursor, PULL_PAGE_ROWS)?;
             {
                 let mut m = lock(&self.pull);
                 m.head_seq = Some(page.head_seq);
@@ -232,8 +233,9 @@ impl<E: JournalEvent> Inner<E> {
                 }));
             }
             let full = page.changes.len() >= PULL_PAGE_ROWS;
+            let damaged = page.damaged.take();
             if !page.changes.is_empty() {
-                let (applied, last, held) = self.apply_page(&page, cursor)?;
+                let (applied, last, held) = self.apply_page(page, cursor)?;
                 report.applied += applied;
                 report.cursor_seq = last;
                 if held.is_some() {
@@ -241,7 +243,7 @@ impl<E: JournalEvent> Inner<E> {
                     return Ok(());
                 }
             }
-            if let Some(e) = page.damaged {
+            if let Some(e) = damaged {
                 return Err(e);
             }
             if !full {
@@ -252,7 +254,7 @@ impl<E: JournalEvent> Inner<E> {
 
     /// Applies one page to the cache in one transaction with the cursor; returns the changes
     /// applied, the new cursor and the change it stopped before.
-    fn apply_page(&self, page: &ChangePage, cursor: u64) -> Result<(u64, u64, Option<HeldBack>)> {
+    fn apply_page(&self, page: ChangePage, cursor: u64) -> Result<(u64, u64, Option<HeldBack>)> {
         let ce = cache_err(&self.cache_path);
         let mut w = lock(&self.writer);
         // Entries being applied to the cache commit their transaction first.
@@ -289,8 +291,8 @@ impl<E: JournalEvent> Inner<E> {
         let mut applied = 0u64;
         let mut held = None;
         let w = &mut *w;
-        for c in &page.changes {
-            if let Some(local_lsn) = pending.lookup(c) {
+        for c in page.changes {
+            if let Some(local_lsn) = pending.lookup(&c) {
                 if let Pending::All(why) = &pending {
                     tracing::debug!(%why, "remote changes wait for the local ones");
                 }
@@ -302,15 +304,16 @@ impl<E: JournalEvent> Inner<E> {
                 });
                 break;
             }
-            let m = match &c.row {
-                Some(row) => Mutation::Upsert {
-                    table: c.table.clone(),
-                    key: c.key.clone(),
-                    values: row.clone(),
+            let seq = c.seq;
+            let m = match c.row {
+                Some(values) => Mutation::Upsert {
+                    table: c.table,
+                    key: c.key,
+                    values,
                 },
                 None => Mutation::Delete {
-                    table: c.table.clone(),
-                    key: c.key.clone(),
+                    table: c.table,
+                    key: c.key,
                 },
             };
             let r = ApplyContext::new(&w.conn, &mut w.schema, 0).apply_mutation(&m);
@@ -319,13 +322,13 @@ impl<E: JournalEvent> Inner<E> {
                 return Err(match e {
                     ApplyError::Transient(e) => ce(e.into_inner()),
                     other => Error::Cache(CacheError::PullRefused {
-                        seq: c.seq,
+                        seq,
                         reason: other.to_string(),
                     }),
                 });
             }
             applied += 1;
-            last = c.seq;
+            last = seq;
         }
         let r = w
             .conn
