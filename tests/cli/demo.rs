@@ -75,3 +75,27 @@ fn demo_without_a_directory_uses_a_new_temporary_one() {
         r.stdout
     );
 }
+
+#[test]
+fn demo_on_three_machines_holds_back_quarantines_and_ends_in_agreement() {
+    let tmp = tempdir();
+    let root = tmp.path().join("demo3");
+    let r = sj!("demo", root, "--machines", "3");
+    r.code(0).stdout_has(&[
+        "3 machines",
+        "holding back change",
+        "quarantined 1",
+        "IN AGREEMENT: every cache equals the target",
+        "Conflicts are not detected yet",
+    ]);
+    // Every machine's cache holds what the share holds.
+    let share = count_rows(&root.join("share.db"), "hosts");
+    for m in ["A", "B", "C"] {
+        let cache = root.join(format!("machine-{m}")).join("cache.db");
+        assert_eq!(count_rows(&cache, "hosts"), share, "machine {m}");
+    }
+    assert_eq!(share, 2);
+    sj!("demo", tmp.path().join("bad"), "--machines", "9")
+        .code(2)
+        .stderr_has(&["--machines takes 2 to 8"]);
+}
