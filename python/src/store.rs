@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyMapping, PyTuple};
+use pyo3::types::{PyDict, PyList, PyMapping, PyTuple};
 use syncjournal::{
     JournalOptions, PersistMode, RejectPolicy, ReplayOptions, StoreOptions, TargetOptions, Value,
 };
 
 use crate::changes::change_set_from_py;
-use crate::errors::{closed, to_pyerr};
+use crate::errors::{closed, to_exception, to_pyerr};
 use crate::reports::{journal_state_dict, quarantined_list, report_dict, status_json};
 use crate::values::{to_py, to_value};
 
@@ -287,6 +287,57 @@ impl Store {
         let store = self.get(py)?;
         let report = py.detach(move || store.sync_now());
         Ok(report_dict(py, &report)?.into_any())
+    }
+
+    /// Pulls the target's change log into the cache now (other machines' changes). Returns
+    /// a dict: ``applied``, ``cursor_seq``, ``head_seq``, ``held_back`` (a dict naming the
+    /// change the pull stopped before, or None) and ``error`` (a ``syncjournal.Error``
+    /// instance, not raised, or None).
+    fn pull_now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.get(py)?;
+        let r = py.detach(move || store.pull_now());
+        let d = PyDict::new(py);
+        d.set_item("applied", r.applied)?;
+        d.set_item("cursor_seq", r.cursor_seq)?;
+        d.set_item("head_seq", r.head_seq)?;
+        match &r.held_back {
+            Some(h) => {
+                let hb = PyDict::new(py);
+                hb.set_item("seq", h.seq)?;
+                hb.set_item("table", &h.table)?;
+                hb.set_item("key", &h.key)?;
+                hb.set_item("local_lsn", h.local_lsn)?;
+                d.set_item("held_back", hb)?;
+            }
+            None => d.set_item("held_back", py.None())?,
+        }
+        match &r.error {
+            Some(e) => d.set_item("error", to_exception(py, e)?)?,
+            None => d.set_item("error", py.None())?,
+        }
+        Ok(d.into_any())
+    }
+
+    /// The pull's status in its JSON form (``syncjournal.Store.pull_status`` makes a dict of
+    /// it).
+    fn pull_status_json(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.get(py)?;
+        let st = py
+            .detach(move || store.pull_status())
+            .map_err(|e| to_pyerr(py, &e))?;
+        serde_json::to_string(&st)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("pull status: {e}")))
+    }
+
+    /// Rebuilds the cache from one snapshot of the target, keeping the journal's entries
+    /// not on the target yet; returns the report in its JSON form.
+    fn reseed_json(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.get(py)?;
+        let r = py
+            .detach(move || store.reseed())
+            .map_err(|e| to_pyerr(py, &e))?;
+        serde_json::to_string(&r)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("reseed: {e}")))
     }
 
     /// The sync status in its JSON form (``syncjournal.Store.status`` makes a dataclass of it).

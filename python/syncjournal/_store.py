@@ -3,10 +3,11 @@ the dataclasses and a read-only ``sqlite3`` connection to the cache)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import urllib.parse
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import _native
 from ._types import JournalState, QuarantinedEntry, SyncReport, SyncStatus
@@ -65,6 +66,29 @@ class Store(_native.Store):
         (``report.applied``, ``report.pending``; ``report.error`` if it stopped early). Waits
         for a background sync in progress. Without a target, the error is ``NoTarget``."""
         return SyncReport._from_native(super().sync_now())
+
+    def pull_now(self) -> Dict[str, Any]:  # type: ignore[override]
+        """Pulls the target's change log into the cache now: other machines' changes, and
+        this machine's own as the target has the rows. The cursor moves in the same cache
+        transaction as the rows. A change to a row this machine changed and has not synced yet
+        stops the pull before it until that change is on the target (``held_back``). Returns a
+        dict: ``applied``, ``cursor_seq``, ``head_seq``, ``held_back`` (None or a dict with
+        ``seq``, ``table``, ``key``, ``local_lsn``), ``error`` (a ``syncjournal.Error`` or
+        None). The background sync pulls after every sync."""
+        return super().pull_now()
+
+    def pull_status(self) -> Dict[str, Any]:
+        """The pull's status as a dict: ``cursor_seq`` (every change up to it is in the
+        cache), ``head_seq`` and ``read_at_ms`` (the change log as last read), ``behind``,
+        ``held_back``, ``needs_reseed``, ``last_error``."""
+        return json.loads(self.pull_status_json())
+
+    def reseed(self) -> Dict[str, Any]:
+        """Rebuilds the cache from one snapshot of the target, keeping this machine's
+        changes the target does not have yet, in one cache transaction. For a new machine, a
+        lost cache, or ``pull_status()["needs_reseed"]``. Returns a dict: ``rows``,
+        ``cursor_seq``, ``target_lsn``, ``local_reapplied``, ``local_refused``."""
+        return json.loads(self.reseed_json())
 
     def journal_state(self) -> JournalState:  # type: ignore[override]
         """The journal's positions (head, durable, acknowledged LSNs)."""

@@ -5,8 +5,10 @@ use uuid::Uuid;
 use crate::apply::ApplyError;
 use crate::error::{Error, Result, TargetError};
 use crate::format::Lsn;
+use crate::mutation::Columns;
 use crate::target::{
-    Applied, BatchMode, Commit, ConnString, EventDb, QuarantineRow, Rejected, Settled, Target,
+    Applied, BatchMode, ChangePage, Commit, ConnString, EventDb, QuarantineRow, Rejected, RowSink,
+    Settled, Target,
 };
 
 /// The error every use of a PostgreSQL target gives in this build.
@@ -97,6 +99,13 @@ impl Target for NoPostgres {
         self.err()
     }
     fn note_refused_again(&mut self, _: Uuid, _: Lsn, _: &str) -> Result<()> {
+        self.err()
+    }
+    fn touch(&mut self, _: &str, _: &Columns, _: Lsn, _: u64) {}
+    fn changes_after(&mut self, _: Uuid, _: u64, _: usize) -> Result<ChangePage> {
+        self.err()
+    }
+    fn snapshot(&mut self, _: Uuid, _: &[String], _: &mut RowSink<'_>) -> Result<(u64, Lsn)> {
         self.err()
     }
     fn quarantine_count(&mut self, _: Uuid) -> Result<u64> {
