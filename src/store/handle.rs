@@ -421,14 +421,7 @@ impl<E: JournalEvent> Inner<E> {
         let inner = self;
         inner.check()?;
         let mut rep = lock(inner.replayer()?);
-        let mut w = lock(&inner.writer);
-        while w.txn_open || w.closing {
-            w = inner
-                .writer_cv
-                .wait_timeout(w, Duration::from_millis(20))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let mut w = inner.writer_between_transactions();
         let r = reseed::<E>(&inner.cache_path, &inner.journal, &mut w, &mut rep);
         drop(w);
         drop(rep);

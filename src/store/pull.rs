@@ -18,6 +18,7 @@ use crate::mutation::{Columns, Mutation};
 use crate::target::changes::{PULL_PAGE_ROWS, row_identity};
 use crate::target::{Change, ChangePage};
 
+use crate::store::cache::CacheWriter;
 use crate::store::handle::{Inner, cache_err, lock};
 
 /// Journal entries a pull reads at most to learn which rows are changed locally and not yet on
@@ -168,6 +169,20 @@ impl<E: JournalEvent> Inner<E> {
         .map_err(cache_err(&self.cache_path))
     }
 
+    /// The cache's writer, once no journal transaction is open on it (entries being applied
+    /// commit theirs first): what a pull or a reseed writes its own transaction with.
+    pub(crate) fn writer_between_transactions(&self) -> std::sync::MutexGuard<'_, CacheWriter> {
+        let mut w = lock(&self.writer);
+        while w.txn_open || w.closing {
+            w = self
+                .writer_cv
+                .wait_timeout(w, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        w
+    }
+
     /// The pull's status (the cursor read from the cache now).
     pub(crate) fn pull_status(&self) -> Result<PullStatus> {
         let cursor_seq = self.pull_cursor()?;
@@ -256,15 +271,7 @@ impl<E: JournalEvent> Inner<E> {
     /// applied, the new cursor and the change it stopped before.
     fn apply_page(&self, page: ChangePage, cursor: u64) -> Result<(u64, u64, Option<HeldBack>)> {
         let ce = cache_err(&self.cache_path);
-        let mut w = lock(&self.writer);
-        // Entries being applied to the cache commit their transaction first.
-        while w.txn_open || w.closing {
-            w = self
-                .writer_cv
-                .wait_timeout(w, Duration::from_millis(20))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let mut w = self.writer_between_transactions();
         self.check()?;
         // Every entry written is in the journal: those after the target's watermark (read in
         // the page's snapshot) may not be on the target yet.
