@@ -2,7 +2,8 @@
 //! database on a "share". Machine A imports the inventory; B and C pull it. Then, at once, B
 //! edits certificate 2 while C deletes the host it belongs to, and A edits another host. They
 //! sync and pull in the background, and each machine prints its status: what it has pulled,
-//! what it holds back, what the target refused. At the end every cache equals the target.
+//! what it holds back, the conflicts it met and how they were settled. At the end every cache
+//! equals the target.
 //!
 //! Run: `cargo run --example three_machines [DIR]` (default: a new temporary directory).
 
@@ -45,10 +46,12 @@ fn print_status(name: &str, store: &Store) -> syncjournal::Result<()> {
     let st = store.status()?;
     let p = store.pull_status()?;
     println!(
-        "  {name}: {} | pending {} | quarantined {} | pulled to change {} (behind {}){}",
+        "  {name}: {} | pending {} | quarantined {} | conflicts resolved {}, pending {} | pulled to change {} (behind {}){}",
         st.state,
         st.pending_entries,
         st.quarantined,
+        st.conflicts.resolved,
+        st.conflicts.pending,
         p.cursor_seq,
         p.behind.unwrap_or(0),
         p.held_back
@@ -153,11 +156,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     settle(
         "at once: B renewed certificate 2, C retired host 2 (with its certificate), A edited host 3:",
     )?;
-    for e in b.quarantined()? {
-        println!(
-            "  B's change at LSN {} was refused by the target: {} ({})",
-            e.lsn, e.summary, e.error
-        );
+    for (name, s) in &machines {
+        for c in s.conflicts(20)? {
+            println!(
+                "  {name}'s LSN {} met a {} conflict on {} (machine change {}): {}",
+                c.lsn, c.kind, c.table, c.remote_seq, c.resolution
+            );
+        }
     }
     let first = rows(a)?;
     let same = rows(b)? == first && rows(c)? == first;

@@ -102,6 +102,20 @@ pub trait JournalEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn touched_rows(&self) -> Vec<(&str, &Columns)> {
         Vec::new()
     }
+
+    /// The event as a change set, if it is one: conflict resolution settles a change set's
+    /// changes row by row (`sync-protocol.md` §4.3). Default: `None` (an application event is
+    /// applied whole or not at all).
+    fn as_change_set(&self) -> Option<&ChangeSet> {
+        None
+    }
+
+    /// An event of this type holding `cs` (a change set rewritten by conflict resolution).
+    /// Default: `None`.
+    fn from_change_set(cs: ChangeSet) -> Option<Self> {
+        let _ = cs;
+        None
+    }
 }
 
 impl JournalEvent for ChangeSet {
@@ -117,6 +131,14 @@ impl JournalEvent for ChangeSet {
     #[cfg(feature = "postgres")]
     fn apply_postgres(&self, db: &mut crate::target::PgApplyContext<'_>) -> Result<(), ApplyError> {
         db.apply_changes(&self.mutations)
+    }
+
+    fn as_change_set(&self) -> Option<&ChangeSet> {
+        Some(self)
+    }
+
+    fn from_change_set(cs: ChangeSet) -> Option<Self> {
+        Some(cs)
     }
 
     fn touched_rows(&self) -> Vec<(&str, &Columns)> {
@@ -143,7 +165,8 @@ pub fn encode_event<E: JournalEvent>(created_at_ms: u64, event: &E) -> Result<Ve
         .map_err(|e| e.to_string())
 }
 
-/// Encodes a store record payload as [`encode_event`] does, refusing an encoding longer than
+/// Encodes a store record payload as [`encode_event`] does, ending it with `stamp` if given
+/// (`journal-format.md` §5.2), refusing an encoding longer than
 /// `payload_bytes_max` (the journal's record limit,
 /// [`JournalOptions::payload_bytes_limit`](crate::JournalOptions::payload_bytes_limit)) and one
 /// that [`decode_event`] would not read back (see [`DEPTH_MAX`]): what this accepts, the
@@ -155,6 +178,7 @@ pub fn encode_event<E: JournalEvent>(created_at_ms: u64, event: &E) -> Result<Ve
 pub fn encode_event_within<E: JournalEvent>(
     created_at_ms: u64,
     event: &E,
+    stamp: Option<Stamp>,
     payload_bytes_max: usize,
 ) -> Result<Vec<u8>, Error> {
     let unencodable = |reason| {
@@ -163,7 +187,10 @@ pub fn encode_event_within<E: JournalEvent>(
             reason,
         })
     };
-    let payload = encode_event(created_at_ms, event).map_err(unencodable)?;
+    let mut payload = encode_event(created_at_ms, event).map_err(unencodable)?;
+    if let Some(s) = stamp {
+        payload.extend_from_slice(&s.to_bytes());
+    }
     if payload.len() > payload_bytes_max {
         return Err(Error::Cache(CacheError::EventTooLarge {
             kind: E::KIND,
@@ -176,19 +203,78 @@ pub fn encode_event_within<E: JournalEvent>(
     Ok(payload)
 }
 
-/// Decodes a store record payload of any length. Never panics; trailing bytes are an error;
-/// every announced length is checked against the bytes left before anything is allocated, so
-/// decoding `N` bytes allocates `O(N)` (see the module documentation).
+/// Decodes a store record payload of any length, with or without its [`Stamp`] (which it
+/// drops: see [`decode_stamped_event`]). Never panics; bytes after the event other than a stamp
+/// are an error; every announced length is checked against the bytes left before anything is
+/// allocated, so decoding `N` bytes allocates `O(N)` (see the module documentation).
 pub fn decode_event<E: JournalEvent>(payload: &[u8]) -> Result<(u64, E), String> {
+    decode_stamped_event(payload).map(|(at, e, _)| (at, e))
+}
+
+/// Decodes a store record payload as [`decode_event`] does, and its [`Stamp`] if it has one
+/// (`journal-format.md` §5.2).
+pub fn decode_stamped_event<E: JournalEvent>(
+    payload: &[u8],
+) -> Result<(u64, E, Option<Stamp>), String> {
     let ((at, e), used): ((u64, E), usize) =
         payload::decode_prefix(payload).map_err(|e| e.to_string())?;
-    if used != payload.len() {
-        return Err(format!(
-            "{} trailing bytes after the event",
-            payload.len() - used
-        ));
+    let stamp = Stamp::read(&payload[used..])?;
+    Ok((at, e, stamp))
+}
+
+/// What a store knew when it made an event (`journal-format.md` §5.2): the version of the data
+/// the event was made against, and when, in the store's hybrid logical clock. The replayer
+/// compares them with the target's change log to detect conflicts (`sync-protocol.md` §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The cache's pull cursor when the event was made: every change-log record up to this
+    /// sequence number was in the cache, none after it from another journal.
+    pub base_seq: u64,
+    /// The store's hybrid-logical-clock value for the event (`ms << 16 | counter`): above every
+    /// value the store gave before and every one it pulled.
+    pub hlc: u64,
+}
+
+/// The byte that opens a payload's [`Stamp`].
+pub const STAMP_TAG: u8 = 0x01;
+
+/// The length of a payload's [`Stamp`]: the tag, then `base_seq` and `hlc`, each 8 bytes
+/// little-endian.
+pub const STAMP_BYTES: usize = 17;
+
+impl Stamp {
+    /// The stamp's bytes, as they end a payload.
+    pub fn to_bytes(self) -> [u8; STAMP_BYTES] {
+        let mut b = [0u8; STAMP_BYTES];
+        b[0] = STAMP_TAG;
+        b[1..9].copy_from_slice(&self.base_seq.to_le_bytes());
+        b[9..].copy_from_slice(&self.hlc.to_le_bytes());
+        b
     }
-    Ok((at, e))
+
+    /// Reads what follows a payload's event: nothing, or exactly one stamp.
+    fn read(rest: &[u8]) -> Result<Option<Stamp>, String> {
+        match rest {
+            [] => Ok(None),
+            [STAMP_TAG, tail @ ..] if tail.len() == STAMP_BYTES - 1 => {
+                let u = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                Ok(Some(Stamp {
+                    base_seq: u(&tail[..8]),
+                    hlc: u(&tail[8..]),
+                }))
+            }
+            _ => Err(format!(
+                "{} trailing bytes after the event (a stamp is {STAMP_BYTES} bytes opening with {STAMP_TAG:#04x})",
+                rest.len()
+            )),
+        }
+    }
+
+    /// Overwrites the stamp that ends `payload` (one [`encode_event_within`] made with a stamp).
+    pub(crate) fn overwrite(self, payload: &mut [u8]) {
+        let at = payload.len() - STAMP_BYTES;
+        payload[at..].copy_from_slice(&self.to_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +306,44 @@ mod tests {
         huge.push(1);
         huge.extend_from_slice(&[253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
         assert!(decode_event::<ChangeSet>(&huge).is_err());
+    }
+
+    #[test]
+    fn a_stamp_ends_the_payload_and_nothing_else_may() {
+        let cs = ChangeSet::new().delete("t", [("id", 1)]);
+        let plain = encode_event(9, &cs).unwrap();
+        let stamp = Stamp {
+            base_seq: 0x0102,
+            hlc: u64::MAX,
+        };
+        let mut stamped = encode_event_within(9, &cs, Some(stamp), 1 << 20).unwrap();
+        assert_eq!(stamped.len(), plain.len() + STAMP_BYTES);
+        assert_eq!(&stamped[..plain.len()], &plain[..]);
+        assert_eq!(
+            &stamped[plain.len()..],
+            &[
+                1, 2, 1, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 255
+            ]
+        );
+        let (at, back, got) = decode_stamped_event::<ChangeSet>(&stamped).unwrap();
+        assert_eq!((at, &back, got), (9, &cs, Some(stamp)));
+        assert_eq!(decode_stamped_event::<ChangeSet>(&plain).unwrap().2, None);
+        let later = Stamp {
+            base_seq: 7,
+            hlc: 8,
+        };
+        later.overwrite(&mut stamped);
+        assert_eq!(
+            decode_stamped_event::<ChangeSet>(&stamped).unwrap().2,
+            Some(later)
+        );
+        // A wrong tag, a short or a long stamp: errors.
+        let mut wrong = stamped.clone();
+        wrong[plain.len()] = 2;
+        assert!(decode_event::<ChangeSet>(&wrong).is_err());
+        assert!(decode_event::<ChangeSet>(&stamped[..stamped.len() - 1]).is_err());
+        stamped.push(0);
+        assert!(decode_event::<ChangeSet>(&stamped).is_err());
     }
 
     #[test]

@@ -50,11 +50,12 @@ pub use journal::{
     RecoveryMode, RecoveryReport,
 };
 pub use mutation::{ChangeSet, Mutation, Value};
+pub use replay::{Conflict, ConflictKind, ConflictPolicies, ConflictPolicy, Resolution, Resolver};
 pub use replay::{
     RejectPolicy, ReplayOptions, Replayer, SyncReport, SyncStatus, TargetJournalMode, TargetOptions,
 };
 pub use store::{HeldBack, PullReport, PullStatus, ReseedReport, Store, StoreOptions};
-pub use target::TargetSpec;
+pub use target::{ConflictCounts, ConflictRecord, TargetSpec};
 
 /// The SQLite binding of the public API (`Store::read`'s connection, `ApplyContext::conn`):
 /// use this one, whatever version your own dependencies pull in.

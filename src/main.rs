@@ -12,7 +12,7 @@ use clap::Parser;
 use cli::args::{Cli, Command};
 use cli::fmt::escape;
 use cli::outcome::Failure;
-use cli::{journal_cmds, sync_cmds};
+use cli::{conflicts, journal_cmds, sync_cmds};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         } => sync_cmds::reseed(&mut out, &dir, &cache, &target.target, json),
         Command::CheckTarget { db, json } => cli::check::check_target_cmd(&mut out, &db, json),
         Command::Quarantine(q) => sync_cmds::quarantine(&mut out, q),
+        Command::Conflicts(c) => conflicts::conflicts(&mut out, c),
     };
     let flushed = out.flush();
     match (result, flushed) {

@@ -1625,11 +1625,13 @@ fn change_set_of(len: usize) -> ChangeSet {
     let blob = |n: usize| {
         ChangeSet::new().insert("items", [("id", 50)], [("data", Value::Blob(vec![7; n]))])
     };
-    // `Store::apply` stamps the time now: a varint of the same length as this one.
+    // `Store::apply` stamps the time now (a varint of the same length as this one) and ends
+    // the payload with its stamp (`journal-format.md` §5.2).
     let enc = |n: usize| {
         encode_event(1_700_000_000_000, &blob(n))
             .expect("encode")
             .len()
+            + syncjournal::event::STAMP_BYTES
     };
     let mut n = len.saturating_sub(enc(0));
     while enc(n) > len && n > 0 {

@@ -37,6 +37,9 @@
 //!   `sj_replay_log_off`), and a store's pull of the log into a fresh cache against a raw loop
 //!   reading the same records and upserting them (`sj_pull_page1000` against
 //!   `raw_pull_upsert_page1000`).
+//! * `conflicts` — conflict detection's cost at replay without conflicts: the `replay` group's
+//!   upserts, stamped as a store stamps them, replayed with detection on and off
+//!   (`sj_replay_detect_on|off`, and `pg_sj_replay_detect_on|off` on a server of its own).
 //! * `pull_backlog` — a store pulling a change log of `--backlog N` records (default
 //!   5,000,000) into a fresh cache in a child process, its peak RSS against a 10× smaller log.
 //! * `backlog` — the replay of a large backlog (`--backlog N`, default 5,000,000 change sets)
@@ -92,6 +95,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cases::backlog::{CHILD_FLAG, backlog_child, group_backlog, group_pg_backlog};
+use crate::cases::conflicts::group_conflicts;
 use crate::cases::durable::group_durable;
 use crate::cases::nosync::group_nosync;
 use crate::cases::pg_replay::{group_pg_replay, group_pg_replay_fsync};
@@ -123,11 +127,12 @@ fn main() {
     print_facts(&cfg, dir);
     let mut res = Results::default();
     type Group = fn(&Config, &Path, &mut Results);
-    let groups: [(&str, Group); 10] = [
+    let groups: [(&str, Group); 11] = [
         ("durable", group_durable),
         ("nosync", group_nosync),
         ("replay", group_replay),
         ("pull", group_pull),
+        ("conflicts", group_conflicts),
         ("scan", group_scan),
         ("backlog", group_backlog),
         ("pull_backlog", group_pull_backlog),

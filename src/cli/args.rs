@@ -208,6 +208,53 @@ pub enum Command {
         after_help = "Example:\n  syncjournal quarantine list /var/lib/app/journal --target /mnt/share/app.db\n  syncjournal quarantine retry /var/lib/app/journal --target /mnt/share/app.db 1234"
     )]
     Quarantine(QuarantineCommand),
+
+    /// List or show the conflicts recorded on the target: entries that changed a row another
+    /// machine had changed since, each with both sides and how it was settled.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  syncjournal conflicts list /var/lib/app/journal --target /mnt/share/app.db\n  syncjournal conflicts show /var/lib/app/journal --target /mnt/share/app.db 17"
+    )]
+    Conflicts(ConflictsCommand),
+}
+
+/// `conflicts` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConflictsCommand {
+    /// List conflicts, newest first, with the counts of resolved and pending ones.
+    #[command(
+        after_help = "Example:\n  syncjournal conflicts list /var/lib/app/journal --target /mnt/share/app.db --all"
+    )]
+    List {
+        /// The journal directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Every journal's conflicts, not only this journal's.
+        #[arg(long)]
+        all: bool,
+        /// Most conflicts listed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one conflict: both sides, the base, and the resolution.
+    #[command(
+        after_help = "Example:\n  syncjournal conflicts show /var/lib/app/journal --target /mnt/share/app.db 17"
+    )]
+    Show {
+        /// The journal directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The conflict's number (from `conflicts list`).
+        id: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The target database argument.

@@ -1,7 +1,8 @@
 //! `syncjournal demo --machines N`: the inventory on N machines sharing one SQLite "share"
 //! file, each with its own journal and cache. One machine imports, the others pull; then they
 //! edit at once (one deletes a host another is editing), sync and pull, and every machine's
-//! status and cache is printed: every cache ends equal to the target.
+//! status and cache is printed, with the conflicts each met and how they were settled: every
+//! cache ends equal to the target.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -43,10 +44,12 @@ fn status_line(out: &mut dyn Write, name: char, store: &Store) -> Outcome {
     });
     writeln!(
         out,
-        "  machine {name}: {} | pending {} | quarantined {} | pulled up to change {} of {}{held} | {} hosts, {} domains, {} certificates",
+        "  machine {name}: {} | pending {} | quarantined {} | conflicts resolved {}, pending {} | pulled up to change {} of {}{held} | {} hosts, {} domains, {} certificates",
         st.state,
         st.pending_entries,
         st.quarantined,
+        st.conflicts.resolved,
+        st.conflicts.pending,
         p.cursor_seq,
         p.head_seq.map_or_else(|| "?".into(), |h| h.to_string()),
         r["hosts"].len(),
@@ -151,16 +154,19 @@ pub fn run_machines(out: &mut dyn Write, dir: &Path, n: usize) -> Outcome {
             .update("certificates", [("id", 2)], [("not_after", "2028-06-30")])
             .update("hosts", [("id", 1)], [("os", "rhel-9")]),
     )?;
+    // The clocks move on: the last machine's edits are the later ones.
+    std::thread::sleep(std::time::Duration::from_millis(2));
     stores[last].apply(
         &ChangeSet::new()
             .delete("certificates", [("id", 2)])
             .delete("domains", [("name", "db.example.org")])
-            .delete("hosts", [("id", 2)]),
+            .delete("hosts", [("id", 2)])
+            .update("hosts", [("id", 1)], [("os", "debian-13")]),
     )?;
     stores[0].apply(&ChangeSet::new().update("hosts", [("id", 3)], [("name", "mail-2")]))?;
     writeln!(
         out,
-        "\n2. at once: B renews db's certificate and moves web to rhel-9; {} retires host db; A renames mail. {} syncs first, then B pulls before syncing:",
+        "\n2. at once: B renews db's certificate and moves web to rhel-9; then {} retires host db and moves web to debian-13; A renames mail. {} syncs first, then B pulls before syncing:",
         names[last], names[last]
     )?;
     let r = stores[last].sync_now();
@@ -194,13 +200,28 @@ pub fn run_machines(out: &mut dyn Write, dir: &Path, n: usize) -> Outcome {
     for s in &stores[1..] {
         same &= rows(s)? == first;
     }
-    let q = stores[1].quarantined()?;
-    for e in &q {
-        writeln!(
-            out,
-            "  B's entry {} was refused by the target and quarantined: {} ({}); every cache has the target's rows instead",
-            e.lsn, e.summary, e.error
-        )?;
+    for (s, name) in stores.iter().zip(&names) {
+        for c in s.conflicts(20)?.iter().rev() {
+            writeln!(
+                out,
+                "  {name}'s conflict #{}: {} on {} {} against machine change {}: {} ({})",
+                c.id,
+                c.kind,
+                c.table,
+                c.key
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                c.remote_seq,
+                c.resolution,
+                match c.resolution.as_str() {
+                    "target" => "the local change was overridden",
+                    "local" => "the local change won",
+                    _ => "settled",
+                }
+            )?;
+        }
     }
     writeln!(
         out,
@@ -212,8 +233,9 @@ pub fn run_machines(out: &mut dyn Write, dir: &Path, n: usize) -> Outcome {
     )?;
     writeln!(
         out,
-        "Conflicts are not detected yet: B's renewal met a deleted row and was refused (quarantined); \
-         two updates of one row would end with the later commit's row, without a conflict record."
+        "Conflicts are settled last writer wins (by default): B's renewal met a deleted row (the deletion stands), \
+         and B's OS change was older than {}'s; `syncjournal conflicts list` shows them on the target.",
+        names[last]
     )?;
     for s in stores {
         s.close()?;

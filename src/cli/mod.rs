@@ -1,8 +1,10 @@
 //! The command line: argument parsing (`args`) apart from the work (`journal_cmds`,
-//! `sync_cmds`, `status`, `check`, `demo`, `demo_machines`), which goes through the library.
+//! `sync_cmds`, `conflicts`, `status`, `check`, `demo`, `demo_machines`), which goes through
+//! the library.
 
 pub mod args;
 pub mod check;
+pub mod conflicts;
 pub mod demo;
 pub mod demo_machines;
 pub mod fmt;

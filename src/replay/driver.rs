@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::apply::ApplyError;
 use crate::error::{Error, JournalError, Result, TargetError};
-use crate::event::{JournalEvent, decode_event};
+use crate::event::{JournalEvent, decode_stamped_event};
 use crate::format::{KIND_GAP, Lsn};
 use crate::journal::Journal;
 use crate::journal::ack::now_ms;
@@ -33,12 +33,14 @@ use crate::mutation::ChangeSet;
 use crate::replay::observer::Observer;
 use crate::replay::options::{RejectPolicy, ReplayOptions};
 use crate::replay::report::{SyncProgress, SyncReport};
+use crate::replay::settle::{self, Found, Plan};
 use crate::replay::source::{Source, SourceReader};
 use crate::replay::state::ReplayState;
 use crate::replay::status::PendingBasis;
 use crate::replay::watch::Watch;
 use crate::target::{
-    Applied, BatchMode, Commit, EventDb, Rejected, Settled, Target, TargetOptions, TargetSpec,
+    Applied, BatchMode, Commit, EntryClock, EventDb, Rejected, Settled, Target, TargetOptions,
+    TargetSpec,
 };
 
 /// Applies journal entries to a target (an SQLite file or a PostgreSQL server) exactly once.
@@ -442,6 +444,7 @@ impl<E: JournalEvent> Replayer<E> {
             last,
             entries,
             quarantined,
+            conflicts,
             stopped,
         } = run;
         match self.target.commit() {
@@ -460,11 +463,15 @@ impl<E: JournalEvent> Replayer<E> {
             tracing::debug_span!("batch", first = wm + 1, last, entries, quarantined).entered();
         self.obs.observe(last, &self.spec);
         self.obs.watch.update(|s| s.quarantined += quarantined);
+        if conflicts > 0 {
+            self.refresh_conflicts(id);
+        }
         tracing::debug!(
             first = wm + 1,
             last,
             entries,
             quarantined,
+            conflicts,
             "batch committed"
         );
         // The batch is on the target whatever happens next: count it. A failed local
@@ -533,12 +540,21 @@ impl<E: JournalEvent> Replayer<E> {
             }
         };
         reader.set_limit(head);
+        // Conflicts: every stamped entry's rows looked up at once, before anything is applied.
+        let found = if self.opts.conflicts.detects() {
+            let ahead = self.source.reader(wm + 1, head)?;
+            settle::probe_batch::<E>(&mut *self.target, ahead, id, (entries_max, bytes_max))?
+        } else {
+            Found::default()
+        };
+        let policies = &self.opts.conflicts;
         let target = &mut self.target;
         let journal_dir = self.source.dir();
         let mut run = Run {
             last: wm,
             entries: 0,
             quarantined: 0,
+            conflicts: 0,
             stopped: None,
         };
         let mut bytes = 0usize;
@@ -600,25 +616,49 @@ impl<E: JournalEvent> Replayer<E> {
                 }));
                 break;
             }
-            let decoded = decode_event::<E>(rec.payload);
+            let decoded = decode_stamped_event::<E>(rec.payload);
+            // An entry that meets a conflict is settled by its tables' policies first.
+            let mut plan = Plan::AsIs;
+            let mut planned = Vec::new();
+            if !found.is_empty()
+                && let (Ok((_, event, Some(stamp))), Some(hits)) = (&decoded, found.of(lsn))
+            {
+                (plan, planned) = settle::plan(&mut **target, policies, id, event, *stamp, hits)?;
+            }
             target.savepoint()?;
-            let applied = match &decoded {
-                Ok((_, event)) => target.apply(lsn, &mut |db| apply_event(event, db))?,
-                Err(reason) => Applied::Refused(format!("undecodable payload: {reason}")),
+            let applied = match (&decoded, &plan) {
+                (Err(reason), _) => Applied::Refused(format!("undecodable payload: {reason}")),
+                (Ok(_), Plan::Refuse(why)) => Applied::Refused(why.clone()),
+                (Ok(_), Plan::Skip) => Applied::Done,
+                (Ok(_), Plan::Apply(event)) => {
+                    target.apply(lsn, &mut |db| apply_event(event, db))?
+                }
+                (Ok((_, event, _)), Plan::AsIs) => {
+                    target.apply(lsn, &mut |db| apply_event(event, db))?
+                }
             };
-            // Described only when refused (describing every entry costs as much as applying).
+            // Described only when refused or in conflict (describing every entry costs as
+            // much as applying).
             let summary = || match &decoded {
-                Ok((_, e)) => e.describe(),
+                Ok((_, e, _)) => e.describe(),
                 Err(_) => format!(
                     "kind {:#04x} record of {} bytes",
                     rec.kind,
                     rec.payload.len()
                 ),
             };
+            let stamp = match &decoded {
+                Ok((_, _, Some(s))) => Some(*s),
+                _ => None,
+            };
             let touch = |target: &mut Box<dyn Target>| {
-                if let Ok((created_at_ms, event)) = &decoded {
+                if let Ok((created_at_ms, event, stamp)) = &decoded {
+                    let clock = EntryClock {
+                        created_at_ms: *created_at_ms,
+                        hlc: stamp.map(|s| s.hlc),
+                    };
                     for (table, key) in event.touched_rows() {
-                        target.touch(table, key, lsn, *created_at_ms);
+                        target.touch(table, key, lsn, clock);
                     }
                 }
             };
@@ -626,6 +666,19 @@ impl<E: JournalEvent> Replayer<E> {
                 Applied::Done => {
                     target.release()?;
                     touch(target);
+                    if let Some(stamp) = stamp
+                        && !planned.is_empty()
+                    {
+                        settle::record(
+                            &mut **target,
+                            id,
+                            lsn,
+                            (&summary(), stamp),
+                            &planned,
+                            false,
+                        )?;
+                        run.conflicts += planned.len() as u64;
+                    }
                 }
                 Applied::Unsupported(backend) => {
                     target.rollback_to()?;
@@ -659,6 +712,14 @@ impl<E: JournalEvent> Replayer<E> {
                         },
                     )?;
                     touch(target);
+                    if let Some(stamp) = stamp
+                        && !planned.is_empty()
+                    {
+                        // Quarantined, for whatever reason: a human decides its conflicts.
+                        settle::reject(&mut planned);
+                        settle::record(&mut **target, id, lsn, (&summary, stamp), &planned, true)?;
+                        run.conflicts += planned.len() as u64;
+                    }
                     run.quarantined += 1;
                     run.last = lsn;
                     continue;
@@ -668,6 +729,15 @@ impl<E: JournalEvent> Replayer<E> {
             run.entries += 1;
         }
         Ok(run)
+    }
+
+    /// Reads this journal's conflict counts from the target into the status (best effort: a
+    /// failure leaves the last counts seen).
+    pub(crate) fn refresh_conflicts(&mut self, id: uuid::Uuid) {
+        match self.target.conflict_counts(id) {
+            Ok(c) => self.obs.watch.update(|s| s.conflicts = c),
+            Err(e) => tracing::debug!(error = %e, "conflict counts not read"),
+        }
     }
 
     /// After a commit reported an error: learn from a new connection whether it landed.
@@ -819,6 +889,8 @@ struct Run {
     last: Lsn,
     entries: u64,
     quarantined: u64,
+    /// Conflicts recorded.
+    conflicts: u64,
     /// The entry the batch stopped before, and why.
     stopped: Option<Error>,
 }

@@ -2,12 +2,14 @@
 //! quarantine and a status measured against the target.
 
 mod check;
+pub(crate) mod conflict;
 mod driver;
 mod observer;
 mod offline_status;
 mod options;
 mod quarantine;
 mod report;
+mod settle;
 mod source;
 
 mod state;
@@ -21,6 +23,9 @@ pub use crate::target::{TargetJournalMode, TargetOptions};
 pub use check::{
     INTEGRITY_LINES_MAX, Integrity, JOURNALS_LISTED_MAX, JournalSeen, TableCheck, TargetCheck,
     check_target, check_target_spec, read_target_watermark,
+};
+pub use conflict::{
+    Conflict, ConflictKind, ConflictPolicies, ConflictPolicy, Resolution, Resolver,
 };
 pub use driver::Replayer;
 pub use offline_status::{LastSeen, OfflineStatus, offline_status, offline_status_of};

@@ -1,5 +1,7 @@
 //! Replay options.
 
+use crate::replay::conflict::ConflictPolicies;
+
 /// What the replayer does with an entry the target permanently refuses (constraint violation,
 /// missing table or column, type mismatch, no such row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,6 +26,7 @@ pub struct ReplayOptions {
     pub(crate) reject_policy: RejectPolicy,
     pub(crate) adopt_target: bool,
     pub(crate) sync_interval_ms: u64,
+    pub(crate) conflicts: ConflictPolicies,
 }
 
 impl Default for ReplayOptions {
@@ -37,13 +40,15 @@ impl Default for ReplayOptions {
             reject_policy: RejectPolicy::Stop,
             sync_interval_ms: 1000,
             adopt_target: false,
+            conflicts: ConflictPolicies::default(),
         }
     }
 }
 
 impl ReplayOptions {
     /// Defaults: batches of at most 1000 entries and 4 MiB, retries from 50 ms doubling up to
-    /// 5 s (5 attempts per `sync_now`), reject policy `Stop`, background sync every second.
+    /// 5 s (5 attempts per `sync_now`), reject policy `Stop`, background sync every second,
+    /// conflicts detected and settled last writer wins.
     pub fn new() -> Self {
         Self::default()
     }
@@ -94,6 +99,13 @@ impl ReplayOptions {
     /// Default: false.
     pub fn adopt_target(mut self, adopt: bool) -> Self {
         self.adopt_target = adopt;
+        self
+    }
+
+    /// Conflict detection and the policy of each table (`sync-protocol.md` §4). Default:
+    /// [`ConflictPolicies::default`] (detection on, last writer wins everywhere).
+    pub fn conflicts(mut self, p: ConflictPolicies) -> Self {
+        self.conflicts = p;
         self
     }
 

@@ -1,11 +1,12 @@
-//! Entries the target refused under the `Quarantine` policy: listing them, applying one again
-//! (out of order, after everything applied), and discarding one for good.
+//! What waits on the target for a human: entries it refused under the `Quarantine` policy
+//! (listing them, applying one again out of order, discarding one for good) and the conflicts
+//! it recorded (listing them, reading one).
 
 use crate::error::{Error, Result, TargetError};
-use crate::event::{JournalEvent, decode_event};
+use crate::event::{JournalEvent, decode_stamped_event};
 use crate::format::Lsn;
 use crate::replay::driver::Replayer;
-use crate::target::{Applied, BatchMode, Commit, EventDb};
+use crate::target::{Applied, BatchMode, Commit, ConflictRecord, EntryClock, EventDb};
 
 /// An entry the target refused, kept in its `syncjournal_rejected` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,15 +81,21 @@ impl<E: JournalEvent> Replayer<E> {
         };
         target.savepoint()?;
         let applied = if row.kind == E::KIND {
-            match decode_event::<E>(&row.payload) {
-                Ok((created_at_ms, ev)) => {
+            match decode_stamped_event::<E>(&row.payload) {
+                Ok((created_at_ms, ev, stamp)) => {
+                    // Applied as it is: a human decided (its conflicts, if any, are settled
+                    // below with it).
+                    let clock = EntryClock {
+                        created_at_ms,
+                        hlc: stamp.map(|s| s.hlc),
+                    };
                     let applied = target.apply(lsn, &mut |db| match db {
                         EventDb::Sqlite(ctx) => ev.apply(ctx),
                         #[cfg(feature = "postgres")]
                         EventDb::Postgres(ctx) => ev.apply_postgres(ctx),
                     })?;
                     for (table, key) in ev.touched_rows() {
-                        target.touch(table, key, lsn, created_at_ms);
+                        target.touch(table, key, lsn, clock);
                     }
                     applied
                 }
@@ -104,6 +111,7 @@ impl<E: JournalEvent> Replayer<E> {
             Applied::Done => {
                 target.release()?;
                 target.remove_quarantined(id, lsn)?;
+                target.settle_conflicts(id, lsn, "retried")?;
                 return match target.commit() {
                     Commit::Landed => {
                         tracing::info!(lsn, entry = %row.summary, "quarantined entry applied on retry");
@@ -144,13 +152,39 @@ impl<E: JournalEvent> Replayer<E> {
     fn recount_quarantine(&mut self) {
         if let Ok(n) = self.target.quarantine_count(self.source.id()) {
             self.obs.watch.update(|s| s.quarantined = n);
+            self.refresh_conflicts(self.source.id());
             self.persist();
         }
     }
 
+    /// The conflicts recorded on the target, newest first, at most `limit`: this journal's, or
+    /// every journal's if `all_journals` (`sync-protocol.md` §4.4). Also refreshes the status's
+    /// counts.
+    pub fn conflicts(&mut self, limit: usize, all_journals: bool) -> Result<Vec<ConflictRecord>> {
+        let id = self.source.id();
+        let r = self.target.conflicts((!all_journals).then_some(id), limit);
+        if r.is_ok() {
+            self.refresh_conflicts(id);
+        }
+        self.target.idle();
+        r
+    }
+
+    /// The conflict numbered `id` on the target (any journal's).
+    pub fn conflict(&mut self, id: u64) -> Result<Option<ConflictRecord>> {
+        let r = self.target.conflict(id);
+        self.target.idle();
+        r
+    }
+
     /// Removes a quarantined entry for good (an explicit operator decision, logged).
     pub fn discard_quarantined(&mut self, lsn: Lsn) -> Result<bool> {
-        let n = match self.target.remove_quarantined(self.source.id(), lsn) {
+        // Its conflicts are settled first: if the removal then fails, discarding again
+        // removes it (settling twice changes nothing).
+        let settled = self
+            .target
+            .settle_conflicts(self.source.id(), lsn, "discarded");
+        let n = match settled.and_then(|_| self.target.remove_quarantined(self.source.id(), lsn)) {
             Ok(n) => n,
             Err(e) => {
                 self.target.idle();

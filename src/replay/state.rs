@@ -79,6 +79,9 @@ pub struct ReplayState {
     pub target_read_at_ms: Option<u64>,
     /// Entries in the target's quarantine table for this journal, as last seen.
     pub quarantined: u64,
+    /// Conflicts of this journal on the target, as last seen: settled, and pending a human
+    /// decision (`sync-protocol.md` §4).
+    pub conflicts: crate::target::ConflictCounts,
     /// How many times the target's watermark was found to have gone back.
     pub lost_writes: u64,
     /// The last time it was.

@@ -133,6 +133,9 @@ pub struct SyncStatus {
     pub last_error: Option<SyncError>,
     /// Entries quarantined on the target (as last seen).
     pub quarantined: u64,
+    /// Conflicts this journal's entries met on the target (as last seen): resolved by policy,
+    /// resolver or by hand, and pending a human decision (their entries are quarantined).
+    pub conflicts: crate::target::ConflictCounts,
     /// Since when the head of the queue has not moved while entries are pending (ms since the
     /// Unix epoch): the later of the oldest pending entry's creation and the last
     /// acknowledgement (times ahead of the clock are not believed). `None` when nothing is
@@ -258,6 +261,7 @@ impl SyncStatus {
             last_success_ms: state.last_success_ms,
             last_error: state.last_error.clone(),
             quarantined: state.quarantined,
+            conflicts: state.conflicts,
             // The head of the queue has waited since it became the head: the later of its
             // creation and the last acknowledgement (the last time the head moved). Times
             // that are not believable count as "unknown", which is "since ever", not "never".

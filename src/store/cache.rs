@@ -43,6 +43,10 @@ pub(crate) struct CacheWriter {
     /// `PRAGMA schema_version` after the guards were installed: a schema change by another
     /// connection makes the store check the guards again.
     pub(crate) schema_version: i64,
+    /// The store clock's last value: the larger of the last one stamped on an event and the
+    /// largest pulled (`sync-protocol.md` §4.1). Starts at 0: after a restart, the wall clock
+    /// and the next pull bring it up again.
+    pub(crate) hlc_last: u64,
 }
 
 pub(crate) fn open_cache_writer(
@@ -131,6 +135,7 @@ pub(crate) fn open_cache_writer(
         closing: false,
         file_id,
         schema_version,
+        hlc_last: 0,
     })
 }
 

@@ -17,6 +17,7 @@ use crate::journal::Journal;
 use crate::mutation::ChangeSet;
 use crate::replay::watch::Watch;
 use crate::replay::{QuarantinedEntry, ReplayState, Replayer, SyncReport, SyncStatus};
+use crate::target::ConflictRecord;
 
 use crate::store::background::{sync_loop, with_target_evidence};
 use crate::store::cache::{CacheWriter, catch_up, open_cache_writer};
@@ -330,6 +331,12 @@ impl<E: JournalEvent> Store<E> {
     /// Applies a quarantined entry again; see [`Replayer::retry_quarantined`].
     pub fn retry_quarantined(&self, lsn: Lsn) -> Result<()> {
         lock(self.inner.replayer()?).retry_quarantined(lsn)
+    }
+
+    /// The conflicts this store's entries met on the target, newest first, at most `limit`;
+    /// see [`Replayer::conflicts`].
+    pub fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRecord>> {
+        lock(self.inner.replayer()?).conflicts(limit, false)
     }
 
     /// Removes a quarantined entry for good; see [`Replayer::discard_quarantined`].

@@ -312,6 +312,8 @@ impl<E: JournalEvent> Inner<E> {
                 break;
             }
             let seq = c.seq;
+            // The store's clock passes every change it sees (`sync-protocol.md` §4.1).
+            w.hlc_last = w.hlc_last.max(c.hlc);
             let m = match c.row {
                 Some(values) => Mutation::Upsert {
                     table: c.table,

@@ -8,10 +8,11 @@ use rusqlite::Connection;
 
 use crate::apply::{ApplyContext, ApplyError};
 use crate::error::{Error, Result};
-use crate::event::{JournalEvent, encode_event_within};
+use crate::event::{JournalEvent, Stamp, encode_event_within};
 use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::journal::{Journal, PersistMode};
+use crate::target::HLC_LOGICAL_BITS;
 
 use crate::store::cache::{CacheWriter, check_unchanged};
 use crate::store::handle::Store;
@@ -47,7 +48,7 @@ fn journal_in_savepoint<E: JournalEvent>(
     path: &Path,
     journal: &Journal,
     event: &E,
-    payload: &[u8],
+    payload: &mut [u8],
     ce: &impl Fn(rusqlite::Error) -> Error,
 ) -> Staged {
     let CacheWriter {
@@ -58,6 +59,7 @@ fn journal_in_savepoint<E: JournalEvent>(
         committed,
         file_id,
         schema_version,
+        hlc_last,
         ..
     } = w;
     if !*txn_open {
@@ -79,6 +81,20 @@ fn journal_in_savepoint<E: JournalEvent>(
     if let Err(e) = exec_cached(conn, "SAVEPOINT sj_apply") {
         return Staged::NotJournaled(ce(e));
     }
+    // What the cache knew when the event was made (`sync-protocol.md` §4.1): its pull cursor,
+    // read in the transaction the event joins, and the next value of the store's clock.
+    let base_seq = match conn
+        .prepare_cached("SELECT seq FROM syncjournal_pull WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+    {
+        Ok(s) => s.max(0) as u64,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO sj_apply; RELEASE sj_apply");
+            return Staged::NotJournaled(ce(e));
+        }
+    };
+    let hlc = next_hlc(*hlc_last, now_ms());
+    Stamp { base_seq, hlc }.overwrite(payload);
     // Only this store writes its journal, always under the cache lock: the next LSN follows
     // the last one it wrote.
     let expected = *txn_max + 1;
@@ -97,6 +113,7 @@ fn journal_in_savepoint<E: JournalEvent>(
     match written {
         Ok(lsn) => {
             *txn_max = lsn;
+            *hlc_last = hlc;
             if lsn != expected {
                 // Only this store writes its journal, under the cache lock: cannot happen. If
                 // it did, the event saw a wrong `ApplyContext::lsn`; reopening re-applies it.
@@ -185,9 +202,14 @@ impl<E: JournalEvent> Store<E> {
     pub fn apply(&self, event: &E) -> Result<Lsn> {
         let inner = &*self.inner;
         inner.check()?;
-        let payload = encode_event_within(
+        // The stamp is a placeholder until the cache lock is held (`journal_in_savepoint`).
+        let mut payload = encode_event_within(
             now_ms(),
             event,
+            Some(Stamp {
+                base_seq: 0,
+                hlc: 0,
+            }),
             inner.journal.options().payload_bytes_limit(),
         )?;
         let sync_mode = inner.journal.options().persist_mode == PersistMode::Sync;
@@ -203,7 +225,7 @@ impl<E: JournalEvent> Store<E> {
                 &inner.cache_path,
                 &inner.journal,
                 event,
-                &payload,
+                &mut payload,
                 &ce,
             ) {
                 Staged::Journaled(lsn) => lsn,
@@ -277,4 +299,11 @@ impl<E: JournalEvent> Store<E> {
         inner.wake();
         Ok(lsn)
     }
+}
+
+/// The store clock's next value after `last` at wall-clock time `now_ms`: the larger of the
+/// time (`ms << 16`) and `last + 1` (`sync-protocol.md` §4.1).
+pub(crate) fn next_hlc(last: u64, now_ms: u64) -> u64 {
+    let physical = now_ms.min(u64::MAX >> HLC_LOGICAL_BITS) << HLC_LOGICAL_BITS;
+    physical.max(last.saturating_add(1))
 }

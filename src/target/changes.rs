@@ -19,7 +19,7 @@ pub const CHANGES_TABLE: &str = "syncjournal_changes";
 pub const CHANGE_HEAD_TABLE: &str = "syncjournal_change_head";
 
 /// The columns syncjournal requires of [`CHANGES_TABLE`].
-pub(crate) const CHANGES_COLUMNS: [&str; 8] = [
+pub(crate) const CHANGES_COLUMNS: [&str; 9] = [
     "seq",
     "hlc",
     "journal_id",
@@ -28,6 +28,7 @@ pub(crate) const CHANGES_COLUMNS: [&str; 8] = [
     "key",
     "row",
     "committed_at",
+    "row_id",
 ];
 /// The columns syncjournal requires of [`CHANGE_HEAD_TABLE`].
 pub(crate) const CHANGE_HEAD_COLUMNS: [&str; 4] = ["id", "seq", "hlc", "floor_seq"];
@@ -47,8 +48,9 @@ pub(crate) const COLUMNS_BYTES_MAX: usize = 64 << 20;
 pub struct Change {
     /// Target-wide sequence number: the order of the commits that made the changes.
     pub seq: u64,
-    /// Hybrid-logical-clock timestamp (milliseconds `<< 16` plus a counter): at least the
-    /// entry's creation time, and increasing with `seq`.
+    /// Hybrid-logical-clock timestamp (milliseconds `<< 16` plus a counter): the origin
+    /// store's clock when it made the entry (its [`Stamp`](crate::event::Stamp)), or for an
+    /// entry without one, at least its creation time and above the record before it.
     pub hlc: u64,
     /// The journal whose entry made the change.
     pub journal_id: Uuid,
@@ -79,13 +81,22 @@ pub(crate) struct ChangePage {
     pub damaged: Option<Error>,
 }
 
+/// When an entry was made, as its record's HLC is derived from it (`sync-protocol.md` §2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryClock {
+    /// The payload's creation time (Unix milliseconds, the origin's clock).
+    pub created_at_ms: u64,
+    /// The origin store's HLC value for the entry (its stamp), if it has one.
+    pub hlc: Option<u64>,
+}
+
 /// A row an entry touched, to record at the end of the batch.
 #[derive(Debug, Clone)]
 pub(crate) struct Touched {
     pub table: String,
     pub key: Columns,
     pub lsn: Lsn,
-    pub created_at_ms: u64,
+    pub clock: EntryClock,
 }
 
 /// A record to write, with the row as it is after the batch.
@@ -93,10 +104,17 @@ pub(crate) struct Touched {
 pub(crate) struct NewChange {
     pub journal_id: Uuid,
     pub lsn: Lsn,
-    pub created_at_ms: u64,
+    pub clock: EntryClock,
     pub table: String,
     pub key: Columns,
     pub row: Option<Columns>,
+}
+
+impl NewChange {
+    /// The record's `row_id`: the row's identity ([`row_identity`]).
+    pub(crate) fn row_id(&self) -> Vec<u8> {
+        row_identity(&self.table, &self.key)
+    }
 }
 
 /// The rows a batch touched, in the order last touched, once each (a row touched twice is
@@ -115,13 +133,13 @@ impl ChangeBuffer {
     }
 
     /// Notes that entry `lsn` touched `key` of `table`.
-    pub(crate) fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64) {
+    pub(crate) fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, clock: EntryClock) {
         let id = row_identity(table, key);
         let t = Touched {
             table: table.to_owned(),
             key: key.clone(),
             lsn,
-            created_at_ms,
+            clock,
         };
         match self.index.get(&id) {
             Some(&i) => self.rows[i] = t,
@@ -210,17 +228,28 @@ pub(crate) fn decode_columns(bytes: &[u8]) -> Result<Columns, String> {
     Ok(cols)
 }
 
-/// The HLC values of `n` new records after `last` (the head's), the `i`-th at least
-/// `created_at_ms(i) << 16`: each is the larger of that and the one before plus one.
-pub(crate) fn next_hlcs(last: u64, created_at_ms: impl Iterator<Item = u64>) -> Vec<u64> {
+/// The HLC values of new records after `last` (the head's), and the head's new value: a
+/// record of a stamped entry takes the stamp's value; any other the larger of its creation
+/// time (`ms << 16`) and the value before it plus one. The head keeps the largest.
+pub(crate) fn next_hlcs(last: u64, clocks: impl Iterator<Item = EntryClock>) -> (Vec<u64>, u64) {
     let mut prev = last;
-    created_at_ms
-        .map(|ms| {
-            let physical = ms.min(u64::MAX >> HLC_LOGICAL_BITS) << HLC_LOGICAL_BITS;
-            prev = physical.max(prev.saturating_add(1));
-            prev
+    let mut head = last;
+    let hlcs = clocks
+        .map(|c| {
+            let h = match c.hlc {
+                Some(h) => h,
+                None => {
+                    let physical =
+                        c.created_at_ms.min(u64::MAX >> HLC_LOGICAL_BITS) << HLC_LOGICAL_BITS;
+                    physical.max(prev.saturating_add(1))
+                }
+            };
+            prev = h;
+            head = head.max(h);
+            h
         })
-        .collect()
+        .collect();
+    (hlcs, head)
 }
 
 /// A change-log row as either kind of target returns it, before it is checked.
@@ -318,9 +347,13 @@ mod tests {
     fn a_row_touched_twice_is_recorded_once_under_the_later_lsn() {
         let mut b = ChangeBuffer::default();
         let k = |i: i64| vec![("id".to_string(), Value::Integer(i))];
-        b.touch("hosts", &k(1), 5, 10);
-        b.touch("certs", &k(1), 6, 11);
-        b.touch("HOSTS", &vec![("ID".into(), Value::Real(1.0))], 7, 12);
+        let c = |ms| EntryClock {
+            created_at_ms: ms,
+            hlc: None,
+        };
+        b.touch("hosts", &k(1), 5, c(10));
+        b.touch("certs", &k(1), 6, c(11));
+        b.touch("HOSTS", &vec![("ID".into(), Value::Real(1.0))], 7, c(12));
         let rows: Vec<(&str, Lsn)> = b.rows().iter().map(|t| (t.table.as_str(), t.lsn)).collect();
         assert_eq!(rows, [("HOSTS", 7), ("certs", 6)]);
         b.clear();
@@ -370,14 +403,34 @@ mod tests {
     }
 
     #[test]
-    fn hlcs_increase_and_are_at_least_the_creation_time() {
-        let h = next_hlcs(0, [5u64, 5, 3, 9].into_iter());
-        assert_eq!(h[0], 5 << 16);
-        assert_eq!(h[1], (5 << 16) + 1);
-        assert_eq!(h[2], (5 << 16) + 2);
-        assert_eq!(h[3], 9 << 16);
-        let after = next_hlcs(u64::MAX - 1, [1u64].into_iter());
+    fn unstamped_hlcs_increase_and_are_at_least_the_creation_time() {
+        let at = |ms: u64| EntryClock {
+            created_at_ms: ms,
+            hlc: None,
+        };
+        let (h, head) = next_hlcs(0, [at(5), at(5), at(3), at(9)].into_iter());
+        assert_eq!(h, [5 << 16, (5 << 16) + 1, (5 << 16) + 2, 9 << 16]);
+        assert_eq!(head, 9 << 16);
+        let (after, _) = next_hlcs(u64::MAX - 1, [at(1)].into_iter());
         assert_eq!(after, [u64::MAX]);
+    }
+
+    #[test]
+    fn a_stamped_entry_keeps_its_origins_hlc_and_the_head_keeps_the_largest() {
+        let stamped = |h: u64| EntryClock {
+            created_at_ms: 1,
+            hlc: Some(h),
+        };
+        let plain = EntryClock {
+            created_at_ms: 1,
+            hlc: None,
+        };
+        let (h, head) = next_hlcs(
+            100,
+            [stamped(50), plain, stamped(300), stamped(7)].into_iter(),
+        );
+        assert_eq!(h, [50, 65536, 300, 7]);
+        assert_eq!(head, 65536);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::format::Lsn;
 use crate::mutation::Columns;
 use crate::target::sqlite::target_error;
 use crate::target::{
-    Applied, BatchMode, ChangePage, Commit, EventDb, QuarantineRow, Rejected, RowSink, Settled,
+    Applied, BatchMode, ChangePage, Commit, ConflictCounts, ConflictRecord, ConflictRows,
+    EntryClock, EventDb, NewConflict, Probe, QuarantineRow, Rejected, Remote, RowSink, Settled,
     Target,
 };
 
@@ -134,8 +135,36 @@ impl Target for Faulty {
         self.inner.settle()
     }
 
-    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64) {
-        self.inner.touch(table, key, lsn, created_at_ms);
+    fn find_conflicts(&mut self, journal: Uuid, probes: &[Probe]) -> Result<Vec<Option<Remote>>> {
+        self.inner.find_conflicts(journal, probes)
+    }
+
+    fn conflict_rows(&mut self, table: &str, key: &Columns, base_seq: u64) -> Result<ConflictRows> {
+        self.inner.conflict_rows(table, key, base_seq)
+    }
+
+    fn record_conflict(&mut self, c: &NewConflict<'_>) -> Result<()> {
+        self.inner.record_conflict(c)
+    }
+
+    fn conflicts(&mut self, journal: Option<Uuid>, limit: usize) -> Result<Vec<ConflictRecord>> {
+        self.inner.conflicts(journal, limit)
+    }
+
+    fn conflict(&mut self, id: u64) -> Result<Option<ConflictRecord>> {
+        self.inner.conflict(id)
+    }
+
+    fn conflict_counts(&mut self, journal: Uuid) -> Result<ConflictCounts> {
+        self.inner.conflict_counts(journal)
+    }
+
+    fn settle_conflicts(&mut self, journal: Uuid, lsn: Lsn, resolution: &str) -> Result<u64> {
+        self.inner.settle_conflicts(journal, lsn, resolution)
+    }
+
+    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, clock: EntryClock) {
+        self.inner.touch(table, key, lsn, clock);
     }
 
     fn changes_after(&mut self, journal: Uuid, after: u64, limit: usize) -> Result<ChangePage> {

@@ -8,6 +8,7 @@
 //! server.
 
 pub(crate) mod changes;
+pub(crate) mod conflicts;
 #[cfg(feature = "fault-injection")]
 mod faulty;
 mod lease;
@@ -17,6 +18,7 @@ pub(crate) mod postgres;
 mod spec;
 pub(crate) mod sqlite;
 mod sqlite_changes;
+mod sqlite_conflicts;
 #[cfg(not(feature = "postgres"))]
 mod unsupported;
 
@@ -28,7 +30,10 @@ use crate::format::Lsn;
 use crate::mutation::Columns;
 
 pub(crate) use changes::ChangePage;
+pub(crate) use changes::EntryClock;
 pub use changes::{CHANGE_HEAD_TABLE, CHANGES_TABLE, Change, HLC_LOGICAL_BITS};
+pub use conflicts::{CONFLICTS_TABLE, ConflictCounts, ConflictRecord};
+pub(crate) use conflicts::{ConflictRows, NewConflict, Probe, Remote};
 
 pub use lease::{LeaseHolder, lease_holder, lease_path};
 pub use options::{TargetJournalMode, TargetOptions};
@@ -200,11 +205,38 @@ pub(crate) trait Target: Send {
     /// are applied in the open transaction (before [`commit`](Target::commit)).
     fn settle(&mut self) -> Result<Settled>;
 
-    /// Notes that entry `lsn` (created at `created_at_ms`) touched `key` of `table`: the batch
+    /// Notes that entry `lsn` (made at `clock`) touched `key` of `table`: the batch
     /// records the row, as it is then, in the change log before it commits. Called for every
     /// entry kept and every entry quarantined (whose rows are recorded as the target has them,
     /// so that a cache that applied the refused change is set back).
-    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64);
+    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, clock: EntryClock);
+
+    /// For each probe, the latest change-log record of its row after the probe's base made by
+    /// another journal than `journal`, read in the open batch, which keeps other batches from
+    /// adding records until it ends (the file's write lock; on PostgreSQL the log's head row,
+    /// locked here). A target without a change log finds none.
+    fn find_conflicts(&mut self, journal: Uuid, probes: &[Probe]) -> Result<Vec<Option<Remote>>>;
+
+    /// The rows a resolution of a conflict on `key` of `table` sees, read in the batch: the
+    /// row now, and the row as of `base_seq`.
+    fn conflict_rows(&mut self, table: &str, key: &Columns, base_seq: u64) -> Result<ConflictRows>;
+
+    /// Records a conflict, in the batch.
+    fn record_conflict(&mut self, c: &NewConflict<'_>) -> Result<()>;
+
+    /// Recorded conflicts of `journal` (every journal's if `None`), newest first, at most
+    /// `limit` (outside a batch; a target without the table has none).
+    fn conflicts(&mut self, journal: Option<Uuid>, limit: usize) -> Result<Vec<ConflictRecord>>;
+
+    /// The recorded conflict numbered `id`.
+    fn conflict(&mut self, id: u64) -> Result<Option<ConflictRecord>>;
+
+    /// How many conflicts of `journal` are resolved, and how many pending.
+    fn conflict_counts(&mut self, journal: Uuid) -> Result<ConflictCounts>;
+
+    /// Marks the pending conflicts of entry `lsn` of `journal` settled as `resolution` (the
+    /// entry was retried or discarded by hand); returns how many.
+    fn settle_conflicts(&mut self, journal: Uuid, lsn: Lsn, resolution: &str) -> Result<u64>;
 
     /// Commits the batch, with its change-log records (unless the options turn the log off).
     fn commit(&mut self) -> Commit;

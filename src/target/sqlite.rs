@@ -16,10 +16,15 @@ use crate::journal::ack::now_ms;
 use crate::mutation::Columns;
 use crate::target::changes::{
     CHANGE_HEAD_COLUMNS, CHANGE_HEAD_TABLE, CHANGES_COLUMNS, CHANGES_TABLE, ChangeBuffer,
-    ChangePage,
+    ChangePage, EntryClock,
+};
+use crate::target::conflicts::{
+    CONFLICTS_COLUMNS, CONFLICTS_TABLE, ConflictCounts, ConflictRecord, ConflictRows, NewConflict,
+    Probe, Remote,
 };
 use crate::target::lease::{Lease, LeaseError};
 use crate::target::sqlite_changes::{self, CREATE_CHANGE_TABLES};
+use crate::target::sqlite_conflicts::{self, CREATE_CONFLICT_TABLE};
 use crate::target::{
     Applied, BatchMode, Commit, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE, QuarantineRow,
     REJECTED_COLUMNS, REJECTED_TABLE, Rejected, RowSink, Settled, Target, TargetOptions,
@@ -382,9 +387,12 @@ impl SqliteTarget {
                 .map_err(|e| target_error(&self.path, "create syncjournal tables", e))?;
         }
         if self.opts.change_log
-            && (has(CHANGES_TABLE)?.is_empty() || has(CHANGE_HEAD_TABLE)?.is_empty())
+            && (has(CHANGES_TABLE)?.is_empty()
+                || has(CHANGE_HEAD_TABLE)?.is_empty()
+                || has(CONFLICTS_TABLE)?.is_empty())
         {
             conn.execute_batch(CREATE_CHANGE_TABLES)
+                .and_then(|()| conn.execute_batch(CREATE_CONFLICT_TABLE))
                 .map_err(|e| target_error(&self.path, "create the change log", e))?;
         }
         let mut checks = vec![
@@ -397,6 +405,11 @@ impl SqliteTarget {
                 CHANGE_HEAD_TABLE,
                 &CHANGE_HEAD_COLUMNS[..],
                 has(CHANGE_HEAD_TABLE)?,
+            ));
+            checks.push((
+                CONFLICTS_TABLE,
+                &CONFLICTS_COLUMNS[..],
+                has(CONFLICTS_TABLE)?,
             ));
         }
         for (table, want, found) in checks {
@@ -720,9 +733,9 @@ impl Target for SqliteTarget {
         Ok(Settled::Applied)
     }
 
-    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64) {
+    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, clock: EntryClock) {
         if self.opts.change_log {
-            self.changes.touch(table, key, lsn, created_at_ms);
+            self.changes.touch(table, key, lsn, clock);
         }
     }
 
@@ -863,6 +876,77 @@ impl Target for SqliteTarget {
             )
             .map(|_| ())
             .map_err(|e| target_error(&path, "record the new refusal", e))
+    }
+
+    fn find_conflicts(&mut self, journal: Uuid, probes: &[Probe]) -> Result<Vec<Option<Remote>>> {
+        if !self.opts.change_log || probes.is_empty() {
+            return Ok(vec![None; probes.len()]);
+        }
+        sqlite_conflicts::find(self.in_batch()?, journal, probes).map_err(|e| {
+            self.unless_lease_ran_out(target_error(&self.path, "look for conflicts", e))
+        })
+    }
+
+    fn conflict_rows(&mut self, table: &str, key: &Columns, base_seq: u64) -> Result<ConflictRows> {
+        let path = self.path.clone();
+        let conn = open_conn(&self.conn, &path)?;
+        sqlite_conflicts::rows(conn, &mut self.schema, table, key, base_seq).map_err(|e| match e {
+            ApplyError::Transient(e) => {
+                target_error(&path, "read a conflict's rows", e.into_inner())
+            }
+            other => Error::Target(TargetError::Unusable {
+                path: path.clone(),
+                reason: format!("reading a conflict's rows: {other}"),
+            }),
+        })
+    }
+
+    fn record_conflict(&mut self, c: &NewConflict<'_>) -> Result<()> {
+        sqlite_conflicts::record(self.in_batch()?, c).map_err(|e| {
+            self.unless_lease_ran_out(target_error(&self.path, "record a conflict", e))
+        })
+    }
+
+    fn conflicts(&mut self, journal: Option<Uuid>, limit: usize) -> Result<Vec<ConflictRecord>> {
+        let path = self.path.clone();
+        let conn = self.conn()?;
+        if !table_exists(conn, CONFLICTS_TABLE)
+            .map_err(|e| target_error(&path, "list conflicts", e))?
+        {
+            return Ok(Vec::new());
+        }
+        sqlite_conflicts::list(conn, &path, journal, limit)
+    }
+
+    fn conflict(&mut self, id: u64) -> Result<Option<ConflictRecord>> {
+        let path = self.path.clone();
+        let conn = self.conn()?;
+        if !table_exists(conn, CONFLICTS_TABLE)
+            .map_err(|e| target_error(&path, "read a conflict", e))?
+        {
+            return Ok(None);
+        }
+        sqlite_conflicts::get(conn, &path, id)
+    }
+
+    fn conflict_counts(&mut self, journal: Uuid) -> Result<ConflictCounts> {
+        let path = self.path.clone();
+        let conn = self.conn()?;
+        let te = |e| target_error(&path, "count conflicts", e);
+        if !table_exists(conn, CONFLICTS_TABLE).map_err(te)? {
+            return Ok(ConflictCounts::default());
+        }
+        sqlite_conflicts::counts(conn, journal).map_err(te)
+    }
+
+    fn settle_conflicts(&mut self, journal: Uuid, lsn: Lsn, resolution: &str) -> Result<u64> {
+        let path = self.path.clone();
+        let conn = self.conn()?;
+        let te = |e| target_error(&path, "settle conflicts", e);
+        if !table_exists(conn, CONFLICTS_TABLE).map_err(te)? {
+            return Ok(0);
+        }
+        sqlite_conflicts::settle(conn, journal, lsn, resolution).map_err(te)
     }
 
     fn quarantine_count(&mut self, journal: Uuid) -> Result<u64> {

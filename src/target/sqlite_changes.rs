@@ -27,8 +27,10 @@ CREATE TABLE IF NOT EXISTS syncjournal_changes (
     table_name TEXT NOT NULL,
     key BLOB NOT NULL,
     row BLOB,
-    committed_at INTEGER NOT NULL
+    committed_at INTEGER NOT NULL,
+    row_id BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS syncjournal_changes_row ON syncjournal_changes (row_id, seq);
 CREATE TABLE IF NOT EXISTS syncjournal_change_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -54,7 +56,7 @@ pub(crate) fn images(
         out.push(NewChange {
             journal_id,
             lsn: t.lsn,
-            created_at_ms: t.created_at_ms,
+            clock: t.clock,
             table,
             key,
             row,
@@ -71,12 +73,12 @@ pub(crate) fn write(conn: &Connection, changes: &[NewChange]) -> rusqlite::Resul
     let (seq, hlc): (i64, i64) = conn
         .prepare_cached("SELECT seq, hlc FROM syncjournal_change_head WHERE id = 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let hlcs = next_hlcs(hlc as u64, changes.iter().map(|c| c.created_at_ms));
+    let (hlcs, head_hlc) = next_hlcs(hlc as u64, changes.iter().map(|c| c.clock));
     let at = now_ms() as i64;
     let mut ins = conn.prepare_cached(
         "INSERT INTO syncjournal_changes
-         (seq, hlc, journal_id, lsn, table_name, key, row, committed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (seq, hlc, journal_id, lsn, table_name, key, row, committed_at, row_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     let journal = changes[0].journal_id.to_string();
     for (i, (c, h)) in changes.iter().zip(&hlcs).enumerate() {
@@ -89,13 +91,11 @@ pub(crate) fn write(conn: &Connection, changes: &[NewChange]) -> rusqlite::Resul
             encode_columns(&c.key),
             c.row.as_ref().map(encode_columns),
             at,
+            c.row_id(),
         ))?;
     }
     conn.prepare_cached("UPDATE syncjournal_change_head SET seq = ?1, hlc = ?2 WHERE id = 1")?
-        .execute((
-            seq + changes.len() as i64,
-            *hlcs.last().expect("not empty") as i64,
-        ))?;
+        .execute((seq + changes.len() as i64, head_hlc as i64))?;
     Ok(())
 }
 

@@ -7,7 +7,8 @@ use crate::error::{Error, Result, TargetError};
 use crate::format::Lsn;
 use crate::mutation::Columns;
 use crate::target::{
-    Applied, BatchMode, ChangePage, Commit, ConnString, EventDb, QuarantineRow, Rejected, RowSink,
+    Applied, BatchMode, ChangePage, Commit, ConflictCounts, ConflictRecord, ConflictRows,
+    ConnString, EntryClock, EventDb, NewConflict, Probe, QuarantineRow, Rejected, Remote, RowSink,
     Settled, Target,
 };
 
@@ -101,7 +102,28 @@ impl Target for NoPostgres {
     fn note_refused_again(&mut self, _: Uuid, _: Lsn, _: &str) -> Result<()> {
         self.err()
     }
-    fn touch(&mut self, _: &str, _: &Columns, _: Lsn, _: u64) {}
+    fn touch(&mut self, _: &str, _: &Columns, _: Lsn, _: EntryClock) {}
+    fn find_conflicts(&mut self, _: Uuid, _: &[Probe]) -> Result<Vec<Option<Remote>>> {
+        self.err()
+    }
+    fn conflict_rows(&mut self, _: &str, _: &Columns, _: u64) -> Result<ConflictRows> {
+        self.err()
+    }
+    fn record_conflict(&mut self, _: &NewConflict<'_>) -> Result<()> {
+        self.err()
+    }
+    fn conflicts(&mut self, _: Option<Uuid>, _: usize) -> Result<Vec<ConflictRecord>> {
+        self.err()
+    }
+    fn conflict(&mut self, _: u64) -> Result<Option<ConflictRecord>> {
+        self.err()
+    }
+    fn conflict_counts(&mut self, _: Uuid) -> Result<ConflictCounts> {
+        self.err()
+    }
+    fn settle_conflicts(&mut self, _: Uuid, _: Lsn, _: &str) -> Result<u64> {
+        self.err()
+    }
     fn changes_after(&mut self, _: Uuid, _: u64, _: usize) -> Result<ChangePage> {
         self.err()
     }

@@ -77,16 +77,19 @@ fn demo_without_a_directory_uses_a_new_temporary_one() {
 }
 
 #[test]
-fn demo_on_three_machines_holds_back_quarantines_and_ends_in_agreement() {
+fn demo_on_three_machines_holds_back_settles_conflicts_and_ends_in_agreement() {
     let tmp = tempdir();
     let root = tmp.path().join("demo3");
     let r = sj!("demo", root, "--machines", "3");
     r.code(0).stdout_has(&[
         "3 machines",
         "holding back change",
-        "quarantined 1",
+        "quarantined 0",
+        "conflicts resolved 2, pending 0",
+        "update/delete on certificates id=2",
+        "update/update on hosts id=1",
+        "the local change was overridden",
         "IN AGREEMENT: every cache equals the target",
-        "Conflicts are not detected yet",
     ]);
     // Every machine's cache holds what the share holds.
     let share = count_rows(&root.join("share.db"), "hosts");

@@ -133,6 +133,8 @@ fn constants() -> BTreeMap<&'static str, String> {
             "PAYLOAD_DEPTH_MAX",
             syncjournal::event::DEPTH_MAX.to_string(),
         ),
+        ("STAMP_TAG", syncjournal::event::STAMP_TAG.to_string()),
+        ("STAMP_BYTES", syncjournal::event::STAMP_BYTES.to_string()),
         ("SEGMENT_EXTENSION", SEGMENT_EXTENSION.to_string()),
         ("LOCK_FILE", LOCK_FILE.to_string()),
         ("HEAD_FILE", HEAD_FILE.to_string()),

@@ -102,7 +102,9 @@ fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more
     assert_eq!(max, JournalOptions::RECORD_BYTES_DEFAULT);
     let store = open(&paths, opts());
 
-    let over = change_set_of_payload_bytes(max + 1);
+    // The store's payload is the event's encoding and its stamp (`journal-format.md` §5.2).
+    let stamp = syncjournal::event::STAMP_BYTES;
+    let over = change_set_of_payload_bytes(max + 1 - stamp);
     match store.apply(&over) {
         Err(Error::Cache(CacheError::EventTooLarge { kind, len, max: m })) => {
             assert_eq!((kind, len, m), (KIND_CHANGESET, max + 1, max));
@@ -115,7 +117,7 @@ fn an_event_of_exactly_the_record_limit_is_applied_and_replays_and_one_byte_more
         "cache unchanged"
     );
 
-    let at = change_set_of_payload_bytes(max);
+    let at = change_set_of_payload_bytes(max - stamp);
     let lsn = store.apply(&at).unwrap();
     let report = store.sync_now();
     assert!(report.error.is_none(), "{report}");
@@ -133,12 +135,12 @@ fn encode_within_accepts_the_limit_and_refuses_one_byte_more_and_decoding_has_no
 {
     let cs = change_set_of_payload_bytes(5000);
     let at = now_ms();
-    let payload = encode_event_within(at, &cs, 5000).unwrap();
+    let payload = encode_event_within(at, &cs, None, 5000).unwrap();
     assert_eq!(
         decode_event::<ChangeSet>(&payload).unwrap(),
         (at, cs.clone())
     );
-    match encode_event_within(at, &cs, 4999) {
+    match encode_event_within(at, &cs, None, 4999) {
         Err(Error::Cache(CacheError::EventTooLarge {
             len: 5000,
             max: 4999,

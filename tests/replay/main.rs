@@ -9,6 +9,7 @@
 mod support;
 
 mod cache;
+mod conflicts;
 mod exactly_once_faults;
 mod fault_matrix;
 mod follower;

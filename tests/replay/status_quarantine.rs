@@ -40,7 +40,10 @@ CREATE TABLE pairs (a TEXT NOT NULL, b INTEGER NOT NULL, v, note TEXT, PRIMARY K
 /// The journal frame bytes of a change set's record (the creation time always takes 9 bytes
 /// in this century, so its value does not matter).
 fn record_bytes(cs: &ChangeSet) -> u64 {
-    frame_bytes(encode_event(now_ms(), cs).expect("encode").len()) as u64
+    // The store ends each payload with its stamp (`journal-format.md` §5.2).
+    let payload =
+        encode_event(now_ms(), cs).expect("encode").len() + syncjournal::event::STAMP_BYTES;
+    frame_bytes(payload) as u64
 }
 
 fn status(store: &Store) -> SyncStatus {

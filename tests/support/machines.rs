@@ -53,6 +53,13 @@ impl Machines {
         Store::open(self.journal(i), self.cache(i), self.options()).unwrap()
     }
 
+    /// Opens machine `i`'s store with `opts` (say [`options`](Self::options) with another
+    /// replay configuration).
+    pub fn open_with(&self, i: usize, opts: StoreOptions) -> Store {
+        std::fs::create_dir_all(self.dir.path().join(format!("m{i}"))).unwrap();
+        Store::open(self.journal(i), self.cache(i), opts).unwrap()
+    }
+
     /// Opens every machine's store.
     pub fn open_all(&self) -> Vec<Store> {
         (0..self.n).map(|i| self.open(i)).collect()

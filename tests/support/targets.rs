@@ -846,16 +846,17 @@ pub fn count_rows(path: &Path, table: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// `PRAGMA integrity_check` through `c`.
+/// `PRAGMA integrity_check` through `c`: its lines, or — if the file is too damaged for the
+/// check to run at all ("database disk image is malformed") — that error, which is not "ok".
 pub fn integrity(c: &Connection) -> String {
-    let mut s = c
-        .prepare("PRAGMA integrity_check")
-        .expect("integrity_check");
-    let rows: Vec<String> = s
-        .query_map([], |r| r.get(0))
-        .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
-        .expect("integrity_check");
-    rows.join("; ")
+    let rows = c.prepare("PRAGMA integrity_check").and_then(|mut s| {
+        s.query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+    });
+    match rows {
+        Ok(rows) => rows.join("; "),
+        Err(e) => format!("integrity_check failed: {e}"),
+    }
 }
 
 /// Every row of `table` ordered by `order`, all columns in declaration order.

@@ -3,6 +3,7 @@
 //! them (durable, nosync) or measures a family of its own (replay, scan, backlog).
 
 pub mod backlog;
+pub mod conflicts;
 pub mod durable;
 pub mod nosync;
 pub mod okaywal;

@@ -34,8 +34,10 @@ pub(crate) fn create_sql(changes: &str, head: &str) -> String {
             table_name TEXT NOT NULL,
             key BYTEA NOT NULL,
             row BYTEA,
-            committed_at BIGINT NOT NULL
+            committed_at BIGINT NOT NULL,
+            row_id BYTEA NOT NULL
          );
+         CREATE INDEX IF NOT EXISTS syncjournal_changes_row ON {changes} (row_id, seq);
          CREATE TABLE IF NOT EXISTS {head} (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             seq BIGINT NOT NULL,
@@ -87,10 +89,10 @@ pub(crate) fn record(
     if records.is_empty() {
         return Ok(());
     }
-    let hlcs = next_hlcs(hlc as u64, records.iter().map(|c| c.created_at_ms));
+    let (hlcs, head_hlc) = next_hlcs(hlc as u64, records.iter().map(|c| c.clock));
     let at = now_ms() as i64;
     let mut sql = format!(
-        "INSERT INTO {changes_table} (seq, hlc, journal_id, lsn, table_name, key, row, committed_at) VALUES "
+        "INSERT INTO {changes_table} (seq, hlc, journal_id, lsn, table_name, key, row, committed_at, row_id) VALUES "
     );
     let journal = Cell::Text(journal_id.to_string()).literal();
     for (i, (c, h)) in records.iter().zip(&hlcs).enumerate() {
@@ -102,18 +104,19 @@ pub(crate) fn record(
             None => "NULL".into(),
         };
         sql.push_str(&format!(
-            "({}, {}, {journal}, {}, {}, {}, {row}, {at})",
+            "({}, {}, {journal}, {}, {}, {}, {row}, {at}, {})",
             seq + 1 + i as i64,
             *h as i64,
             c.lsn as i64,
             Cell::Text(c.table.clone()).literal(),
             Cell::Bytes(encode_columns(&c.key)).literal(),
+            Cell::Bytes(c.row_id()).literal(),
         ));
     }
     sql.push_str(&format!(
         "; UPDATE {head_table} SET seq = {}, hlc = {} WHERE id = 1",
         seq + records.len() as i64,
-        *hlcs.last().expect("not empty") as i64
+        head_hlc as i64
     ));
     client
         .batch_execute(&sql)
@@ -121,7 +124,7 @@ pub(crate) fn record(
 }
 
 /// The records of the touched rows, each as it is now: one query per table.
-fn images(
+pub(crate) fn images(
     client: &mut Client,
     catalog: &mut Catalog,
     schema: &str,
@@ -259,7 +262,7 @@ fn table_images(
         out.push(NewChange {
             journal_id,
             lsn: touched.lsn,
-            created_at_ms: touched.created_at_ms,
+            clock: touched.clock,
             table: t.name.clone(),
             key,
             row: rest,

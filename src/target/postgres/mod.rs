@@ -20,6 +20,7 @@ mod apply;
 mod batch;
 mod catalog;
 mod changes;
+mod conflicts;
 mod connect;
 #[cfg(feature = "tls")]
 mod tls;
@@ -36,10 +37,12 @@ use crate::target::changes::{
     CHANGE_HEAD_COLUMNS, CHANGE_HEAD_TABLE, CHANGES_COLUMNS, CHANGES_TABLE, ChangeBuffer,
     ChangePage,
 };
+use crate::target::conflicts::{CONFLICTS_COLUMNS, CONFLICTS_TABLE};
 use crate::target::{
-    Applied, BatchMode, Commit, ConnString, EventDb, PROGRESS_COLUMNS, PROGRESS_TABLE,
-    QuarantineRow, REJECTED_COLUMNS, REJECTED_TABLE, Rejected, RowSink, Settled, Target,
-    TargetOptions, watermark_value,
+    Applied, BatchMode, Commit, ConflictCounts, ConflictRecord, ConflictRows, ConnString,
+    EntryClock, EventDb, NewConflict, PROGRESS_COLUMNS, PROGRESS_TABLE, Probe, QuarantineRow,
+    REJECTED_COLUMNS, REJECTED_TABLE, Rejected, Remote, RowSink, Settled, Target, TargetOptions,
+    watermark_value,
 };
 
 pub use apply::PgApplyContext;
@@ -76,6 +79,7 @@ pub(crate) struct PgTarget {
     rejected: String,
     changes_table: String,
     head_table: String,
+    conflicts_table: String,
     /// The rows the open batch touched, recorded in the change log before it commits.
     changes: ChangeBuffer,
     /// The journal of the open batch.
@@ -117,6 +121,7 @@ impl PgTarget {
             progress: String::new(),
             changes_table: String::new(),
             head_table: String::new(),
+            conflicts_table: String::new(),
             changes: ChangeBuffer::default(),
             journal: Uuid::nil(),
             rejected: String::new(),
@@ -198,6 +203,7 @@ impl PgTarget {
         self.rejected = format!("{q}.{}", quote_ident(REJECTED_TABLE));
         self.changes_table = format!("{q}.{}", quote_ident(CHANGES_TABLE));
         self.head_table = format!("{q}.{}", quote_ident(CHANGE_HEAD_TABLE));
+        self.conflicts_table = format!("{q}.{}", quote_ident(CONFLICTS_TABLE));
         let schema_exists = client
             .query_opt(
                 "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
@@ -330,10 +336,12 @@ impl PgTarget {
         if self.opts.change_log {
             let mut log = columns(client, CHANGES_TABLE)?;
             let mut head = columns(client, CHANGE_HEAD_TABLE)?;
-            if log.is_empty() || head.is_empty() {
+            let mut found = columns(client, CONFLICTS_TABLE)?;
+            if log.is_empty() || head.is_empty() || found.is_empty() {
                 let sql = format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({TABLES_LOCK_KEY}); {} COMMIT",
-                    changes::create_sql(&self.changes_table, &self.head_table)
+                    "BEGIN; SELECT pg_advisory_xact_lock({TABLES_LOCK_KEY}); {} {} COMMIT",
+                    changes::create_sql(&self.changes_table, &self.head_table),
+                    conflicts::create_sql(&self.conflicts_table)
                 );
                 if let Err(e) = client.batch_execute(&sql) {
                     let _ = client.batch_execute("ROLLBACK");
@@ -341,9 +349,11 @@ impl PgTarget {
                 }
                 log = columns(client, CHANGES_TABLE)?;
                 head = columns(client, CHANGE_HEAD_TABLE)?;
+                found = columns(client, CONFLICTS_TABLE)?;
             }
             checks.push((CHANGES_TABLE, &CHANGES_COLUMNS[..], log));
             checks.push((CHANGE_HEAD_TABLE, &CHANGE_HEAD_COLUMNS[..], head));
+            checks.push((CONFLICTS_TABLE, &CONFLICTS_COLUMNS[..], found));
         }
         for (table, want, found) in checks {
             let missing: Vec<&str> = want
@@ -680,9 +690,9 @@ impl Target for PgTarget {
         }
     }
 
-    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, created_at_ms: u64) {
+    fn touch(&mut self, table: &str, key: &Columns, lsn: Lsn, clock: EntryClock) {
         if self.opts.change_log {
-            self.changes.touch(table, key, lsn, created_at_ms);
+            self.changes.touch(table, key, lsn, clock);
         }
     }
 
@@ -845,6 +855,131 @@ impl Target for PgTarget {
         let r = self.client()?.execute(&sql, &[&id, &lsn, &reason, &at]);
         r.map(|_| ())
             .map_err(|e| self.err("record the new refusal", e))
+    }
+
+    fn find_conflicts(&mut self, journal: Uuid, probes: &[Probe]) -> Result<Vec<Option<Remote>>> {
+        if !self.opts.change_log || probes.is_empty() {
+            return Ok(vec![None; probes.len()]);
+        }
+        self.send_pending("look for conflicts")?;
+        if self.redo.is_some() {
+            return Ok(vec![None; probes.len()]);
+        }
+        let tables = (self.changes_table.clone(), self.head_table.clone());
+        let r = conflicts::find(self.client()?, (&tables.0, &tables.1), journal, probes);
+        r.or_else(|e| {
+            let err = self.err("look for conflicts", e);
+            self.failed(err).map(|()| vec![None; probes.len()])
+        })
+    }
+
+    fn conflict_rows(&mut self, table: &str, key: &Columns, base_seq: u64) -> Result<ConflictRows> {
+        self.send_pending("read a conflict's rows")?;
+        if self.redo.is_some() {
+            return Ok(ConflictRows::default());
+        }
+        let name = self.name().to_string();
+        let Some(client) = self.client.as_mut() else {
+            return Err(self.err_no_connection());
+        };
+        let r = conflicts::rows(
+            client,
+            &mut self.catalog,
+            (&self.schema, &self.changes_table),
+            table,
+            key,
+            base_seq,
+        );
+        match r {
+            Ok(rows) => Ok(rows),
+            Err(ApplyError::Server(e)) => {
+                self.failed(pg_error(&name, "read a conflict's rows", e.into_inner()))?;
+                Ok(ConflictRows::default())
+            }
+            Err(e) => {
+                self.aborted = true;
+                Err(Error::Target(TargetError::Server {
+                    target: name,
+                    message: format!("read a conflict's rows: {e}"),
+                    sqlstate: None,
+                    transient: matches!(e, ApplyError::Transient(_)),
+                    source: None,
+                }))
+            }
+        }
+    }
+
+    fn record_conflict(&mut self, c: &NewConflict<'_>) -> Result<()> {
+        self.send_pending("record a conflict")?;
+        if self.redo.is_some() {
+            return Ok(());
+        }
+        let table = self.conflicts_table.clone();
+        let r = conflicts::record(self.client()?, &table, c);
+        r.or_else(|e| {
+            let err = self.err("record a conflict", e);
+            self.failed(err)
+        })
+    }
+
+    fn conflicts(&mut self, journal: Option<Uuid>, limit: usize) -> Result<Vec<ConflictRecord>> {
+        Target::connect(self)?;
+        let table = self.conflicts_table.clone();
+        let path = std::path::PathBuf::from(self.name());
+        let client = self.client()?;
+        let r = conflicts::exists(client, &table).and_then(|e| {
+            if e {
+                conflicts::list(client, &table, journal, limit)
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        let raws = r.map_err(|e| self.err("list conflicts", e))?;
+        raws.into_iter().map(|r| r.check(&path)).collect()
+    }
+
+    fn conflict(&mut self, id: u64) -> Result<Option<ConflictRecord>> {
+        Target::connect(self)?;
+        let table = self.conflicts_table.clone();
+        let path = std::path::PathBuf::from(self.name());
+        let client = self.client()?;
+        let r = conflicts::exists(client, &table).and_then(|e| {
+            if e {
+                conflicts::get(client, &table, id)
+            } else {
+                Ok(None)
+            }
+        });
+        let raw = r.map_err(|e| self.err("read a conflict", e))?;
+        raw.map(|r| r.check(&path)).transpose()
+    }
+
+    fn conflict_counts(&mut self, journal: Uuid) -> Result<ConflictCounts> {
+        Target::connect(self)?;
+        let table = self.conflicts_table.clone();
+        let client = self.client()?;
+        let r = conflicts::exists(client, &table).and_then(|e| {
+            if e {
+                conflicts::counts(client, &table, journal)
+            } else {
+                Ok(ConflictCounts::default())
+            }
+        });
+        r.map_err(|e| self.err("count conflicts", e))
+    }
+
+    fn settle_conflicts(&mut self, journal: Uuid, lsn: Lsn, resolution: &str) -> Result<u64> {
+        Target::connect(self)?;
+        let table = self.conflicts_table.clone();
+        let client = self.client()?;
+        let r = conflicts::exists(client, &table).and_then(|e| {
+            if e {
+                conflicts::settle(client, &table, journal, lsn, resolution)
+            } else {
+                Ok(0)
+            }
+        });
+        r.map_err(|e| self.err("settle conflicts", e))
     }
 
     fn quarantine_count(&mut self, journal: Uuid) -> Result<u64> {
