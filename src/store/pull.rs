@@ -314,6 +314,12 @@ impl<E: JournalEvent> Inner<E> {
             let seq = c.seq;
             // The store's clock passes every change it sees (`sync-protocol.md` §4.1).
             w.hlc_last = w.hlc_last.max(c.hlc);
+            if c.superseded {
+                // An own record a later record of the row replaces: the cache has the row as
+                // this journal left it, at least as new (§3.2).
+                last = seq;
+                continue;
+            }
             let m = match c.row {
                 Some(values) => Mutation::Upsert {
                     table: c.table,

@@ -64,6 +64,11 @@ pub struct Change {
     pub row: Option<Columns>,
     /// When the batch committed (the replayer's clock, Unix milliseconds).
     pub committed_at_ms: u64,
+    /// The record is the pulling journal's own, and a later record of the same row is in the
+    /// log (read in the same snapshot): the pull skips it, since the later one carries the
+    /// row's newer image and applying this one would show an older state of a row the cache
+    /// already has newer (`sync-protocol.md` §3.2).
+    pub superseded: bool,
 }
 
 /// A page of the change log read in one snapshot of the target.
@@ -262,6 +267,7 @@ pub(crate) struct RawChange {
     pub key: Vec<u8>,
     pub row: Option<Vec<u8>>,
     pub committed_at: i64,
+    pub superseded: bool,
 }
 
 impl RawChange {
@@ -296,6 +302,7 @@ impl RawChange {
             key,
             row,
             committed_at_ms: self.committed_at.max(0) as u64,
+            superseded: self.superseded,
         })
     }
 }

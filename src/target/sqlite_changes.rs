@@ -136,12 +136,18 @@ fn read_in_snapshot(
     let (head_seq, floor_seq) = head.unwrap_or((0, 0));
     let mut stmt = conn
         .prepare_cached(
-            "SELECT seq, hlc, journal_id, lsn, table_name, key, row, committed_at
-             FROM syncjournal_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, hlc, journal_id, lsn, table_name, key, row, committed_at,
+                 journal_id = ?3 AND EXISTS (SELECT 1 FROM syncjournal_changes l
+                                             WHERE l.row_id = c.row_id AND l.seq > c.seq)
+             FROM syncjournal_changes c WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )
         .map_err(te)?;
     let mut rows = stmt
-        .query((after.min(i64::MAX as u64) as i64, limit as i64))
+        .query((
+            after.min(i64::MAX as u64) as i64,
+            limit as i64,
+            journal.to_string(),
+        ))
         .map_err(te)?;
     let mut raws = Vec::new();
     while let Some(r) = rows.next().map_err(te)? {
@@ -154,6 +160,7 @@ fn read_in_snapshot(
             key: r.get(5).map_err(te)?,
             row: r.get(6).map_err(te)?,
             committed_at: r.get(7).map_err(te)?,
+            superseded: r.get(8).map_err(te)?,
         });
     }
     page_of(path, watermark, (head_seq, floor_seq), raws)

@@ -351,3 +351,47 @@ fn a_reseed_builds_the_cache_from_the_target_and_keeps_the_local_entries_not_on_
         });
     }
 }
+
+#[test]
+fn an_own_record_a_later_one_supersedes_never_brings_back_an_older_row() {
+    for kind in TargetKind::all() {
+        with_timeout(120, move || {
+            let m = Machines::new(kind, 1);
+            let s = m.open(0);
+            let synced = |s: &syncjournal::Store| {
+                let r = s.sync_now();
+                assert!(r.error.is_none(), "{kind}: {:?}", r.error);
+            };
+            // Three batches: host 1 (seq 1), host 2 (seq 2), host 1 deleted (seq 3).
+            s.apply(&host(1)).unwrap();
+            synced(&s);
+            s.apply(&host(2)).unwrap();
+            synced(&s);
+            s.apply(&ChangeSet::new().delete("hosts", [("id", 1)]))
+                .unwrap();
+            synced(&s);
+            // Host 2 changed locally and not replayed: the pull stops at its record (seq 2),
+            // after seq 1, whose image of host 1 is older than the cache's (deleted).
+            s.apply(&ChangeSet::new().update("hosts", [("id", 2)], [("os", "bsd")]))
+                .unwrap();
+            let p = s.pull_now();
+            assert!(p.error.is_none(), "{kind}: {:?}", p.error);
+            assert_eq!(p.held_back.as_ref().map(|h| h.seq), Some(2), "{kind}");
+            assert_eq!(
+                p.cursor_seq, 1,
+                "{kind}: the cursor passes the superseded record"
+            );
+            let ids: Vec<i64> = s
+                .read(|c| {
+                    c.prepare("SELECT id FROM hosts ORDER BY id")?
+                        .query_map([], |r| r.get(0))?
+                        .collect()
+                })
+                .unwrap();
+            assert_eq!(ids, [2], "{kind}: host 1 stays deleted in the cache");
+            synced(&s);
+            quiesce(std::slice::from_ref(&s));
+            assert_eq!(cache_rows(&s), m.target_rows(), "{kind}");
+        });
+    }
+}

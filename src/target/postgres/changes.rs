@@ -353,10 +353,16 @@ fn read_in_snapshot(
     let (head_seq, floor_seq): (i64, i64) = h.map_or((0, 0), |r| (r.get(0), r.get(1)));
     let rows = client.query(
         &format!(
-            "SELECT seq, hlc, journal_id, lsn, table_name, key, row, committed_at
-             FROM {changes} WHERE seq > $1 ORDER BY seq LIMIT $2"
+            "SELECT seq, hlc, journal_id, lsn, table_name, key, row, committed_at,
+                 journal_id = $3 AND EXISTS (SELECT 1 FROM {changes} l
+                                             WHERE l.row_id = c.row_id AND l.seq > c.seq)
+             FROM {changes} c WHERE seq > $1 ORDER BY seq LIMIT $2"
         ),
-        &[&(after.min(i64::MAX as u64) as i64), &(limit as i64)],
+        &[
+            &(after.min(i64::MAX as u64) as i64),
+            &(limit as i64),
+            &journal.to_string(),
+        ],
     )?;
     let mut raws = Vec::with_capacity(rows.len());
     for r in rows {
@@ -369,6 +375,7 @@ fn read_in_snapshot(
             key: r.try_get(5)?,
             row: r.try_get(6)?,
             committed_at: r.try_get(7)?,
+            superseded: r.try_get(8)?,
         });
     }
     Ok(page_of(path, watermark, (head_seq, floor_seq), raws)?)
