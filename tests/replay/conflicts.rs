@@ -135,7 +135,7 @@ fn concurrent_updates_settle_last_writer_wins_and_are_recorded_and_counted() {
             let all = {
                 let mut r = syncjournal::Replayer::<ChangeSet>::follower(
                     m.journal(0),
-                    &m.target.spec(),
+                    m.target.spec(),
                     m.target.options(),
                     ReplayOptions::new(),
                 )
