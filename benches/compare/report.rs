@@ -230,6 +230,26 @@ fn report_rows() -> Vec<Row> {
             vec![Ratio("raw_pull_upsert_page1000", Some(0.8), "")],
         ),
         row("raw_pull_upsert_page1000", "changes/s", vec![]),
+        row(
+            "sj_replay_detect_on",
+            "entries/s",
+            vec![Ratio(
+                "sj_replay_detect_off",
+                Some(0.7),
+                "conflict detection, no conflicts",
+            )],
+        ),
+        row("sj_replay_detect_off", "entries/s", vec![]),
+        row(
+            "pg_sj_replay_detect_on",
+            "entries/s",
+            vec![Ratio(
+                "pg_sj_replay_detect_off",
+                Some(0.7),
+                "conflict detection, no conflicts",
+            )],
+        ),
+        row("pg_sj_replay_detect_off", "entries/s", vec![]),
         row("naive_replay_1_per_txn", "entries/s", vec![]),
         row(
             "pg_sj_replay_batch1000",

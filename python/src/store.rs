@@ -11,7 +11,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping, PyTuple};
 use syncjournal::{
-    JournalOptions, PersistMode, RejectPolicy, ReplayOptions, StoreOptions, TargetOptions, Value,
+    ConflictPolicies, ConflictPolicy, JournalOptions, PersistMode, RejectPolicy, ReplayOptions,
+    StoreOptions, TargetOptions, Value,
 };
 
 use crate::changes::change_set_from_py;
@@ -55,6 +56,33 @@ fn persist_mode(name: &str, interval_ms: u64) -> PyResult<PersistMode> {
             "persist_mode {other:?}: use \"sync\" (durable before apply returns, the default), \"batched\" or \"buffered\""
         ))),
     }
+}
+
+/// The conflict policies a ``conflicts`` dict names: table → policy (``"*"``: every other
+/// table).
+fn conflict_policies(
+    by_table: std::collections::BTreeMap<String, String>,
+    detect: bool,
+) -> PyResult<ConflictPolicies> {
+    let mut p = ConflictPolicies::new().detect(detect);
+    for (table, name) in by_table {
+        let policy = match name.as_str() {
+            "last_writer_wins" => ConflictPolicy::LastWriterWins,
+            "target_wins" => ConflictPolicy::TargetWins,
+            "reject" => ConflictPolicy::Reject,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "conflict policy {other:?} for table {table:?}: use \"last_writer_wins\" (the default), \"target_wins\" or \"reject\""
+                )));
+            }
+        };
+        p = if table == "*" {
+            p.default_policy(policy)
+        } else {
+            p.table(table, policy)
+        };
+    }
+    Ok(p)
 }
 
 fn reject_policy(name: &str) -> PyResult<RejectPolicy> {
@@ -173,6 +201,8 @@ impl Store {
         persist_mode = "sync",
         persist_interval_ms = 10,
         reject_policy = "stop",
+        conflicts = None,
+        detect_conflicts = true,
         lock_wait_ms = StoreOptions::LOCK_WAIT_MS_DEFAULT,
         stalled_after_ms = 300_000,
         retry_attempts_max = 5,
@@ -192,6 +222,8 @@ impl Store {
         persist_mode: &str,
         persist_interval_ms: u64,
         reject_policy: &str,
+        conflicts: Option<std::collections::BTreeMap<String, String>>,
+        detect_conflicts: bool,
         lock_wait_ms: u64,
         stalled_after_ms: u64,
         retry_attempts_max: u32,
@@ -203,6 +235,7 @@ impl Store {
         let replay = ReplayOptions::new()
             .sync_interval_ms(sync_interval_ms)
             .reject_policy(self::reject_policy(reject_policy)?)
+            .conflicts(conflict_policies(conflicts.unwrap_or_default(), detect_conflicts)?)
             .retry_attempts_max(retry_attempts_max);
         let mut opts = StoreOptions::new()
             .journal(journal)
@@ -338,6 +371,18 @@ impl Store {
             .map_err(|e| to_pyerr(py, &e))?;
         serde_json::to_string(&r)
             .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("reseed: {e}")))
+    }
+
+    /// The conflicts this store's entries met on the target, newest first, at most `limit`, in
+    /// their JSON form (``syncjournal.Store.conflicts`` makes dicts of them).
+    #[pyo3(signature = (limit = 100))]
+    fn conflicts_json(&self, py: Python<'_>, limit: usize) -> PyResult<String> {
+        let store = self.get(py)?;
+        let list = py
+            .detach(move || store.conflicts(limit))
+            .map_err(|e| to_pyerr(py, &e))?;
+        serde_json::to_string(&list)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("conflicts: {e}")))
     }
 
     /// The sync status in its JSON form (``syncjournal.Store.status`` makes a dataclass of it).

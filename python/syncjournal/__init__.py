@@ -21,6 +21,7 @@ The SQLAlchemy integration is :mod:`syncjournal.sqlalchemy` (extra ``syncjournal
 from ._native import CRATE_VERSION, ChangeSet
 from ._store import Store
 from ._types import (
+    ConflictCounts,
     JournalState,
     LostWrites,
     PendingBasis,
@@ -61,6 +62,7 @@ __all__ = [
     "CRATE_VERSION",
     "ChangeSet",
     "Store",
+    "ConflictCounts",
     "JournalState",
     "LostWrites",
     "PendingBasis",

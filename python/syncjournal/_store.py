@@ -39,6 +39,10 @@ class Store(_native.Store):
       every ``persist_interval_ms``; ``"buffered"``. ["sync"]
     * ``reject_policy`` -- what replay does with an entry the target refuses: ``"stop"`` or
       ``"quarantine"``. ["stop"]
+    * ``conflicts`` -- the conflict policy per table (``"*"``: every other table):
+      ``"last_writer_wins"`` (by the stores' hybrid logical clocks; a deleted row stays
+      deleted), ``"target_wins"`` or ``"reject"`` (quarantined for a human). [None: last writer
+      wins everywhere]; ``detect_conflicts`` -- off, entries apply as they are. [True]
     * ``lock_wait_ms`` -- how long to wait for the journal's lock. [10000]
     * ``stalled_after_ms`` -- when pending entries count as stalled. [300000]
 
@@ -82,6 +86,14 @@ class Store(_native.Store):
         cache), ``head_seq`` and ``read_at_ms`` (the change log as last read), ``behind``,
         ``held_back``, ``needs_reseed``, ``last_error``."""
         return json.loads(self.pull_status_json())
+
+    def conflicts(self, limit: int = 100) -> List[Dict[str, Any]]:
+        """The conflicts this machine's entries met on the target, newest first: each a dict
+        with ``id``, ``kind`` (``"update/update"``, ``"update/delete"``, ``"delete/update"``,
+        ``"insert/insert"``, ...), ``table``, ``key``, ``local_row``, ``base_row``,
+        ``target_row``, ``remote_journal_id``, ``resolution`` (``"local"``, ``"target"``,
+        ``"rejected"``, ...), ``pending`` and the clocks. ``status().conflicts`` counts them."""
+        return json.loads(self.conflicts_json(limit))
 
     def reseed(self) -> Dict[str, Any]:
         """Rebuilds the cache from one snapshot of the target, keeping this machine's

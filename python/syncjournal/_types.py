@@ -100,6 +100,16 @@ class LostWrites:
 
 
 @dataclass(frozen=True)
+class ConflictCounts:
+    """Conflicts this journal's entries met on the target (as last seen)."""
+
+    #: Settled by policy, resolver or by hand.
+    resolved: int = 0
+    #: Whose entry waits in quarantine for a human decision.
+    pending: int = 0
+
+
+@dataclass(frozen=True)
 class SyncStatus:
     """The sync status, measured against the target: the same fields as the crate's
     ``SyncStatus``, times as ``datetime`` (a field ``x_ms`` there is ``x`` or ``x_at`` here)."""
@@ -127,6 +137,8 @@ class SyncStatus:
     last_error: Optional[SyncError]
     #: Entries quarantined on the target (as last seen).
     quarantined: int
+    #: Conflicts met on the target: resolved, and pending a human decision.
+    conflicts: ConflictCounts
     #: Since when the head of the queue has not moved while entries are pending.
     stalled_since: Optional[_dt.datetime]
     #: Since when sync attempts have been failing, until a success.
@@ -162,6 +174,7 @@ class SyncStatus:
         for old, new in times.items():
             d[new] = _time(d.pop(old))
         d["journal_id"] = uuid.UUID(d["journal_id"])
+        d["conflicts"] = ConflictCounts(**d.get("conflicts", {}))
         d["pending_basis"] = PendingBasis(d["pending_basis"])
         d["state"] = SyncState[d["state"]]
         if d["last_error"] is not None:

@@ -77,3 +77,38 @@ def test_reseed_builds_the_cache_from_the_target(paths):
         r = b.reseed()
         assert r["rows"] == 2 and r["local_reapplied"] == 1 and r["local_refused"] == 0
         assert hosts(b) == [(1, "web", "mine"), (9, "old", None)]
+
+
+def test_concurrent_edits_are_conflicts_settled_by_policy_and_counted(paths):
+    import time
+
+    with machine(paths, "a") as a, machine(paths, "b", conflicts={"hosts": "reject"}) as b:
+        a.apply(sj.ChangeSet().upsert("hosts", {"id": 1}, {"name": "web"}))
+        assert a.sync_now().ok
+        assert b.pull_now()["applied"] == 1
+        # Both edit host 1 without seeing the other's edit; a reaches the target first.
+        a.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "debian"}))
+        time.sleep(0.003)
+        lsn = b.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "arch"}))
+        assert a.sync_now().ok
+        r = b.sync_now()
+        assert r.ok and r.quarantined == 1
+        st = b.status()
+        assert st.conflicts == sj.ConflictCounts(resolved=0, pending=1)
+        [c] = b.conflicts()
+        assert c["kind"] == "update/update" and c["resolution"] == "rejected" and c["pending"]
+        assert c["lsn"] == lsn and c["table"] == "hosts"
+        assert b.quarantined()[0].lsn == lsn
+        b.retry_quarantined(lsn)
+        assert b.status().conflicts == sj.ConflictCounts(resolved=1, pending=0)
+        assert b.conflicts()[0]["resolution"] == "retried"
+        assert a.status().conflicts == sj.ConflictCounts()
+        with sqlite3.connect(paths.target) as t:
+            assert t.execute("SELECT os FROM hosts WHERE id = 1").fetchall() == [("arch",)]
+
+
+def test_an_unknown_conflict_policy_is_refused_naming_it(paths):
+    import pytest
+
+    with pytest.raises(ValueError, match="bogus"):
+        machine(paths, "a", conflicts={"hosts": "bogus"})

@@ -190,6 +190,20 @@ fn text(out: &mut dyn Write, st: &OfflineStatus, verdict: &str) -> std::io::Resu
         )?;
     }
     row(out, "quarantined", s.quarantined.to_string())?;
+    row(
+        out,
+        "conflicts",
+        format!(
+            "{} resolved, {} pending a decision{}",
+            s.conflicts.resolved,
+            s.conflicts.pending,
+            if s.conflicts.resolved + s.conflicts.pending > 0 {
+                " (`syncjournal conflicts list`)"
+            } else {
+                ""
+            }
+        ),
+    )?;
     match &s.last_error {
         Some(e) => {
             row(
@@ -300,6 +314,18 @@ fn prometheus(out: &mut dyn Write, st: &OfflineStatus, code: u8) -> std::io::Res
         "gauge",
         "Entries the target refused and that are quarantined.",
         Some(s.quarantined as f64),
+    )?;
+    metric(
+        "conflicts_resolved",
+        "gauge",
+        "Conflicts this journal's entries met on the target, settled.",
+        Some(s.conflicts.resolved as f64),
+    )?;
+    metric(
+        "conflicts_pending",
+        "gauge",
+        "Conflicts whose entry waits in quarantine for a human decision.",
+        Some(s.conflicts.pending as f64),
     )?;
     metric(
         "target_behind_entries",

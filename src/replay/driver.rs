@@ -29,7 +29,7 @@ use crate::event::{JournalEvent, decode_stamped_event};
 use crate::format::{KIND_GAP, Lsn};
 use crate::journal::Journal;
 use crate::journal::ack::now_ms;
-use crate::mutation::ChangeSet;
+use crate::mutation::{ChangeSet, Columns};
 use crate::replay::observer::Observer;
 use crate::replay::options::{RejectPolicy, ReplayOptions};
 use crate::replay::report::{SyncProgress, SyncReport};
@@ -38,6 +38,7 @@ use crate::replay::source::{Source, SourceReader};
 use crate::replay::state::ReplayState;
 use crate::replay::status::PendingBasis;
 use crate::replay::watch::Watch;
+use crate::target::changes::row_identity;
 use crate::target::{
     Applied, BatchMode, Commit, EntryClock, EventDb, Rejected, Settled, Target, TargetOptions,
     TargetSpec,
@@ -651,13 +652,15 @@ impl<E: JournalEvent> Replayer<E> {
                 Ok((_, _, Some(s))) => Some(*s),
                 _ => None,
             };
-            let touch = |target: &mut Box<dyn Target>| {
+            // `kept`: the rows the entry did not write (their records keep the value's clock).
+            let touch = |target: &mut Box<dyn Target>, kept: &dyn Fn(&str, &Columns) -> bool| {
                 if let Ok((created_at_ms, event, stamp)) = &decoded {
-                    let clock = EntryClock {
-                        created_at_ms: *created_at_ms,
-                        hlc: stamp.map(|s| s.hlc),
-                    };
                     for (table, key) in event.touched_rows() {
+                        let clock = EntryClock {
+                            created_at_ms: *created_at_ms,
+                            hlc: stamp.map(|s| s.hlc),
+                            inherit: kept(table, key),
+                        };
                         target.touch(table, key, lsn, clock);
                     }
                 }
@@ -665,7 +668,10 @@ impl<E: JournalEvent> Replayer<E> {
             match applied {
                 Applied::Done => {
                     target.release()?;
-                    touch(target);
+                    let dropped = settle::dropped_rows(&planned);
+                    touch(target, &|t, k| {
+                        !dropped.is_empty() && dropped.contains(&row_identity(t, k))
+                    });
                     if let Some(stamp) = stamp
                         && !planned.is_empty()
                     {
@@ -711,7 +717,7 @@ impl<E: JournalEvent> Replayer<E> {
                             reason: &reason,
                         },
                     )?;
-                    touch(target);
+                    touch(target, &|_, _| true);
                     if let Some(stamp) = stamp
                         && !planned.is_empty()
                     {

@@ -88,6 +88,7 @@ impl<E: JournalEvent> Replayer<E> {
                     let clock = EntryClock {
                         created_at_ms,
                         hlc: stamp.map(|s| s.hlc),
+                        inherit: false,
                     };
                     let applied = target.apply(lsn, &mut |db| match db {
                         EventDb::Sqlite(ctx) => ev.apply(ctx),

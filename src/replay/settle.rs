@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::event::{JournalEvent, Stamp, decode_stamped_event};
+use crate::event::{JournalEvent, STAMP_BYTES, STAMP_TAG, Stamp, decode_stamped_event};
 use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::mutation::{Columns, Mutation};
 use crate::replay::conflict::{Conflict, ConflictKind, ConflictPolicies, Settle, decide, rewrite};
 use crate::replay::source::SourceReader;
-use crate::target::changes::row_identity;
+use crate::target::changes::{row_hash, row_identity};
 use crate::target::{ConflictRows, NewConflict, Probe, Remote, Target};
 
 /// A row of an entry that another journal changed after the entry's base.
@@ -67,6 +67,11 @@ pub(crate) fn probe_batch<E: JournalEvent>(
         if rec.kind != E::KIND {
             break;
         }
+        // Only a payload that can end in a stamp is decoded here (`journal-format.md` §5.2).
+        let n = rec.payload.len();
+        if n < STAMP_BYTES || rec.payload[n - STAMP_BYTES] != STAMP_TAG {
+            continue;
+        }
         let Ok((_, event, Some(stamp))) = decode_stamped_event::<E>(rec.payload) else {
             continue;
         };
@@ -79,8 +84,9 @@ pub(crate) fn probe_batch<E: JournalEvent>(
     }
     let probes: Vec<Probe> = owned
         .iter()
-        .map(|(_, row_id, base_seq)| Probe {
-            row_id: row_id.clone(),
+        .map(|(_, identity, base_seq)| Probe {
+            row_id: row_hash(identity),
+            identity: identity.clone(),
             base_seq: *base_seq,
         })
         .collect();
@@ -102,7 +108,8 @@ pub(crate) enum Plan<E> {
     AsIs,
     /// Applied as rewritten.
     Apply(E),
-    /// Not applied: the target's rows win for every row it writes (an application event).
+    /// Not applied: the target's rows win for every row it writes (an application event
+    /// whose every row is in conflict, each settled for the target).
     Skip,
     /// Refused: quarantined with its conflicts pending a human decision.
     Refuse(String),
@@ -110,6 +117,7 @@ pub(crate) enum Plan<E> {
 
 /// A conflict to record once the entry's outcome is known.
 pub(crate) struct Planned {
+    row_id: Vec<u8>,
     table: String,
     key: Columns,
     kind: ConflictKind,
@@ -176,6 +184,7 @@ pub(crate) fn plan<E: JournalEvent>(
             settled.push((hit.row_id.clone(), s));
         }
         planned.push(Planned {
+            row_id: hit.row_id.clone(),
             table: table.to_owned(),
             key: key.clone(),
             kind,
@@ -200,7 +209,13 @@ pub(crate) fn plan<E: JournalEvent>(
                 Plan::Refuse("conflict: the event type cannot hold the rewritten change set".into())
             }
         }
-    } else if settled.iter().all(|(_, s)| *s == Settle::Drop) {
+    } else if settled.iter().all(|(_, s)| *s == Settle::Drop) && {
+        // Skipped only if that drops nothing else: every row it writes is one of them.
+        let mut ids: Vec<Vec<u8>> = touched.iter().map(|(t, k)| row_identity(t, k)).collect();
+        ids.sort();
+        ids.dedup();
+        ids.len() == settled.len()
+    } {
         Plan::Skip
     } else {
         Plan::Refuse(
@@ -211,6 +226,15 @@ pub(crate) fn plan<E: JournalEvent>(
         reject(&mut planned);
     }
     Ok((plan, planned))
+}
+
+/// The rows whose local change the plan drops (the target's row stays).
+pub(crate) fn dropped_rows(planned: &[Planned]) -> Vec<Vec<u8>> {
+    planned
+        .iter()
+        .filter(|p| p.resolution == Settle::Drop.resolution())
+        .map(|p| p.row_id.clone())
+        .collect()
 }
 
 /// Marks every planned conflict rejected (the entry is quarantined: a human decides).

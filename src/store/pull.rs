@@ -299,6 +299,13 @@ impl<E: JournalEvent> Inner<E> {
         let mut held = None;
         let w = &mut *w;
         for c in page.changes {
+            if c.superseded {
+                // An own record a later record of the row replaces: the cache has the row as
+                // this journal left it, at least as new (§3.2). Passed, held back or not.
+                w.hlc_last = w.hlc_last.max(c.hlc);
+                last = c.seq;
+                continue;
+            }
             if let Some(local_lsn) = pending.lookup(&c) {
                 if let Pending::All(why) = &pending {
                     tracing::debug!(%why, "remote changes wait for the local ones");
@@ -314,12 +321,6 @@ impl<E: JournalEvent> Inner<E> {
             let seq = c.seq;
             // The store's clock passes every change it sees (`sync-protocol.md` §4.1).
             w.hlc_last = w.hlc_last.max(c.hlc);
-            if c.superseded {
-                // An own record a later record of the row replaces: the cache has the row as
-                // this journal left it, at least as new (§3.2).
-                last = seq;
-                continue;
-            }
             let m = match c.row {
                 Some(values) => Mutation::Upsert {
                     table: c.table,

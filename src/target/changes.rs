@@ -93,6 +93,11 @@ pub(crate) struct EntryClock {
     pub created_at_ms: u64,
     /// The origin store's HLC value for the entry (its stamp), if it has one.
     pub hlc: Option<u64>,
+    /// The entry did not write the row: its change to it was dropped by a conflict's
+    /// resolution, or the entry was quarantined. The record then takes the HLC of the row's
+    /// latest record (0 if it has none): the timestamp of the value it holds, not this
+    /// entry's (`sync-protocol.md` §2.4).
+    pub inherit: bool,
 }
 
 /// A row an entry touched, to record at the end of the batch.
@@ -116,10 +121,24 @@ pub(crate) struct NewChange {
 }
 
 impl NewChange {
-    /// The record's `row_id`: the row's identity ([`row_identity`]).
-    pub(crate) fn row_id(&self) -> Vec<u8> {
-        row_identity(&self.table, &self.key)
+    /// The record's `row_id` ([`row_hash`] of its identity).
+    pub(crate) fn row_id(&self) -> i64 {
+        row_hash(&row_identity(&self.table, &self.key))
     }
+}
+
+/// A row's `row_id` in the change log: the 64-bit FNV-1a hash of its [`row_identity`], as a
+/// signed integer (`sync-protocol.md` §2.2). Lookups by it compare the identity too: two
+/// rows with one hash are told apart.
+pub(crate) fn row_hash(identity: &[u8]) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for &b in identity {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h as i64
 }
 
 /// The rows a batch touched, in the order last touched, once each (a row touched twice is
@@ -147,6 +166,9 @@ impl ChangeBuffer {
             clock,
         };
         match self.index.get(&id) {
+            // A row an earlier entry of the batch wrote keeps that entry's clock when a later
+            // one only touches it without writing.
+            Some(&i) if clock.inherit && !self.rows[i].clock.inherit => self.rows[i].lsn = lsn,
             Some(&i) => self.rows[i] = t,
             None => {
                 self.index.insert(id, self.rows.len());
@@ -234,8 +256,9 @@ pub(crate) fn decode_columns(bytes: &[u8]) -> Result<Columns, String> {
 }
 
 /// The HLC values of new records after `last` (the head's), and the head's new value: a
-/// record of a stamped entry takes the stamp's value; any other the larger of its creation
-/// time (`ms << 16`) and the value before it plus one. The head keeps the largest.
+/// record of a stamped entry takes the stamp's value (an inheriting record, the row's last
+/// value, which the writer resolved into `hlc`); any other the larger of its creation time
+/// (`ms << 16`) and the value before it plus one. The head keeps the largest.
 pub(crate) fn next_hlcs(last: u64, clocks: impl Iterator<Item = EntryClock>) -> (Vec<u64>, u64) {
     let mut prev = last;
     let mut head = last;
@@ -357,12 +380,22 @@ mod tests {
         let c = |ms| EntryClock {
             created_at_ms: ms,
             hlc: None,
+            inherit: false,
         };
         b.touch("hosts", &k(1), 5, c(10));
         b.touch("certs", &k(1), 6, c(11));
         b.touch("HOSTS", &vec![("ID".into(), Value::Real(1.0))], 7, c(12));
         let rows: Vec<(&str, Lsn)> = b.rows().iter().map(|t| (t.table.as_str(), t.lsn)).collect();
         assert_eq!(rows, [("HOSTS", 7), ("certs", 6)]);
+        // An entry that only touches a row an earlier one wrote keeps the writer's clock.
+        let inherits = EntryClock {
+            created_at_ms: 99,
+            hlc: None,
+            inherit: true,
+        };
+        b.touch("certs", &k(1), 8, inherits);
+        let certs = &b.rows()[1];
+        assert_eq!((certs.lsn, certs.clock), (8, c(11)));
         b.clear();
         assert!(b.is_empty());
     }
@@ -394,6 +427,21 @@ mod tests {
     }
 
     #[test]
+    fn row_ids_are_the_hash_sync_protocol_md_states() {
+        assert_eq!(row_hash(b""), 0xcbf2_9ce4_8422_2325_u64 as i64);
+        assert_eq!(row_hash(b"a"), 0xaf63_dc4c_8601_ec8c_u64 as i64);
+        let id = row_hash(&row_identity(
+            "Hosts",
+            &vec![("ID".into(), Value::Integer(1))],
+        ));
+        let doc = include_str!("../../sync-protocol.md");
+        assert!(
+            doc.contains(&format!("`row_id` {id}")),
+            "sync-protocol.md states the row_id of hosts id=1: {id}"
+        );
+    }
+
+    #[test]
     fn columns_round_trip_and_garbage_is_an_error() {
         let cols: Columns = vec![
             ("id".into(), Value::Integer(-4)),
@@ -414,6 +462,7 @@ mod tests {
         let at = |ms: u64| EntryClock {
             created_at_ms: ms,
             hlc: None,
+            inherit: false,
         };
         let (h, head) = next_hlcs(0, [at(5), at(5), at(3), at(9)].into_iter());
         assert_eq!(h, [5 << 16, (5 << 16) + 1, (5 << 16) + 2, 9 << 16]);
@@ -427,10 +476,12 @@ mod tests {
         let stamped = |h: u64| EntryClock {
             created_at_ms: 1,
             hlc: Some(h),
+            inherit: false,
         };
         let plain = EntryClock {
             created_at_ms: 1,
             hlc: None,
+            inherit: false,
         };
         let (h, head) = next_hlcs(
             100,

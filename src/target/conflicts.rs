@@ -44,9 +44,17 @@ pub(crate) const CONFLICTS_COLUMNS: [&str; 20] = [
 #[derive(Debug, Clone)]
 pub(crate) struct Probe {
     /// The row's identity ([`row_identity`](crate::target::changes::row_identity)).
-    pub row_id: Vec<u8>,
+    pub identity: Vec<u8>,
+    /// Its `row_id` ([`row_hash`](crate::target::changes::row_hash)).
+    pub row_id: i64,
     /// The entry's base: records up to it were in the cache when the entry was made.
     pub base_seq: u64,
+}
+
+/// A change-log record found by `row_id`: its row's identity is checked before it counts (two
+/// rows may share a hash).
+pub(crate) fn same_row(identity: &[u8], table: &str, key: &[u8]) -> bool {
+    decode_columns(key).is_ok_and(|k| crate::target::changes::row_identity(table, &k) == identity)
 }
 
 /// The latest change-log record of a row made by another journal after a probe's base.

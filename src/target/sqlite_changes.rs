@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS syncjournal_changes (
     key BLOB NOT NULL,
     row BLOB,
     committed_at INTEGER NOT NULL,
-    row_id BLOB NOT NULL
+    row_id INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS syncjournal_changes_row ON syncjournal_changes (row_id, seq);
 CREATE TABLE IF NOT EXISTS syncjournal_change_head (
@@ -73,7 +73,23 @@ pub(crate) fn write(conn: &Connection, changes: &[NewChange]) -> rusqlite::Resul
     let (seq, hlc): (i64, i64) = conn
         .prepare_cached("SELECT seq, hlc FROM syncjournal_change_head WHERE id = 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let (hlcs, head_hlc) = next_hlcs(hlc as u64, changes.iter().map(|c| c.clock));
+    // A record that inherits takes the HLC of the row's latest record (0 if none).
+    let mut clocks = Vec::with_capacity(changes.len());
+    for c in changes {
+        let mut clock = c.clock;
+        if clock.inherit {
+            let last: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT hlc FROM syncjournal_changes
+                     WHERE row_id = ?1 AND table_name = ?2 AND key = ?3 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row((c.row_id(), &c.table, encode_columns(&c.key)), |r| r.get(0))
+                .optional()?;
+            clock.hlc = Some(last.map_or(0, |h| h.max(0) as u64));
+        }
+        clocks.push(clock);
+    }
+    let (hlcs, head_hlc) = next_hlcs(hlc as u64, clocks.into_iter());
     let at = now_ms() as i64;
     let mut ins = conn.prepare_cached(
         "INSERT INTO syncjournal_changes
@@ -137,8 +153,10 @@ fn read_in_snapshot(
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, hlc, journal_id, lsn, table_name, key, row, committed_at,
-                 journal_id = ?3 AND EXISTS (SELECT 1 FROM syncjournal_changes l
-                                             WHERE l.row_id = c.row_id AND l.seq > c.seq)
+                 CASE WHEN journal_id = ?3 THEN EXISTS (
+                     SELECT 1 FROM syncjournal_changes l
+                     WHERE l.row_id = c.row_id AND l.seq > c.seq
+                       AND l.table_name = c.table_name AND l.key = c.key) ELSE 0 END
              FROM syncjournal_changes c WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )
         .map_err(te)?;

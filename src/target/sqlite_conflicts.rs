@@ -11,10 +11,10 @@ use crate::apply::{ApplyError, RowImage, SchemaCache, row_image};
 use crate::error::Result;
 use crate::format::Lsn;
 use crate::mutation::Columns;
-use crate::target::changes::{decode_columns, row_identity};
+use crate::target::changes::{decode_columns, row_hash, row_identity};
 use crate::target::conflicts::{
     ConflictCounts, ConflictRecord, ConflictRows, NewConflict, Probe, RawConflict, Remote,
-    SELECT_CONFLICT,
+    SELECT_CONFLICT, same_row,
 };
 use crate::target::sqlite::target_error;
 
@@ -55,32 +55,32 @@ pub(crate) fn find(
     probes: &[Probe],
 ) -> rusqlite::Result<Vec<Option<Remote>>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, hlc, journal_id FROM syncjournal_changes
-         WHERE row_id = ?1 AND seq > ?2 AND journal_id <> ?3 ORDER BY seq DESC LIMIT 1",
+        "SELECT seq, hlc, journal_id, table_name, key FROM syncjournal_changes
+         WHERE row_id = ?1 AND seq > ?2 AND journal_id <> ?3 ORDER BY seq DESC",
     )?;
     let me = journal.to_string();
-    probes
-        .iter()
-        .map(|p| {
-            stmt.query_row((&p.row_id, to_i64(p.base_seq), &me), |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .optional()
-            .map(|found| {
-                found.and_then(|(seq, hlc, j)| {
-                    Some(Remote {
-                        seq: u64::try_from(seq).ok()?,
-                        hlc: u64::try_from(hlc).ok()?,
-                        journal_id: Uuid::parse_str(&j).ok()?,
-                    })
+    let mut out = Vec::with_capacity(probes.len());
+    for p in probes {
+        let mut rows = stmt.query((p.row_id, to_i64(p.base_seq), &me))?;
+        let mut found = None;
+        while let Some(r) = rows.next()? {
+            let (table, key): (String, Vec<u8>) = (r.get(3)?, r.get(4)?);
+            if !same_row(&p.identity, &table, &key) {
+                continue;
+            }
+            let (seq, hlc, j): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            found = (|| {
+                Some(Remote {
+                    seq: u64::try_from(seq).ok()?,
+                    hlc: u64::try_from(hlc).ok()?,
+                    journal_id: Uuid::parse_str(&j).ok()?,
                 })
-            })
-        })
-        .collect()
+            })();
+            break;
+        }
+        out.push(found);
+    }
+    Ok(out)
 }
 
 /// The target's row now and the row as of `base_seq`, in the batch.
@@ -95,17 +95,24 @@ pub(crate) fn rows(
         RowImage::Present { row, .. } => Some(row),
         RowImage::Absent { .. } | RowImage::Unknown => None,
     };
-    let base: Option<Option<Vec<u8>>> = conn
+    let identity = row_identity(table, key);
+    let mut stmt = conn
         .prepare_cached(
-            "SELECT row FROM syncjournal_changes WHERE row_id = ?1 AND seq <= ?2
-             ORDER BY seq DESC LIMIT 1",
+            "SELECT row, table_name, key FROM syncjournal_changes WHERE row_id = ?1 AND seq <= ?2
+             ORDER BY seq DESC",
         )
-        .and_then(|mut s| {
-            s.query_row((row_identity(table, key), to_i64(base_seq)), |r| r.get(0))
-                .optional()
-        })
         .map_err(ApplyError::from)?;
-    let base = base.map(|b| b.and_then(|b| decode_columns(&b).ok()));
+    let mut rows = stmt
+        .query((row_hash(&identity), to_i64(base_seq)))
+        .map_err(ApplyError::from)?;
+    let mut base = None;
+    while let Some(r) = rows.next().map_err(ApplyError::from)? {
+        let (row, t, k): (Option<Vec<u8>>, String, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        if same_row(&identity, &t, &k) {
+            base = Some(row.and_then(|b| decode_columns(&b).ok()));
+            break;
+        }
+    }
     Ok(ConflictRows { current, base })
 }
 

@@ -375,3 +375,39 @@ fn a_change_the_cache_had_pulled_is_no_conflict_and_detection_can_be_off() {
         });
     }
 }
+
+#[test]
+fn a_dropped_change_does_not_lend_its_clock_to_the_value_that_won() {
+    for kind in TargetKind::all() {
+        with_timeout(120, move || {
+            let (m, s) = machines(kind, 3, ConflictPolicies::new());
+            // Edits made in the order 0, 2, 1; replayed in the order 1, 0, 2.
+            s[0].apply(&set_os(1, "zero")).unwrap();
+            tick();
+            s[2].apply(&set_os(1, "two")).unwrap();
+            tick();
+            s[1].apply(&set_os(1, "one")).unwrap();
+            synced(&s[1]);
+            synced(&s[0]);
+            // Machine 0's older edit is dropped; its record holds machine 1's value, with
+            // machine 1's clock. Machine 2's edit is older than that value: it loses too.
+            synced(&s[2]);
+            assert_eq!(host_os(&m, 1), [[Value::from("one")]], "{kind}");
+            for i in [0, 2] {
+                let c = only(s[i].conflicts(10).unwrap());
+                assert_eq!(c.resolution, "target", "{kind}: machine {i}: {c:?}");
+            }
+            let c2 = only(s[2].conflicts(10).unwrap());
+            assert_eq!(
+                c2.remote_journal_id,
+                s[0].status().unwrap().journal_id,
+                "{kind}: the latest record is machine 0's"
+            );
+            assert!(c2.remote_hlc > c2.local_hlc, "{kind}: {c2:?}");
+            quiesce(&s);
+            for st in &s {
+                assert_eq!(cache_rows(st), m.target_rows(), "{kind}");
+            }
+        });
+    }
+}

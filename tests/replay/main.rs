@@ -14,6 +14,7 @@ mod exactly_once_faults;
 mod fault_matrix;
 mod follower;
 mod hostile_store;
+mod model_machines;
 mod model_store;
 mod operator_footguns;
 mod pull;

@@ -264,7 +264,7 @@ fn a_damaged_record_or_a_change_the_cache_cannot_take_stops_the_pull_before_it()
             };
             m.target.execute(&format!(
                 "INSERT INTO syncjournal_changes (seq, hlc, journal_id, lsn, table_name, key, row, committed_at, row_id)
-                 VALUES (2, 1, '00000000-0000-0000-0000-000000000001', 1, 'hosts', {blob}, NULL, 0, {blob})"
+                 VALUES (2, 1, '00000000-0000-0000-0000-000000000001', 1, 'hosts', {blob}, NULL, 0, 0)"
             ));
             let p = s[1].pull_now();
             assert_eq!(p.applied, 1, "{kind}: the record before it is applied");

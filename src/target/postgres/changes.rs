@@ -35,7 +35,7 @@ pub(crate) fn create_sql(changes: &str, head: &str) -> String {
             key BYTEA NOT NULL,
             row BYTEA,
             committed_at BIGINT NOT NULL,
-            row_id BYTEA NOT NULL
+            row_id BIGINT NOT NULL
          );
          CREATE INDEX IF NOT EXISTS syncjournal_changes_row ON {changes} (row_id, seq);
          CREATE TABLE IF NOT EXISTS {head} (
@@ -89,7 +89,16 @@ pub(crate) fn record(
     if records.is_empty() {
         return Ok(());
     }
-    let (hlcs, head_hlc) = next_hlcs(hlc as u64, records.iter().map(|c| c.clock));
+    let inherited = inherited_hlcs(client, changes_table, &records)?;
+    let clocks = records.iter().map(|c| {
+        let mut clock = c.clock;
+        if clock.inherit {
+            let row = (c.table.clone(), encode_columns(&c.key));
+            clock.hlc = Some(inherited.get(&row).copied().unwrap_or(0));
+        }
+        clock
+    });
+    let (hlcs, head_hlc) = next_hlcs(hlc as u64, clocks);
     let at = now_ms() as i64;
     let mut sql = format!(
         "INSERT INTO {changes_table} (seq, hlc, journal_id, lsn, table_name, key, row, committed_at, row_id) VALUES "
@@ -110,7 +119,7 @@ pub(crate) fn record(
             c.lsn as i64,
             Cell::Text(c.table.clone()).literal(),
             Cell::Bytes(encode_columns(&c.key)).literal(),
-            Cell::Bytes(c.row_id()).literal(),
+            c.row_id(),
         ));
     }
     sql.push_str(&format!(
@@ -121,6 +130,42 @@ pub(crate) fn record(
     client
         .batch_execute(&sql)
         .map_err(super::apply::apply_error)
+}
+
+/// The HLC of the latest record of each row whose record inherits it (`EntryClock::inherit`):
+/// one query, only if there is such a row.
+fn inherited_hlcs(
+    client: &mut Client,
+    changes_table: &str,
+    records: &[NewChange],
+) -> std::result::Result<HashMap<(String, Vec<u8>), u64>, ApplyError> {
+    let ids: Vec<i64> = records
+        .iter()
+        .filter(|c| c.clock.inherit)
+        .map(NewChange::row_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT DISTINCT ON (row_id, table_name, key) table_name, key, hlc
+                 FROM {changes_table}
+                 WHERE row_id = ANY($1) ORDER BY row_id, table_name, key, seq DESC"
+            ),
+            &[&ids],
+        )
+        .map_err(super::apply::apply_error)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1)),
+                r.get::<_, i64>(2).max(0) as u64,
+            )
+        })
+        .collect())
 }
 
 /// The records of the touched rows, each as it is now: one query per table.
@@ -355,7 +400,8 @@ fn read_in_snapshot(
         &format!(
             "SELECT seq, hlc, journal_id, lsn, table_name, key, row, committed_at,
                  journal_id = $3 AND EXISTS (SELECT 1 FROM {changes} l
-                                             WHERE l.row_id = c.row_id AND l.seq > c.seq)
+                                             WHERE l.row_id = c.row_id AND l.seq > c.seq
+                                               AND l.table_name = c.table_name AND l.key = c.key)
              FROM {changes} c WHERE seq > $1 ORDER BY seq LIMIT $2"
         ),
         &[

@@ -9,9 +9,10 @@ use uuid::Uuid;
 use crate::apply::ApplyError;
 use crate::format::Lsn;
 use crate::mutation::Columns;
-use crate::target::changes::{ChangeBuffer, EntryClock, decode_columns, row_identity};
+use crate::target::changes::{ChangeBuffer, EntryClock, decode_columns, row_hash, row_identity};
 use crate::target::conflicts::{
     ConflictCounts, ConflictRows, NewConflict, Probe, RawConflict, Remote, SELECT_CONFLICT,
+    same_row,
 };
 
 use super::apply::apply_error;
@@ -62,18 +63,28 @@ pub(crate) fn find(
         &format!("SELECT 1 FROM {head} WHERE id = 1 FOR UPDATE"),
         &[],
     )?;
-    let ids: Vec<&[u8]> = probes.iter().map(|p| p.row_id.as_slice()).collect();
+    let ids: Vec<i64> = probes.iter().map(|p| p.row_id).collect();
     let bases: Vec<i64> = probes.iter().map(|p| to_i64(p.base_seq)).collect();
+    // Every candidate, newest first per probe: the first whose identity matches counts.
     let sql = format!(
-        "SELECT DISTINCT ON (p.i) p.i, c.seq, c.hlc, c.journal_id
-         FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS p(row_id, base, i)
+        "SELECT p.i, c.seq, c.hlc, c.journal_id, c.table_name, c.key
+         FROM unnest($1::int8[], $2::int8[]) WITH ORDINALITY AS p(row_id, base, i)
          JOIN {changes} c ON c.row_id = p.row_id AND c.seq > p.base AND c.journal_id <> $3
          ORDER BY p.i, c.seq DESC"
     );
     let rows = client.query(&sql, &[&ids, &bases, &journal.to_string()])?;
     let mut out = vec![None; probes.len()];
+    let mut decided = vec![false; probes.len()];
     for r in rows {
         let i: i64 = r.get(0);
+        let Some(ix) = usize::try_from(i - 1).ok().filter(|&ix| ix < probes.len()) else {
+            continue;
+        };
+        let (table, key): (String, Vec<u8>) = (r.get(4), r.get(5));
+        if decided[ix] || !same_row(&probes[ix].identity, &table, &key) {
+            continue;
+        }
+        decided[ix] = true;
         let (seq, hlc, j): (i64, i64, String) = (r.get(1), r.get(2), r.get(3));
         let found = (|| {
             Some(Remote {
@@ -82,9 +93,7 @@ pub(crate) fn find(
                 journal_id: Uuid::parse_str(&j).ok()?,
             })
         })();
-        if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| out.get_mut(i)) {
-            *slot = found;
-        }
+        out[ix] = found;
     }
     Ok(out)
 }
@@ -106,20 +115,25 @@ pub(crate) fn rows(
         EntryClock {
             created_at_ms: 0,
             hlc: None,
+            inherit: false,
         },
     );
     let current = super::changes::images(client, catalog, schema, &one, Uuid::nil())?
         .into_iter()
         .next()
         .and_then(|c| c.row);
+    let identity = row_identity(table, key);
     let base = client
-        .query_opt(
+        .query(
             &format!(
-                "SELECT row FROM {changes} WHERE row_id = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1"
+                "SELECT row, table_name, key FROM {changes} WHERE row_id = $1 AND seq <= $2
+                 ORDER BY seq DESC"
             ),
-            &[&row_identity(table, key), &to_i64(base_seq)],
+            &[&row_hash(&identity), &to_i64(base_seq)],
         )
         .map_err(apply_error)?
+        .iter()
+        .find(|r| same_row(&identity, &r.get::<_, String>(1), &r.get::<_, Vec<u8>>(2)))
         .map(|r| {
             r.get::<_, Option<Vec<u8>>>(0)
                 .and_then(|b| decode_columns(&b).ok())
