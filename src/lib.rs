@@ -55,7 +55,7 @@ pub use replay::{
     RejectPolicy, ReplayOptions, Replayer, SyncReport, SyncStatus, TargetJournalMode, TargetOptions,
 };
 pub use store::{HeldBack, PullReport, PullStatus, ReseedReport, Store, StoreOptions};
-pub use target::{ConflictCounts, ConflictRecord, TargetSpec};
+pub use target::{ChangeLogRetention, ConflictCounts, ConflictRecord, PruneReport, TargetSpec};
 
 /// The SQLite binding of the public API (`Store::read`'s connection, `ApplyContext::conn`):
 /// use this one, whatever version your own dependencies pull in.

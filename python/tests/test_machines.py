@@ -82,7 +82,9 @@ def test_reseed_builds_the_cache_from_the_target(paths):
 def test_concurrent_edits_are_conflicts_settled_by_policy_and_counted(paths):
     import time
 
-    with machine(paths, "a") as a, machine(paths, "b", conflicts={"hosts": "reject"}) as b:
+    with machine(paths, "a") as a, machine(
+        paths, "b", conflicts={"hosts": "reject"}, reject_policy="quarantine"
+    ) as b:
         a.apply(sj.ChangeSet().upsert("hosts", {"id": 1}, {"name": "web"}))
         assert a.sync_now().ok
         assert b.pull_now()["applied"] == 1

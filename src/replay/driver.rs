@@ -40,8 +40,8 @@ use crate::replay::status::PendingBasis;
 use crate::replay::watch::Watch;
 use crate::target::changes::row_identity;
 use crate::target::{
-    Applied, BatchMode, Commit, EntryClock, EventDb, Rejected, Settled, Target, TargetOptions,
-    TargetSpec,
+    Applied, BatchMode, ChangeLogRetention, Commit, EntryClock, EventDb, PruneReport, Rejected,
+    Settled, Target, TargetOptions, TargetSpec,
 };
 
 /// Applies journal entries to a target (an SQLite file or a PostgreSQL server) exactly once.
@@ -57,6 +57,9 @@ pub struct Replayer<E: JournalEvent = ChangeSet> {
     acknowledges: bool,
     pub(crate) obs: Observer,
     rng: u64,
+    /// The change log's retention, and when this replayer last pruned it.
+    retention: ChangeLogRetention,
+    last_prune: Option<Instant>,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -146,6 +149,8 @@ impl<E: JournalEvent> Replayer<E> {
         state.target_lsn = None;
         state.target_read_at_ms = None;
         Replayer {
+            retention: target_opts.retention.clone(),
+            last_prune: None,
             target: crate::target::open(&spec, target_opts),
             spec,
             opts,
@@ -291,6 +296,9 @@ impl<E: JournalEvent> Replayer<E> {
                 tracing::info!(error = %e, pending = report.pending, "sync stopped");
                 self.obs.watch.update(|s| s.failed(e));
             }
+        }
+        if report.error.is_none() && report.applied > 0 {
+            self.prune_when_due();
         }
         self.target.idle();
         self.persist();
@@ -735,6 +743,43 @@ impl<E: JournalEvent> Replayer<E> {
             run.entries += 1;
         }
         Ok(run)
+    }
+
+    /// Prunes the change log by the target options' retention if the last pruning is at least
+    /// `prune_interval_ms` old (best effort: a failure is logged and tried again next time).
+    fn prune_when_due(&mut self) {
+        if !self.retention.prunes()
+            || self.last_prune.is_some_and(|t| {
+                t.elapsed() < Duration::from_millis(self.retention.prune_interval_ms)
+            })
+        {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        match self.target.prune_changes(&self.retention) {
+            Ok(r) if r.removed > 0 || r.held_by.is_some() => {
+                tracing::info!(floor = r.floor_seq, removed = r.removed, held_by = ?r.held_by, "change log pruned");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the change log could not be pruned"),
+        }
+    }
+
+    /// Prunes the change log now by the target options' retention
+    /// ([`TargetOptions::change_log_retention`]), whatever the interval, and says what it did.
+    pub fn prune_change_log(&mut self) -> Result<PruneReport> {
+        self.last_prune = Some(Instant::now());
+        let r = self.target.prune_changes(&self.retention);
+        self.target.idle();
+        r
+    }
+
+    /// Records on the target that this journal's cache needs the change log from `seq` on
+    /// (`sync-protocol.md` §2.6).
+    pub(crate) fn report_cursor(&mut self, seq: u64) -> Result<()> {
+        let r = self.target.record_cursor(self.source.id(), seq);
+        self.target.idle();
+        r
     }
 
     /// Reads this journal's conflict counts from the target into the status (best effort: a

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::apply::{ApplyContext, ApplyError};
 use crate::error::{CacheError, Error, Result};
-use crate::event::{JournalEvent, decode_event};
+use crate::event::{JournalEvent, decode_event, decode_stamped_event};
 use crate::format::Lsn;
 use crate::journal::Journal;
 use crate::journal::ack::now_ms;
@@ -80,6 +80,10 @@ pub struct PullStatus {
     pub needs_reseed: bool,
     /// The last pull's error.
     pub last_error: Option<String>,
+    /// What this store last told the target it needs of the change log (its cursor, or the
+    /// base of its oldest entry not on the target if lower: retention keeps the log from
+    /// there, `sync-protocol.md` §2.6). `None`: not told yet since the store opened.
+    pub reported_seq: Option<u64>,
 }
 
 /// What the store remembers of its last pull (in memory: the cursor itself is in the cache).
@@ -90,6 +94,7 @@ pub(crate) struct PullMemory {
     pub held_back: Option<HeldBack>,
     pub needs_reseed: bool,
     pub last_error: Option<String>,
+    pub reported: Option<u64>,
 }
 
 /// Rows changed by journal entries the target does not hold yet.
@@ -195,6 +200,7 @@ impl<E: JournalEvent> Inner<E> {
             held_back: m.held_back.clone(),
             needs_reseed: m.needs_reseed,
             last_error: m.last_error.clone(),
+            reported_seq: m.reported,
         })
     }
 
@@ -208,13 +214,16 @@ impl<E: JournalEvent> Inner<E> {
             error: None,
         };
         let r = self.pull_pages(&mut report);
+        if let Ok(watermark) = &r {
+            self.report_cursor(report.cursor_seq, *watermark);
+        }
         if let Some(rep) = &self.replayer {
             lock(rep).idle();
         }
         let mut m = lock(&self.pull);
         m.held_back = report.held_back.clone();
         match r {
-            Ok(()) => {
+            Ok(_) => {
                 m.last_error = None;
                 m.needs_reseed = false;
             }
@@ -227,7 +236,28 @@ impl<E: JournalEvent> Inner<E> {
         report
     }
 
-    fn pull_pages(&self, report: &mut PullReport) -> Result<()> {
+    /// Tells the target how far back this cache needs the change log: its cursor, or the
+    /// base of its oldest entry the target does not have (after `watermark`) if lower, so that
+    /// retention keeps what its conflict checks read. Only when that changed; best effort.
+    fn report_cursor(&self, cursor: u64, watermark: Lsn) {
+        let Some(rep) = &self.replayer else { return };
+        let base = self.journal.reader(watermark + 1).ok().and_then(|mut r| {
+            let rec = r.next_ref().ok()??;
+            let (_, _, stamp) = decode_stamped_event::<E>(rec.payload).ok()?;
+            Some(stamp?.base_seq)
+        });
+        let need = base.map_or(cursor, |b| b.min(cursor));
+        if lock(&self.pull).reported == Some(need) {
+            return;
+        }
+        match lock(rep).report_cursor(need) {
+            Ok(()) => lock(&self.pull).reported = Some(need),
+            Err(e) => tracing::debug!(error = %e, "the cache's cursor was not reported"),
+        }
+    }
+
+    /// Pulls page after page; returns the last page's watermark of this journal.
+    fn pull_pages(&self, report: &mut PullReport) -> Result<Lsn> {
         let rep = self.replayer()?;
         loop {
             self.check()?;
@@ -248,6 +278,7 @@ impl<E: JournalEvent> Inner<E> {
                 }));
             }
             let full = page.changes.len() >= PULL_PAGE_ROWS;
+            let watermark = page.watermark;
             let damaged = page.damaged.take();
             if !page.changes.is_empty() {
                 let (applied, last, held) = self.apply_page(page, cursor)?;
@@ -255,14 +286,14 @@ impl<E: JournalEvent> Inner<E> {
                 report.cursor_seq = last;
                 if held.is_some() {
                     report.held_back = held;
-                    return Ok(());
+                    return Ok(watermark);
                 }
             }
             if let Some(e) = damaged {
                 return Err(e);
             }
             if !full {
-                return Ok(());
+                return Ok(watermark);
             }
         }
     }

@@ -15,9 +15,9 @@ use crate::format::Lsn;
 use crate::mutation::Columns;
 use crate::target::sqlite::target_error;
 use crate::target::{
-    Applied, BatchMode, ChangePage, Commit, ConflictCounts, ConflictRecord, ConflictRows,
-    EntryClock, EventDb, NewConflict, Probe, QuarantineRow, Rejected, Remote, RowSink, Settled,
-    Target,
+    Applied, BatchMode, ChangeLogRetention, ChangePage, Commit, ConflictCounts, ConflictRecord,
+    ConflictRows, EntryClock, EventDb, NewConflict, Probe, PruneReport, QuarantineRow, Rejected,
+    Remote, RowSink, Settled, Target,
 };
 
 /// A target whose protocol steps pass through a [`TargetFaults`] first.
@@ -153,6 +153,14 @@ impl Target for Faulty {
 
     fn conflict(&mut self, id: u64) -> Result<Option<ConflictRecord>> {
         self.inner.conflict(id)
+    }
+
+    fn record_cursor(&mut self, journal: Uuid, seq: u64) -> Result<()> {
+        self.inner.record_cursor(journal, seq)
+    }
+
+    fn prune_changes(&mut self, retention: &ChangeLogRetention) -> Result<PruneReport> {
+        self.inner.prune_changes(retention)
     }
 
     fn conflict_counts(&mut self, journal: Uuid) -> Result<ConflictCounts> {

@@ -15,6 +15,7 @@ mod lease;
 mod options;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+pub(crate) mod retention;
 mod spec;
 pub(crate) mod sqlite;
 mod sqlite_changes;
@@ -34,6 +35,7 @@ pub(crate) use changes::EntryClock;
 pub use changes::{CHANGE_HEAD_TABLE, CHANGES_TABLE, Change, HLC_LOGICAL_BITS};
 pub use conflicts::{CONFLICTS_TABLE, ConflictCounts, ConflictRecord};
 pub(crate) use conflicts::{ConflictRows, NewConflict, Probe, Remote};
+pub use retention::{CURSORS_TABLE, ChangeLogRetention, PruneReport};
 
 pub use lease::{LeaseHolder, lease_holder, lease_path};
 pub use options::{TargetJournalMode, TargetOptions};
@@ -237,6 +239,14 @@ pub(crate) trait Target: Send {
     /// Marks the pending conflicts of entry `lsn` of `journal` settled as `resolution` (the
     /// entry was retried or discarded by hand); returns how many.
     fn settle_conflicts(&mut self, journal: Uuid, lsn: Lsn, resolution: &str) -> Result<u64>;
+
+    /// Records, in its own transaction, that `journal`'s cache needs the change log from `seq`
+    /// on (its cursor, or the base of its oldest entry not on the target if lower), so that
+    /// retention keeps it (`sync-protocol.md` §2.6). A target without a change log ignores it.
+    fn record_cursor(&mut self, journal: Uuid, seq: u64) -> Result<()>;
+
+    /// Prunes the change log by `retention`, in its own transaction.
+    fn prune_changes(&mut self, retention: &ChangeLogRetention) -> Result<PruneReport>;
 
     /// Commits the batch, with its change-log records (unless the options turn the log off).
     fn commit(&mut self) -> Commit;

@@ -41,6 +41,7 @@ pub struct TargetOptions {
     pub(crate) lease_wait_ms: u64,
     pub(crate) sqlite_vfs: Option<String>,
     pub(crate) change_log: bool,
+    pub(crate) retention: crate::target::ChangeLogRetention,
 }
 
 impl fmt::Debug for TargetOptions {
@@ -56,6 +57,7 @@ impl fmt::Debug for TargetOptions {
             .field("statement_timeout_ms", &self.statement_timeout_ms)
             .field("lease_ms", &self.lease_ms)
             .field("change_log", &self.change_log)
+            .field("retention", &self.retention)
             .field("lease_wait_ms", &self.lease_wait_ms)
             .field("sqlite_vfs", &self.sqlite_vfs)
             .finish()
@@ -75,6 +77,7 @@ impl Default for TargetOptions {
             statement_timeout_ms: 30_000,
             lease_ms: 5_000,
             change_log: true,
+            retention: crate::target::ChangeLogRetention::new(),
             lease_wait_ms: 30_000,
             sqlite_vfs: None,
         }
@@ -107,6 +110,14 @@ impl TargetOptions {
     /// Record every row change a batch makes in the target's change log
     /// (`syncjournal_changes`), in the batch's transaction, for other machines' stores to
     /// pull into their caches (`sync-protocol.md` §2). Costs a read of each touched row and one
+    /// How much of the change log replayers keep, and which caches hold pruning back
+    /// (`sync-protocol.md` §2.6). Each replayer prunes after a sync that applied something, at
+    /// most every `prune_interval_ms`. Default: [`ChangeLogRetention::new`] (nothing pruned).
+    pub fn change_log_retention(mut self, r: crate::target::ChangeLogRetention) -> Self {
+        self.retention = r;
+        self
+    }
+
     /// insert per row per batch. `false`: a single machine that never pulls. Default: true.
     pub fn change_log(mut self, on: bool) -> Self {
         self.change_log = on;

@@ -23,6 +23,7 @@ use crate::target::conflicts::{
     Probe, Remote,
 };
 use crate::target::lease::{Lease, LeaseError};
+use crate::target::retention::{CURSORS_COLUMNS, CURSORS_TABLE, ChangeLogRetention, PruneReport};
 use crate::target::sqlite_changes::{self, CREATE_CHANGE_TABLES};
 use crate::target::sqlite_conflicts::{self, CREATE_CONFLICT_TABLE};
 use crate::target::{
@@ -389,7 +390,8 @@ impl SqliteTarget {
         if self.opts.change_log
             && (has(CHANGES_TABLE)?.is_empty()
                 || has(CHANGE_HEAD_TABLE)?.is_empty()
-                || has(CONFLICTS_TABLE)?.is_empty())
+                || has(CONFLICTS_TABLE)?.is_empty()
+                || has(CURSORS_TABLE)?.is_empty())
         {
             conn.execute_batch(CREATE_CHANGE_TABLES)
                 .and_then(|()| conn.execute_batch(CREATE_CONFLICT_TABLE))
@@ -411,6 +413,7 @@ impl SqliteTarget {
                 &CONFLICTS_COLUMNS[..],
                 has(CONFLICTS_TABLE)?,
             ));
+            checks.push((CURSORS_TABLE, &CURSORS_COLUMNS[..], has(CURSORS_TABLE)?));
         }
         for (table, want, found) in checks {
             let missing: Vec<&str> = want
@@ -427,6 +430,41 @@ impl SqliteTarget {
             }
         }
         Ok(())
+    }
+
+    /// Runs `f` in a write transaction of its own (outside any batch), under the lease, which
+    /// must still be ours after the commit.
+    fn own_transaction<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        let te = |e| target_error(&path, what, e);
+        let conn = self.conn()?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(te)?;
+        let r = f(conn);
+        let r = match r {
+            Ok(v) => self.keep_lease().map(|()| v),
+            Err(e) => Err(te(e)),
+        };
+        let conn = open_conn(&self.conn, &path)?;
+        let v = match r {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        conn.execute_batch("COMMIT")
+            .map_err(|e| self.unless_lease_ran_out(te(e)))?;
+        if let Some(l) = &mut self.lease
+            && let Err(e) = l.check_ours()
+        {
+            tracing::error!(target = %path.display(), error = %e, "WRITER LEASE LOST across a commit");
+            return Err(lease_error(&path, e));
+        }
+        Ok(v)
     }
 
     /// Writes the change-log records of the rows the batch touched, in the batch.
@@ -947,6 +985,25 @@ impl Target for SqliteTarget {
             return Ok(0);
         }
         sqlite_conflicts::settle(conn, journal, lsn, resolution).map_err(te)
+    }
+
+    fn record_cursor(&mut self, journal: Uuid, seq: u64) -> Result<()> {
+        if !self.opts.change_log {
+            return Ok(());
+        }
+        self.own_transaction("record the cache's cursor", |c| {
+            sqlite_changes::record_cursor(c, journal, seq)
+        })
+    }
+
+    fn prune_changes(&mut self, retention: &ChangeLogRetention) -> Result<PruneReport> {
+        if !self.opts.change_log || !retention.prunes() {
+            return Ok(PruneReport::default());
+        }
+        let now = now_ms();
+        self.own_transaction("prune the change log", |c| {
+            sqlite_changes::prune(c, retention, now)
+        })
     }
 
     fn quarantine_count(&mut self, journal: Uuid) -> Result<u64> {

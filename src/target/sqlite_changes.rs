@@ -14,6 +14,7 @@ use crate::target::changes::{
     CHANGE_HEAD_TABLE, ChangeBuffer, ChangePage, NewChange, RawChange, encode_columns, next_hlcs,
     page_of,
 };
+use crate::target::retention::{AGE_SCAN_ROWS, ChangeLogRetention, PruneReport, new_floor};
 use crate::target::sqlite::{read_watermark, table_exists, target_error};
 use crate::target::{RowSink, watermark_value};
 
@@ -37,7 +38,95 @@ CREATE TABLE IF NOT EXISTS syncjournal_change_head (
     hlc INTEGER NOT NULL,
     floor_seq INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO syncjournal_change_head (id, seq, hlc, floor_seq) VALUES (1, 0, 0, 0);";
+INSERT OR IGNORE INTO syncjournal_change_head (id, seq, hlc, floor_seq) VALUES (1, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS syncjournal_cursors (
+    journal_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);";
+
+/// Records `journal`'s reported cursor (in the open transaction).
+pub(crate) fn record_cursor(conn: &Connection, journal: Uuid, seq: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO syncjournal_cursors (journal_id, seq, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (journal_id) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+    )?
+    .execute((
+        journal.to_string(),
+        seq.min(i64::MAX as u64) as i64,
+        now_ms() as i64,
+    ))?;
+    Ok(())
+}
+
+/// Prunes the log by `retention` at time `now` (in the open transaction).
+pub(crate) fn prune(
+    conn: &Connection,
+    retention: &ChangeLogRetention,
+    now: u64,
+) -> rusqlite::Result<PruneReport> {
+    let (head, floor): (i64, i64) = conn.query_row(
+        "SELECT seq, floor_seq FROM syncjournal_change_head WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (head, floor) = (head.max(0) as u64, floor.max(0) as u64);
+    let by_size = retention
+        .keep_records_max
+        .map(|_| retention.size_floor(head));
+    let by_age = match retention.keep_age_ms {
+        None => None,
+        Some(age) => {
+            let cutoff = now.saturating_sub(age) as i64;
+            let mut last_old = floor;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, committed_at FROM syncjournal_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            'scan: loop {
+                let rows: Vec<(i64, i64)> = stmt
+                    .query_map((last_old as i64, AGE_SCAN_ROWS as i64), |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                if rows.is_empty() {
+                    break;
+                }
+                for (seq, at) in rows {
+                    if at >= cutoff {
+                        break 'scan;
+                    }
+                    last_old = seq.max(0) as u64;
+                }
+            }
+            Some(last_old)
+        }
+    };
+    let stale = retention
+        .cursor_stale_after_ms
+        .map(|ms| now.saturating_sub(ms) as i64);
+    let lowest: Option<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT journal_id, seq FROM syncjournal_cursors
+             WHERE ?1 IS NULL OR updated_at >= ?1 ORDER BY seq LIMIT 1",
+        )?
+        .query_row([stale], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let lowest = lowest.and_then(|(j, s)| Some((Uuid::parse_str(&j).ok()?, s.max(0) as u64)));
+    let (new, held_by) = new_floor(floor, by_size, by_age, lowest);
+    let mut removed = 0;
+    if new > floor {
+        removed = conn
+            .prepare_cached("DELETE FROM syncjournal_changes WHERE seq > ?1 AND seq <= ?2")?
+            .execute((floor as i64, new as i64))? as u64;
+        conn.prepare_cached("UPDATE syncjournal_change_head SET floor_seq = ?1 WHERE id = 1")?
+            .execute([new as i64])?;
+    }
+    Ok(PruneReport {
+        floor_seq: new,
+        removed,
+        held_by,
+    })
+}
 
 /// The records of the rows `buffer` holds, each as it is now (in the batch's transaction).
 pub(crate) fn images(

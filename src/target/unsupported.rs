@@ -7,9 +7,9 @@ use crate::error::{Error, Result, TargetError};
 use crate::format::Lsn;
 use crate::mutation::Columns;
 use crate::target::{
-    Applied, BatchMode, ChangePage, Commit, ConflictCounts, ConflictRecord, ConflictRows,
-    ConnString, EntryClock, EventDb, NewConflict, Probe, QuarantineRow, Rejected, Remote, RowSink,
-    Settled, Target,
+    Applied, BatchMode, ChangeLogRetention, ChangePage, Commit, ConflictCounts, ConflictRecord,
+    ConflictRows, ConnString, EntryClock, EventDb, NewConflict, Probe, PruneReport, QuarantineRow,
+    Rejected, Remote, RowSink, Settled, Target,
 };
 
 /// The error every use of a PostgreSQL target gives in this build.
@@ -119,6 +119,12 @@ impl Target for NoPostgres {
         self.err()
     }
     fn conflict_counts(&mut self, _: Uuid) -> Result<ConflictCounts> {
+        self.err()
+    }
+    fn record_cursor(&mut self, _: Uuid, _: u64) -> Result<()> {
+        self.err()
+    }
+    fn prune_changes(&mut self, _: &ChangeLogRetention) -> Result<PruneReport> {
         self.err()
     }
     fn settle_conflicts(&mut self, _: Uuid, _: Lsn, _: &str) -> Result<u64> {

@@ -18,6 +18,7 @@ mod model_machines;
 mod model_store;
 mod operator_footguns;
 mod pull;
+mod retention;
 mod seed_failures;
 mod status_quarantine;
 mod sync_truth;

@@ -17,6 +17,7 @@ use crate::mutation::{Columns, Mutation, Value};
 use crate::target::changes::{
     ChangeBuffer, ChangePage, NewChange, RawChange, Touched, encode_columns, next_hlcs, page_of,
 };
+use crate::target::retention::{AGE_SCAN_ROWS, ChangeLogRetention, PruneReport, new_floor};
 use crate::target::{RowSink, watermark_value};
 
 use super::apply::{cell, lookup};
@@ -46,6 +47,118 @@ pub(crate) fn create_sql(changes: &str, head: &str) -> String {
          );
          INSERT INTO {head} (id, seq, hlc, floor_seq) VALUES (1, 0, 0, 0) ON CONFLICT (id) DO NOTHING;"
     )
+}
+
+/// The cursors table, in its schema-qualified, quoted name.
+pub(crate) fn create_cursors_sql(cursors: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {cursors} (
+            journal_id TEXT PRIMARY KEY,
+            seq BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+         );"
+    )
+}
+
+/// Records `journal`'s reported cursor (one statement, its own transaction).
+pub(crate) fn record_cursor(
+    client: &mut Client,
+    cursors: &str,
+    journal: Uuid,
+    seq: u64,
+) -> Result<(), postgres::Error> {
+    client.execute(
+        &format!(
+            "INSERT INTO {cursors} (journal_id, seq, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (journal_id) DO UPDATE SET seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at"
+        ),
+        &[
+            &journal.to_string(),
+            &(seq.min(i64::MAX as u64) as i64),
+            &(now_ms() as i64),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Prunes the log by `retention` at time `now`, in one transaction that holds the head row.
+/// `tables`: the changes, head and cursors tables, qualified and quoted.
+pub(crate) fn prune(
+    client: &mut Client,
+    (changes, head, cursors): (&str, &str, &str),
+    retention: &ChangeLogRetention,
+    now: u64,
+) -> Result<PruneReport, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let h = tx.query_one(
+        &format!("SELECT seq, floor_seq FROM {head} WHERE id = 1 FOR UPDATE"),
+        &[],
+    )?;
+    let (head_seq, floor) = (
+        h.get::<_, i64>(0).max(0) as u64,
+        h.get::<_, i64>(1).max(0) as u64,
+    );
+    let by_size = retention
+        .keep_records_max
+        .map(|_| retention.size_floor(head_seq));
+    let by_age = match retention.keep_age_ms {
+        None => None,
+        Some(age) => {
+            let cutoff = now.saturating_sub(age) as i64;
+            let mut last_old = floor;
+            'scan: loop {
+                let rows = tx.query(
+                    &format!(
+                        "SELECT seq, committed_at FROM {changes} WHERE seq > $1 ORDER BY seq LIMIT $2"
+                    ),
+                    &[&(last_old as i64), &(AGE_SCAN_ROWS as i64)],
+                )?;
+                if rows.is_empty() {
+                    break;
+                }
+                for r in rows {
+                    if r.get::<_, i64>(1) >= cutoff {
+                        break 'scan;
+                    }
+                    last_old = r.get::<_, i64>(0).max(0) as u64;
+                }
+            }
+            Some(last_old)
+        }
+    };
+    let stale: Option<i64> = retention
+        .cursor_stale_after_ms
+        .map(|ms| now.saturating_sub(ms) as i64);
+    let lowest = tx
+        .query_opt(
+            &format!(
+                "SELECT journal_id, seq FROM {cursors}
+                 WHERE $1::int8 IS NULL OR updated_at >= $1 ORDER BY seq LIMIT 1"
+            ),
+            &[&stale],
+        )?
+        .and_then(|r| {
+            let j: String = r.get(0);
+            Some((Uuid::parse_str(&j).ok()?, r.get::<_, i64>(1).max(0) as u64))
+        });
+    let (new, held_by) = new_floor(floor, by_size, by_age, lowest);
+    let mut removed = 0;
+    if new > floor {
+        removed = tx.execute(
+            &format!("DELETE FROM {changes} WHERE seq > $1 AND seq <= $2"),
+            &[&(floor as i64), &(new as i64)],
+        )?;
+        tx.execute(
+            &format!("UPDATE {head} SET floor_seq = $1 WHERE id = 1"),
+            &[&(new as i64)],
+        )?;
+    }
+    tx.commit()?;
+    Ok(PruneReport {
+        floor_seq: new,
+        removed,
+        held_by,
+    })
 }
 
 /// How a column's value is read back: cast on the server to one of these.

@@ -38,6 +38,7 @@ use crate::target::changes::{
     ChangePage,
 };
 use crate::target::conflicts::{CONFLICTS_COLUMNS, CONFLICTS_TABLE};
+use crate::target::retention::{CURSORS_COLUMNS, CURSORS_TABLE, ChangeLogRetention, PruneReport};
 use crate::target::{
     Applied, BatchMode, Commit, ConflictCounts, ConflictRecord, ConflictRows, ConnString,
     EntryClock, EventDb, NewConflict, PROGRESS_COLUMNS, PROGRESS_TABLE, Probe, QuarantineRow,
@@ -80,6 +81,7 @@ pub(crate) struct PgTarget {
     changes_table: String,
     head_table: String,
     conflicts_table: String,
+    cursors_table: String,
     /// The rows the open batch touched, recorded in the change log before it commits.
     changes: ChangeBuffer,
     /// The journal of the open batch.
@@ -122,6 +124,7 @@ impl PgTarget {
             changes_table: String::new(),
             head_table: String::new(),
             conflicts_table: String::new(),
+            cursors_table: String::new(),
             changes: ChangeBuffer::default(),
             journal: Uuid::nil(),
             rejected: String::new(),
@@ -204,6 +207,7 @@ impl PgTarget {
         self.changes_table = format!("{q}.{}", quote_ident(CHANGES_TABLE));
         self.head_table = format!("{q}.{}", quote_ident(CHANGE_HEAD_TABLE));
         self.conflicts_table = format!("{q}.{}", quote_ident(CONFLICTS_TABLE));
+        self.cursors_table = format!("{q}.{}", quote_ident(CURSORS_TABLE));
         let schema_exists = client
             .query_opt(
                 "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
@@ -337,11 +341,13 @@ impl PgTarget {
             let mut log = columns(client, CHANGES_TABLE)?;
             let mut head = columns(client, CHANGE_HEAD_TABLE)?;
             let mut found = columns(client, CONFLICTS_TABLE)?;
-            if log.is_empty() || head.is_empty() || found.is_empty() {
+            let mut cursors = columns(client, CURSORS_TABLE)?;
+            if log.is_empty() || head.is_empty() || found.is_empty() || cursors.is_empty() {
                 let sql = format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({TABLES_LOCK_KEY}); {} {} COMMIT",
+                    "BEGIN; SELECT pg_advisory_xact_lock({TABLES_LOCK_KEY}); {} {} {} COMMIT",
                     changes::create_sql(&self.changes_table, &self.head_table),
-                    conflicts::create_sql(&self.conflicts_table)
+                    conflicts::create_sql(&self.conflicts_table),
+                    changes::create_cursors_sql(&self.cursors_table)
                 );
                 if let Err(e) = client.batch_execute(&sql) {
                     let _ = client.batch_execute("ROLLBACK");
@@ -350,10 +356,12 @@ impl PgTarget {
                 log = columns(client, CHANGES_TABLE)?;
                 head = columns(client, CHANGE_HEAD_TABLE)?;
                 found = columns(client, CONFLICTS_TABLE)?;
+                cursors = columns(client, CURSORS_TABLE)?;
             }
             checks.push((CHANGES_TABLE, &CHANGES_COLUMNS[..], log));
             checks.push((CHANGE_HEAD_TABLE, &CHANGE_HEAD_COLUMNS[..], head));
             checks.push((CONFLICTS_TABLE, &CONFLICTS_COLUMNS[..], found));
+            checks.push((CURSORS_TABLE, &CURSORS_COLUMNS[..], cursors));
         }
         for (table, want, found) in checks {
             let missing: Vec<&str> = want
@@ -980,6 +988,35 @@ impl Target for PgTarget {
             }
         });
         r.map_err(|e| self.err("settle conflicts", e))
+    }
+
+    fn record_cursor(&mut self, journal: Uuid, seq: u64) -> Result<()> {
+        if !self.opts.change_log {
+            return Ok(());
+        }
+        Target::connect(self)?;
+        let table = self.cursors_table.clone();
+        let r = changes::record_cursor(self.client()?, &table, journal, seq);
+        r.map_err(|e| self.err("record the cache's cursor", e))
+    }
+
+    fn prune_changes(&mut self, retention: &ChangeLogRetention) -> Result<PruneReport> {
+        if !self.opts.change_log || !retention.prunes() {
+            return Ok(PruneReport::default());
+        }
+        Target::connect(self)?;
+        let tables = (
+            self.changes_table.clone(),
+            self.head_table.clone(),
+            self.cursors_table.clone(),
+        );
+        let r = changes::prune(
+            self.client()?,
+            (&tables.0, &tables.1, &tables.2),
+            retention,
+            now_ms(),
+        );
+        r.map_err(|e| self.err("prune the change log", e))
     }
 
     fn quarantine_count(&mut self, journal: Uuid) -> Result<u64> {
