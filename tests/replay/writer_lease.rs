@@ -5,118 +5,38 @@
 //! once and the file stays intact. A stopped holder's lease is taken over; a waiter is told
 //! who holds the lease.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use syncjournal::error::TargetError;
-use syncjournal::{
-    Error, Journal, JournalEvent, JournalOptions, ReplayOptions, Replayer, TargetOptions,
-};
+use syncjournal::{Error, Journal, ReplayOptions, Replayer, TargetOptions};
 
-use crate::support::events::{Bump, COUNTER_SCHEMA, fold, target_counters, target_log_stats};
+use crate::support::events::{Bump, COUNTER_SCHEMA};
 use crate::support::process::with_timeout;
 use crate::support::targets::{TargetKind, TestTarget};
+use crate::support::writers::{self, Outcome, two_writers};
 
 /// Entries per journal.
 const ENTRIES: i64 = 1500;
 
 fn journal_of(dir: &Path, base: i64) -> Arc<Journal> {
-    let j = Arc::new(Journal::open(dir, JournalOptions::new()).unwrap());
-    for seq in base..base + ENTRIES {
-        let payload = syncjournal::event::encode_event(0, &Bump::new(seq)).unwrap();
-        j.append_kind(Bump::KIND, &payload).unwrap();
-    }
-    j.sync().unwrap();
-    j
-}
-
-/// What two machines replaying at once left on the target.
-struct Outcome {
-    integrity: String,
-    counters_right: bool,
-    logged: i64,
-    duplicated: usize,
-    errors: Vec<String>,
-}
-
-impl Outcome {
-    fn intact(&self) -> bool {
-        self.integrity == "ok"
-            && self.counters_right
-            && self.logged == 2 * ENTRIES
-            && self.duplicated == 0
-    }
+    writers::journal_of(dir, base, ENTRIES)
 }
 
 /// Two journals (two machines) replay into one target at once, without locks, with `topts`.
 fn two_machines(topts: TargetOptions) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let target = TestTarget::create(TargetKind::Sqlite, dir.path(), "target.db", COUNTER_SCHEMA);
-    let barrier = Arc::new(Barrier::new(2));
-    let handles: Vec<_> = (0..2i64)
-        .map(|m| {
-            let j = journal_of(&dir.path().join(format!("j{m}")), m * 1_000_000);
-            let spec = target.spec();
-            let topts = topts.clone();
-            let barrier = Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                let mut r: Replayer<Bump> = Replayer::new(
-                    j,
-                    spec,
-                    topts,
-                    ReplayOptions::new()
-                        .batch_entries_max(20)
-                        .retry_attempts_max(50)
-                        .retry_delay_ms(1)
-                        .retry_delay_max_ms(20),
-                );
-                barrier.wait();
-                let mut errors = Vec::new();
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    let rep = r.sync_now();
-                    match rep.error {
-                        None => break,
-                        Some(e) => {
-                            errors.push(e.to_string());
-                            if Instant::now() > deadline || errors.len() > 50 {
-                                break;
-                            }
-                        }
-                    }
-                }
-                errors
-            })
-        })
-        .collect();
-    let errors: Vec<String> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    let integrity = target.integrity();
-    let mut want: BTreeMap<i64, i64> = fold(&(0..ENTRIES).map(Bump::new).collect::<Vec<_>>());
-    for (k, v) in fold(
-        &(1_000_000..1_000_000 + ENTRIES)
-            .map(Bump::new)
-            .collect::<Vec<_>>(),
-    ) {
-        *want.entry(k).or_insert(0) += v;
-    }
-    let (counters_right, logged, duplicated) = if integrity == "ok" {
-        let (rows, dups) = target_log_stats(&target);
-        (target_counters(&target) == want, rows, dups.len())
-    } else {
-        (false, 0, 0)
-    };
-    Outcome {
-        integrity,
-        counters_right,
-        logged,
-        duplicated,
-        errors,
-    }
+    let path = target.path().to_path_buf();
+    two_writers(
+        dir.path(),
+        [path.clone(), path],
+        &target,
+        topts,
+        ENTRIES,
+        20,
+    )
 }
 
 fn no_locks() -> TargetOptions {
@@ -132,15 +52,7 @@ fn without_the_lease_two_machines_without_locks_damage_the_target_or_lose_writes
         let mut seen = Vec::new();
         for round in 0..5 {
             let o = two_machines(no_locks().lease_ms(0));
-            eprintln!(
-                "without the lease, round {round}: integrity {:?}, counters right {}, {} applications logged of {}, {} applied twice, {} sync errors",
-                o.integrity,
-                o.counters_right,
-                o.logged,
-                2 * ENTRIES,
-                o.duplicated,
-                o.errors.len()
-            );
+            eprintln!("without the lease, round {round}: {}", o.describe());
             let intact = o.intact();
             seen.push(o);
             if !intact {

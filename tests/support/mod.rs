@@ -16,3 +16,4 @@ pub mod replay;
 pub mod rng;
 pub mod store;
 pub mod targets;
+pub mod writers;

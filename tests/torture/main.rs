@@ -9,6 +9,7 @@ mod support;
 mod follower_kill9;
 mod kill9;
 mod netshare;
+mod netshare_lease;
 mod pipeline_kill9;
 mod pull_kill9;
 mod replay_kill9;

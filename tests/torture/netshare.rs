@@ -708,10 +708,13 @@ fn replay_to_a_real_network_share() {
         share.mnt.display(),
         share.export.display()
     ));
-    let scenarios: [(&str, u64, ScenarioFn); 3] = [
+    let scenarios: [(&str, u64, ScenarioFn); 6] = [
         ("latency", 60, latency),
         ("cut-link", 90, cut_link),
         ("kill-server", 90, kill_server),
+        ("two-mounts", 240, crate::netshare_lease::two_mounts),
+        ("holder-stopped", 180, crate::netshare_lease::holder_stopped),
+        ("holder-killed", 180, crate::netshare_lease::holder_killed),
     ];
     let mut failures = Vec::new();
     for (name, timeout, f) in scenarios {

@@ -25,16 +25,19 @@ abort_conn() {   # abort the FUSE connection behind mount point $1
 
 # 1. the mount (never stat() it: it may hang). A frozen or unreachable server can make a
 #    clean unmount block, so: try briefly, abort the connection, unmount again, lazily at last.
-if sj_is_mounted "$MNT"; then
-    if ! timeout 3 fusermount3 -u "$MNT" 2>/dev/null; then
-        abort_conn "$MNT"
-        timeout 5 fusermount3 -u "$MNT" 2>/dev/null || timeout 5 umount -l "$MNT" 2>/dev/null \
-            || sj_log "could not unmount $MNT"
+for m in "$MNT" "$MNT2"; do
+    if sj_is_mounted "$m"; then
+        if ! timeout 3 fusermount3 -u "$m" 2>/dev/null; then
+            abort_conn "$m"
+            timeout 5 fusermount3 -u "$m" 2>/dev/null || timeout 5 umount -l "$m" 2>/dev/null \
+                || sj_log "could not unmount $m"
+        fi
     fi
-fi
+done
 
 # 2. client side: sshfs, the relay, then whatever is left in the client namespace (ssh)
 sj_kill_pidfile "$SJNS_STATE/sshfs.pid"
+sj_kill_pidfile "$SJNS_STATE/sshfs2.pid"
 sj_kill_pidfile "$SJNS_STATE/relay.pid"
 sj_kill_netns_procs "$NS_CLI" TERM
 
@@ -49,11 +52,13 @@ for ns in "$NS_CLI" "$NS_SRV"; do
 done
 
 # 5. state (the mount point is immutable while unmounted: the guard)
-if [ -d "$MNT" ] && ! sj_is_mounted "$MNT"; then
-    chattr -i "$MNT" 2>/dev/null || true
-fi
+for m in "$MNT" "$MNT2"; do
+    if [ -d "$m" ] && ! sj_is_mounted "$m"; then
+        chattr -i "$m" 2>/dev/null || true
+    fi
+done
 if [ -d "$SJNS_STATE" ]; then
-    if sj_is_mounted "$MNT"; then
+    if sj_is_mounted "$MNT" || sj_is_mounted "$MNT2"; then
         sj_log "$MNT is still mounted: leaving $SJNS_STATE"
     else
         rm -rf "$SJNS_STATE"

@@ -26,6 +26,9 @@ IP_C="$SJNS_SUBNET.1"
 IP_S="$SJNS_SUBNET.2"
 EXPORT="$SJNS_STATE/export"
 MNT="$SJNS_STATE/mnt"
+# A second, independent mount of the same export: another machine (locks taken through one
+# mount are not seen through the other: sshfs keeps POSIX locks in the local kernel).
+MNT2="$SJNS_STATE/mnt2"
 HERE=${HERE:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 
 sj_log() { echo "netshare[$SJNS_NAME]: $*" >&2; }

@@ -54,6 +54,9 @@ pub struct Share {
     scripts: PathBuf,
     /// The mount point: the client's view of the share.
     pub mnt: PathBuf,
+    /// A second mount of the same export: another machine's view (no lock is shared between
+    /// the two mounts).
+    pub mnt2: PathBuf,
     /// The server's directory: what really landed.
     pub export: PathBuf,
     /// The harness's state directory.
@@ -195,6 +198,7 @@ impl Share {
         };
         Ok(Share {
             mnt: get("SJNS_MNT")?,
+            mnt2: get("SJNS_MNT2")?,
             export: get("SJNS_EXPORT")?,
             state: get("SJNS_STATE")?,
             scripts,

@@ -2,7 +2,8 @@
 # Brings up the test share: sshd (internal-sftp only) in netns $NAME-srv, reached over a veth
 # pair from netns $NAME-cli through relay.py (latency), mounted with sshfs (soft profile:
 # keepalive every second, EIO after about 3-4 s of outage, reconnect on the next access) at
-# $STATE/mnt in the normal mount namespace.
+# $STATE/mnt in the normal mount namespace, and a second time at $STATE/mnt2 (a second machine:
+# the two mounts share no locks).
 # Idempotent: if it is up and healthy it heals any active fault, clears the shaping and only
 # prints the env; if half up, it tears down and rebuilds. Installs nothing: it names missing
 # tools and exits 3. Prints `SJNS_MNT=...`, `SJNS_EXPORT=...` lines on stdout.
@@ -19,6 +20,7 @@ sj_lock 60
 
 print_env() {
     echo "SJNS_MNT=$MNT"
+    echo "SJNS_MNT2=$MNT2"
     echo "SJNS_EXPORT=$EXPORT"
     echo "SJNS_STATE=$SJNS_STATE"
 }
@@ -28,7 +30,9 @@ healthy() {
     sj_netns_exists "$NS_CLI" && sj_netns_exists "$NS_SRV" || return 1
     sj_alive_pidfile "$SJNS_STATE/relay.pid" || return 1
     sj_alive_pidfile "$SJNS_STATE/sshfs.pid" || return 1
+    sj_alive_pidfile "$SJNS_STATE/sshfs2.pid" || return 1
     sj_is_mounted "$MNT" || return 1
+    sj_is_mounted "$MNT2" || return 1
     return 0
 }
 
@@ -39,7 +43,7 @@ if healthy; then
     sj_kill_netns_procs "$NS_SRV" CONT
     sj_alive_pidfile "$SJNS_STATE/sshd.pid" || sj_start_sshd 9>&-
     echo "0" > "$SJNS_STATE/delay"
-    if timeout 8 stat -f "$MNT" >/dev/null 2>&1; then
+    if timeout 8 stat -f "$MNT" >/dev/null 2>&1 && timeout 8 stat -f "$MNT2" >/dev/null 2>&1; then
         sj_log "already up"
         print_env
         exit 0
@@ -54,7 +58,7 @@ if [ -e "$SJNS_STATE" ] || sj_netns_exists "$NS_CLI" || sj_netns_exists "$NS_SRV
 fi
 
 T0=$(date +%s.%N)
-mkdir -p "$SJNS_STATE" "$EXPORT" "$MNT" /run/sshd
+mkdir -p "$SJNS_STATE" "$EXPORT" "$MNT" "$MNT2" /run/sshd
 chmod 700 "$SJNS_STATE"
 ssh-keygen -q -t ed25519 -N '' -C sjtest-host -f "$SJNS_STATE/host_key"
 ssh-keygen -q -t ed25519 -N '' -C sjtest-client -f "$SJNS_STATE/client_key"
@@ -133,6 +137,12 @@ nsenter --net="/run/netns/$NS_CLI" sshfs -f -o "$OPTS" "root@127.0.0.1:$EXPORT" 
 echo $! > "$SJNS_STATE/sshfs.pid"
 for _ in $(seq 100); do sj_is_mounted "$MNT" && break; sleep 0.1; done
 sj_is_mounted "$MNT" || { cat "$SJNS_STATE/sshfs.log" >&2; sj_die "sshfs mount of $MNT failed"; }
+chattr +i "$MNT2" 2>/dev/null || true
+nsenter --net="/run/netns/$NS_CLI" sshfs -f -o "$OPTS" "root@127.0.0.1:$EXPORT" "$MNT2" \
+    </dev/null >"$SJNS_STATE/sshfs2.log" 2>&1 9>&- &
+echo $! > "$SJNS_STATE/sshfs2.pid"
+for _ in $(seq 100); do sj_is_mounted "$MNT2" && break; sleep 0.1; done
+sj_is_mounted "$MNT2" || { cat "$SJNS_STATE/sshfs2.log" >&2; sj_die "sshfs mount of $MNT2 failed"; }
 
 # smoke test through the mount, checked on the server's disk
 probe=".probe-$$"

@@ -1,0 +1,265 @@
+//! The writer lease on a real share mounted twice: two machines whose mounts share no locks
+//! (`sync-protocol.md` §1). Scenarios of `netshare.rs`'s run, on its share:
+//!
+//! * `two-mounts`: two machines replay journals of non-idempotent bumps into one file, each
+//!   through its own mount. Without the lease the same run damages the file or loses writes
+//!   (shown); with it, every bump lands exactly once and `integrity_check` is ok on the
+//!   server's copy;
+//! * `holder-stopped`: the holder (a child process) is stopped with SIGSTOP between two of its
+//!   transactions, past its lease; the other machine takes over and replays; the holder, when
+//!   continued, finds its lease lost, touches nothing, and finishes later under a new lease;
+//! * `holder-killed`: the holder is killed with SIGKILL at a random moment (inside a
+//!   transaction or between two); the other machine takes over (a hot rollback journal is
+//!   rolled back), and a new process finishes the dead one's journal: exactly once, intact.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use syncjournal::replay::TargetFaults;
+use syncjournal::{ReplayOptions, Replayer, TargetOptions};
+
+use crate::support::events::{Bump, COUNTER_SCHEMA};
+use crate::support::netshare::Share;
+use crate::support::process::{ChildLines, child_test_command, test_path};
+use crate::support::rng::Rng;
+use crate::support::targets::{TargetKind, TestTarget};
+use crate::support::writers::{journal_of, two_writers};
+
+/// Entries per machine.
+const ENTRIES: i64 = 240;
+const ENV_DIR: &str = "SJNS_LEASE_CHILD";
+const CHILD_TEST: &str = "netshare_lease_child";
+/// The lease of these scenarios: short, so that a takeover takes seconds.
+const LEASE_MS: u64 = 2_000;
+
+fn lease_opts() -> TargetOptions {
+    TargetOptions::new()
+        .lease_ms(LEASE_MS)
+        .lease_wait_ms(60_000)
+}
+
+/// A fresh target on the share: (its path through mount 1, through mount 2, the server's view).
+fn fresh_target(share: &Share, name: &str) -> (PathBuf, PathBuf, TestTarget) {
+    let through_1 = TestTarget::create(TargetKind::Sqlite, &share.mnt, name, COUNTER_SCHEMA);
+    drop(through_1);
+    (
+        share.mnt.join(name),
+        share.mnt2.join(name),
+        TestTarget::named(TargetKind::Sqlite, &share.export, name),
+    )
+}
+
+/// Without the lease: damage or lost writes (within a few rounds); with it: intact.
+pub fn two_mounts(share: &Arc<Share>) -> String {
+    let mut without = Vec::new();
+    let mut damaged = false;
+    for round in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, server) = fresh_target(share, &format!("nolease-{round}.db"));
+        let o = two_writers(
+            dir.path(),
+            [a, b],
+            &server,
+            lease_opts().lease_ms(0),
+            ENTRIES,
+            10,
+        );
+        without.push(o.describe());
+        if !o.intact() {
+            damaged = true;
+            break;
+        }
+    }
+    assert!(
+        damaged,
+        "two machines on two mounts without the lease left the file intact every time: this shows nothing ({without:?})"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, server) = fresh_target(share, "lease.db");
+    let t = Instant::now();
+    let o = two_writers(dir.path(), [a, b], &server, lease_opts(), ENTRIES, 10);
+    assert!(o.intact(), "with the lease: {}", o.describe());
+    format!(
+        "netshare two-mounts: without the lease, {} round(s): {}; with the lease: {} in {:.1} s",
+        without.len(),
+        without.last().unwrap(),
+        o.describe(),
+        t.elapsed().as_secs_f64()
+    )
+}
+
+/// The child's hook: says when a batch begins and waits there a moment (the lease held, no
+/// statement in flight), so that the parent can stop it between two transactions.
+struct Beginnings(std::sync::atomic::AtomicUsize);
+
+impl TargetFaults for Beginnings {
+    fn before_statement(&self, index: usize, label: &str) -> rusqlite::Result<()> {
+        if index == 0 && label == "BEGIN" {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            println!("sjns-begin {n}");
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        Ok(())
+    }
+}
+
+/// The child: replays the journal in `$SJNS_LEASE_CHILD/journal` to the target path in
+/// `$SJNS_LEASE_CHILD/target` until it is all applied, printing each sync's outcome.
+#[test]
+#[ignore = "child process of replay_to_a_real_network_share"]
+fn netshare_lease_child() {
+    let Some(dir) = std::env::var_os(ENV_DIR) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let target = PathBuf::from(std::fs::read_to_string(dir.join("target")).unwrap());
+    let j = Arc::new(
+        syncjournal::Journal::open(dir.join("journal"), syncjournal::JournalOptions::new())
+            .unwrap(),
+    );
+    let mut r: Replayer<Bump> = Replayer::new(
+        j,
+        target,
+        lease_opts().faults(Arc::new(Beginnings(Default::default()))),
+        ReplayOptions::new()
+            .batch_entries_max(10)
+            .retry_attempts_max(0),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rep = r.sync_now();
+        match rep.error {
+            None => {
+                println!("sjns-done {}", rep.applied);
+                return;
+            }
+            Some(e) => println!("sjns-error {e}"),
+        }
+        assert!(Instant::now() < deadline, "the child never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_child(dir: &Path) -> ChildLines {
+    let name = test_path(module_path!(), CHILD_TEST);
+    ChildLines::spawn_logged(
+        child_test_command(&name, ENV_DIR, dir),
+        &dir.join("child.stderr"),
+    )
+}
+
+fn signal(child: &ChildLines, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// Machine 0 (this process, mount 1) and machine 1 (a child, mount 2) on a fresh target;
+/// `disturb` does to the child what the scenario does, while machine 0 replays.
+fn holder_scenario(
+    share: &Share,
+    name: &str,
+    disturb: &mut dyn FnMut(&mut ChildLines),
+) -> (String, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, server) = fresh_target(share, name);
+    let j0 = journal_of(&dir.path().join("j0"), 0, ENTRIES);
+    let child_dir = dir.path().join("child");
+    std::fs::create_dir_all(&child_dir).unwrap();
+    drop(journal_of(&child_dir.join("journal"), 1_000_000, ENTRIES));
+    std::fs::write(child_dir.join("target"), b.to_string_lossy().as_bytes()).unwrap();
+    let mut child = start_child(&child_dir);
+    // The child holds the lease once it begins its second batch.
+    child
+        .wait_for("sjns-begin 1", Duration::from_secs(60), &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    disturb(&mut child);
+    // Machine 0 replays everything: it must wait out the child's lease first.
+    let t = Instant::now();
+    let mut r: Replayer<Bump> = Replayer::new(
+        j0,
+        a,
+        lease_opts(),
+        ReplayOptions::new().batch_entries_max(10),
+    );
+    let rep = r.sync_now();
+    assert!(rep.error.is_none(), "machine 0: {rep}");
+    let took_over = t.elapsed();
+    (
+        format!(
+            "machine 0 took over and replayed in {:.1} s",
+            took_over.as_secs_f64()
+        ),
+        finish(child, &child_dir, &server),
+    )
+}
+
+/// Lets the child (or a new one, if it died) finish, and checks the target.
+fn finish(mut child: ChildLines, child_dir: &Path, server: &TestTarget) -> Vec<String> {
+    let mut lines = Vec::new();
+    let alive = matches!(child.child.try_wait(), Ok(None));
+    if !alive {
+        lines.extend(child.drain());
+        child = start_child(child_dir);
+    }
+    let done = child.wait_for("sjns-done", Duration::from_secs(120), &mut |l| {
+        lines.push(l.to_owned())
+    });
+    if let Err(e) = done {
+        let err = std::fs::read_to_string(child_dir.join("child.stderr")).unwrap_or_default();
+        panic!("{e}; child lines {lines:?}; stderr {err}");
+    }
+    let _ = child.child.wait();
+    assert_eq!(server.integrity(), "ok", "the server's copy");
+    let (logged, dups) = crate::support::events::target_log_stats(server);
+    assert_eq!(
+        (logged, dups.len()),
+        (2 * ENTRIES, 0),
+        "every bump exactly once"
+    );
+    lines
+}
+
+pub fn holder_stopped(share: &Arc<Share>) -> String {
+    let mut stopped_at = None;
+    let (took_over, lines) = holder_scenario(share, "stopped.db", &mut |child| {
+        signal(child, "-STOP");
+        stopped_at = Some(Instant::now());
+        // Continue it once machine 0 has certainly taken over (its lease long expired).
+        let pid = child.child.id().to_string();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(6 * LEASE_MS));
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid])
+                .status();
+        });
+    });
+    let lost: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("sjns-error") && l.contains("lease"))
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "the continued holder reports its lease lost: {lines:?}"
+    );
+    format!(
+        "netshare holder-stopped: SIGSTOP past the lease ({LEASE_MS} ms); {took_over}; continued, the child said {:?}, then finished; integrity ok, every bump once",
+        lost[0]
+    )
+}
+
+pub fn holder_killed(share: &Arc<Share>) -> String {
+    let (mut rng, seed) = Rng::from_env_or_time("SJNS_LEASE_SEED");
+    let delay_ms = rng.below(300);
+    let (took_over, _) = holder_scenario(share, "killed.db", &mut |child| {
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill9(&mut |_| {}).unwrap();
+    });
+    format!(
+        "netshare holder-killed: SIGKILL {delay_ms} ms after a batch began (SJNS_LEASE_SEED={seed}); {took_over}; a new process finished the journal; integrity ok, every bump once"
+    )
+}
