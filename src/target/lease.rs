@@ -153,6 +153,10 @@ struct LeaseState {
     held: Option<Held>,
     /// The record seen last while waiting, and since when it has not changed.
     watching: Option<(Seen, Moment)>,
+    /// How many times the lease was taken (created or taken over; renewals do not count):
+    /// what the target's connection is reopened by, since another holder may have written
+    /// the file in between (`sync-protocol.md` §1.3).
+    tenure: u64,
 }
 
 /// The lease file of the SQLite target at `target`.
@@ -188,6 +192,7 @@ impl LeaseState {
             wait: Duration::from_millis(wait_ms),
             held: None,
             watching: None,
+            tenure: 0,
         }
     }
 
@@ -337,6 +342,7 @@ impl LeaseState {
             since_unix_ms,
             fenced_until: fence,
         });
+        self.tenure += 1;
         self.watching = None;
         Ok(())
     }
@@ -368,6 +374,7 @@ impl LeaseState {
             since_unix_ms,
             fenced_until: None,
         });
+        self.tenure += 1;
         tracing::debug!(lease = %self.path.display(), "writer lease taken");
         Ok(true)
     }
@@ -594,6 +601,12 @@ impl Lease {
     /// True if the lease is ours and usable now.
     pub(crate) fn is_usable(&self) -> bool {
         self.shared.lock().is_usable()
+    }
+
+    /// How many times this lease was taken (created or taken over): a new value means that
+    /// another machine may have written the file since this process last held it.
+    pub(crate) fn tenure(&self) -> u64 {
+        self.shared.lock().tenure
     }
 
     /// [`Lease::is_usable`] as of the last step, without the lock (the renewal thread keeps

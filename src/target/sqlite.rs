@@ -65,6 +65,8 @@ pub(crate) struct SqliteTarget {
     lease: Option<Lease>,
     /// The rows the open batch touched, recorded in the change log before it commits.
     changes: ChangeBuffer,
+    /// The lease's tenure the connection was opened under (see `hold_lease`).
+    tenure: u64,
     /// The journal of the open batch.
     journal: Uuid,
 }
@@ -160,16 +162,29 @@ impl SqliteTarget {
             schema: SchemaCache::new(),
             identity: None,
             changes: ChangeBuffer::default(),
+            tenure: 0,
             journal: Uuid::nil(),
         }
     }
 
     /// Takes the writer lease (or keeps it, renewing it when due) before the file is touched.
+    /// A lease taken anew (not kept) closes the connection: another machine may have written
+    /// the file meanwhile, and a connection kept open can read pages the share's client cached
+    /// before that (sshfs drops them only when the file is opened).
     fn hold_lease(&mut self) -> Result<()> {
-        match &mut self.lease {
-            Some(l) => l.acquire().map_err(|e| lease_error(&self.path, e)),
-            None => Ok(()),
+        let Some(l) = &mut self.lease else {
+            return Ok(());
+        };
+        l.acquire().map_err(|e| lease_error(&self.path, e))?;
+        let tenure = l.tenure();
+        if tenure != self.tenure {
+            self.tenure = tenure;
+            if self.conn.is_some() {
+                tracing::debug!(target = %self.path.display(), "lease taken anew: the connection is reopened");
+                self.drop_connection();
+            }
         }
+        Ok(())
     }
 
     /// Renews the lease when due, inside a batch; fails if it is lost or about to run out.

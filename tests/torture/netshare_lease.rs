@@ -7,7 +7,8 @@
 //!   server's copy;
 //! * `holder-stopped`: the holder (a child process) is stopped with SIGSTOP between two of its
 //!   transactions, past its lease; the other machine takes over and replays; the holder, when
-//!   continued, finds its lease lost, touches nothing, and finishes later under a new lease;
+//!   continued, touches nothing under the lease it lost, takes it anew on a reopened connection
+//!   (its mount may have cached pages from before the other machine's writes), and finishes;
 //! * `holder-killed`: the holder is killed with SIGKILL at a random moment (inside a
 //!   transaction or between two); the other machine takes over (a hot rollback journal is
 //!   rolled back), and a new process finishes the dead one's journal: exactly once, intact.
@@ -90,15 +91,36 @@ pub fn two_mounts(share: &Arc<Share>) -> String {
 }
 
 /// The child's hook: says when a batch begins and waits there a moment (the lease held, no
-/// statement in flight), so that the parent can stop it between two transactions.
-struct Beginnings(std::sync::atomic::AtomicUsize);
+/// statement in flight), so that the parent can stop it between two transactions. At the
+/// second batch it waits until it has been stopped and continued (a gap in its own clock),
+/// then a little longer, so that its lease's renewal thread sees the lease gone first: the
+/// child then takes the lease anew without an error, the case a kept connection got wrong.
+struct Beginnings {
+    n: std::sync::atomic::AtomicUsize,
+    /// Wait at the second batch until stopped and continued (the `holder-stopped` scenario).
+    wait_for_stop: bool,
+}
 
 impl TargetFaults for Beginnings {
     fn before_statement(&self, index: usize, label: &str) -> rusqlite::Result<()> {
         if index == 0 && label == "BEGIN" {
-            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             println!("sjns-begin {n}");
-            std::thread::sleep(Duration::from_millis(150));
+            if n == 1 && self.wait_for_stop {
+                let start = Instant::now();
+                let mut tick = Instant::now();
+                while start.elapsed() < Duration::from_secs(30) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let gap = tick.elapsed();
+                    tick = Instant::now();
+                    if gap > Duration::from_secs(1) {
+                        std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+                        break;
+                    }
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         Ok(())
     }
@@ -121,7 +143,10 @@ fn netshare_lease_child() {
     let mut r: Replayer<Bump> = Replayer::new(
         j,
         target,
-        lease_opts().faults(Arc::new(Beginnings(Default::default()))),
+        lease_opts().faults(Arc::new(Beginnings {
+            n: Default::default(),
+            wait_for_stop: dir.join("wait-for-stop").exists(),
+        })),
         ReplayOptions::new()
             .batch_entries_max(10)
             .retry_attempts_max(0),
@@ -163,6 +188,7 @@ fn signal(child: &ChildLines, sig: &str) {
 fn holder_scenario(
     share: &Share,
     name: &str,
+    stop: bool,
     disturb: &mut dyn FnMut(&mut ChildLines),
 ) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
@@ -172,6 +198,9 @@ fn holder_scenario(
     std::fs::create_dir_all(&child_dir).unwrap();
     drop(journal_of(&child_dir.join("journal"), 1_000_000, ENTRIES));
     std::fs::write(child_dir.join("target"), b.to_string_lossy().as_bytes()).unwrap();
+    if stop {
+        std::fs::write(child_dir.join("wait-for-stop"), b"").unwrap();
+    }
     let mut child = start_child(&child_dir);
     // The child holds the lease once it begins its second batch.
     child
@@ -225,10 +254,8 @@ fn finish(mut child: ChildLines, child_dir: &Path, server: &TestTarget) -> Vec<S
 }
 
 pub fn holder_stopped(share: &Arc<Share>) -> String {
-    let mut stopped_at = None;
-    let (took_over, lines) = holder_scenario(share, "stopped.db", &mut |child| {
+    let (took_over, lines) = holder_scenario(share, "stopped.db", true, &mut |child| {
         signal(child, "-STOP");
-        stopped_at = Some(Instant::now());
         // Continue it once machine 0 has certainly taken over (its lease long expired).
         let pid = child.child.id().to_string();
         std::thread::spawn(move || {
@@ -238,24 +265,21 @@ pub fn holder_stopped(share: &Arc<Share>) -> String {
                 .status();
         });
     });
-    let lost: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains("sjns-error") && l.contains("lease"))
-        .collect();
-    assert!(
-        !lost.is_empty(),
-        "the continued holder reports its lease lost: {lines:?}"
-    );
+    // Continued, it touched nothing under the lease it had lost: it took the lease anew (once
+    // machine 0 had released it), on a reopened connection, and finished. Before the reopen,
+    // its kept connection read pages its mount had cached before machine 0's writes, and
+    // the file was damaged ("wrong # of entries in index").
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("sjns-error")).collect();
     format!(
-        "netshare holder-stopped: SIGSTOP past the lease ({LEASE_MS} ms); {took_over}; continued, the child said {:?}, then finished; integrity ok, every bump once",
-        lost[0]
+        "netshare holder-stopped: SIGSTOP past the lease ({LEASE_MS} ms, at least 3000); {took_over}; continued, the child took the lease anew and finished ({} sync errors: {errors:?}); integrity ok, every bump once",
+        errors.len()
     )
 }
 
 pub fn holder_killed(share: &Arc<Share>) -> String {
     let (mut rng, seed) = Rng::from_env_or_time("SJNS_LEASE_SEED");
     let delay_ms = rng.below(300);
-    let (took_over, _) = holder_scenario(share, "killed.db", &mut |child| {
+    let (took_over, _) = holder_scenario(share, "killed.db", false, &mut |child| {
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill9(&mut |_| {}).unwrap();
     });
