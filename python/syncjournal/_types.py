@@ -139,6 +139,8 @@ class SyncStatus:
     quarantined: int
     #: Conflicts met on the target: resolved, and pending a human decision.
     conflicts: ConflictCounts
+    #: Since when syncs have been waiting for the target's writer lease (another machine holds it).
+    lease_waiting_since: Optional[_dt.datetime]
     #: Since when the head of the queue has not moved while entries are pending.
     stalled_since: Optional[_dt.datetime]
     #: Since when sync attempts have been failing, until a success.
@@ -170,6 +172,7 @@ class SyncStatus:
             "last_success_ms": "last_success_at",
             "stalled_since_ms": "stalled_since",
             "failing_since_ms": "failing_since",
+            "lease_waiting_since_ms": "lease_waiting_since",
         }
         for old, new in times.items():
             d[new] = _time(d.pop(old))

@@ -190,6 +190,16 @@ fn text(out: &mut dyn Write, st: &OfflineStatus, verdict: &str) -> std::io::Resu
         )?;
     }
     row(out, "quarantined", s.quarantined.to_string())?;
+    if let Some(t) = s.lease_waiting_since_ms {
+        row(
+            out,
+            "lease wait",
+            format!(
+                "waiting for the writer lease since {} (another machine holds it)",
+                timestamp(t)
+            ),
+        )?;
+    }
     row(
         out,
         "conflicts",

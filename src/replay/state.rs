@@ -79,6 +79,9 @@ pub struct ReplayState {
     pub target_read_at_ms: Option<u64>,
     /// Entries in the target's quarantine table for this journal, as last seen.
     pub quarantined: u64,
+    /// Since when syncs have been failing because another machine holds the target's writer
+    /// lease (cleared by a success or another error).
+    pub lease_waiting_since_ms: Option<u64>,
     /// Conflicts of this journal on the target, as last seen: settled, and pending a human
     /// decision (`sync-protocol.md` §4).
     pub conflicts: crate::target::ConflictCounts,
@@ -147,6 +150,11 @@ impl ReplayState {
         };
         let now = now_ms();
         self.failing_since_ms.get_or_insert(now);
+        if matches!(e, Error::Target(TargetError::LeaseHeld { .. })) {
+            self.lease_waiting_since_ms.get_or_insert(now);
+        } else {
+            self.lease_waiting_since_ms = None;
+        }
         self.last_error = Some(SyncError {
             message: e.to_string(),
             transient: e.is_transient(),
@@ -160,6 +168,7 @@ impl ReplayState {
     pub(crate) fn succeeded(&mut self) {
         self.last_error = None;
         self.failing_since_ms = None;
+        self.lease_waiting_since_ms = None;
         self.last_success_ms = Some(now_ms());
     }
 

@@ -133,6 +133,9 @@ pub struct SyncStatus {
     pub last_error: Option<SyncError>,
     /// Entries quarantined on the target (as last seen).
     pub quarantined: u64,
+    /// Since when syncs have been waiting for the target's writer lease, which another machine
+    /// holds (ms since the Unix epoch; `last_error` names the holder).
+    pub lease_waiting_since_ms: Option<u64>,
     /// Conflicts this journal's entries met on the target (as last seen): resolved by policy,
     /// resolver or by hand, and pending a human decision (their entries are quarantined).
     pub conflicts: crate::target::ConflictCounts,
@@ -262,6 +265,7 @@ impl SyncStatus {
             last_error: state.last_error.clone(),
             quarantined: state.quarantined,
             conflicts: state.conflicts,
+            lease_waiting_since_ms: state.lease_waiting_since_ms,
             // The head of the queue has waited since it became the head: the later of its
             // creation and the last acknowledgement (the last time the head moved). Times
             // that are not believable count as "unknown", which is "since ever", not "never".

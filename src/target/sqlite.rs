@@ -3,6 +3,7 @@
 //! takes the file's write lock), and reconnecting when the share misbehaves.
 
 use crate::error::TargetError;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -168,9 +169,12 @@ impl SqliteTarget {
     }
 
     /// Takes the writer lease (or keeps it, renewing it when due) before the file is touched.
-    /// A lease taken anew (not kept) closes the connection: another machine may have written
-    /// the file meanwhile, and a connection kept open can read pages the share's client cached
-    /// before that (sshfs drops them only when the file is opened).
+    /// With a lease taken anew (not kept), another machine may have written the file since
+    /// this connection last read it, and the share's client may still cache pages from before
+    /// (sshfs, like NFS's close-to-open consistency, drops them only when the file is opened):
+    /// the file is opened once, which drops them, and SQLite's own cache is checked against
+    /// the file's change counter at the next transaction. If that open fails, the connection
+    /// is closed instead.
     fn hold_lease(&mut self) -> Result<()> {
         let Some(l) = &mut self.lease else {
             return Ok(());
@@ -180,8 +184,14 @@ impl SqliteTarget {
         if tenure != self.tenure {
             self.tenure = tenure;
             if self.conn.is_some() {
-                tracing::debug!(target = %self.path.display(), "lease taken anew: the connection is reopened");
-                self.drop_connection();
+                let reopened = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&self.path);
+                if let Err(e) = reopened {
+                    tracing::debug!(target = %self.path.display(), error = %e, "lease taken anew and the file not reopened: the connection is closed");
+                    self.drop_connection();
+                }
             }
         }
         Ok(())

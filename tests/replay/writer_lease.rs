@@ -129,6 +129,14 @@ fn a_waiter_is_told_who_holds_the_lease_and_takes_over_from_a_holder_that_stoppe
         }
         assert_eq!(rep.applied, 0);
         assert_eq!(target.watermark(j.id()), 0, "nothing touched");
+        let waiting = r.state().lease_waiting_since_ms;
+        assert!(waiting.is_some(), "the status says since when it waits");
+        assert_eq!(r.sync_now().error.map(|e| e.is_transient()), Some(true));
+        assert_eq!(
+            r.state().lease_waiting_since_ms,
+            waiting,
+            "since the first failure"
+        );
 
         // A waiter with time takes over once the record has not changed for longer than its
         // lease, then waits out the fence, then replays everything once and releases.
@@ -147,6 +155,11 @@ fn a_waiter_is_told_who_holds_the_lease_and_takes_over_from_a_holder_that_stoppe
             "taken over after {took:?}: before the expiry and the fence"
         );
         assert_eq!(rep.applied, ENTRIES as u64);
+        assert_eq!(
+            r.state().lease_waiting_since_ms,
+            None,
+            "cleared by the success"
+        );
         assert_eq!(target.integrity(), "ok");
         assert!(!lease.exists(), "released after the sync");
     });
