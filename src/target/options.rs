@@ -112,7 +112,8 @@ impl TargetOptions {
     /// pull into their caches (`sync-protocol.md` §2). Costs a read of each touched row and one
     /// How much of the change log replayers keep, and which caches hold pruning back
     /// (`sync-protocol.md` §2.6). Each replayer prunes after a sync that applied something, at
-    /// most every `prune_interval_ms`. Default: [`ChangeLogRetention::new`] (nothing pruned).
+    /// most every `prune_interval_ms`. Default: [`ChangeLogRetention::new`](crate::ChangeLogRetention::new) (nothing
+    /// pruned).
     pub fn change_log_retention(mut self, r: crate::target::ChangeLogRetention) -> Self {
         self.retention = r;
         self
