@@ -110,18 +110,18 @@ impl TargetOptions {
     /// Record every row change a batch makes in the target's change log
     /// (`syncjournal_changes`), in the batch's transaction, for other machines' stores to
     /// pull into their caches (`sync-protocol.md` §2). Costs a read of each touched row and one
-    /// How much of the change log replayers keep, and which caches hold pruning back
-    /// (`sync-protocol.md` §2.6). Each replayer prunes after a sync that applied something, at
-    /// most every `prune_interval_ms`. Default: [`ChangeLogRetention::new`](crate::ChangeLogRetention::new) (nothing
-    /// pruned).
-    pub fn change_log_retention(mut self, r: crate::target::ChangeLogRetention) -> Self {
-        self.retention = r;
-        self
-    }
-
     /// insert per row per batch. `false`: a single machine that never pulls. Default: true.
     pub fn change_log(mut self, on: bool) -> Self {
         self.change_log = on;
+        self
+    }
+
+    /// How much of the change log replayers keep, and which caches hold pruning back
+    /// (`sync-protocol.md` §2.6). Each replayer prunes after a sync that applied something, at
+    /// most every `prune_interval_ms`. Default:
+    /// [`ChangeLogRetention::new`](crate::ChangeLogRetention::new) (nothing pruned).
+    pub fn change_log_retention(mut self, r: crate::target::ChangeLogRetention) -> Self {
+        self.retention = r;
         self
     }
 
