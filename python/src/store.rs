@@ -235,7 +235,10 @@ impl Store {
         let replay = ReplayOptions::new()
             .sync_interval_ms(sync_interval_ms)
             .reject_policy(self::reject_policy(reject_policy)?)
-            .conflicts(conflict_policies(conflicts.unwrap_or_default(), detect_conflicts)?)
+            .conflicts(conflict_policies(
+                conflicts.unwrap_or_default(),
+                detect_conflicts,
+            )?)
             .retry_attempts_max(retry_attempts_max);
         let mut opts = StoreOptions::new()
             .journal(journal)

@@ -3,22 +3,16 @@
 
 use std::io::Write;
 
-use syncjournal::{ConflictRecord, ReplayOptions, Replayer, TargetOptions, Value};
+use syncjournal::{ConflictRecord, Value};
 
 use crate::cli::args::ConflictsCommand;
 use crate::cli::fmt::{say, timestamp};
 use crate::cli::outcome::{Failure, OK, Outcome};
+use crate::cli::sync_cmds::follower;
 
 /// `conflicts …`
 pub fn conflicts(out: &mut dyn Write, cmd: ConflictsCommand) -> Outcome {
-    let open = |dir: &std::path::Path, target| -> Result<Replayer, Failure> {
-        Ok(Replayer::follower(
-            dir,
-            target,
-            TargetOptions::new(),
-            ReplayOptions::new(),
-        )?)
-    };
+    let open = follower;
     match cmd {
         ConflictsCommand::List {
             dir,

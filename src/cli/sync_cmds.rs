@@ -204,16 +204,20 @@ fn run_with_progress(replayer: &mut Replayer, progress: &ProgressBar) -> syncjou
     })
 }
 
+/// A follower replayer of the journal in `dir` to `target`, with default options: what the
+/// commands that look at or decide on the target's records of a journal work through.
+pub fn follower(dir: &Path, target: &TargetSpec) -> Result<Replayer, Failure> {
+    Ok(Replayer::follower(
+        dir,
+        target,
+        TargetOptions::new(),
+        ReplayOptions::new(),
+    )?)
+}
+
 /// `quarantine …`
 pub fn quarantine(out: &mut dyn Write, cmd: QuarantineCommand) -> Outcome {
-    let open = |dir: &Path, target: &TargetSpec| -> Result<Replayer, Failure> {
-        Ok(Replayer::follower(
-            dir,
-            target,
-            TargetOptions::new(),
-            ReplayOptions::new(),
-        )?)
-    };
+    let open = follower;
     match cmd {
         QuarantineCommand::List { dir, target, json } => {
             let mut r = open(&dir, &target.target)?;

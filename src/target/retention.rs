@@ -86,6 +86,29 @@ pub struct PruneReport {
     pub held_by: Option<(Uuid, u64)>,
 }
 
+/// The highest sequence number the age limit lets go: records are read in order from `floor`
+/// by `page` (`(seq, committed_at)` of at most [`AGE_SCAN_ROWS`] records after a sequence
+/// number) up to the first one committed at or after `cutoff_ms`.
+pub(crate) fn age_floor<E>(
+    floor: u64,
+    cutoff_ms: i64,
+    mut page: impl FnMut(u64) -> Result<Vec<(i64, i64)>, E>,
+) -> Result<u64, E> {
+    let mut last_old = floor;
+    loop {
+        let rows = page(last_old)?;
+        if rows.is_empty() {
+            return Ok(last_old);
+        }
+        for (seq, at) in rows {
+            if at >= cutoff_ms {
+                return Ok(last_old);
+            }
+            last_old = seq.max(0) as u64;
+        }
+    }
+}
+
 /// The new floor: the highest sequence number both limits let go (`by_size`, `by_age`: each
 /// `None` when its limit is not set), capped by the lowest honoured cursor, never below
 /// `floor`.
@@ -128,6 +151,24 @@ mod tests {
         let r = ChangeLogRetention::new().keep_records_max(10);
         assert_eq!((r.size_floor(100), r.size_floor(3)), (90, 0));
         assert!(r.prunes() && !ChangeLogRetention::new().prunes());
+    }
+
+    #[test]
+    fn the_age_floor_is_the_last_record_before_the_first_young_one() {
+        // Records 1..=25 committed at 10 ms each (seq 7 at 70), two per page.
+        let log: Vec<(i64, i64)> = (1..=25).map(|s| (s, s * 10)).collect();
+        let page = |after: u64| -> Result<Vec<(i64, i64)>, ()> {
+            Ok(log
+                .iter()
+                .copied()
+                .filter(|(s, _)| *s as u64 > after)
+                .take(2)
+                .collect())
+        };
+        assert_eq!(age_floor(0, 75, page), Ok(7));
+        assert_eq!(age_floor(0, 5, page), Ok(0), "nothing old enough");
+        assert_eq!(age_floor(3, 1_000, page), Ok(25), "everything old");
+        assert_eq!(age_floor(9, 75, page), Ok(9), "never below the floor");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::target::changes::{
     CHANGE_HEAD_TABLE, ChangeBuffer, ChangePage, NewChange, RawChange, encode_columns, next_hlcs,
     page_of,
 };
-use crate::target::retention::{AGE_SCAN_ROWS, ChangeLogRetention, PruneReport, new_floor};
+use crate::target::retention::{
+    AGE_SCAN_ROWS, ChangeLogRetention, PruneReport, age_floor, new_floor,
+};
 use crate::target::sqlite::{read_watermark, table_exists, target_error};
 use crate::target::{RowSink, watermark_value};
 
@@ -77,28 +79,15 @@ pub(crate) fn prune(
     let by_age = match retention.keep_age_ms {
         None => None,
         Some(age) => {
-            let cutoff = now.saturating_sub(age) as i64;
-            let mut last_old = floor;
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, committed_at FROM syncjournal_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            'scan: loop {
-                let rows: Vec<(i64, i64)> = stmt
-                    .query_map((last_old as i64, AGE_SCAN_ROWS as i64), |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                if rows.is_empty() {
-                    break;
-                }
-                for (seq, at) in rows {
-                    if at >= cutoff {
-                        break 'scan;
-                    }
-                    last_old = seq.max(0) as u64;
-                }
-            }
-            Some(last_old)
+            Some(age_floor(floor, now.saturating_sub(age) as i64, |after| {
+                stmt.query_map((after as i64, AGE_SCAN_ROWS as i64), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })?)
         }
     };
     let stale = retention

@@ -18,11 +18,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use syncjournal::{ChangeSet, RejectPolicy, ReplayOptions, Store, Value};
 
 use crate::support::machines::{Machines, quiesce};
-use crate::support::process::count_from_env;
+use crate::support::process::model_config;
 use crate::support::targets::TargetKind;
 
 const MACHINES: usize = 3;
@@ -303,19 +303,7 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
 
 #[test]
 fn machines_match_the_model_of_pull_and_conflicts() {
-    let mut config = Config {
-        cases: count_from_env("PROPTEST_CASES", 24),
-        failure_persistence: None,
-        max_shrink_iters: 128,
-        ..Config::default()
-    };
-    if config.rng_seed == RngSeed::Random {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        config.rng_seed = RngSeed::Fixed(seed);
-    }
+    let config = model_config(24, 128);
     let seed = config.rng_seed;
     let cases = config.cases;
     let mut runner = TestRunner::new(config);

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use syncjournal::error::CacheError;
 
 use crate::support::journal::SEG_BYTES;
-use crate::support::process::count_from_env;
+use crate::support::process::model_config;
 use crate::support::store::{Paths, dump_cache, dump_target, open, store_opts};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use syncjournal::event::{KIND_CHANGESET, encode_event};
 use syncjournal::{
     ChangeSet, Error, Journal, JournalOptions, Mutation, RejectPolicy, Store, Value,
@@ -658,19 +658,7 @@ fn run_case(ops: &[Op], cov: &Coverage) -> Result<(), TestCaseError> {
 
 #[test]
 fn store_matches_the_model() {
-    let mut config = Config {
-        cases: count_from_env("PROPTEST_CASES", 64),
-        failure_persistence: None,
-        max_shrink_iters: 256,
-        ..Config::default()
-    };
-    if config.rng_seed == RngSeed::Random {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        config.rng_seed = RngSeed::Fixed(seed);
-    }
+    let config = model_config(64, 256);
     let seed = config.rng_seed;
     let cases = config.cases;
     let cov = Coverage::default();

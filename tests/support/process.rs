@@ -444,3 +444,24 @@ impl Drop for ReadOnly {
         let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(self.mode));
     }
 }
+
+/// The configuration of a model test: `PROPTEST_CASES` cases (else `cases`), no failure
+/// persistence, shrinking bounded by `shrink_iters`, and a seed fixed up front (from
+/// `PROPTEST_RNG_SEED`, else the clock) so that a failure can name it.
+pub fn model_config(cases: u32, shrink_iters: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    let mut config = Config {
+        cases: count_from_env("PROPTEST_CASES", cases),
+        failure_persistence: None,
+        max_shrink_iters: shrink_iters,
+        ..Config::default()
+    };
+    if config.rng_seed == RngSeed::Random {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        config.rng_seed = RngSeed::Fixed(seed);
+    }
+    config
+}

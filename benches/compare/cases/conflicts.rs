@@ -12,11 +12,10 @@ use std::time::Instant;
 use syncjournal::event::{Stamp, encode_event_within};
 use syncjournal::target::HLC_LOGICAL_BITS;
 use syncjournal::{
-    ChangeSet, ConflictPolicies, Journal, JournalOptions, ReplayOptions, Replayer, TargetOptions,
-    TargetSpec,
+    ChangeSet, ConflictPolicies, Journal, ReplayOptions, Replayer, TargetOptions, TargetSpec,
 };
 
-use crate::cases::replay::write_changeset_journal;
+use crate::cases::replay::rep_journal;
 use crate::harness::{Clock, Config, REPLAY_BATCH, Tally, settle};
 use crate::pg_workload::{drop_pg_target, make_pg_target, start_server};
 use crate::report::Results;
@@ -86,18 +85,7 @@ pub fn group_conflicts(cfg: &Config, dir: &Path, res: &mut Results) {
         None
     };
     for rep in 0..cfg.reps {
-        let rep_dir = dir.join(format!("conflicts-{rep}"));
-        std::fs::create_dir_all(&rep_dir).unwrap();
-        let jdir = rep_dir.join("journal");
-        write_changeset_journal(&jdir, payloads.iter().cloned());
-        let j = Arc::new(
-            Journal::open(
-                &jdir,
-                JournalOptions::new().retain_acked_segments(usize::MAX >> 1),
-            )
-            .expect("open journal"),
-        );
-        rustix::fs::sync();
+        let (rep_dir, j) = rep_journal(dir, &format!("conflicts-{rep}"), &payloads);
         let k = names.len();
         for o in 0..k {
             // Rotate which case goes first.

@@ -8,16 +8,15 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 use syncjournal::event::decode_event;
 use syncjournal::mutation::{Mutation, Value};
-use syncjournal::{ChangeSet, Journal, JournalOptions};
+use syncjournal::{ChangeSet, Journal};
 
-use crate::cases::replay::{sj_replay, write_changeset_journal};
+use crate::cases::replay::{rep_journal, sj_replay};
 use crate::harness::{Clock, Config, REPLAY_BATCH, Tally, settle};
 use crate::pg_workload::{drop_pg_target, make_pg_target, start_server};
 use crate::report::Results;
@@ -197,18 +196,7 @@ fn run_group(
         t.elapsed()
     );
     for rep in 0..cfg.reps {
-        let rep_dir = dir.join(format!("{group}-{rep}"));
-        std::fs::create_dir_all(&rep_dir).unwrap();
-        let jdir = rep_dir.join("journal");
-        write_changeset_journal(&jdir, payloads.iter().cloned());
-        let j = Arc::new(
-            Journal::open(
-                &jdir,
-                JournalOptions::new().retain_acked_segments(usize::MAX >> 1),
-            )
-            .expect("open replay journal"),
-        );
-        rustix::fs::sync();
+        let (rep_dir, j) = rep_journal(dir, &format!("{group}-{rep}"), &payloads);
         let k = names.len();
         for o in 0..k {
             let name = names[(rep + o) % k];

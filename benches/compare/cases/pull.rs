@@ -15,7 +15,7 @@ use syncjournal::{
     ChangeSet, Journal, JournalOptions, ReplayOptions, Replayer, Store, StoreOptions, TargetOptions,
 };
 
-use crate::cases::replay::write_changeset_journal;
+use crate::cases::replay::rep_journal;
 use crate::harness::{Clock, Config, REPLAY_BATCH, Tally, settle};
 use crate::report::Results;
 use crate::workload::{CERT_SCHEMA, cert_payload, make_target, open_target};
@@ -160,17 +160,7 @@ pub fn group_pull(cfg: &Config, dir: &Path, res: &mut Results) {
         t.elapsed()
     );
     for rep in 0..cfg.reps {
-        let rep_dir = dir.join(format!("pull-{rep}"));
-        std::fs::create_dir_all(&rep_dir).unwrap();
-        let jdir = rep_dir.join("journal");
-        write_changeset_journal(&jdir, payloads.iter().cloned());
-        let j = Arc::new(
-            Journal::open(
-                &jdir,
-                JournalOptions::new().retain_acked_segments(usize::MAX >> 1),
-            )
-            .expect("open journal"),
-        );
+        let (rep_dir, j) = rep_journal(dir, &format!("pull-{rep}"), &payloads);
         let on_target = rep_dir.join("log-on.db");
         let off_target = rep_dir.join("log-off.db");
         make_target(&on_target);

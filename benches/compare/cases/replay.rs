@@ -3,7 +3,7 @@
 //! same rows (1000 per transaction, watermark in the same transaction), and by a naive replay
 //! of one entry (and its watermark) per transaction.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,25 @@ pub fn write_changeset_journal(jdir: &Path, payloads: impl Iterator<Item = Vec<u
             .expect("append_batch");
     }
     j.close().expect("close");
+}
+
+/// A rep's directory `dir/<name>`, with a journal of `payloads` written into it and opened
+/// (acknowledged segments kept, so that every rep replays the same entries), page cache
+/// synced.
+pub fn rep_journal(dir: &Path, name: &str, payloads: &[Vec<u8>]) -> (PathBuf, Arc<Journal>) {
+    let rep_dir = dir.join(name);
+    std::fs::create_dir_all(&rep_dir).unwrap();
+    let jdir = rep_dir.join("journal");
+    write_changeset_journal(&jdir, payloads.iter().cloned());
+    let j = Arc::new(
+        Journal::open(
+            &jdir,
+            JournalOptions::new().retain_acked_segments(usize::MAX >> 1),
+        )
+        .expect("open the rep's journal"),
+    );
+    rustix::fs::sync();
+    (rep_dir, j)
 }
 
 /// The Replayer: every durable entry into a fresh target (an SQLite file or a PostgreSQL
@@ -167,18 +186,7 @@ pub fn group_replay(cfg: &Config, dir: &Path, res: &mut Results) {
         t.elapsed()
     );
     for rep in 0..cfg.reps {
-        let rep_dir = dir.join(format!("replay-{rep}"));
-        std::fs::create_dir_all(&rep_dir).unwrap();
-        let jdir = rep_dir.join("journal");
-        write_changeset_journal(&jdir, payloads.iter().cloned());
-        let j = Arc::new(
-            Journal::open(
-                &jdir,
-                JournalOptions::new().retain_acked_segments(usize::MAX >> 1),
-            )
-            .expect("open replay journal"),
-        );
-        rustix::fs::sync();
+        let (rep_dir, j) = rep_journal(dir, &format!("replay-{rep}"), &payloads);
         let k = names.len();
         for o in 0..k {
             let name = names[(rep + o) % k];

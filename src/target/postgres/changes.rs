@@ -17,7 +17,9 @@ use crate::mutation::{Columns, Mutation, Value};
 use crate::target::changes::{
     ChangeBuffer, ChangePage, NewChange, RawChange, Touched, encode_columns, next_hlcs, page_of,
 };
-use crate::target::retention::{AGE_SCAN_ROWS, ChangeLogRetention, PruneReport, new_floor};
+use crate::target::retention::{
+    AGE_SCAN_ROWS, ChangeLogRetention, PruneReport, age_floor, new_floor,
+};
 use crate::target::{RowSink, watermark_value};
 
 use super::apply::{cell, lookup};
@@ -104,26 +106,13 @@ pub(crate) fn prune(
     let by_age = match retention.keep_age_ms {
         None => None,
         Some(age) => {
-            let cutoff = now.saturating_sub(age) as i64;
-            let mut last_old = floor;
-            'scan: loop {
-                let rows = tx.query(
-                    &format!(
-                        "SELECT seq, committed_at FROM {changes} WHERE seq > $1 ORDER BY seq LIMIT $2"
-                    ),
-                    &[&(last_old as i64), &(AGE_SCAN_ROWS as i64)],
-                )?;
-                if rows.is_empty() {
-                    break;
-                }
-                for r in rows {
-                    if r.get::<_, i64>(1) >= cutoff {
-                        break 'scan;
-                    }
-                    last_old = r.get::<_, i64>(0).max(0) as u64;
-                }
-            }
-            Some(last_old)
+            let sql = format!(
+                "SELECT seq, committed_at FROM {changes} WHERE seq > $1 ORDER BY seq LIMIT $2"
+            );
+            Some(age_floor(floor, now.saturating_sub(age) as i64, |after| {
+                let rows = tx.query(&sql, &[&(after as i64), &(AGE_SCAN_ROWS as i64)])?;
+                Ok::<_, postgres::Error>(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            })?)
         }
     };
     let stale: Option<i64> = retention

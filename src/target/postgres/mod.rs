@@ -931,63 +931,29 @@ impl Target for PgTarget {
     }
 
     fn conflicts(&mut self, journal: Option<Uuid>, limit: usize) -> Result<Vec<ConflictRecord>> {
-        Target::connect(self)?;
-        let table = self.conflicts_table.clone();
         let path = std::path::PathBuf::from(self.name());
-        let client = self.client()?;
-        let r = conflicts::exists(client, &table).and_then(|e| {
-            if e {
-                conflicts::list(client, &table, journal, limit)
-            } else {
-                Ok(Vec::new())
-            }
-        });
-        let raws = r.map_err(|e| self.err("list conflicts", e))?;
+        let raws = self.on_conflicts("list conflicts", Vec::new(), |c, t| {
+            conflicts::list(c, t, journal, limit)
+        })?;
         raws.into_iter().map(|r| r.check(&path)).collect()
     }
 
     fn conflict(&mut self, id: u64) -> Result<Option<ConflictRecord>> {
-        Target::connect(self)?;
-        let table = self.conflicts_table.clone();
         let path = std::path::PathBuf::from(self.name());
-        let client = self.client()?;
-        let r = conflicts::exists(client, &table).and_then(|e| {
-            if e {
-                conflicts::get(client, &table, id)
-            } else {
-                Ok(None)
-            }
-        });
-        let raw = r.map_err(|e| self.err("read a conflict", e))?;
+        let raw = self.on_conflicts("read a conflict", None, |c, t| conflicts::get(c, t, id))?;
         raw.map(|r| r.check(&path)).transpose()
     }
 
     fn conflict_counts(&mut self, journal: Uuid) -> Result<ConflictCounts> {
-        Target::connect(self)?;
-        let table = self.conflicts_table.clone();
-        let client = self.client()?;
-        let r = conflicts::exists(client, &table).and_then(|e| {
-            if e {
-                conflicts::counts(client, &table, journal)
-            } else {
-                Ok(ConflictCounts::default())
-            }
-        });
-        r.map_err(|e| self.err("count conflicts", e))
+        self.on_conflicts("count conflicts", ConflictCounts::default(), |c, t| {
+            conflicts::counts(c, t, journal)
+        })
     }
 
     fn settle_conflicts(&mut self, journal: Uuid, lsn: Lsn, resolution: &str) -> Result<u64> {
-        Target::connect(self)?;
-        let table = self.conflicts_table.clone();
-        let client = self.client()?;
-        let r = conflicts::exists(client, &table).and_then(|e| {
-            if e {
-                conflicts::settle(client, &table, journal, lsn, resolution)
-            } else {
-                Ok(0)
-            }
-        });
-        r.map_err(|e| self.err("settle conflicts", e))
+        self.on_conflicts("settle conflicts", 0, |c, t| {
+            conflicts::settle(c, t, journal, lsn, resolution)
+        })
     }
 
     fn record_cursor(&mut self, journal: Uuid, seq: u64) -> Result<()> {
@@ -1034,6 +1000,22 @@ impl Target for PgTarget {
 }
 
 impl PgTarget {
+    /// Runs `f` on the conflict table (outside a batch), or gives `none` if the table does not
+    /// exist (a target whose change log is off).
+    fn on_conflicts<T>(
+        &mut self,
+        what: &str,
+        none: T,
+        f: impl FnOnce(&mut Client, &str) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        Target::connect(self)?;
+        let table = self.conflicts_table.clone();
+        let client = self.client()?;
+        let r = conflicts::exists(client, &table)
+            .and_then(|exists| if exists { f(client, &table) } else { Ok(none) });
+        r.map_err(|e| self.err(what, e))
+    }
+
     fn err_no_connection(&self) -> Error {
         Error::Target(TargetError::Server {
             target: self.name().to_string(),
