@@ -164,6 +164,7 @@ def test_status_has_every_field_of_the_crate(open_store):
         "last_success_ms": "last_success_at",
         "stalled_since_ms": "stalled_since",
         "failing_since_ms": "failing_since",
+        "lease_waiting_since_ms": "lease_waiting_since",
     }
     assert {renamed.get(f, f) for f in crate_fields} == ours
 
