@@ -272,8 +272,8 @@ fn make_log_target(path: &Path, n: u64) {
     {
         let mut ins = c
             .prepare(
-                "INSERT INTO syncjournal_changes (seq, hlc, journal_id, lsn, table_name, key, row, committed_at)
-                 VALUES (?1, ?2, '00000000-0000-0000-0000-000000000001', ?1, 'certificates', ?3, ?4, 0)",
+                "INSERT INTO syncjournal_changes (seq, hlc, journal_id, lsn, table_name, key, row, committed_at, row_id)
+                 VALUES (?1, ?2, '00000000-0000-0000-0000-000000000001', ?1, 'certificates', ?3, ?4, 0, ?5)",
             )
             .unwrap();
         let enc = |c: &Cols| bincode::serde::encode_to_vec(c, bincode::config::standard()).unwrap();
@@ -285,7 +285,10 @@ fn make_log_target(path: &Path, n: u64) {
                 ("body".into(), Value::Blob(body)),
             ];
             let seq = i as i64 + 1;
-            ins.execute((seq, seq << 16, enc(&key), enc(&row))).unwrap();
+            // The pull reads `row_id` only for its own records (this journal is another's),
+            // and every lookup by it compares the row too: the key stands in for the hash.
+            ins.execute((seq, seq << 16, enc(&key), enc(&row), id))
+                .unwrap();
         }
     }
     c.execute(
