@@ -130,6 +130,15 @@ impl Config {
         c
     }
 
+    /// The cases of `group` among `cases` this run measures.
+    pub fn wanted(&self, group: &str, cases: &[&'static str]) -> Vec<&'static str> {
+        cases
+            .iter()
+            .copied()
+            .filter(|n| self.wants(group, n))
+            .collect()
+    }
+
     pub fn wants(&self, group: &str, case: &str) -> bool {
         self.only.is_empty()
             || self

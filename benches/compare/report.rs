@@ -43,6 +43,15 @@ impl Results {
             .map_or_else(|| "-".into(), |&v| fmt_num(v))
     }
 
+    /// Prints the line of rep `rep`: each of `names` with its last value.
+    pub fn print_rep(&self, rep: usize, names: &[&str]) {
+        let mut line = format!("  rep {rep}:");
+        for nm in names {
+            line.push_str(&format!(" {nm}={}", self.last(nm)));
+        }
+        println!("{line}");
+    }
+
     /// Paired ratios num/den per rep (both measured in the same reps), else None.
     pub fn paired(&self, num: &str, den: &str) -> Option<Vec<f64>> {
         let (n, d) = (self.get(num)?, self.get(den)?);

@@ -358,6 +358,12 @@ pub(crate) fn page_of(
     })
 }
 
+/// A sequence number, LSN or clock value as an SQL integer (signed 64 bits; values above
+/// `i64::MAX`, which syncjournal never gives out, are capped).
+pub(crate) fn sql_int(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
 /// A sequence number read from the log, refused if negative.
 pub(crate) fn nonnegative(path: &Path, what: &str, v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| {

@@ -12,7 +12,7 @@ use crate::format::Lsn;
 use crate::journal::ack::now_ms;
 use crate::target::changes::{
     CHANGE_HEAD_TABLE, ChangeBuffer, ChangePage, NewChange, RawChange, encode_columns, next_hlcs,
-    page_of,
+    page_of, sql_int,
 };
 use crate::target::retention::{
     AGE_SCAN_ROWS, ChangeLogRetention, PruneReport, age_floor, new_floor,
@@ -55,7 +55,7 @@ pub(crate) fn record_cursor(conn: &Connection, journal: Uuid, seq: u64) -> rusql
     )?
     .execute((
         journal.to_string(),
-        seq.min(i64::MAX as u64) as i64,
+        sql_int(seq),
         now_ms() as i64,
     ))?;
     Ok(())
@@ -239,11 +239,7 @@ fn read_in_snapshot(
         )
         .map_err(te)?;
     let mut rows = stmt
-        .query((
-            after.min(i64::MAX as u64) as i64,
-            limit as i64,
-            journal.to_string(),
-        ))
+        .query((sql_int(after), limit as i64, journal.to_string()))
         .map_err(te)?;
     let mut raws = Vec::new();
     while let Some(r) = rows.next().map_err(te)? {

@@ -11,7 +11,7 @@ use crate::apply::{ApplyError, RowImage, SchemaCache, row_image};
 use crate::error::Result;
 use crate::format::Lsn;
 use crate::mutation::Columns;
-use crate::target::changes::{decode_columns, row_hash, row_identity};
+use crate::target::changes::{decode_columns, row_hash, row_identity, sql_int};
 use crate::target::conflicts::{
     ConflictCounts, ConflictRecord, ConflictRows, NewConflict, Probe, RawConflict, Remote,
     SELECT_CONFLICT, same_row,
@@ -44,10 +44,6 @@ CREATE TABLE IF NOT EXISTS syncjournal_conflicts (
 );
 CREATE INDEX IF NOT EXISTS syncjournal_conflicts_entry ON syncjournal_conflicts (journal_id, lsn);";
 
-fn to_i64(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
-}
-
 /// For each probe, the latest record of its row after its base made by another journal.
 pub(crate) fn find(
     conn: &Connection,
@@ -61,7 +57,7 @@ pub(crate) fn find(
     let me = journal.to_string();
     let mut out = Vec::with_capacity(probes.len());
     for p in probes {
-        let mut rows = stmt.query((p.row_id, to_i64(p.base_seq), &me))?;
+        let mut rows = stmt.query((p.row_id, sql_int(p.base_seq), &me))?;
         let mut found = None;
         while let Some(r) = rows.next()? {
             let (table, key): (String, Vec<u8>) = (r.get(3)?, r.get(4)?);
@@ -103,7 +99,7 @@ pub(crate) fn rows(
         )
         .map_err(ApplyError::from)?;
     let mut rows = stmt
-        .query((row_hash(&identity), to_i64(base_seq)))
+        .query((row_hash(&identity), sql_int(base_seq)))
         .map_err(ApplyError::from)?;
     let mut base = None;
     while let Some(r) = rows.next().map_err(ApplyError::from)? {
@@ -133,18 +129,18 @@ pub(crate) fn record(conn: &Connection, c: &NewConflict<'_>) -> rusqlite::Result
         c.kind,
         c.summary,
         local,
-        to_i64(c.local_hlc),
-        to_i64(c.base_seq),
+        sql_int(c.local_hlc),
+        sql_int(c.base_seq),
         base,
         c.rows.base.is_some(),
         current,
         c.remote.journal_id.to_string(),
-        to_i64(c.remote.seq),
-        to_i64(c.remote.hlc),
+        sql_int(c.remote.seq),
+        sql_int(c.remote.hlc),
         c.resolution,
         result,
         c.pending,
-        to_i64(c.detected_at_ms),
+        sql_int(c.detected_at_ms),
     ])?;
     Ok(())
 }
@@ -188,7 +184,7 @@ pub(crate) fn list(
     );
     let mut stmt = conn.prepare(&sql).map_err(te)?;
     let rows = stmt
-        .query_map((journal.map(|j| j.to_string()), to_i64(limit as u64)), raw)
+        .query_map((journal.map(|j| j.to_string()), sql_int(limit as u64)), raw)
         .map_err(te)?;
     let mut out = Vec::new();
     for r in rows {
@@ -202,7 +198,7 @@ pub(crate) fn get(conn: &Connection, path: &Path, id: u64) -> Result<Option<Conf
     let te = |e| target_error(path, "read a conflict", e);
     let sql = format!("SELECT {SELECT_CONFLICT} FROM syncjournal_conflicts WHERE id = ?1");
     let raw = conn
-        .query_row(&sql, [to_i64(id)], raw)
+        .query_row(&sql, [sql_int(id)], raw)
         .optional()
         .map_err(te)?;
     raw.map(|r| r.check(path)).transpose()

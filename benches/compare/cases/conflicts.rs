@@ -62,11 +62,7 @@ fn replay(j: &Arc<Journal>, target: TargetSpec, n: u64, detect: bool) -> Tally {
 }
 
 pub fn group_conflicts(cfg: &Config, dir: &Path, res: &mut Results) {
-    let names: Vec<&str> = CONFLICT_CASES
-        .iter()
-        .copied()
-        .filter(|n| cfg.wants("conflicts", n))
-        .collect();
+    let names: Vec<&str> = cfg.wanted("conflicts", CONFLICT_CASES);
     if names.is_empty() {
         return;
     }
@@ -108,10 +104,6 @@ pub fn group_conflicts(cfg: &Config, dir: &Path, res: &mut Results) {
         }
         drop(j);
         settle(&rep_dir);
-        let mut line = format!("  rep {rep}:");
-        for nm in &names {
-            line.push_str(&format!(" {nm}={}", res.last(nm)));
-        }
-        println!("{line}");
+        res.print_rep(rep, &names);
     }
 }

@@ -175,11 +175,7 @@ fn run_group(
     dir: &Path,
     res: &mut Results,
 ) {
-    let names: Vec<&str> = cases
-        .iter()
-        .copied()
-        .filter(|n| cfg.wants(group, n))
-        .collect();
+    let names: Vec<&str> = cfg.wanted(group, cases);
     if names.is_empty() {
         return;
     }
@@ -212,10 +208,6 @@ fn run_group(
         }
         drop(j);
         settle(&rep_dir);
-        let mut line = format!("  rep {rep}:");
-        for nm in &names {
-            line.push_str(&format!(" {nm}={}", res.last(nm)));
-        }
-        println!("{line}");
+        res.print_rep(rep, &names);
     }
 }

@@ -143,11 +143,7 @@ fn raw_pull(dir: &Path, target: &Path) -> Tally {
 }
 
 pub fn group_pull(cfg: &Config, dir: &Path, res: &mut Results) {
-    let names: Vec<&str> = PULL_CASES
-        .iter()
-        .copied()
-        .filter(|n| cfg.wants("pull", n))
-        .collect();
+    let names: Vec<&str> = cfg.wanted("pull", PULL_CASES);
     if names.is_empty() {
         return;
     }
@@ -212,11 +208,7 @@ pub fn group_pull(cfg: &Config, dir: &Path, res: &mut Results) {
             );
         }
         settle(&rep_dir);
-        let mut line = format!("  rep {rep}:");
-        for nm in &names {
-            line.push_str(&format!(" {nm}={}", res.last(nm)));
-        }
-        println!("{line}");
+        res.print_rep(rep, &names);
     }
 }
 

@@ -163,11 +163,7 @@ pub const REPLAY_CASES: &[&str] = &[
 ];
 
 pub fn group_replay(cfg: &Config, dir: &Path, res: &mut Results) {
-    let names: Vec<&str> = REPLAY_CASES
-        .iter()
-        .copied()
-        .filter(|n| cfg.wants("replay", n))
-        .collect();
+    let names: Vec<&str> = cfg.wanted("replay", REPLAY_CASES);
     if names.is_empty() {
         return;
     }
@@ -202,10 +198,6 @@ pub fn group_replay(cfg: &Config, dir: &Path, res: &mut Results) {
         }
         drop(j);
         settle(&rep_dir);
-        let mut line = format!("  rep {rep}:");
-        for nm in &names {
-            line.push_str(&format!(" {nm}={}", res.last(nm)));
-        }
-        println!("{line}");
+        res.print_rep(rep, &names);
     }
 }

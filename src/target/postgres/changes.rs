@@ -16,6 +16,7 @@ use crate::journal::ack::now_ms;
 use crate::mutation::{Columns, Mutation, Value};
 use crate::target::changes::{
     ChangeBuffer, ChangePage, NewChange, RawChange, Touched, encode_columns, next_hlcs, page_of,
+    sql_int,
 };
 use crate::target::retention::{
     AGE_SCAN_ROWS, ChangeLogRetention, PruneReport, age_floor, new_floor,
@@ -76,7 +77,7 @@ pub(crate) fn record_cursor(
         ),
         &[
             &journal.to_string(),
-            &(seq.min(i64::MAX as u64) as i64),
+            &sql_int(seq),
             &(now_ms() as i64),
         ],
     )?;
@@ -506,11 +507,7 @@ fn read_in_snapshot(
                                                AND l.table_name = c.table_name AND l.key = c.key)
              FROM {changes} c WHERE seq > $1 ORDER BY seq LIMIT $2"
         ),
-        &[
-            &(after.min(i64::MAX as u64) as i64),
-            &(limit as i64),
-            &journal.to_string(),
-        ],
+        &[&sql_int(after), &(limit as i64), &journal.to_string()],
     )?;
     let mut raws = Vec::with_capacity(rows.len());
     for r in rows {

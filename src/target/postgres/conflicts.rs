@@ -9,7 +9,9 @@ use uuid::Uuid;
 use crate::apply::ApplyError;
 use crate::format::Lsn;
 use crate::mutation::Columns;
-use crate::target::changes::{ChangeBuffer, EntryClock, decode_columns, row_hash, row_identity};
+use crate::target::changes::{
+    ChangeBuffer, EntryClock, decode_columns, row_hash, row_identity, sql_int,
+};
 use crate::target::conflicts::{
     ConflictCounts, ConflictRows, NewConflict, Probe, RawConflict, Remote, SELECT_CONFLICT,
     same_row,
@@ -47,10 +49,6 @@ pub(crate) fn create_sql(conflicts: &str) -> String {
     )
 }
 
-fn to_i64(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
-}
-
 /// Locks the log's head (held until the batch ends), then finds for each probe the latest
 /// record of its row after its base made by another journal: one query for the whole batch.
 pub(crate) fn find(
@@ -64,7 +62,7 @@ pub(crate) fn find(
         &[],
     )?;
     let ids: Vec<i64> = probes.iter().map(|p| p.row_id).collect();
-    let bases: Vec<i64> = probes.iter().map(|p| to_i64(p.base_seq)).collect();
+    let bases: Vec<i64> = probes.iter().map(|p| sql_int(p.base_seq)).collect();
     // Every candidate, newest first per probe: the first whose identity matches counts.
     let sql = format!(
         "SELECT p.i, c.seq, c.hlc, c.journal_id, c.table_name, c.key
@@ -129,7 +127,7 @@ pub(crate) fn rows(
                 "SELECT row, table_name, key FROM {changes} WHERE row_id = $1 AND seq <= $2
                  ORDER BY seq DESC"
             ),
-            &[&row_hash(&identity), &to_i64(base_seq)],
+            &[&row_hash(&identity), &sql_int(base_seq)],
         )
         .map_err(apply_error)?
         .iter()
@@ -164,18 +162,18 @@ pub(crate) fn record(
             &c.kind,
             &c.summary,
             &local,
-            &to_i64(c.local_hlc),
-            &to_i64(c.base_seq),
+            &sql_int(c.local_hlc),
+            &sql_int(c.base_seq),
             &base,
             &c.rows.base.is_some(),
             &current,
             &c.remote.journal_id.to_string(),
-            &to_i64(c.remote.seq),
-            &to_i64(c.remote.hlc),
+            &sql_int(c.remote.seq),
+            &sql_int(c.remote.hlc),
             &c.resolution,
             &result,
             &c.pending,
-            &to_i64(c.detected_at_ms),
+            &sql_int(c.detected_at_ms),
         ],
     )?;
     Ok(())
@@ -225,7 +223,7 @@ pub(crate) fn list(
             "SELECT {SELECT_CONFLICT} FROM {conflicts}
              WHERE $1::text IS NULL OR journal_id = $1 ORDER BY id DESC LIMIT $2"
         ),
-        &[&journal.map(|j| j.to_string()), &to_i64(limit as u64)],
+        &[&journal.map(|j| j.to_string()), &sql_int(limit as u64)],
     )?;
     Ok(rows.iter().map(raw).collect())
 }
@@ -239,7 +237,7 @@ pub(crate) fn get(
     Ok(client
         .query_opt(
             &format!("SELECT {SELECT_CONFLICT} FROM {conflicts} WHERE id = $1"),
-            &[&to_i64(id)],
+            &[&sql_int(id)],
         )?
         .as_ref()
         .map(raw))
