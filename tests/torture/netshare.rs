@@ -708,16 +708,25 @@ fn replay_to_a_real_network_share() {
         share.mnt.display(),
         share.export.display()
     ));
-    let scenarios: [(&str, u64, ScenarioFn); 6] = [
+    let scenarios: [(&str, u64, ScenarioFn); 7] = [
         ("latency", 60, latency),
         ("cut-link", 90, cut_link),
         ("kill-server", 90, kill_server),
         ("two-mounts", 240, crate::netshare_lease::two_mounts),
         ("holder-stopped", 180, crate::netshare_lease::holder_stopped),
         ("holder-killed", 180, crate::netshare_lease::holder_killed),
+        ("holder-cut", 180, crate::netshare_lease::holder_cut),
     ];
+    // SJNS_ONLY=a,b runs only the named scenarios (while working on one).
+    let only = std::env::var("SJNS_ONLY").ok();
     let mut failures = Vec::new();
     for (name, timeout, f) in scenarios {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|n| n == name))
+        {
+            continue;
+        }
         let t = Instant::now();
         // Heals whatever a previous scenario left, clears the latency, rebuilds a dead mount.
         if let Err(e) = share.reset() {

@@ -11,17 +11,22 @@
 //!   (its mount may have cached pages from before the other machine's writes), and finishes;
 //! * `holder-killed`: the holder is killed with SIGKILL at a random moment (inside a
 //!   transaction or between two); the other machine takes over (a hot rollback journal is
-//!   rolled back), and a new process finishes the dead one's journal: exactly once, intact.
+//!   rolled back), and a new process finishes the dead one's journal: exactly once, intact;
+//! * `holder-cut`: the holder's link alone is cut (the other machine's mount keeps working);
+//!   its lease expires, the other machine takes over, and the holder's link is healed while
+//!   the other machine still holds the lease: the healed holder writes nothing until it has
+//!   taken the lease anew, then finishes: exactly once, intact.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use syncjournal::replay::TargetFaults;
 use syncjournal::{ReplayOptions, Replayer, TargetOptions};
 
 use crate::support::events::{Bump, COUNTER_SCHEMA};
-use crate::support::netshare::Share;
+use crate::support::netshare::{Fault, Share};
 use crate::support::process::{ChildLines, child_test_command, test_path};
 use crate::support::rng::Rng;
 use crate::support::targets::{TargetKind, TestTarget};
@@ -96,7 +101,7 @@ pub fn two_mounts(share: &Arc<Share>) -> String {
 /// then a little longer, so that its lease's renewal thread sees the lease gone first: the
 /// child then takes the lease anew without an error, the case a kept connection got wrong.
 struct Beginnings {
-    n: std::sync::atomic::AtomicUsize,
+    n: AtomicUsize,
     /// Wait at the second batch until stopped and continued (the `holder-stopped` scenario).
     wait_for_stop: bool,
 }
@@ -104,7 +109,7 @@ struct Beginnings {
 impl TargetFaults for Beginnings {
     fn before_statement(&self, index: usize, label: &str) -> rusqlite::Result<()> {
         if index == 0 && label == "BEGIN" {
-            let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = self.n.fetch_add(1, Ordering::Relaxed);
             println!("sjns-begin {n}");
             if n == 1 && self.wait_for_stop {
                 let start = Instant::now();
@@ -184,11 +189,13 @@ fn signal(child: &ChildLines, sig: &str) {
 }
 
 /// Machine 0 (this process, mount 1) and machine 1 (a child, mount 2) on a fresh target;
-/// `disturb` does to the child what the scenario does, while machine 0 replays.
+/// `disturb` does to the child what the scenario does, while machine 0 replays (with the
+/// hooks `faults`, if given).
 fn holder_scenario(
     share: &Share,
     name: &str,
     stop: bool,
+    faults: Option<Arc<dyn TargetFaults>>,
     disturb: &mut dyn FnMut(&mut ChildLines),
 ) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
@@ -209,12 +216,12 @@ fn holder_scenario(
     disturb(&mut child);
     // Machine 0 replays everything: it must wait out the child's lease first.
     let t = Instant::now();
-    let mut r: Replayer<Bump> = Replayer::new(
-        j0,
-        a,
-        lease_opts(),
-        ReplayOptions::new().batch_entries_max(10),
-    );
+    let opts = match faults {
+        Some(f) => lease_opts().faults(f),
+        None => lease_opts(),
+    };
+    let mut r: Replayer<Bump> =
+        Replayer::new(j0, a, opts, ReplayOptions::new().batch_entries_max(10));
     let rep = r.sync_now();
     assert!(rep.error.is_none(), "machine 0: {rep}");
     let took_over = t.elapsed();
@@ -254,7 +261,7 @@ fn finish(mut child: ChildLines, child_dir: &Path, server: &TestTarget) -> Vec<S
 }
 
 pub fn holder_stopped(share: &Arc<Share>) -> String {
-    let (took_over, lines) = holder_scenario(share, "stopped.db", true, &mut |child| {
+    let (took_over, lines) = holder_scenario(share, "stopped.db", true, None, &mut |child| {
         signal(child, "-STOP");
         // Continue it once machine 0 has certainly taken over (its lease long expired).
         let pid = child.child.id().to_string();
@@ -279,11 +286,67 @@ pub fn holder_stopped(share: &Arc<Share>) -> String {
 pub fn holder_killed(share: &Arc<Share>) -> String {
     let (mut rng, seed) = Rng::from_env_or_time("SJNS_LEASE_SEED");
     let delay_ms = rng.below(300);
-    let (took_over, _) = holder_scenario(share, "killed.db", false, &mut |child| {
+    let (took_over, _) = holder_scenario(share, "killed.db", false, None, &mut |child| {
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill9(&mut |_| {}).unwrap();
     });
     format!(
         "netshare holder-killed: SIGKILL {delay_ms} ms after a batch began (SJNS_LEASE_SEED={seed}); {took_over}; a new process finished the journal; integrity ok, every bump once"
+    )
+}
+
+/// Machine 0's hook in `holder-cut`: at its fourth batch (it holds the lease it took over from
+/// the cut holder) it heals the holder's link, then goes on slowly, so that the healed holder
+/// tries to write for a while under machine 0's lease.
+struct HealWhileHeld {
+    share: Arc<Share>,
+    n: AtomicUsize,
+}
+
+impl TargetFaults for HealWhileHeld {
+    fn before_statement(&self, index: usize, label: &str) -> rusqlite::Result<()> {
+        if index == 0 && label == "BEGIN" {
+            let n = self.n.fetch_add(1, Ordering::Relaxed);
+            if n == 3 {
+                self.share.heal().expect("heal the holder's link");
+            }
+            if n >= 3 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn holder_cut(share: &Arc<Share>) -> String {
+    let heal = Arc::new(HealWhileHeld {
+        share: Arc::clone(share),
+        n: AtomicUsize::new(0),
+    });
+    let (took_over, lines) = holder_scenario(
+        share,
+        "cut.db",
+        false,
+        Some(heal.clone() as Arc<dyn TargetFaults>),
+        &mut |_| {
+            share
+                .inject(Fault::CutMount2)
+                .expect("cut the holder's link")
+        },
+    );
+    assert!(
+        heal.n.load(Ordering::Relaxed) > 3,
+        "machine 0 replayed in fewer than four batches: the holder's link was never healed under its lease"
+    );
+    // The holder noticed: its statements failed on the cut link, or its lease ran out.
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("sjns-error")).collect();
+    assert!(
+        !errors.is_empty(),
+        "the cut holder reported no error: {lines:?}"
+    );
+    format!(
+        "netshare holder-cut: the holder's link alone cut ({LEASE_MS} ms lease); {took_over}, healing the holder's link at its fourth batch; the healed holder wrote nothing under the lease it lost ({} sync errors, first: {:?}), took it anew and finished; integrity ok, every bump once",
+        errors.len(),
+        errors.first()
     )
 }

@@ -39,6 +39,7 @@ done
 sj_kill_pidfile "$SJNS_STATE/sshfs.pid"
 sj_kill_pidfile "$SJNS_STATE/sshfs2.pid"
 sj_kill_pidfile "$SJNS_STATE/relay.pid"
+sj_kill_pidfile "$SJNS_STATE/relay2.pid"
 sj_kill_netns_procs "$NS_CLI" TERM
 
 # 3. server side: sshd and its sessions (a frozen server first gets SIGCONT)

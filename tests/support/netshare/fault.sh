@@ -5,6 +5,8 @@
 #   reset   iptables REJECT with TCP reset: established connections are reset
 #   kill    SIGKILL sshd and all its sessions (a server crash; heal.sh restarts it)
 #   freeze  SIGSTOP sshd and all its sessions (a hung server; heal.sh continues it)
+#   cut2    DROP mount 2's traffic only (its relay's port, client side): one machine's link is
+#           cut, the other's works
 # Faults stack; heal.sh undoes them all. Only touches our own namespaces.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,6 +19,7 @@ case "$mode" in
     reset)  sj_srv iptables -A SJ_PART -p tcp ! --tcp-flags RST RST -j REJECT --reject-with tcp-reset ;;
     kill)   sj_kill_netns_procs "$NS_SRV" KILL ;;
     freeze) sj_kill_netns_procs "$NS_SRV" STOP ;;
-    *) sj_die "unknown mode '$mode' (link|drop|reset|kill|freeze)" ;;
+    cut2)   sj_cli iptables -A SJ_CUT2 -j DROP ;;
+    *) sj_die "unknown mode '$mode' (link|drop|reset|kill|freeze|cut2)" ;;
 esac
 sj_log "fault '$mode' injected"

@@ -7,6 +7,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 sj_need_up
 ip -n "$NS_SRV" link set "$VETH_S" up
 sj_srv iptables -F SJ_PART
+sj_cli iptables -F SJ_CUT2
 sj_kill_netns_procs "$NS_SRV" CONT
 if ! sj_alive_pidfile "$SJNS_STATE/sshd.pid"; then
     # a killed listener leaves its sessions' pid file stale; kill leftovers, then restart

@@ -5,6 +5,8 @@
 #   test process --VFS--> $STATE/mnt  (fuse.sshfs, in the normal mount namespace)
 #        sshfs + ssh run in netns $NAME-cli and reach 127.0.0.1:$PORT there:
 #   relay.py 127.0.0.1:$PORT (one-way latency, shape.sh)  --veth $NAME-c $SUBNET.1
+#        (mount 2 goes through a relay of its own, 127.0.0.1:$PORT2, so that fault.sh can cut
+#        that machine's link alone: chain SJ_CUT2 of the client netns)
 #        --> veth $NAME-s $SUBNET.2 (netns $NAME-srv): sshd, internal-sftp only
 #   $STATE/export: the server's disk (check here what really landed)
 #
@@ -15,6 +17,7 @@ SJNS_NAME=${SJNS_NAME:-sjtest}                 # prefix of netns / veth names (<
 SJNS_STATE=${SJNS_STATE:-/tmp/$SJNS_NAME-netshare}
 SJNS_SUBNET=${SJNS_SUBNET:-10.231.91}          # a /30 that exists only between our two netns
 SJNS_PORT=${SJNS_PORT:-2222}
+SJNS_PORT2=${SJNS_PORT2:-$((SJNS_PORT + 1))} # mount 2's relay: its link can be cut alone
 SJNS_ALIVE_INTERVAL=${SJNS_ALIVE_INTERVAL:-1}  # ssh keepalive period (s): soft profile
 SJNS_ALIVE_COUNT=${SJNS_ALIVE_COUNT:-3}        # missed keepalives before the mount gives EIO
 
@@ -36,6 +39,7 @@ sj_die() { echo "netshare[$SJNS_NAME]: ERROR: $*" >&2; exit 1; }
 sj_need_root() { [ "$(id -u)" = 0 ] || sj_die "must run as root"; }
 sj_netns_exists() { [ -e "/run/netns/$1" ]; }
 sj_srv() { ip netns exec "$NS_SRV" "$@"; }
+sj_cli() { ip netns exec "$NS_CLI" "$@"; }
 # Is something mounted at $1? (reads mountinfo: never stat()s the mount, which could hang)
 sj_is_mounted() { awk -v m="$1" '$5==m{f=1} END{exit !f}' /proc/self/mountinfo; }
 # The FUSE connection id of the mount at $1 (the minor device number), from mountinfo.
@@ -91,6 +95,20 @@ sj_kill_netns_procs() {
         [ -n "${pids// /}" ] && kill -KILL $pids 2>/dev/null
     fi
     return 0
+}
+
+# Starts a latency relay in the client netns: 127.0.0.1:$1 -> the server, pid file $2.
+sj_start_relay() {
+    local port=$1 pidfile=$2 log=${2%.pid}.log
+    nsenter --net="/run/netns/$NS_CLI" /usr/bin/python3 "$HERE/relay.py" \
+        127.0.0.1 "$port" "$IP_S" "$SJNS_PORT" "$SJNS_STATE/delay" </dev/null >"$log" 2>&1 &
+    echo $! > "$pidfile"
+    for _ in $(seq 50); do
+        sj_cli ss -Hltn "sport = :$port" 2>/dev/null | grep -q LISTEN && return 0
+        sleep 0.1
+    done
+    cat "$log" >&2
+    sj_die "relay on port $port not listening"
 }
 
 # Starts sshd in the server netns and waits (5 s at most) until it listens.

@@ -34,6 +34,9 @@ pub enum Fault {
     Kill,
     /// SIGSTOP to sshd and all its sessions (a hung server).
     Freeze,
+    /// Mount 2's traffic dropped (its own relay's port): one machine's link cut, the other's
+    /// working.
+    CutMount2,
 }
 
 impl Fault {
@@ -44,6 +47,7 @@ impl Fault {
             Fault::Reset => "reset",
             Fault::Kill => "kill",
             Fault::Freeze => "freeze",
+            Fault::CutMount2 => "cut2",
         }
     }
 }

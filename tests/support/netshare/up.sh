@@ -3,7 +3,8 @@
 # pair from netns $NAME-cli through relay.py (latency), mounted with sshfs (soft profile:
 # keepalive every second, EIO after about 3-4 s of outage, reconnect on the next access) at
 # $STATE/mnt in the normal mount namespace, and a second time at $STATE/mnt2 (a second machine:
-# the two mounts share no locks).
+# the two mounts share no locks; it reaches the server through a relay of its own, so that its
+# link can be cut alone).
 # Idempotent: if it is up and healthy it heals any active fault, clears the shaping and only
 # prints the env; if half up, it tears down and rebuilds. Installs nothing: it names missing
 # tools and exits 3. Prints `SJNS_MNT=...`, `SJNS_EXPORT=...` lines on stdout.
@@ -29,6 +30,7 @@ healthy() {
     [ -f "$SJNS_STATE/up" ] || return 1
     sj_netns_exists "$NS_CLI" && sj_netns_exists "$NS_SRV" || return 1
     sj_alive_pidfile "$SJNS_STATE/relay.pid" || return 1
+    sj_alive_pidfile "$SJNS_STATE/relay2.pid" || return 1
     sj_alive_pidfile "$SJNS_STATE/sshfs.pid" || return 1
     sj_alive_pidfile "$SJNS_STATE/sshfs2.pid" || return 1
     sj_is_mounted "$MNT" || return 1
@@ -40,6 +42,7 @@ if healthy; then
     # a previous run may have left a fault or shaping behind
     ip -n "$NS_SRV" link set "$VETH_S" up
     sj_srv iptables -F SJ_PART
+    sj_cli iptables -F SJ_CUT2
     sj_kill_netns_procs "$NS_SRV" CONT
     sj_alive_pidfile "$SJNS_STATE/sshd.pid" || sj_start_sshd 9>&-
     echo "0" > "$SJNS_STATE/delay"
@@ -105,22 +108,18 @@ ip -n "$NS_SRV" link set "$VETH_S" up
 sj_srv iptables -N SJ_PART
 sj_srv iptables -A INPUT -i "$VETH_S" -j SJ_PART
 sj_srv iptables -A OUTPUT -o "$VETH_S" -j SJ_PART
+# the chain that cuts mount 2's link alone (client side: its relay's port on loopback)
+sj_cli iptables -N SJ_CUT2
+sj_cli iptables -A OUTPUT -p tcp --dport "$SJNS_PORT2" -j SJ_CUT2
+sj_cli iptables -A OUTPUT -p tcp --sport "$SJNS_PORT2" -j SJ_CUT2
 
 # server (fd 9, the lock, is not inherited by daemons)
 sj_srv /usr/sbin/sshd -t -f "$SJNS_STATE/sshd_config" || sj_die "bad sshd_config"
 sj_start_sshd 9>&-
 
-# latency relay in the client namespace: 127.0.0.1:PORT -> server
-nsenter --net="/run/netns/$NS_CLI" /usr/bin/python3 "$HERE/relay.py" \
-    127.0.0.1 "$SJNS_PORT" "$IP_S" "$SJNS_PORT" "$SJNS_STATE/delay" \
-    </dev/null >"$SJNS_STATE/relay.log" 2>&1 9>&- &
-echo $! > "$SJNS_STATE/relay.pid"
-for _ in $(seq 50); do
-    ip netns exec "$NS_CLI" ss -Hltn "sport = :$SJNS_PORT" 2>/dev/null | grep -q LISTEN && break
-    sleep 0.1
-done
-ip netns exec "$NS_CLI" ss -Hltn "sport = :$SJNS_PORT" 2>/dev/null | grep -q LISTEN \
-    || { cat "$SJNS_STATE/relay.log" >&2; sj_die "relay not listening"; }
+# latency relays in the client namespace: 127.0.0.1:PORT -> server (mount 1), :PORT2 (mount 2)
+sj_start_relay "$SJNS_PORT" "$SJNS_STATE/relay.pid" 9>&-
+sj_start_relay "$SJNS_PORT2" "$SJNS_STATE/relay2.pid" 9>&-
 
 # client: sshfs (and its ssh) in the client netns, mounted in the normal mount namespace.
 # Soft profile: keepalive every second; after ALIVE_COUNT misses ssh exits, pending requests
@@ -138,7 +137,7 @@ echo $! > "$SJNS_STATE/sshfs.pid"
 for _ in $(seq 100); do sj_is_mounted "$MNT" && break; sleep 0.1; done
 sj_is_mounted "$MNT" || { cat "$SJNS_STATE/sshfs.log" >&2; sj_die "sshfs mount of $MNT failed"; }
 chattr +i "$MNT2" 2>/dev/null || true
-nsenter --net="/run/netns/$NS_CLI" sshfs -f -o "$OPTS" "root@127.0.0.1:$EXPORT" "$MNT2" \
+nsenter --net="/run/netns/$NS_CLI" sshfs -f -o "${OPTS/Port=$SJNS_PORT/Port=$SJNS_PORT2}" "root@127.0.0.1:$EXPORT" "$MNT2" \
     </dev/null >"$SJNS_STATE/sshfs2.log" 2>&1 9>&- &
 echo $! > "$SJNS_STATE/sshfs2.pid"
 for _ in $(seq 100); do sj_is_mounted "$MNT2" && break; sleep 0.1; done
