@@ -12,13 +12,16 @@
 //!   write a new record (counter + 1) to a temporary file of our own and rename it over.
 //! * Release: check the record is ours, remove the file.
 //! * Take over: a record seen unchanged for `lease · (1 + drift) + margin` of our own clock
-//!   belongs to a holder whose lease has expired by its own clock. It is replaced (rename)
-//!   by our record, *fenced*: we renew it but do not touch the database until the replaced
-//!   holder's lease could have run out by then too, and only if the record is still ours.
+//!   belongs to a holder whose lease has expired by its own clock. Our record is written over
+//!   it in place (so that the holder's handle on its record sees it), then renamed over it,
+//!   *fenced*: we renew it but do not touch the database until the replaced holder's lease
+//!   could have run out by then too, and only if the record is still ours.
+//! * Check after commit: one uncached read (`O_DIRECT`) through a handle on our own record,
+//!   opened when it was written: one round trip on a share.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,6 +160,10 @@ struct LeaseState {
     /// what the target's connection is reopened by, since another holder may have written
     /// the file in between (`sync-protocol.md` §1.3).
     tenure: u64,
+    /// An uncached (`O_DIRECT`) read handle on our own record, opened after each write of
+    /// it: the check after a commit reads through it, one request (`None`: the file system
+    /// has no uncached reads, or the record was not written yet; the check reads by name).
+    check: Option<File>,
 }
 
 /// The lease file of the SQLite target at `target`.
@@ -193,6 +200,7 @@ impl LeaseState {
             held: None,
             watching: None,
             tenure: 0,
+            check: None,
         }
     }
 
@@ -335,7 +343,9 @@ impl LeaseState {
     fn replace_record(&mut self, fence: Option<Moment>) -> Result<(), LeaseError> {
         let begun = Moment::now();
         let since_unix_ms = now_ms();
+        self.revoke_in_place(since_unix_ms);
         self.write_replacing(1, since_unix_ms)?;
+        self.check = open_check(&self.path);
         self.held = Some(Held {
             renewed: begun,
             counter: 1,
@@ -375,6 +385,7 @@ impl LeaseState {
             fenced_until: None,
         });
         self.tenure += 1;
+        self.check = open_check(&self.path);
         tracing::debug!(lease = %self.path.display(), "writer lease taken");
         Ok(true)
     }
@@ -406,6 +417,7 @@ impl LeaseState {
                     h.renewed = begun;
                     h.counter = counter;
                 }
+                self.check = open_check(&self.path);
                 Ok(())
             }
             // Not renewed: the lease still runs from the last renewal; the next call tries
@@ -417,14 +429,40 @@ impl LeaseState {
         }
     }
 
-    /// Checks, on the share, that the record is ours and the lease has not run out: after a
-    /// commit, and before a fenced lease is used.
+    /// Checks, on the share, that the record is ours and the lease has not run out, reading
+    /// the lease file by name: before a renewal and before a fenced lease is used.
     pub(crate) fn check_ours(&mut self) -> Result<(), LeaseError> {
         let seen = read(&self.path)?;
-        match &seen {
+        self.judge(&seen)
+    }
+
+    /// The check after a commit: [`LeaseState::check_ours`] through the uncached handle on
+    /// our record, one read. A takeover writes its record into the file in place before it
+    /// renames it over, so the handle sees it. What only a read by name sees (the file
+    /// removed by hand, a taker that does not write in place) the renewal's check sees, at
+    /// most a third of the lease later. Without a handle, or if reading through it fails,
+    /// this reads by name.
+    pub(crate) fn check_after_commit(&mut self) -> Result<(), LeaseError> {
+        let Some(f) = &self.check else {
+            return self.check_ours();
+        };
+        match read_handle(f, &self.path) {
+            Ok(seen) => self.judge(&seen),
+            Err(e) => {
+                tracing::debug!(lease = %self.path.display(), error = %e, "the check after commit reads the lease file by name");
+                self.check = None;
+                self.check_ours()
+            }
+        }
+    }
+
+    /// Whether `seen` is our record, and the lease has not run out (if not, it is lost).
+    fn judge(&mut self, seen: &Seen) -> Result<(), LeaseError> {
+        match seen {
             Seen::Present(_, Some(h)) if h.holder == self.nonce => {}
             other => {
                 self.held = None;
+                self.check = None;
                 return Err(LeaseError::Lost(match other {
                     Seen::Absent => "the lease file was removed".into(),
                     Seen::Present(_, Some(h)) => format!("it is now held by {h}"),
@@ -438,6 +476,7 @@ impl LeaseState {
             .is_none_or(|h| Moment::now().since(h.renewed) >= self.lease)
         {
             self.held = None;
+            self.check = None;
             return Err(LeaseError::Lost("it ran out".into()));
         }
         Ok(())
@@ -447,6 +486,7 @@ impl LeaseState {
     /// out (after that it may be another's, and is not touched). A lease still fenced is not
     /// removed but left to expire: the holder it replaced may not have stopped yet.
     pub(crate) fn release(&mut self) {
+        self.check = None;
         let Some(h) = self.held.take() else { return };
         let now = Moment::now();
         if now.since(h.renewed) + Self::margin() >= self.lease
@@ -486,6 +526,32 @@ impl LeaseState {
         s.resize(LEASE_RECORD_BYTES - 1, b' ');
         s.push(b'\n');
         s
+    }
+
+    /// Before a takeover renames our record over the lease file: writes it into the file there
+    /// now, in place, so that the replaced holder's handle on its record (its check after
+    /// commit) sees that it is no longer its own. Best effort: the rename is what takes the
+    /// lease, and a holder that misses this sees the rename at its renewal's check.
+    fn revoke_in_place(&self, since_unix_ms: u64) {
+        let written = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&self.path)
+            .and_then(|f| {
+                let meta = f.metadata()?;
+                if !meta.is_file() || meta.len() > LEASE_READ_MAX {
+                    return Err(std::io::Error::other("not a lease record"));
+                }
+                f.write_all_at(&self.record(1, since_unix_ms), 0)?;
+                f.sync_all()
+            });
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(lease = %self.path.display(), error = %e, "could not write over the replaced lease record in place (its holder sees the takeover at its next renewal)")
+            }
+        }
     }
 
     /// Writes our record to a temporary file of our own and renames it over the lease file.
@@ -637,9 +703,9 @@ impl Lease {
         self.shared.step(LeaseState::renew_if_due)
     }
 
-    /// Checks on the share that the lease is still ours.
-    pub(crate) fn check_ours(&mut self) -> Result<(), LeaseError> {
-        self.shared.step(LeaseState::check_ours)
+    /// The check after a commit (see `LeaseState::check_after_commit`): one read.
+    pub(crate) fn check_after_commit(&mut self) -> Result<(), LeaseError> {
+        self.shared.step(LeaseState::check_after_commit)
     }
 
     /// Gives the lease up (see `LeaseState::release`).
@@ -711,6 +777,50 @@ fn read(path: &Path) -> Result<Seen, LeaseError> {
             path.display()
         )));
     }
+    let rec = parse(&bytes);
+    Ok(Seen::Present(bytes, rec))
+}
+
+/// An uncached read handle on the lease file at `path` (`O_DIRECT`, never through a link),
+/// if the file system has uncached reads.
+fn open_check(path: &Path) -> Option<File> {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::DIRECT;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
+}
+
+/// Reads the lease record through the uncached handle `f` (on `path`): at most
+/// [`LEASE_READ_MAX`] bytes, into a buffer aligned as uncached reads need.
+fn read_handle(f: &File, path: &Path) -> Result<Seen, LeaseError> {
+    const ALIGN: usize = 4096;
+    let want = 2 * LEASE_READ_MAX as usize;
+    let mut raw = vec![0u8; want + ALIGN];
+    let skip = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
+    let buf = &mut raw[skip..skip + want];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(LeaseError::Io("read".into(), e)),
+        }
+        // An uncached read of a whole aligned block at a time: a short one is the end.
+        if n % ALIGN != 0 {
+            break;
+        }
+    }
+    if n as u64 > LEASE_READ_MAX {
+        return Err(LeaseError::Hostile(format!(
+            "{} is larger than a lease record",
+            path.display()
+        )));
+    }
+    let bytes = buf[..n].to_vec();
     let rec = parse(&bytes);
     Ok(Seen::Present(bytes, rec))
 }
@@ -921,6 +1031,38 @@ mod tests {
         assert!(a.is_usable());
         assert!(a.held.as_ref().unwrap().counter >= 3);
         a.check_ours().unwrap();
+        a.check_after_commit().unwrap();
+    }
+
+    #[test]
+    fn the_check_after_commit_reads_one_handle_and_a_takeover_writes_over_it_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = lease(d.path(), 3_000, 0);
+        a.acquire().unwrap();
+        if a.check.is_none() {
+            // This file system has no uncached reads: the check reads by name (tested below).
+            eprintln!("no O_DIRECT under {}: skipped", d.path().display());
+            return;
+        }
+        // A rename alone replaces the name, not the file the handle reads: the check after
+        // commit does not see it (the renewal's check by name does).
+        let b = lease(d.path(), 3_000, 0);
+        b.write_replacing(1, 0).unwrap();
+        a.check_after_commit().unwrap();
+        assert!(matches!(a.check_ours(), Err(LeaseError::Lost(_))));
+        // A takeover writes over the replaced record in place first: the handle sees it.
+        std::fs::remove_file(lease_path(&d.path().join("t.db"))).unwrap();
+        let mut a = lease(d.path(), 3_000, 0);
+        a.acquire().unwrap();
+        let mut c = lease(d.path(), 3_000, 0);
+        c.replace_record(None).unwrap();
+        match a.check_after_commit() {
+            Err(LeaseError::Lost(why)) => assert!(why.contains("held by"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!a.is_usable() && a.check.is_none());
+        // The taker's own check reads its record through its own handle.
+        c.check_after_commit().unwrap();
     }
 
     #[test]
@@ -929,9 +1071,10 @@ mod tests {
         let mut a = lease(d.path(), 3_000, 0);
         a.acquire().unwrap();
         // Another machine replaced the record (outside the assumptions: a is not expired).
-        let b = lease(d.path(), 3_000, 0);
-        b.write_replacing(1, 0).unwrap();
-        match a.check_ours() {
+        let mut b = lease(d.path(), 3_000, 0);
+        b.replace_record(None).unwrap();
+        a.check = None; // as without uncached reads: by name
+        match a.check_after_commit() {
             Err(LeaseError::Lost(why)) => assert!(why.contains("held by"), "{why}"),
             other => panic!("{other:?}"),
         }

@@ -484,7 +484,7 @@ impl SqliteTarget {
         conn.execute_batch("COMMIT")
             .map_err(|e| self.unless_lease_ran_out(te(e)))?;
         if let Some(l) = &mut self.lease
-            && let Err(e) = l.check_ours()
+            && let Err(e) = l.check_after_commit()
         {
             tracing::error!(target = %path.display(), error = %e, "WRITER LEASE LOST across a commit");
             return Err(lease_error(&path, e));
@@ -818,7 +818,7 @@ impl Target for SqliteTarget {
         // The lease must still have been ours: if not, another machine may have written the
         // file while this commit did.
         match &mut self.lease {
-            Some(l) => match l.check_ours() {
+            Some(l) => match l.check_after_commit() {
                 Ok(()) => Commit::Landed,
                 Err(e) => {
                     tracing::error!(target = %self.path.display(), error = %e, "WRITER LEASE LOST across a commit: verifying the commit and the file's integrity");

@@ -708,7 +708,7 @@ fn replay_to_a_real_network_share() {
         share.mnt.display(),
         share.export.display()
     ));
-    let scenarios: [(&str, u64, ScenarioFn); 7] = [
+    let scenarios: [(&str, u64, ScenarioFn); 8] = [
         ("latency", 60, latency),
         ("cut-link", 90, cut_link),
         ("kill-server", 90, kill_server),
@@ -716,6 +716,7 @@ fn replay_to_a_real_network_share() {
         ("holder-stopped", 180, crate::netshare_lease::holder_stopped),
         ("holder-killed", 180, crate::netshare_lease::holder_killed),
         ("holder-cut", 180, crate::netshare_lease::holder_cut),
+        ("lease-cost", 180, crate::netshare_lease::lease_cost),
     ];
     // SJNS_ONLY=a,b runs only the named scenarios (while working on one).
     let only = std::env::var("SJNS_ONLY").ok();

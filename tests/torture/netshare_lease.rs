@@ -350,3 +350,77 @@ pub fn holder_cut(share: &Arc<Share>) -> String {
         errors.first()
     )
 }
+
+/// What the lease costs per batch at a 2 ms round trip (1 ms each way through the relay):
+/// the same journal replayed through one mount with and without the lease, alternating,
+/// three times each. Printed, not asserted (a time is not a test result); the figure goes to
+/// the closing note and `sync-protocol.md` §1.6. A round trip is measured too: one uncached
+/// read (`O_DIRECT`) of a small file on the mount, which is one SFTP request.
+pub fn lease_cost(share: &Arc<Share>) -> String {
+    const ENTRIES: i64 = 400;
+    const BATCH: usize = 10;
+    const REPS: usize = 3;
+    let batches = ENTRIES as u32 / BATCH as u32;
+    share.set_delay_ms(1).expect("set the latency");
+    std::thread::sleep(Duration::from_millis(500));
+    let round_trip = round_trip(&share.mnt);
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for rep in 0..REPS {
+        for lease in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, _, server) = fresh_target(share, &format!("cost-{rep}-{lease}.db"));
+            let j = journal_of(&dir.path().join("j"), 0, ENTRIES);
+            let opts = if lease {
+                TargetOptions::new()
+            } else {
+                TargetOptions::new().lease_ms(0)
+            };
+            let mut r: Replayer<Bump> =
+                Replayer::new(j, a, opts, ReplayOptions::new().batch_entries_max(BATCH));
+            let t = Instant::now();
+            let report = r.sync_now();
+            let took = t.elapsed();
+            assert!(report.error.is_none(), "lease {lease}: {report}");
+            assert_eq!(report.applied, ENTRIES as u64, "{report}");
+            drop(r);
+            assert_eq!(server.integrity(), "ok");
+            if lease { &mut with } else { &mut without }.push(took);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (w, wo) = (median(&mut with), median(&mut without));
+    let extra_ms = (w.as_secs_f64() - wo.as_secs_f64()) * 1000.0 / f64::from(batches);
+    let rt_ms = round_trip.as_secs_f64() * 1000.0;
+    format!(
+        "netshare lease-cost: 2 ms round trip (one uncached read: {rt_ms:.2} ms); {ENTRIES} entries in {batches} batches: {:.0} ms per batch without the lease, {:.0} ms with it (medians of {REPS}); the lease adds {extra_ms:.1} ms per batch = {:.2} round trips (acquiring and releasing once per sync included)",
+        wo.as_secs_f64() * 1000.0 / f64::from(batches),
+        w.as_secs_f64() * 1000.0 / f64::from(batches),
+        extra_ms / rt_ms
+    )
+}
+
+/// One round trip to the share: the median of 20 uncached reads (`O_DIRECT`: one SFTP read
+/// each) of a small file.
+fn round_trip(dir: &Path) -> Duration {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = dir.join("round-trip-probe");
+    std::fs::write(&path, [7u8; 512]).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(&path)
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let mut times: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            f.read_at(&mut buf, 0).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
