@@ -300,6 +300,13 @@ impl<E: JournalEvent> Replayer<E> {
         if report.error.is_none() && report.applied > 0 {
             self.prune_when_due();
         }
+        // The conflict counts, from the target (the truth), once a sync reached it: counting
+        // only the batches of this process would miss conflicts recorded before it started,
+        // in a batch whose commit was in doubt and then found landed, and those settled from
+        // another process (a quarantined entry retried or discarded).
+        if report.error.is_none() && self.obs.seen_in_sync.is_some() {
+            self.refresh_conflicts(self.source.id());
+        }
         self.target.idle();
         self.persist();
         report.duration = started.elapsed();

@@ -19,6 +19,7 @@ use syncjournal::{
     ReplayOptions, Resolution, Store, Value,
 };
 
+use crate::support::faults::{Faults, Plan};
 use crate::support::inventory::host;
 use crate::support::machines::{Machines, cache_rows, quiesce};
 use crate::support::process::with_timeout;
@@ -144,6 +145,105 @@ fn concurrent_updates_settle_last_writer_wins_and_are_recorded_and_counted() {
             };
             assert_eq!(all.len(), 2, "{kind}");
             assert!(all[0].id > all[1].id);
+        });
+    }
+}
+
+#[test]
+fn the_counts_are_the_targets_after_a_commit_in_doubt_a_kill_and_a_decision_made_elsewhere() {
+    for kind in TargetKind::all() {
+        with_timeout(120, move || {
+            let (m, mut s) = machines(kind, 3, ConflictPolicies::new());
+            // Machine 0 again, with a commit that lands but reports an error (in doubt).
+            drop(s.remove(0));
+            let faults = Arc::new(Faults::new());
+            let opts = m
+                .options()
+                .target(m.target.spec(), m.target.options().faults(faults.clone()))
+                .replay(ReplayOptions::new().reject_policy(RejectPolicy::Quarantine));
+            let s0 = m.open_with(0, opts);
+            s0.apply(&set_os(1, "debian")).unwrap();
+            tick();
+            s[0].apply(&set_os(1, "arch")).unwrap();
+            synced(&s[0]);
+            faults.arm(Plan {
+                after_commit: 1,
+                ..Plan::default()
+            });
+            let rep = s0.sync_now();
+            assert_eq!(faults.commit_hits(), 1, "{kind}");
+            assert!(rep.error.is_none(), "{kind}: verified as landed: {rep}");
+            assert_eq!(s0.conflicts(10).unwrap().len(), 1, "{kind}");
+            assert_eq!(
+                s0.status().unwrap().conflicts.resolved,
+                1,
+                "{kind}: counted although its batch's commit was in doubt"
+            );
+            // A process killed after a commit and before it saved its status: the saved
+            // status is older than the target. The target's count wins at the next sync.
+            let state = m.journal(0).join(syncjournal::replay::REPLAY_STATE_FILE);
+            let saved = std::fs::read(&state).unwrap();
+            s0.apply(&set_os(3, "debian")).unwrap();
+            tick();
+            s[0].apply(&set_os(3, "arch")).unwrap();
+            synced(&s[0]);
+            synced(&s0);
+            assert_eq!(s0.status().unwrap().conflicts.resolved, 2, "{kind}");
+            drop(s0);
+            std::fs::write(&state, &saved).unwrap();
+            let s0 = m.open_with(0, m.options());
+            synced(&s0);
+            assert_eq!(
+                s0.status().unwrap().conflicts.resolved,
+                2,
+                "{kind}: the target's count after a sync"
+            );
+            // A conflict that waits for a decision, settled while its store is closed (an
+            // operator's `syncjournal quarantine discard`): the reopened store's status
+            // follows the target at its next sync, not what it had counted itself.
+            let reject = || {
+                m.options().replay(
+                    ReplayOptions::new()
+                        .reject_policy(RejectPolicy::Quarantine)
+                        .conflicts(ConflictPolicies::new().table("hosts", ConflictPolicy::Reject)),
+                )
+            };
+            drop(s);
+            let s2 = m.open_with(2, reject());
+            s2.apply(&set_os(2, "alpine")).unwrap();
+            tick();
+            s0.apply(&set_os(2, "arch")).unwrap();
+            synced(&s0);
+            synced(&s2);
+            let waiting = ConflictCounts {
+                resolved: 0,
+                pending: 1,
+            };
+            assert_eq!(s2.status().unwrap().conflicts, waiting, "{kind}");
+            let lsn = s2.quarantined().unwrap()[0].lsn;
+            drop(s2);
+            {
+                let j =
+                    syncjournal::Journal::open(m.journal(2), syncjournal::JournalOptions::new())
+                        .unwrap();
+                let mut r = syncjournal::Replayer::<ChangeSet>::new(
+                    Arc::new(j),
+                    m.target.spec(),
+                    m.target.options(),
+                    ReplayOptions::new(),
+                );
+                assert!(r.discard_quarantined(lsn).unwrap(), "{kind}");
+            }
+            let s2 = m.open_with(2, reject());
+            synced(&s2);
+            assert_eq!(
+                s2.status().unwrap().conflicts,
+                ConflictCounts {
+                    resolved: 1,
+                    pending: 0
+                },
+                "{kind}: the decision made elsewhere is counted"
+            );
         });
     }
 }

@@ -151,6 +151,18 @@ impl TestTarget {
         }
     }
 
+    /// [`TestTarget::named`] on PostgreSQL, on the server `server` (not the shared one: one a
+    /// test may stop and start), through a proxy of this process.
+    #[cfg(feature = "postgres")]
+    pub fn postgres_on(server: super::postgres::Server, dir: &Path, name: &str) -> TestTarget {
+        let path = dir.join(name);
+        TestTarget {
+            kind: TargetKind::Postgres,
+            pg: Some(pg::PgTarget::on(server, &path, false)),
+            path,
+        }
+    }
+
     /// [`TestTarget::named`], created with the application schema `schema` (SQLite SQL; see
     /// [`TargetKind::dialect`]). The replayer's own bookkeeping (progress, quarantine) is
     /// created by the replayer on its first sync, with the options of
@@ -193,6 +205,15 @@ impl TestTarget {
             #[cfg(feature = "postgres")]
             TargetKind::Postgres => TargetSpec::from(self.pg().url()),
         }
+    }
+
+    /// The connection string of this PostgreSQL target through another proxy's `port` (a
+    /// machine of its own, whose link a test cuts alone).
+    #[cfg(feature = "postgres")]
+    pub fn url_through(&self, port: u16) -> String {
+        let pg = self.pg();
+        pg.url()
+            .replace(&format!("port={} ", pg.port), &format!("port={port} "))
     }
 
     /// The SQLite file (for checks that only make sense for SQLite).
@@ -576,13 +597,22 @@ mod pg {
     impl PgTarget {
         pub(super) fn named(path: &Path) -> PgTarget {
             let server = shared().expect("a PostgreSQL server").clone();
+            PgTarget::on(server, path, true)
+        }
+
+        /// The database named after `path` on `server`, through a proxy of this process (or,
+        /// if `inherit`, its parent's, see [`PROXY_ENV`]).
+        pub(super) fn on(server: Server, path: &Path, inherit: bool) -> PgTarget {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             path.hash(&mut h);
             let db = format!("sj_{:016x}", h.finish());
-            let parents = std::env::var(PROXY_ENV).ok().and_then(|v| {
-                let (name, port) = v.split_once('=')?;
-                (name == db).then(|| port.parse::<u16>().ok())?
-            });
+            let parents = std::env::var(PROXY_ENV)
+                .ok()
+                .filter(|_| inherit)
+                .and_then(|v| {
+                    let (name, port) = v.split_once('=')?;
+                    (name == db).then(|| port.parse::<u16>().ok())?
+                });
             let (proxy, port) = match parents {
                 Some(port) => (None, port),
                 None => {

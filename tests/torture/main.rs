@@ -8,6 +8,7 @@ mod support;
 
 mod follower_kill9;
 mod kill9;
+mod machines_kill9;
 mod netshare;
 mod netshare_lease;
 mod pipeline_kill9;
