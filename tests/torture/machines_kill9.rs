@@ -1,9 +1,11 @@
 //! Three machines on one target, each a child process with its own journal and cache, making
 //! random concurrent edits to overlapping rows (inserts, updates, deletes of hosts and
 //! domains) and syncing and pulling, while the parent kills any of them with SIGKILL at random
-//! moments (and starts it again), and on PostgreSQL also cuts one machine's link (a proxy of
-//! its own) and kills the server (`-m immediate`), on both target kinds. The SQLite target is
-//! a local file here; the same faults on a real share are `netshare.rs`'s.
+//! moments (and starts it again), on both target kinds: on PostgreSQL it also cuts one
+//! machine's link (a proxy of its own) and kills the server (`-m immediate`); the SQLite
+//! target is a local file here, and on the real share ([`on_share`], a scenario of
+//! `netshare.rs`'s run) the faults are one machine's link cut, every link cut and a server
+//! crash.
 //!
 //! Every entry also inserts one row of its own into `ledger` (`<machine>-<n>`), so that each
 //! entry leaves exactly one change-log record of that table. Afterwards, once every machine
@@ -156,14 +158,6 @@ fn machines_kill9_child() {
     println!("sjm-stopped {n}");
 }
 
-/// What the faults did.
-#[derive(Default, Debug)]
-struct Tally {
-    kills: u32,
-    cuts: u32,
-    server_kills: u32,
-}
-
 fn spawn(dir: &Path, i: usize) -> ChildLines {
     let m = dir.join(format!("m{i}"));
     ChildLines::spawn_logged(
@@ -172,106 +166,77 @@ fn spawn(dir: &Path, i: usize) -> ChildLines {
     )
 }
 
-/// One target kind's run; returns its summary line.
-fn soak(kind: TargetKind, secs: u64, rng: &mut Rng, seed: u64) -> Option<String> {
+/// A fault besides kill -9: its name, and what it does to machine `i` (undoing it before it
+/// returns).
+pub type FaultFn<'a> = (&'static str, Box<dyn FnMut(usize, &mut Rng) + 'a>);
+
+/// Three machines on `target`, machine `i` reaching it through `specs[i]` (in [`parse_spec`]'s
+/// form, for the children and for this process's checks), for `secs` s of kill -9 and
+/// `faults`; then quiescence and [`check`]. Returns the summary line.
+fn run(
+    name: &str,
+    target: &TestTarget,
+    specs: &[String],
+    faults: &mut [FaultFn<'_>],
+    secs: u64,
+    rng: &mut Rng,
+    seed: u64,
+) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    #[cfg(feature = "postgres")]
-    let mut cluster = None;
-    #[cfg(feature = "postgres")]
-    let mut proxies = Vec::new();
-    let target = match kind {
-        TargetKind::Sqlite => {
-            std::fs::create_dir_all(dir.join("share")).unwrap();
-            TestTarget::create(kind, &dir.join("share"), "machines.db", &schema())
-        }
-        #[cfg(feature = "postgres")]
-        TargetKind::Postgres => {
-            use crate::support::postgres::{Cluster, Proxy};
-            let c = Cluster::start_with("-c max_connections=100")?;
-            let t = TestTarget::postgres_on(c.server(), &dir, "machines");
-            t.create_schema(&schema());
-            for _ in 0..MACHINES {
-                proxies.push(Proxy::start(c.port));
-            }
-            cluster = Some(c);
-            t
-        }
-    };
-    // Each machine reaches the target its own way (PostgreSQL: through a proxy of its own).
-    let spec_of = |i: usize| match kind {
-        TargetKind::Sqlite => format!("sqlite {}", target.path().display()),
-        #[cfg(feature = "postgres")]
-        TargetKind::Postgres => format!("pg {}", target.url_through(proxies[i].port())),
-    };
-    for i in 0..MACHINES {
+    for (i, spec) in specs.iter().enumerate() {
         let m = dir.join(format!("m{i}"));
         std::fs::create_dir_all(&m).unwrap();
         std::fs::write(m.join("machine"), i.to_string()).unwrap();
         std::fs::write(m.join("seed"), rng.next_u64().to_string()).unwrap();
-        std::fs::write(m.join("spec"), spec_of(i)).unwrap();
+        std::fs::write(m.join("spec"), spec).unwrap();
     }
     let mut children: Vec<ChildLines> = (0..MACHINES).map(|i| spawn(&dir, i)).collect();
-    let mut tally = Tally::default();
+    let mut tally: BTreeMap<&str, u32> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let faults = if kind == TargetKind::Sqlite { 5 } else { 8 };
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(rng.range(200, 1200)));
         let i = rng.urange(0, MACHINES);
-        match rng.below(faults) {
-            0..=4 => {
+        // kill -9 half of the time, the other faults share the rest.
+        let pick = rng.below(2 * faults.len().max(1) as u64) as usize;
+        match faults.get_mut(pick) {
+            Some((what, f)) => {
+                f(i, rng);
+                *tally.entry(what).or_default() += 1;
+            }
+            None => {
                 children[i].kill9(&mut |_| {}).unwrap();
-                tally.kills += 1;
+                *tally.entry("kill -9").or_default() += 1;
                 std::thread::sleep(Duration::from_millis(rng.below(300)));
                 children[i] = spawn(&dir, i);
             }
-            #[cfg(feature = "postgres")]
-            5 | 6 => {
-                proxies[i].down();
-                std::thread::sleep(Duration::from_millis(rng.range(200, 2500)));
-                proxies[i].up();
-                tally.cuts += 1;
-            }
-            #[cfg(feature = "postgres")]
-            _ => {
-                let c = cluster.as_ref().unwrap();
-                c.stop_immediate();
-                std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
-                c.start_server();
-                tally.server_kills += 1;
-            }
-            #[cfg(not(feature = "postgres"))]
-            _ => unreachable!("faults beyond kill -9 are PostgreSQL's"),
         }
     }
     std::fs::write(dir.join("stop"), b"").unwrap();
-    let mut made = Vec::new();
     for (i, c) in children.iter_mut().enumerate() {
-        let mut last = String::new();
-        c.wait_for("sjm-stopped", Duration::from_secs(120), &mut |l| {
-            last = l.to_owned()
-        })
-        .unwrap_or_else(|e| {
-            let err = std::fs::read_to_string(dir.join(format!("m{i}/child.stderr")));
-            panic!("{kind} seed {seed}: machine {i}: {e}; stderr {err:?}")
-        });
+        c.wait_for("sjm-stopped", Duration::from_secs(120), &mut |_| {})
+            .unwrap_or_else(|e| {
+                let err = std::fs::read_to_string(dir.join(format!("m{i}/child.stderr")));
+                panic!("{name} seed {seed}: machine {i}: {e}; stderr {err:?}")
+            });
         let _ = c.child.wait();
-        made.push(last);
     }
     // Quiescence, through this process's own stores (the children are gone).
-    let stores: Vec<Store> = (0..MACHINES)
-        .map(|i| {
+    let stores: Vec<Store> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
             let m = dir.join(format!("m{i}"));
             Store::open(
                 m.join("journal"),
                 m.join("cache.db"),
-                machine_opts(target.spec()),
+                machine_opts(parse_spec(spec)),
             )
             .unwrap()
         })
         .collect();
     quiesce(&stores);
-    check(kind, seed, &target, &stores);
+    check(name, seed, target, &stores);
     let conflicts: u64 = stores
         .iter()
         .map(|s| s.status().unwrap().conflicts.resolved)
@@ -280,15 +245,119 @@ fn soak(kind: TargetKind, secs: u64, rng: &mut Rng, seed: u64) -> Option<String>
         .iter()
         .map(|s| s.status().unwrap().head_lsn)
         .collect();
-    Some(format!(
-        "machines_kill9 {kind}: {MACHINES} machines, {secs} s of faults ({} kill -9, {} link cuts, {} server kills); entries {entries:?}, each applied once; {conflicts} conflicts settled by last writer wins; every cache equals the target; integrity ok",
-        tally.kills, tally.cuts, tally.server_kills
+    format!(
+        "machines_kill9 {name}: {MACHINES} machines, {secs} s of faults {tally:?}; entries {entries:?}, each applied once; {conflicts} conflicts settled by last writer wins; every cache equals the target; integrity ok"
+    )
+}
+
+/// On a local SQLite file: kill -9 only (the share's faults are [`on_share`]'s).
+fn on_sqlite(secs: u64, rng: &mut Rng, seed: u64) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let target = TestTarget::create(TargetKind::Sqlite, dir.path(), "machines.db", &schema());
+    let specs = vec![format!("sqlite {}", target.path().display()); MACHINES];
+    run("sqlite", &target, &specs, &mut [], secs, rng, seed)
+}
+
+/// On a PostgreSQL server of its own: kill -9, one machine's link cut (each reaches the
+/// server through a proxy of its own), the server killed (`-m immediate`) and restarted.
+#[cfg(feature = "postgres")]
+fn on_postgres(secs: u64, rng: &mut Rng, seed: u64) -> Option<String> {
+    use crate::support::postgres::{Cluster, Proxy};
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with("-c max_connections=100")?;
+    let target = TestTarget::postgres_on(c.server(), dir.path(), "machines");
+    target.create_schema(&schema());
+    let proxies: Vec<Proxy> = (0..MACHINES).map(|_| Proxy::start(c.port)).collect();
+    let specs: Vec<String> = proxies
+        .iter()
+        .map(|p| format!("pg {}", target.url_through(p.port())))
+        .collect();
+    let mut faults: Vec<FaultFn<'_>> = vec![
+        (
+            "link cut",
+            Box::new(|i, rng| {
+                proxies[i].down();
+                std::thread::sleep(Duration::from_millis(rng.range(200, 2500)));
+                proxies[i].up();
+            }),
+        ),
+        (
+            "server kill",
+            Box::new(|_, rng| {
+                c.stop_immediate();
+                std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
+                c.start_server();
+            }),
+        ),
+    ];
+    Some(run(
+        "postgres",
+        &target,
+        &specs,
+        &mut faults,
+        secs,
+        rng,
+        seed,
     ))
 }
 
+/// On the real share (`netshare.rs`'s scenario `machines`): machines 0 and 1 through mount
+/// 1, machine 2 through mount 2 (no locks shared: the lease keeps them apart); kill -9, a cut
+/// of machine 2's link alone, a cut of every link, a server crash, each for long enough to
+/// become I/O errors (the soft profile's 3-4 s) or not.
+pub fn on_share(share: &std::sync::Arc<crate::support::netshare::Share>) -> String {
+    use crate::support::netshare::Fault;
+    let (mut rng, seed) = Rng::from_env_or_time("SYNCJOURNAL_MACHINES_SEED");
+    let secs: u64 = count_from_env("SYNCJOURNAL_MACHINES_SECS", 15);
+    let name = "machines.db";
+    for suffix in ["", "-journal", "-sjlease"] {
+        let _ = std::fs::remove_file(share.export.join(format!("{name}{suffix}")));
+    }
+    drop(TestTarget::create(
+        TargetKind::Sqlite,
+        &share.mnt,
+        name,
+        &schema(),
+    ));
+    let server = TestTarget::named(TargetKind::Sqlite, &share.export, name);
+    let specs = vec![
+        format!("sqlite {}", share.mnt.join(name).display()),
+        format!("sqlite {}", share.mnt.join(name).display()),
+        format!("sqlite {}", share.mnt2.join(name).display()),
+    ];
+    let outage = |share: &crate::support::netshare::Share, fault: Fault, rng: &mut Rng| {
+        share.inject(fault).expect("inject");
+        std::thread::sleep(Duration::from_millis(rng.range(300, 5000)));
+        share.heal().expect("heal");
+    };
+    let mut faults: Vec<FaultFn<'_>> = vec![
+        (
+            "machine 2's link cut",
+            Box::new(|_, rng| outage(share, Fault::CutMount2, rng)),
+        ),
+        (
+            "every link cut",
+            Box::new(|_, rng| outage(share, Fault::Link, rng)),
+        ),
+        (
+            "server kill",
+            Box::new(|_, rng| outage(share, Fault::Kill, rng)),
+        ),
+    ];
+    run(
+        &format!("share (SYNCJOURNAL_MACHINES_SEED={seed})"),
+        &server,
+        &specs,
+        &mut faults,
+        secs,
+        &mut rng,
+        seed,
+    )
+}
+
 /// The checks after quiescence (see the module's comment).
-fn check(kind: TargetKind, seed: u64, target: &TestTarget, stores: &[Store]) {
-    let ctx = |i: usize| format!("{kind} seed {seed}: machine {i}");
+fn check(name: &str, seed: u64, target: &TestTarget, stores: &[Store]) {
+    let ctx = |i: usize| format!("{name} seed {seed}: machine {i}");
     let mut tables: Vec<&str> = INVENTORY_TABLES.to_vec();
     tables.push("ledger");
     let on_target: BTreeMap<&str, Vec<Vec<Value>>> =
@@ -349,7 +418,7 @@ fn check(kind: TargetKind, seed: u64, target: &TestTarget, stores: &[Store]) {
             .unwrap();
         assert_eq!(ok, "ok", "{}: the cache's integrity", ctx(i));
     }
-    assert_eq!(target.integrity(), "ok", "{kind} seed {seed}: the target");
+    assert_eq!(target.integrity(), "ok", "{name} seed {seed}: the target");
 }
 
 #[test]
@@ -359,10 +428,10 @@ fn machines_kill9_soak() {
         let (mut rng, seed) = Rng::from_env_or_time("SYNCJOURNAL_MACHINES_SEED");
         let secs: u64 = count_from_env("SYNCJOURNAL_MACHINES_SECS", 15);
         eprintln!("machines_kill9: SYNCJOURNAL_MACHINES_SEED={seed}");
-        for kind in TargetKind::all() {
-            if let Some(line) = soak(kind, secs, &mut rng, seed) {
-                summary(&line);
-            }
+        summary(&on_sqlite(secs, &mut rng, seed));
+        #[cfg(feature = "postgres")]
+        if let Some(line) = on_postgres(secs, &mut rng, seed) {
+            summary(&line);
         }
     });
 }

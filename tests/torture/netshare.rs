@@ -708,7 +708,7 @@ fn replay_to_a_real_network_share() {
         share.mnt.display(),
         share.export.display()
     ));
-    let scenarios: [(&str, u64, ScenarioFn); 8] = [
+    let scenarios: [(&str, u64, ScenarioFn); 9] = [
         ("latency", 60, latency),
         ("cut-link", 90, cut_link),
         ("kill-server", 90, kill_server),
@@ -717,6 +717,7 @@ fn replay_to_a_real_network_share() {
         ("holder-killed", 180, crate::netshare_lease::holder_killed),
         ("holder-cut", 180, crate::netshare_lease::holder_cut),
         ("lease-cost", 180, crate::netshare_lease::lease_cost),
+        ("machines", 400, crate::machines_kill9::on_share),
     ];
     // SJNS_ONLY=a,b runs only the named scenarios (while working on one).
     let only = std::env::var("SJNS_ONLY").ok();
