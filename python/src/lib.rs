@@ -7,6 +7,7 @@
 mod changes;
 mod errors;
 mod reports;
+mod resolver;
 mod store;
 mod values;
 

@@ -59,22 +59,34 @@ fn persist_mode(name: &str, interval_ms: u64) -> PyResult<PersistMode> {
 }
 
 /// The conflict policies a ``conflicts`` dict names: table → policy (``"*"``: every other
-/// table).
+/// table), a policy being a name or a callable (a resolver, see `resolver.rs`).
 fn conflict_policies(
-    by_table: std::collections::BTreeMap<String, String>,
+    by_table: std::collections::BTreeMap<String, Bound<'_, PyAny>>,
     detect: bool,
 ) -> PyResult<ConflictPolicies> {
     let mut p = ConflictPolicies::new().detect(detect);
-    for (table, name) in by_table {
-        let policy = match name.as_str() {
-            "last_writer_wins" => ConflictPolicy::LastWriterWins,
-            "target_wins" => ConflictPolicy::TargetWins,
-            "reject" => ConflictPolicy::Reject,
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "conflict policy {other:?} for table {table:?}: use \"last_writer_wins\" (the default), \"target_wins\" or \"reject\""
-                )));
+    for (table, value) in by_table {
+        let policy = if let Ok(name) = value.extract::<String>() {
+            match name.as_str() {
+                "last_writer_wins" => ConflictPolicy::LastWriterWins,
+                "target_wins" => ConflictPolicy::TargetWins,
+                "reject" => ConflictPolicy::Reject,
+                other => {
+                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "conflict policy {other:?} for table {table:?}: use \"last_writer_wins\" (the default), \"target_wins\", \"reject\" or a resolver (a callable)"
+                    )));
+                }
             }
+        } else if value.is_callable() {
+            ConflictPolicy::Resolve(crate::resolver::python_resolver(value.unbind()))
+        } else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "conflict policy for table {table:?}: a policy name or a resolver (a callable taking a syncjournal.Conflict), not {}",
+                value
+                    .get_type()
+                    .fully_qualified_name()
+                    .map_or_else(|_| "?".to_string(), |n| n.to_string())
+            )));
         };
         p = if table == "*" {
             p.default_policy(policy)
@@ -222,7 +234,7 @@ impl Store {
         persist_mode: &str,
         persist_interval_ms: u64,
         reject_policy: &str,
-        conflicts: Option<std::collections::BTreeMap<String, String>>,
+        conflicts: Option<std::collections::BTreeMap<String, Bound<'_, PyAny>>>,
         detect_conflicts: bool,
         lock_wait_ms: u64,
         stalled_after_ms: u64,

@@ -21,6 +21,7 @@ The SQLAlchemy integration is :mod:`syncjournal.sqlalchemy` (extra ``syncjournal
 from ._native import CRATE_VERSION, ChangeSet
 from ._store import Store
 from ._types import (
+    Conflict,
     ConflictCounts,
     JournalState,
     LostWrites,
@@ -62,6 +63,7 @@ __all__ = [
     "CRATE_VERSION",
     "ChangeSet",
     "Store",
+    "Conflict",
     "ConflictCounts",
     "JournalState",
     "LostWrites",

@@ -1,7 +1,7 @@
 """Type stubs of the native module (``syncjournal._native``)."""
 
 from os import PathLike
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from typing_extensions import Self
 
@@ -43,7 +43,7 @@ class Store:
         persist_mode: str = "sync",
         persist_interval_ms: int = 10,
         reject_policy: str = "stop",
-        conflicts: Optional[Dict[str, str]] = None,
+        conflicts: Optional[Dict[str, Union[str, Callable[[Any], Any]]]] = None,
         detect_conflicts: bool = True,
         lock_wait_ms: int = 10000,
         stalled_after_ms: int = 300000,

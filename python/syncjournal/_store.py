@@ -41,8 +41,11 @@ class Store(_native.Store):
       ``"quarantine"``. ["stop"]
     * ``conflicts`` -- the conflict policy per table (``"*"``: every other table):
       ``"last_writer_wins"`` (by the stores' hybrid logical clocks; a deleted row stays
-      deleted), ``"target_wins"`` or ``"reject"`` (quarantined for a human). [None: last writer
-      wins everywhere]; ``detect_conflicts`` -- off, entries apply as they are. [True]
+      deleted), ``"target_wins"``, ``"reject"`` (quarantined for a human), or a resolver: a
+      callable taking a :class:`syncjournal.Conflict` (base, local and current row) and
+      returning ``"local"``, ``"target"``, ``"delete"`` or a dict of the columns to write, or
+      raising to refuse. [None: last writer wins everywhere]; ``detect_conflicts`` -- off,
+      entries apply as they are. [True]
     * ``lock_wait_ms`` -- how long to wait for the journal's lock. [10000]
     * ``stalled_after_ms`` -- when pending entries count as stalled. [300000]
 

@@ -8,7 +8,7 @@ import enum
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from .errors import Error
 
@@ -22,6 +22,7 @@ __all__ = [
     "SyncReport",
     "JournalState",
     "QuarantinedEntry",
+    "Conflict",
 ]
 
 
@@ -97,6 +98,48 @@ class LostWrites:
     expected_lsn: int
     found_lsn: int
     at: _dt.datetime
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A conflict a resolver is asked to settle (``Store(conflicts={"hosts": resolver})``):
+    this machine's change to a row met another machine's change the cache did not know of.
+
+    The resolver returns ``"local"`` (apply this machine's change), ``"target"`` (keep the
+    target's row; the change is recorded as overridden), ``"delete"`` (delete the row), or a
+    dict of the row's other columns to write instead (unnamed columns keep the target's
+    values); raising refuses the entry (quarantined, or the sync stops, by the store's
+    ``reject_policy``), with the exception's text as the reason. It runs on the sync's
+    thread, may be asked again for the same conflict if a batch is done again, and must not
+    call the store."""
+
+    #: The table and the row's primary key.
+    table: str
+    key: Dict[str, Any]
+    #: ``"update/update"``, ``"update/delete"``, ``"delete/update"``, ``"insert/insert"``, ...
+    kind: str
+    #: The row as this machine's cache knew it when the change was made (None: absent then,
+    #: or unknown if ``base_known`` is False: the change log no longer holds it).
+    base: Optional[Dict[str, Any]]
+    base_known: bool
+    #: This machine's change: ``{"op": "insert"|"update"|"upsert"|"delete", "values": {...}}``
+    #: (None: an application event).
+    local: Optional[Dict[str, Any]]
+    #: The target's row now (None: no row has the key).
+    current: Optional[Dict[str, Any]]
+    #: The hybrid-logical-clock values and journals of both changes, and the other change's
+    #: sequence number in the change log.
+    local_hlc: int
+    local_journal: str
+    remote_hlc: int
+    remote_journal: str
+    remote_seq: int
+    #: True if this machine's change is the later one (what last writer wins would keep).
+    local_is_newer: bool
+
+
+#: What a resolver returns (see :class:`Conflict`).
+Resolution = Union[str, Dict[str, Any]]
 
 
 @dataclass(frozen=True)

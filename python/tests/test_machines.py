@@ -114,3 +114,84 @@ def test_an_unknown_conflict_policy_is_refused_naming_it(paths):
 
     with pytest.raises(ValueError, match="bogus"):
         machine(paths, "a", conflicts={"hosts": "bogus"})
+
+
+def test_a_python_resolver_sees_base_local_and_current_rows_and_decides(paths):
+    import time
+
+    seen = []
+
+    def resolve(c):
+        seen.append(c)
+        if c.key == {"id": 1}:
+            # Merge: the local os, the target's name.
+            return {"name": c.current["name"], "os": c.local["values"]["os"] + "+merged"}
+        if c.key == {"id": 2}:
+            return "target"
+        if c.key == {"id": 3}:
+            return "delete"
+        raise RuntimeError("no rule for this row")
+
+    with machine(paths, "a") as a, machine(
+        paths, "b", conflicts={"hosts": resolve}, reject_policy="quarantine"
+    ) as b:
+        for i in (1, 2, 3, 4):
+            a.apply(sj.ChangeSet().upsert("hosts", {"id": i}, {"name": f"h{i}"}))
+        assert a.sync_now().ok
+        assert b.pull_now()["applied"] == 4
+        # Both edit every host without seeing the other's edit; a reaches the target first.
+        for i in (1, 2, 3, 4):
+            a.apply(sj.ChangeSet().update("hosts", {"id": i}, {"name": f"a{i}"}))
+        time.sleep(0.003)
+        lsns = [
+            b.apply(sj.ChangeSet().update("hosts", {"id": i}, {"os": f"b{i}"}))
+            for i in (1, 2, 3, 4)
+        ]
+        assert a.sync_now().ok
+        r = b.sync_now()
+        assert r.ok and r.quarantined == 1, r
+        assert sorted(c.key["id"] for c in seen) == [1, 2, 3, 4]
+        c1 = next(c for c in seen if c.key == {"id": 1})
+        assert isinstance(c1, sj.Conflict)
+        assert c1.table == "hosts" and c1.kind == "update/update"
+        assert c1.base_known and c1.base == {"name": "h1", "address": None, "os": None}
+        assert c1.local == {"op": "update", "values": {"os": "b1"}}
+        assert c1.current == {"name": "a1", "address": None, "os": None}
+        assert c1.remote_hlc < c1.local_hlc and c1.local_is_newer
+        assert c1.local_journal == str(b.status().journal_id)
+        assert c1.remote_journal == str(a.status().journal_id)
+        with sqlite3.connect(paths.target) as t:
+            rows = t.execute("SELECT id, name, os FROM hosts ORDER BY id").fetchall()
+        assert rows == [(1, "a1", "b1+merged"), (2, "a2", None), (4, "a4", None)]
+        # The refusal (host 4) is quarantined with the resolver's reason, pending.
+        [q] = b.quarantined()
+        assert q.lsn == lsns[3] and "no rule for this row" in q.error, q
+        assert b.status().conflicts == sj.ConflictCounts(resolved=3, pending=1)
+        resolutions = sorted(c["resolution"] for c in b.conflicts())
+        assert resolutions == ["deleted", "rejected", "target", "written"], b.conflicts()
+
+
+def test_a_resolver_answer_that_means_nothing_refuses_and_says_why(paths):
+    import time
+
+    with machine(paths, "a") as a, machine(
+        paths, "b", conflicts={"*": lambda c: 42}, reject_policy="quarantine"
+    ) as b:
+        a.apply(sj.ChangeSet().upsert("hosts", {"id": 1}, {"name": "web"}))
+        assert a.sync_now().ok
+        assert b.pull_now()["applied"] == 1
+        a.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "debian"}))
+        time.sleep(0.003)
+        b.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "arch"}))
+        assert a.sync_now().ok
+        assert b.sync_now().quarantined == 1
+        [q] = b.quarantined()
+        assert "returned 42" in q.error and '"local"' in q.error, q.error
+    with pytest_raises(TypeError, match="resolver"):
+        machine(paths, "c", conflicts={"hosts": 7})
+
+
+def pytest_raises(*args, **kwargs):
+    import pytest
+
+    return pytest.raises(*args, **kwargs)
