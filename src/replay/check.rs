@@ -283,6 +283,17 @@ pub fn check_target(path: &Path) -> Result<TargetCheck> {
             "the target is in WAL mode: syncjournal refuses it (WAL's shared memory is local to each machine, so it does not work on a network share); switch it with `PRAGMA journal_mode=TRUNCATE` while nobody uses it".into(),
         );
     }
+    // Under the writer lease: on a share, a read while another machine commits can see pages
+    // of a transaction that is not committed.
+    let lease = crate::target::sqlite::ReadLease::take(path)?;
+    let check = inspect_database(path, wal, check)?;
+    lease.check()?;
+    Ok(check)
+}
+
+/// [`check_target`]'s reads of a file that is an SQLite database: integrity, bookkeeping
+/// tables, journals.
+fn inspect_database(path: &Path, wal: bool, mut check: TargetCheck) -> Result<TargetCheck> {
     let Some(conn) = open_read_only(path, wal, &mut check.problems)? else {
         return Ok(check);
     };

@@ -595,14 +595,81 @@ fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
+/// How long a read of the target outside a replayer waits for another holder of the writer
+/// lease (see [`ReadLease`]).
+pub(crate) const READ_LEASE_WAIT_MS: u64 = 10_000;
+
+/// The writer lease, taken for a read of the target file outside a replayer: the store's peek
+/// at open, a follower's acknowledgement, `status`, `check-target` (`sync-protocol.md` §1.3,
+/// "Read"). On a share that does not forward locks, a read while another machine commits can
+/// see pages of a transaction that is not committed yet (and may never be). Taken with the
+/// defaults of [`TargetOptions`], released when dropped.
+pub(crate) struct ReadLease {
+    path: PathBuf,
+    lease: Option<Lease>,
+}
+
+impl ReadLease {
+    /// Takes the lease of the target at `path`, waiting up to [`READ_LEASE_WAIT_MS`] for
+    /// another holder. Where the lease file cannot be created because the directory is not
+    /// writable (a read-only mount), the read goes ahead without it: say so in the log.
+    pub(crate) fn take(path: &Path) -> Result<ReadLease> {
+        let defaults = TargetOptions::new();
+        let mut lease = Lease::new(path, None, defaults.lease_ms, READ_LEASE_WAIT_MS);
+        match lease.acquire() {
+            Ok(()) => Ok(ReadLease {
+                path: path.to_path_buf(),
+                lease: Some(lease),
+            }),
+            Err(LeaseError::Io(_, e))
+                if matches!(
+                    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+                    Some(
+                        rustix::io::Errno::PERM
+                            | rustix::io::Errno::ACCESS
+                            | rustix::io::Errno::ROFS
+                    )
+                ) =>
+            {
+                tracing::debug!(target = %path.display(), error = %e, "the target's directory is not writable: read without the writer lease");
+                Ok(ReadLease {
+                    path: path.to_path_buf(),
+                    lease: None,
+                })
+            }
+            Err(e) => Err(lease_error(path, e)),
+        }
+    }
+
+    /// After the read: the lease must still have been ours all along, or what was read may
+    /// be torn (another machine took the file over meanwhile).
+    pub(crate) fn check(mut self) -> Result<()> {
+        match &mut self.lease {
+            Some(l) => l
+                .check_after_commit()
+                .map_err(|e| lease_error(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Reads a target's watermark and quarantine count for `journal_id`, read-only (the target
-/// is not changed, and not created; a missing bookkeeping table counts as none).
+/// is not changed, and not created; a missing bookkeeping table counts as none), under the
+/// writer lease ([`ReadLease`]).
 pub(crate) fn peek(path: &Path, journal_id: Uuid) -> Result<(Lsn, u64)> {
     if !path.exists() {
         return Err(Error::Target(TargetError::Missing {
             path: path.to_path_buf(),
         }));
     }
+    let lease = ReadLease::take(path)?;
+    let read = peek_unleased(path, journal_id)?;
+    lease.check()?;
+    Ok(read)
+}
+
+/// [`peek`]'s reads, through a fresh read-only connection.
+fn peek_unleased(path: &Path, journal_id: Uuid) -> Result<(Lsn, u64)> {
     let err = |e: rusqlite::Error| target_error(path, "read", e);
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
     c.busy_timeout(Duration::from_secs(2)).map_err(err)?;

@@ -164,3 +164,57 @@ fn a_waiter_is_told_who_holds_the_lease_and_takes_over_from_a_holder_that_stoppe
         assert!(!lease.exists(), "released after the sync");
     });
 }
+
+/// Stops a batch before its `COMMIT` for a while, once, saying so.
+struct PauseBeforeCommit {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl syncjournal::replay::TargetFaults for PauseBeforeCommit {
+    fn before_statement(&self, _index: usize, label: &str) -> rusqlite::Result<()> {
+        if label == "commit"
+            && let Some(tx) = self.tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn reads_outside_the_replayer_wait_for_the_writer_lease_and_never_see_a_batch_in_flight() {
+    with_timeout(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let target =
+            TestTarget::create(TargetKind::Sqlite, dir.path(), "target.db", COUNTER_SCHEMA);
+        let path = target.path().to_path_buf();
+        let j = journal_of(&dir.path().join("j"), 0);
+        let id = j.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let faults = Arc::new(PauseBeforeCommit {
+            tx: std::sync::Mutex::new(Some(tx)),
+        });
+        let writer_path = path.clone();
+        let writer = std::thread::spawn(move || {
+            let mut r: Replayer<Bump> = Replayer::new(
+                j,
+                writer_path,
+                TargetOptions::new().faults(faults),
+                ReplayOptions::new().batch_entries_max(ENTRIES as usize),
+            );
+            r.sync_now()
+        });
+        // The writer holds the lease, its batch of every entry applied and not committed.
+        rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        // SQLite's own locks would let this read the committed state (nothing) at once; the
+        // lease makes it wait for the commit and read what the batch committed.
+        let wm = syncjournal::replay::read_target_watermark(path.clone(), id).unwrap();
+        assert_eq!(wm, ENTRIES as u64, "read after the commit, under the lease");
+        let check = syncjournal::replay::check_target(&path).unwrap();
+        assert_eq!(check.journals.len(), 1);
+        let rep = writer.join().unwrap();
+        assert!(rep.error.is_none(), "{rep}");
+        assert_eq!(rep.applied, ENTRIES as u64);
+    });
+}
