@@ -164,6 +164,10 @@ struct LeaseState {
     /// it: the check after a commit reads through it, one request (`None`: the file system
     /// has no uncached reads, or the record was not written yet; the check reads by name).
     check: Option<File>,
+    /// Whether to remove other holders' temporary files once this lease is first usable, and
+    /// whether that was done (see `LeaseState::sweep_tmp_files`).
+    sweep: bool,
+    swept: bool,
 }
 
 /// The lease file of the SQLite target at `target`.
@@ -201,6 +205,8 @@ impl LeaseState {
             watching: None,
             tenure: 0,
             check: None,
+            sweep: false,
+            swept: false,
         }
     }
 
@@ -247,15 +253,20 @@ impl LeaseState {
                             h.fenced_until = None;
                         }
                         tracing::info!(lease = %self.path.display(), "writer lease taken over");
+                        self.sweep_tmp_files();
                         return Ok(());
                     }
-                    None => return Ok(()),
+                    None => {
+                        self.sweep_tmp_files();
+                        return Ok(());
+                    }
                 }
             } else {
                 match read(&self.path)? {
                     Seen::Absent => {
                         if self.create()? {
                             self.watching = None;
+                            self.sweep_tmp_files();
                             return Ok(());
                         }
                     }
@@ -282,6 +293,58 @@ impl LeaseState {
                 });
             }
             std::thread::sleep(self.poll());
+        }
+    }
+
+    /// Removes the temporary files other holders left beside the lease file when they crashed
+    /// between writing a record and renaming it (`<lease file>.<holder>.tmp`, a regular file
+    /// and a holder id that is a UUID, not ours): once per lease object, when it is first
+    /// usable (while it is, no other holder writes one), and only if asked (the replayer's
+    /// lease, not a read's: listing a share's directory costs).
+    fn sweep_tmp_files(&mut self) {
+        if !self.sweep || self.swept {
+            return;
+        }
+        self.swept = true;
+        let (Some(dir), Some(name)) = (
+            self.path.parent(),
+            self.path.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!("{name}.");
+        for e in entries.flatten() {
+            let file_name = e.file_name();
+            let Some(holder) = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|r| r.strip_suffix(".tmp"))
+            else {
+                continue;
+            };
+            // `file_type` does not follow a link: only a regular file is removed.
+            if holder == self.nonce
+                || Uuid::parse_str(holder).is_err()
+                || !e.file_type().is_ok_and(|t| t.is_file())
+            {
+                continue;
+            }
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %e.path().display(), "removed a crashed lease holder's temporary file")
+                }
+                Err(err) => {
+                    tracing::debug!(file = %e.path().display(), error = %err, "could not remove a lease holder's temporary file")
+                }
+            }
         }
     }
 
@@ -652,6 +715,13 @@ impl Lease {
             }),
             renewer: false,
         }
+    }
+
+    /// This lease removes other holders' leftover temporary files once it is first usable
+    /// (see `LeaseState::sweep_tmp_files`).
+    pub(crate) fn sweeping(self) -> Lease {
+        self.shared.step(|st| st.sweep = true);
+        self
     }
 
     /// See [`LeaseValidity`].
@@ -1106,6 +1176,35 @@ mod tests {
             a.acquire(),
             Err(LeaseError::Held { holder: None, .. })
         ));
+    }
+
+    #[test]
+    fn a_crashed_holders_temporary_file_is_removed_once_the_lease_is_held() {
+        let d = tempfile::tempdir().unwrap();
+        let lease_file = lease_path(&d.path().join("t.db"));
+        let name = lease_file.file_name().unwrap().to_str().unwrap().to_owned();
+        let stale = d.path().join(format!("{name}.{}.tmp", Uuid::new_v4()));
+        let not_a_holder = d.path().join(format!("{name}.notauuid.tmp"));
+        let other = d.path().join("other.tmp");
+        let linked = d.path().join(format!("{name}.{}.tmp", Uuid::new_v4()));
+        for f in [&stale, &not_a_holder, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(&other, &linked).unwrap();
+        // A read's lease does not sweep.
+        let mut reader = lease(d.path(), 3_000, 0);
+        reader.acquire().unwrap();
+        assert!(stale.exists());
+        reader.release();
+        let mut a = lease(d.path(), 3_000, 0);
+        a.sweep = true;
+        a.acquire().unwrap();
+        assert!(!stale.exists(), "the crashed holder's file is removed");
+        assert!(not_a_holder.exists() && other.exists(), "other files stay");
+        assert!(
+            std::fs::symlink_metadata(&linked).is_ok(),
+            "a link is not a holder's file"
+        );
     }
 
     #[test]

@@ -153,8 +153,8 @@ pub(crate) fn target_error(path: &Path, what: &str, e: rusqlite::Error) -> Error
 
 impl SqliteTarget {
     pub(crate) fn new(path: PathBuf, opts: TargetOptions) -> Self {
-        let lease =
-            (opts.lease_ms > 0).then(|| Lease::new(&path, None, opts.lease_ms, opts.lease_wait_ms));
+        let lease = (opts.lease_ms > 0)
+            .then(|| Lease::new(&path, None, opts.lease_ms, opts.lease_wait_ms).sweeping());
         SqliteTarget {
             lease,
             path,
