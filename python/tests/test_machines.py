@@ -5,6 +5,9 @@ reseed rebuilds a cache from the target keeping the local changes not on it yet.
 from __future__ import annotations
 
 import sqlite3
+import time
+
+import pytest
 
 import syncjournal as sj
 from conftest import SCHEMA
@@ -27,6 +30,19 @@ def machine(paths, name, **kwargs):
 
 def hosts(store):
     return store.read("SELECT id, name, os FROM hosts ORDER BY id")
+
+
+def edited_on_both(a, b):
+    """Host 1 on both machines, then edited on both without seeing the other's edit: a's
+    edit first and on the target first, b's later and not synced. Returns b's LSN."""
+    a.apply(sj.ChangeSet().upsert("hosts", {"id": 1}, {"name": "web"}))
+    assert a.sync_now().ok
+    assert b.pull_now()["applied"] == 1
+    a.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "debian"}))
+    time.sleep(0.003)  # the HLC's milliseconds move on
+    lsn = b.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "arch"}))
+    assert a.sync_now().ok
+    return lsn
 
 
 def test_a_change_on_one_machine_reaches_the_other_cache(paths):
@@ -80,19 +96,10 @@ def test_reseed_builds_the_cache_from_the_target(paths):
 
 
 def test_concurrent_edits_are_conflicts_settled_by_policy_and_counted(paths):
-    import time
-
     with machine(paths, "a") as a, machine(
         paths, "b", conflicts={"hosts": "reject"}, reject_policy="quarantine"
     ) as b:
-        a.apply(sj.ChangeSet().upsert("hosts", {"id": 1}, {"name": "web"}))
-        assert a.sync_now().ok
-        assert b.pull_now()["applied"] == 1
-        # Both edit host 1 without seeing the other's edit; a reaches the target first.
-        a.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "debian"}))
-        time.sleep(0.003)
-        lsn = b.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "arch"}))
-        assert a.sync_now().ok
+        lsn = edited_on_both(a, b)
         r = b.sync_now()
         assert r.ok and r.quarantined == 1
         st = b.status()
@@ -110,15 +117,11 @@ def test_concurrent_edits_are_conflicts_settled_by_policy_and_counted(paths):
 
 
 def test_an_unknown_conflict_policy_is_refused_naming_it(paths):
-    import pytest
-
     with pytest.raises(ValueError, match="bogus"):
         machine(paths, "a", conflicts={"hosts": "bogus"})
 
 
 def test_a_python_resolver_sees_base_local_and_current_rows_and_decides(paths):
-    import time
-
     seen = []
 
     def resolve(c):
@@ -172,26 +175,12 @@ def test_a_python_resolver_sees_base_local_and_current_rows_and_decides(paths):
 
 
 def test_a_resolver_answer_that_means_nothing_refuses_and_says_why(paths):
-    import time
-
     with machine(paths, "a") as a, machine(
         paths, "b", conflicts={"*": lambda c: 42}, reject_policy="quarantine"
     ) as b:
-        a.apply(sj.ChangeSet().upsert("hosts", {"id": 1}, {"name": "web"}))
-        assert a.sync_now().ok
-        assert b.pull_now()["applied"] == 1
-        a.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "debian"}))
-        time.sleep(0.003)
-        b.apply(sj.ChangeSet().update("hosts", {"id": 1}, {"os": "arch"}))
-        assert a.sync_now().ok
+        edited_on_both(a, b)
         assert b.sync_now().quarantined == 1
         [q] = b.quarantined()
         assert "returned 42" in q.error and '"local"' in q.error, q.error
-    with pytest_raises(TypeError, match="resolver"):
+    with pytest.raises(TypeError, match="resolver"):
         machine(paths, "c", conflicts={"hosts": 7})
-
-
-def pytest_raises(*args, **kwargs):
-    import pytest
-
-    return pytest.raises(*args, **kwargs)
