@@ -128,6 +128,8 @@ pub(crate) enum Settled {
     Applied,
     /// The target refused something of a combined batch, which entry is not known: roll the
     /// batch back and do it again [`BatchMode::EntryByEntry`]. The string says what failed.
+    /// (Only PostgreSQL combines a batch.)
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Redo(String),
 }
 
