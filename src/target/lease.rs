@@ -45,6 +45,45 @@ pub const LEASE_DRIFT_PERCENT: u64 = 5;
 /// may take to land after it began: the bounded-delay assumption.
 pub const LEASE_MARGIN_MS: u64 = 1_000;
 
+/// The file-system calls on the share that the writer leases of this process made: on the
+/// threads that use the target (index 0) and on the renewal threads (index 1). Each is at most
+/// one request to the share's server; counted so that a test can measure what the lease
+/// adds per batch ([`lease_file_calls`]).
+static FILE_CALLS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+std::thread_local! {
+    /// True on a lease's renewal thread.
+    static RENEWAL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Counts `n` file-system calls on the share (see [`FILE_CALLS`]).
+fn calls(n: u64) {
+    let i = usize::from(RENEWAL_THREAD.with(|c| c.get()));
+    FILE_CALLS[i].fetch_add(n, Ordering::Relaxed);
+}
+
+/// The file-system calls on the share (open, stat, read, write, fsync, rename, remove, list)
+/// that the writer leases of this process have made so far: `(on the threads that use the
+/// target, on the lease's renewal threads)`. Each is at most one request to the share's
+/// server. For measurements (the lease's cost per batch); not a stable interface.
+#[cfg(feature = "fault-injection")]
+pub fn lease_file_calls() -> (u64, u64) {
+    (
+        FILE_CALLS[0].load(Ordering::Relaxed),
+        FILE_CALLS[1].load(Ordering::Relaxed),
+    )
+}
+
+/// A reader that counts its read calls (see [`calls`]).
+struct Counted<R>(R);
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        calls(1);
+        self.0.read(buf)
+    }
+}
+
 /// A moment on this machine's boot clock (monotonic; counts a suspend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Moment(Duration);
@@ -168,6 +207,8 @@ struct LeaseState {
     /// whether that was done (see `LeaseState::sweep_tmp_files`).
     sweep: bool,
     swept: bool,
+    /// A renewal thread runs for this lease (see `LeaseState::renew_if_due`).
+    renewer: bool,
 }
 
 /// The lease file of the SQLite target at `target`.
@@ -207,6 +248,7 @@ impl LeaseState {
             check: None,
             sweep: false,
             swept: false,
+            renewer: false,
         }
     }
 
@@ -317,6 +359,7 @@ impl LeaseState {
         } else {
             dir
         };
+        calls(1);
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -337,6 +380,7 @@ impl LeaseState {
             {
                 continue;
             }
+            calls(1);
             match std::fs::remove_file(e.path()) {
                 Ok(()) => {
                     tracing::info!(file = %e.path().display(), "removed a crashed lease holder's temporary file")
@@ -424,6 +468,7 @@ impl LeaseState {
     fn create(&mut self) -> Result<bool, LeaseError> {
         let begun = Moment::now();
         let since_unix_ms = now_ms();
+        calls(1);
         let mut f = match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -436,8 +481,10 @@ impl LeaseState {
         };
         let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
         let rec = self.record(1, since_unix_ms);
+        calls(3);
         if let Err(e) = f.write_all(&rec).and_then(|()| f.sync_all()) {
             // Ours, half written: remove it rather than leave others a record to wait out.
+            calls(1);
             let _ = std::fs::remove_file(&self.path);
             return Err(LeaseError::Io("write".into(), e));
         }
@@ -453,7 +500,10 @@ impl LeaseState {
         Ok(true)
     }
 
-    /// Renews the lease if a third of it has passed since the last renewal.
+    /// Renews the lease if a third of it has passed since the last renewal: on the renewal
+    /// thread. On the threads that use the target, while a renewal thread runs, only once half
+    /// of it has passed (the renewal thread fell behind), so that a renewal's file calls stay
+    /// off the batches' path.
     pub(crate) fn renew_if_due(&mut self) -> Result<(), LeaseError> {
         let Some(h) = &self.held else {
             return Err(LeaseError::Lost("not held".into()));
@@ -468,7 +518,12 @@ impl LeaseState {
                 self.lease.as_millis()
             )));
         }
-        if age < self.lease / 3 {
+        let due = if self.renewer && !RENEWAL_THREAD.with(|c| c.get()) {
+            self.lease / 2
+        } else {
+            self.lease / 3
+        };
+        if age < due {
             return Ok(());
         }
         let (counter, since) = (h.counter + 1, h.since_unix_ms);
@@ -559,6 +614,7 @@ impl LeaseState {
         }
         match read(&self.path) {
             Ok(Seen::Present(_, Some(r))) if r.holder == self.nonce => {
+                calls(1);
                 if let Err(e) = std::fs::remove_file(&self.path) {
                     tracing::warn!(lease = %self.path.display(), error = %e, "could not remove the writer lease (it expires)");
                 } else {
@@ -596,6 +652,7 @@ impl LeaseState {
     /// commit) sees that it is no longer its own. Best effort: the rename is what takes the
     /// lease, and a holder that misses this sees the rename at its renewal's check.
     fn revoke_in_place(&self, since_unix_ms: u64) {
+        calls(4);
         let written = OpenOptions::new()
             .write(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -622,6 +679,7 @@ impl LeaseState {
         let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(format!(".{}.tmp", self.nonce));
         let tmp = self.path.with_file_name(tmp_name);
+        calls(5);
         let _ = std::fs::remove_file(&tmp);
         let io = |what: &str| {
             let what = what.to_string();
@@ -638,6 +696,7 @@ impl LeaseState {
             .and_then(|()| f.sync_all())
             .and_then(|()| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
+            calls(1);
             let _ = std::fs::remove_file(&tmp);
             return Err(LeaseError::Io("replace".into(), e));
         }
@@ -760,9 +819,12 @@ impl Lease {
             let spawned = std::thread::Builder::new()
                 .name("syncjournal-lease".into())
                 .spawn(move || renew_loop(&shared));
-            if let Err(e) = spawned {
-                self.renewer = false;
-                tracing::warn!(error = %e, "no lease renewal thread; the lease is renewed between statements only");
+            match spawned {
+                Ok(_) => self.shared.step(|st| st.renewer = true),
+                Err(e) => {
+                    self.renewer = false;
+                    tracing::warn!(error = %e, "no lease renewal thread; the lease is renewed between statements only");
+                }
             }
         }
         Ok(())
@@ -786,6 +848,7 @@ impl Lease {
 
 /// The renewal thread: renews while the lease is held, ends once the lease is dropped.
 fn renew_loop(shared: &Shared) {
+    RENEWAL_THREAD.with(|c| c.set(true));
     while !shared.stop.load(Ordering::SeqCst) {
         let pause = shared.step(|st| {
             if st.held.is_some()
@@ -815,6 +878,7 @@ impl std::ops::Add<Duration> for Moment {
 
 /// Reads the lease file: never through a link, at most [`LEASE_READ_MAX`] bytes.
 fn read(path: &Path) -> Result<Seen, LeaseError> {
+    calls(1);
     let f = match OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -830,6 +894,7 @@ fn read(path: &Path) -> Result<Seen, LeaseError> {
         }
         Err(e) => return Err(LeaseError::Io("open".into(), e)),
     };
+    calls(1);
     let meta = f.metadata().map_err(|e| LeaseError::Io("stat".into(), e))?;
     if !meta.is_file() {
         return Err(LeaseError::Hostile(format!(
@@ -838,7 +903,8 @@ fn read(path: &Path) -> Result<Seen, LeaseError> {
         )));
     }
     let mut bytes = Vec::new();
-    File::take(f, LEASE_READ_MAX + 1)
+    Counted(f)
+        .take(LEASE_READ_MAX + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| LeaseError::Io("read".into(), e))?;
     if bytes.len() as u64 > LEASE_READ_MAX {
@@ -855,6 +921,7 @@ fn read(path: &Path) -> Result<Seen, LeaseError> {
 /// if the file system has uncached reads.
 fn open_check(path: &Path) -> Option<File> {
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::DIRECT;
+    calls(2);
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(flags.bits() as i32)
@@ -873,6 +940,7 @@ fn read_handle(f: &File, path: &Path) -> Result<Seen, LeaseError> {
     let buf = &mut raw[skip..skip + want];
     let mut n = 0;
     while n < buf.len() {
+        calls(1);
         match f.read_at(&mut buf[n..], n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,

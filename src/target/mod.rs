@@ -37,6 +37,8 @@ pub use conflicts::{CONFLICTS_TABLE, ConflictCounts, ConflictRecord};
 pub(crate) use conflicts::{ConflictRows, NewConflict, Probe, Remote};
 pub use retention::{CURSORS_TABLE, ChangeLogRetention, PruneReport};
 
+#[cfg(feature = "fault-injection")]
+pub use lease::lease_file_calls;
 pub use lease::{LeaseHolder, lease_holder, lease_path};
 pub use options::{TargetJournalMode, TargetOptions};
 #[cfg(feature = "postgres")]

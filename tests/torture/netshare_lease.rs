@@ -353,9 +353,12 @@ pub fn holder_cut(share: &Arc<Share>) -> String {
 
 /// What the lease costs per batch at a 2 ms round trip (1 ms each way through the relay):
 /// the same journal replayed through one mount with and without the lease, alternating,
-/// three times each. Printed, not asserted (a time is not a test result); the figure goes to
-/// the closing note and `sync-protocol.md` §1.6. A round trip is measured too: one uncached
-/// read (`O_DIRECT`) of a small file on the mount, which is one SFTP request.
+/// three times each. In the steady state: the time between two batches' ends within a sync
+/// (the first batch, which takes the lease, and the release after the last are left out),
+/// medians over every batch; and per whole sync. Printed, not asserted (a time is not a test
+/// result); the figure goes to the closing note and `sync-protocol.md` §1.6. A round trip is
+/// measured too: one uncached read (`O_DIRECT`) of a small file on the mount, which is one SFTP
+/// request.
 pub fn lease_cost(share: &Arc<Share>) -> String {
     const ENTRIES: i64 = 400;
     const BATCH: usize = 10;
@@ -364,7 +367,8 @@ pub fn lease_cost(share: &Arc<Share>) -> String {
     share.set_delay_ms(1).expect("set the latency");
     std::thread::sleep(Duration::from_millis(500));
     let round_trip = round_trip(&share.mnt);
-    let (mut with, mut without) = (Vec::new(), Vec::new());
+    // (per-batch steady-state times, whole syncs), without and with the lease
+    let mut runs: [(Vec<Duration>, Vec<Duration>); 2] = Default::default();
     for rep in 0..REPS {
         for lease in [false, true] {
             let dir = tempfile::tempdir().unwrap();
@@ -378,27 +382,56 @@ pub fn lease_cost(share: &Arc<Share>) -> String {
             let mut r: Replayer<Bump> =
                 Replayer::new(j, a, opts, ReplayOptions::new().batch_entries_max(BATCH));
             let t = Instant::now();
-            let report = r.sync_now();
+            let mut ends = Vec::new();
+            let report = r.sync_now_with(&mut |_| ends.push(Instant::now()));
             let took = t.elapsed();
             assert!(report.error.is_none(), "lease {lease}: {report}");
             assert_eq!(report.applied, ENTRIES as u64, "{report}");
             drop(r);
             assert_eq!(server.integrity(), "ok");
-            if lease { &mut with } else { &mut without }.push(took);
+            let run = &mut runs[usize::from(lease)];
+            run.0.extend(ends.windows(2).map(|w| w[1] - w[0]));
+            run.1.push(took);
         }
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
-        v[v.len() / 2]
+        v[v.len() / 2].as_secs_f64() * 1000.0
     };
-    let (w, wo) = (median(&mut with), median(&mut without));
-    let extra_ms = (w.as_secs_f64() - wo.as_secs_f64()) * 1000.0 / f64::from(batches);
+    // File-system calls the lease makes, counted: a sync of N batches and one of 2N, so that
+    // taking and releasing the lease once per sync cancel out.
+    let calls_of = |entries: i64, name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _, _) = fresh_target(share, name);
+        let j = journal_of(&dir.path().join("j"), 0, entries);
+        let mut r: Replayer<Bump> = Replayer::new(
+            j,
+            a,
+            TargetOptions::new(),
+            ReplayOptions::new().batch_entries_max(BATCH),
+        );
+        let before = syncjournal::target::lease_file_calls();
+        let t = Instant::now();
+        let report = r.sync_now();
+        let took = t.elapsed();
+        let after = syncjournal::target::lease_file_calls();
+        assert!(report.error.is_none(), "{report}");
+        (after.0 - before.0, after.1 - before.1, took)
+    };
+    let (short, _, _) = calls_of(ENTRIES, "calls-short.db");
+    let (long, renewal, long_took) = calls_of(2 * ENTRIES, "calls-long.db");
+    let calls_per_batch = (long as f64 - short as f64) / f64::from(batches);
+    let [mut without, mut with] = runs;
+    let (batch_wo, batch_w) = (median(&mut without.0), median(&mut with.0));
+    let per_sync = (median(&mut with.1) - median(&mut without.1)) / f64::from(batches);
     let rt_ms = round_trip.as_secs_f64() * 1000.0;
     format!(
-        "netshare lease-cost: 2 ms round trip (one uncached read: {rt_ms:.2} ms); {ENTRIES} entries in {batches} batches: {:.0} ms per batch without the lease, {:.0} ms with it (medians of {REPS}); the lease adds {extra_ms:.1} ms per batch = {:.2} round trips (acquiring and releasing once per sync included)",
-        wo.as_secs_f64() * 1000.0 / f64::from(batches),
-        w.as_secs_f64() * 1000.0 / f64::from(batches),
-        extra_ms / rt_ms
+        "netshare lease-cost: 2 ms round trip (one uncached read: {rt_ms:.2} ms); batches of {BATCH} entries, medians over {REPS} syncs of {batches} batches each: steady state {batch_wo:.1} ms per batch without the lease, {batch_w:.1} ms with it: the lease adds {:.1} ms = {:.2} round trips per batch; per whole sync (taking and releasing the lease included) it adds {per_sync:.1} ms = {:.2} round trips per batch. Counted: {calls_per_batch:.2} file-system calls on the share per batch on the replaying thread ({short} in a sync of {batches} batches, {long} in one of {}), and {renewal} on the renewal thread in {:.1} s (renewals every third of the lease, off the batch's path)",
+        batch_w - batch_wo,
+        (batch_w - batch_wo) / rt_ms,
+        per_sync / rt_ms,
+        2 * batches,
+        long_took.as_secs_f64()
     )
 }
 
