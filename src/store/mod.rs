@@ -17,7 +17,9 @@
 //! take back the last cache transactions — but never corrupt the database (WAL guarantees
 //! that), and the applied LSN rolls back with them. The journal holds those entries durably,
 //! and the next open applies them again. The journal is the durable copy; the cache is a fold
-//! of it.
+//! of it. Pulled changes roll back with their cursor, and are pulled again. The WAL is
+//! checkpointed (and so flushed) every `CACHE_WAL_AUTOCHECKPOINT_PAGES` pages (10 000), so a
+//! power loss can take back at most that much.
 //!
 //! # No temporary files
 //!
