@@ -222,6 +222,15 @@ fn report_rows() -> Vec<Row> {
                 Ratio("naive_replay_1_per_txn", Some(40.0), ""),
             ],
         ),
+        row(
+            "sj_replay_batch1000_nolog",
+            "entries/s",
+            vec![Ratio(
+                "raw_sqlite_upsert_batch1000_wm",
+                Some(0.8),
+                "one machine: change log off",
+            )],
+        ),
         row("raw_sqlite_upsert_batch1000_wm", "entries/s", vec![]),
         row(
             "sj_replay_log_on",

@@ -63,10 +63,20 @@ pub fn rep_journal(dir: &Path, name: &str, payloads: &[Vec<u8>]) -> (PathBuf, Ar
 /// database), batches of 1000 (the default).
 /// The connection is made (and the replayer's tables created) before the clock starts.
 pub fn sj_replay(j: &Arc<Journal>, target: impl Into<TargetSpec>, n: u64) -> Tally {
+    sj_replay_with(j, target, TargetOptions::new(), n)
+}
+
+/// [`sj_replay`] with the target options `topts`.
+pub fn sj_replay_with(
+    j: &Arc<Journal>,
+    target: impl Into<TargetSpec>,
+    topts: TargetOptions,
+    n: u64,
+) -> Tally {
     let mut r: Replayer<ChangeSet> = Replayer::new(
         Arc::clone(j),
         target,
-        TargetOptions::new(),
+        topts,
         ReplayOptions::new().batch_entries_max(REPLAY_BATCH),
     );
     assert_eq!(r.target_watermark().expect("connect target"), 0);
@@ -158,6 +168,7 @@ pub fn naive_replay(j: &Journal, target: &Path, d: Duration) -> Tally {
 
 pub const REPLAY_CASES: &[&str] = &[
     "sj_replay_batch1000",
+    "sj_replay_batch1000_nolog",
     "raw_sqlite_upsert_batch1000_wm",
     "naive_replay_1_per_txn",
 ];
@@ -191,6 +202,10 @@ pub fn group_replay(cfg: &Config, dir: &Path, res: &mut Results) {
             rustix::fs::sync();
             let t = match name {
                 "sj_replay_batch1000" => sj_replay(&j, &target, n),
+                // One machine: no change log (nothing pulls), so no conflict detection either.
+                "sj_replay_batch1000_nolog" => {
+                    sj_replay_with(&j, &target, TargetOptions::new().change_log(false), n)
+                }
                 "raw_sqlite_upsert_batch1000_wm" => raw_batched_upserts(&target, &rows),
                 _ => naive_replay(&j, &target, cfg.duration()),
             };
