@@ -105,11 +105,39 @@ fn resolution(r: &Bound<'_, PyAny>, table: &str) -> Resolution {
     ))
 }
 
+std::thread_local! {
+    /// True while a resolver runs on this thread: inside the store's sync.
+    static IN_RESOLVER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while a conflict resolver runs on this thread (the store refuses calls then: they
+/// would wait for the sync the resolver runs in).
+pub(crate) fn in_resolver() -> bool {
+    IN_RESOLVER.with(|f| f.get())
+}
+
+/// Marks this thread as running a resolver until dropped.
+struct Resolving;
+
+impl Resolving {
+    fn begin() -> Resolving {
+        IN_RESOLVER.with(|f| f.set(true));
+        Resolving
+    }
+}
+
+impl Drop for Resolving {
+    fn drop(&mut self) {
+        IN_RESOLVER.with(|f| f.set(false));
+    }
+}
+
 /// `func` (a Python callable taking a `syncjournal.Conflict`) as a resolver. An exception it
 /// raises refuses the entry, with the exception's text as the reason.
 pub(crate) fn python_resolver(func: Py<PyAny>) -> Resolver {
     Arc::new(move |c: &Conflict<'_>| {
         Python::attach(|py| {
+            let _resolving = Resolving::begin();
             let answer = conflict(py, c).and_then(|arg| func.bind(py).call1((arg,)));
             match answer {
                 Ok(r) => resolution(&r, c.table),

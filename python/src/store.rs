@@ -37,6 +37,11 @@ pub(crate) struct Store {
 
 impl Store {
     fn get(&self, py: Python<'_>) -> PyResult<Arc<Inner>> {
+        if crate::resolver::in_resolver() {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "a conflict resolver must not call the store: it runs inside the store's sync, and the call would wait for that sync to end",
+            ));
+        }
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -483,6 +488,11 @@ impl Store {
     /// ``syncjournal.StoreClosed``; closing twice is allowed. A call still running in another
     /// thread finishes first (the journal closes when the last one returns).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if crate::resolver::in_resolver() {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "a conflict resolver must not close the store: it runs inside the store's sync",
+            ));
+        }
         let taken = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(store) = taken {
             py.detach(move || match Arc::try_unwrap(store) {

@@ -111,7 +111,7 @@ class Conflict:
     values); raising refuses the entry (quarantined, or the sync stops, by the store's
     ``reject_policy``), with the exception's text as the reason. It runs on the sync's
     thread, may be asked again for the same conflict if a batch is done again, and must not
-    call the store."""
+    call the store (such a call raises ``RuntimeError``, which refuses the entry)."""
 
     #: The table and the row's primary key.
     table: str

@@ -184,3 +184,20 @@ def test_a_resolver_answer_that_means_nothing_refuses_and_says_why(paths):
         assert "returned 42" in q.error and '"local"' in q.error, q.error
     with pytest.raises(TypeError, match="resolver"):
         machine(paths, "c", conflicts={"hosts": 7})
+
+
+def test_a_resolver_that_calls_the_store_is_refused_rather_than_left_waiting(paths):
+    stores = {}
+
+    def resolve(c):
+        stores["b"].status()  # would run inside b's own sync
+        return "local"
+
+    with machine(paths, "a") as a, machine(
+        paths, "b", conflicts={"*": resolve}, reject_policy="quarantine"
+    ) as b:
+        stores["b"] = b
+        edited_on_both(a, b)
+        assert b.sync_now().quarantined == 1
+        [q] = b.quarantined()
+        assert "must not call the store" in q.error, q.error

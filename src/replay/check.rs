@@ -285,9 +285,22 @@ pub fn check_target(path: &Path) -> Result<TargetCheck> {
     }
     // Under the writer lease: on a share, a read while another machine commits can see pages
     // of a transaction that is not committed.
-    let lease = crate::target::sqlite::ReadLease::take(path)?;
+    // A lease file that is not one (a planted link, a directory) is reported, and the file
+    // checked without the lease: this is the tool that tells what is wrong.
+    let lease = match crate::target::sqlite::ReadLease::take(path) {
+        Ok(l) => Some(l),
+        Err(Error::Target(TargetError::LeaseUnusable { message, .. })) => {
+            check.problems.push(format!(
+                "{message}; checked without the writer lease (another machine may be writing meanwhile)"
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let check = inspect_database(path, wal, check)?;
-    lease.check()?;
+    if let Some(l) = lease {
+        l.check()?;
+    }
     Ok(check)
 }
 

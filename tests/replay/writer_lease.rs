@@ -218,3 +218,31 @@ fn reads_outside_the_replayer_wait_for_the_writer_lease_and_never_see_a_batch_in
         assert_eq!(rep.applied, ENTRIES as u64);
     });
 }
+
+#[test]
+fn check_target_reports_a_planted_lease_file_and_still_checks_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = TestTarget::create(TargetKind::Sqlite, dir.path(), "target.db", COUNTER_SCHEMA);
+    let path = target.path().to_path_buf();
+    std::os::unix::fs::symlink("/etc/passwd", syncjournal::target::lease_path(&path)).unwrap();
+    let check = syncjournal::replay::check_target(&path).unwrap();
+    assert!(
+        check.integrity.as_ref().is_some_and(|i| i.ok),
+        "the target was checked: {check:?}"
+    );
+    assert!(
+        check
+            .problems
+            .iter()
+            .any(|p| p.contains("symbolic link") && p.contains("without the writer lease")),
+        "{:?}",
+        check.problems
+    );
+    // A read that is not a diagnosis refuses it.
+    let e =
+        syncjournal::replay::read_target_watermark(path.clone(), uuid::Uuid::new_v4()).unwrap_err();
+    assert!(
+        matches!(e, Error::Target(TargetError::LeaseUnusable { .. })),
+        "{e}"
+    );
+}
