@@ -60,6 +60,8 @@ pub struct Replayer<E: JournalEvent = ChangeSet> {
     /// The change log's retention, and when this replayer last pruned it.
     retention: ChangeLogRetention,
     last_prune: Option<Instant>,
+    /// True once this replayer has read its conflict counts from the target.
+    conflicts_read: bool,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -151,6 +153,7 @@ impl<E: JournalEvent> Replayer<E> {
         Replayer {
             retention: target_opts.retention.clone(),
             last_prune: None,
+            conflicts_read: false,
             target: crate::target::open(&spec, target_opts),
             spec,
             opts,
@@ -300,11 +303,16 @@ impl<E: JournalEvent> Replayer<E> {
         if report.error.is_none() && report.applied > 0 {
             self.prune_when_due();
         }
-        // The conflict counts, from the target (the truth), once a sync reached it: counting
-        // only the batches of this process would miss conflicts recorded before it started,
-        // in a batch whose commit was in doubt and then found landed, and those settled from
-        // another process (a quarantined entry retried or discarded).
-        if report.error.is_none() && self.obs.seen_in_sync.is_some() {
+        // The conflict counts, from the target (the truth), after a sync that reached it and
+        // applied something, and after this replayer's first: counting only the batches of
+        // this process would miss conflicts recorded before it started (its saved state may be
+        // older than the target), in a batch whose commit was in doubt and then found landed,
+        // and those settled from another process while it was closed. A sync with nothing to
+        // apply (the background's every second) does not read them.
+        if report.error.is_none()
+            && self.obs.seen_in_sync.is_some()
+            && (report.applied > 0 || !self.conflicts_read)
+        {
             self.refresh_conflicts(self.source.id());
         }
         self.target.idle();
@@ -793,7 +801,10 @@ impl<E: JournalEvent> Replayer<E> {
     /// failure leaves the last counts seen).
     pub(crate) fn refresh_conflicts(&mut self, id: uuid::Uuid) {
         match self.target.conflict_counts(id) {
-            Ok(c) => self.obs.watch.update(|s| s.conflicts = c),
+            Ok(c) => {
+                self.conflicts_read = true;
+                self.obs.watch.update(|s| s.conflicts = c);
+            }
             Err(e) => tracing::debug!(error = %e, "conflict counts not read"),
         }
     }

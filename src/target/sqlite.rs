@@ -85,16 +85,12 @@ fn lease_error(path: &Path, e: LeaseError) -> Error {
         LeaseError::Lost(_) => TargetError::LeaseLost { path, message },
         LeaseError::Hostile(_) => TargetError::LeaseUnusable { path, message },
         LeaseError::Io(_, io) => {
-            let hint = match io.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
-                Some(
-                    rustix::io::Errno::PERM | rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS,
-                ) => {
-                    " (the target's directory is read-only or not writable: syncjournal keeps its writer lease file there, and SQLite its rollback journal; will retry)"
-                }
-                Some(rustix::io::Errno::NOENT) => {
-                    " (the target's directory does not exist: is the share mounted? will retry)"
-                }
-                _ => " (the share may be offline; will retry)",
+            let hint = if not_writable(&io) {
+                " (the target's directory is read-only or not writable: syncjournal keeps its writer lease file there, and SQLite its rollback journal; will retry)"
+            } else if io.kind() == std::io::ErrorKind::NotFound {
+                " (the target's directory does not exist: is the share mounted? will retry)"
+            } else {
+                " (the share may be offline; will retry)"
             };
             TargetError::Unavailable {
                 path,
@@ -104,6 +100,14 @@ fn lease_error(path: &Path, e: LeaseError) -> Error {
             }
         }
     })
+}
+
+/// True if `e` says the target's directory cannot be written (read-only, no permission).
+fn not_writable(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+        Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS)
+    )
 }
 
 /// Maps an SQLite error on the target to [`TargetError::Unavailable`].
@@ -631,16 +635,7 @@ impl ReadLease {
                 path: path.to_path_buf(),
                 lease: Some(lease),
             }),
-            Err(LeaseError::Io(_, e))
-                if matches!(
-                    e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
-                    Some(
-                        rustix::io::Errno::PERM
-                            | rustix::io::Errno::ACCESS
-                            | rustix::io::Errno::ROFS
-                    )
-                ) =>
-            {
+            Err(LeaseError::Io(_, e)) if not_writable(&e) => {
                 tracing::debug!(target = %path.display(), error = %e, "the target's directory is not writable: read without the writer lease");
                 Ok(ReadLease {
                     path: path.to_path_buf(),
